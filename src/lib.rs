@@ -1,0 +1,17 @@
+//! `lab`: OS-update experiments on iPhones and iPads, run like clinical trials.
+//!
+//! Layers, from the wire up: `usbmux` and `lockdown` (codecs + clients, shared with the
+//! simulator), `probe` (the baseline record), `usb` (raw USB scan), `sim` (the simulated lab).
+//! See `../shared/DESIGN.md` for the whole shape.
+
+pub mod cli;
+pub mod input;
+pub mod io;
+pub mod lockdown;
+pub mod models;
+pub mod plist_util;
+pub mod probe;
+pub mod sim;
+pub mod tls;
+pub mod usb;
+pub mod usbmux;

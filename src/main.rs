@@ -1,0 +1,82 @@
+//! `lab` command line: parse, call the library, print. Exit codes: 0 ok, 1 the command failed,
+//! 2 bad input.
+
+use clap::{Parser, Subcommand};
+use lab::cli;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lab",
+    version,
+    about = "OS-update experiments on iPhones and iPads, run like clinical trials"
+)]
+struct Args {
+    /// usbmuxd to use: UNIX:/path, /path or host:port; repeat or comma-separate for several hosts.
+    /// Default: $USBMUXD_SOCKET_ADDRESS, else /var/run/usbmuxd.
+    #[arg(long = "usbmuxd", global = true, value_name = "ADDR")]
+    usbmuxd: Vec<String>,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Attached devices (usbmuxd on every host + raw USB).
+    Devices(cli::devices::DevicesArgs),
+    /// The baseline of each device: model, iOS, disk, battery, network, passcode, supervision.
+    Probe(cli::probe::ProbeArgs),
+    /// The simulated lab.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCommand {
+    /// Serve a simulated fleet behind a usbmuxd-compatible socket.
+    Serve(cli::sim::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let default_level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lab: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let usbmuxd = args.usbmuxd;
+    let result = rt.block_on(async move {
+        match args.command {
+            Command::Devices(a) => cli::devices::run(&usbmuxd, a).await,
+            Command::Probe(a) => cli::probe::run(&usbmuxd, a).await,
+            Command::Sim {
+                command: SimCommand::Serve(a),
+            } => cli::sim::serve(&usbmuxd, a).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lab: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Probing devices over usbmuxd + lockdownd: the I/O edge of the baseline.
+
+use super::baseline::{
+    Baseline, DOMAIN_BATTERY, DOMAIN_CHAPERONE, DOMAIN_DISK, DomainReply, as_domain,
+};
+use crate::lockdown::{self, LockdownClient, LockdownError, PairRecord};
+use crate::usbmux::frame::FrameError;
+use crate::usbmux::message::LOCKDOWN_PORT;
+use crate::usbmux::{DeviceEntry, UsbmuxAddr, UsbmuxClient, UsbmuxError};
+use base64::Engine;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Per-message timeout (usbmuxd replies, lockdown replies, TLS handshake).
+    pub timeout: Duration,
+    /// How many devices are probed at once.
+    pub concurrency: usize,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            timeout: LockdownClient::DEFAULT_TIMEOUT,
+            concurrency: 128,
+        }
+    }
+}
+
+/// A device as one usbmuxd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttachedDevice {
+    pub host: String,
+    #[serde(flatten)]
+    pub entry: DeviceEntry,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostError {
+    pub host: String,
+    pub error: String,
+}
+
+/// List the devices of every usbmuxd, concurrently, in address order.
+pub async fn list_all(
+    addrs: &[UsbmuxAddr],
+    timeout: Duration,
+) -> (Vec<AttachedDevice>, Vec<HostError>) {
+    let mut set = JoinSet::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let client = UsbmuxClient {
+            addr: a.clone(),
+            timeout,
+        };
+        set.spawn(async move { (i, client.addr.to_string(), client.list_devices().await) });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(x) = r {
+            results.push(x);
+        }
+    }
+    results.sort_by_key(|r| r.0);
+    let mut devices = Vec::new();
+    let mut errors = Vec::new();
+    for (_, host, r) in results {
+        match r {
+            Ok(list) => devices.extend(list.into_iter().map(|entry| AttachedDevice {
+                host: host.clone(),
+                entry,
+            })),
+            Err(e) => errors.push(HostError {
+                host,
+                error: e.to_string(),
+            }),
+        }
+    }
+    (devices, errors)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeStatus {
+    /// Every read succeeded (individual keys may still be missing, with their reason).
+    Ok,
+    /// The device answered but refused the session (not paired, locked, …): pre-session
+    /// values only.
+    Partial,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    Unreachable,
+    Timeout,
+    Garbage,
+    OversizedFrame,
+    ClosedMidFrame,
+    Closed,
+    Tls,
+    Refused,
+    Protocol,
+    NotPaired,
+    WrongMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The step that failed: connect, QueryType, ReadPairRecord, StartSession, TLS, GetValue …
+    pub stage: String,
+    pub kind: FailureKind,
+    pub message: String,
+    /// Raw bytes the device sent instead of a reply, base64 (evidence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_base64: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceProbe {
+    pub host: String,
+    pub device_id: u32,
+    pub udid: String,
+    pub status: ProbeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    pub elapsed_ms: u64,
+    pub baseline: Baseline,
+}
+
+fn lockdown_failure(stage: &str, e: &LockdownError) -> Failure {
+    let kind = match e {
+        LockdownError::Timeout { .. } => FailureKind::Timeout,
+        LockdownError::Frame(FrameError::TooLarge { .. }) => FailureKind::OversizedFrame,
+        LockdownError::Frame(FrameError::Truncated { .. }) => FailureKind::ClosedMidFrame,
+        LockdownError::Frame(_) | LockdownError::Closed => FailureKind::Closed,
+        LockdownError::Garbage { .. } => FailureKind::Garbage,
+        LockdownError::Tls(_) | LockdownError::TlsSetup(_) => FailureKind::Tls,
+        LockdownError::Device { .. } => FailureKind::Refused,
+        LockdownError::RequestMismatch { .. } | LockdownError::MissingKey { .. } => {
+            FailureKind::Protocol
+        }
+    };
+    let raw_base64 = match e {
+        LockdownError::Garbage { raw, .. } => {
+            Some(base64::engine::general_purpose::STANDARD.encode(raw))
+        }
+        _ => None,
+    };
+    Failure {
+        stage: stage.to_string(),
+        kind,
+        message: e.to_string(),
+        raw_base64,
+    }
+}
+
+fn usbmux_failure(stage: &str, e: &UsbmuxError) -> Failure {
+    let kind = match e {
+        UsbmuxError::Unreachable { .. } => FailureKind::Unreachable,
+        UsbmuxError::Timeout { .. } => FailureKind::Timeout,
+        UsbmuxError::Refused { .. } => FailureKind::Refused,
+        UsbmuxError::Frame { .. } | UsbmuxError::BadReply { .. } => FailureKind::Protocol,
+    };
+    Failure {
+        stage: stage.to_string(),
+        kind,
+        message: e.to_string(),
+        raw_base64: None,
+    }
+}
+
+/// Probe one device. Never panics and never returns early without a record: a failure leaves
+/// the fields that were not read marked missing with the failure as their reason.
+pub async fn probe_device(
+    client: &UsbmuxClient,
+    entry: &DeviceEntry,
+    opts: &ProbeOptions,
+    port_path: Option<&str>,
+) -> DeviceProbe {
+    let start = Instant::now();
+    let host = client.addr.to_string();
+    let mut replies: [DomainReply; 4] = std::array::from_fn(|_| Err("not read".to_string()));
+    let outcome = probe_steps(client, entry, opts, &mut replies).await;
+    let (status, failure) = match outcome {
+        Ok(None) => (ProbeStatus::Ok, None),
+        Ok(Some(f)) => (ProbeStatus::Partial, Some(f)),
+        Err(f) => {
+            for r in replies.iter_mut() {
+                if let Err(reason) = r {
+                    *reason = format!("probe failed at {}: {}", f.stage, f.message);
+                }
+            }
+            (ProbeStatus::Failed, Some(f))
+        }
+    };
+    let [global, disk, battery, chaperone] = &replies;
+    let baseline =
+        Baseline::from_replies(&host, entry, global, disk, battery, chaperone, port_path);
+    DeviceProbe {
+        host,
+        device_id: entry.device_id,
+        udid: entry.serial_number.clone(),
+        status,
+        failure,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+        baseline,
+    }
+}
+
+/// `Ok(None)`: full probe. `Ok(Some(f))`: session refused, pre-session values read.
+/// `Err(f)`: the device could not be probed.
+async fn probe_steps(
+    client: &UsbmuxClient,
+    entry: &DeviceEntry,
+    opts: &ProbeOptions,
+    replies: &mut [DomainReply; 4],
+) -> Result<Option<Failure>, Failure> {
+    let io = client
+        .connect(entry.device_id, LOCKDOWN_PORT)
+        .await
+        .map_err(|e| usbmux_failure("connect", &e))?;
+    let mut ld = LockdownClient::new(io, "lab", opts.timeout);
+    let ty = ld
+        .query_type()
+        .await
+        .map_err(|e| lockdown_failure("QueryType", &e))?;
+    if ty != lockdown::SERVICE_TYPE {
+        return Err(Failure {
+            stage: "QueryType".into(),
+            kind: FailureKind::WrongMode,
+            message: format!("device answers as {ty:?}, not a booted iOS lockdownd"),
+            raw_base64: None,
+        });
+    }
+    let udid = entry.serial_number.clone();
+    let (pair, buid) = tokio::join!(client.read_pair_record(&udid), client.read_buid());
+    let session_refusal = match (pair, buid) {
+        (Err(UsbmuxError::Refused { .. }), _) => Some(Failure {
+            stage: "ReadPairRecord".into(),
+            kind: FailureKind::NotPaired,
+            message: "usbmuxd has no pair record for this device; trust this computer on the device (or pair it) first".into(),
+            raw_base64: None,
+        }),
+        (Err(e), _) => return Err(usbmux_failure("ReadPairRecord", &e)),
+        (_, Err(e)) => return Err(usbmux_failure("ReadBUID", &e)),
+        (Ok(bytes), Ok(buid)) => match PairRecord::from_bytes(&bytes) {
+            Err(e) => Some(Failure {
+                stage: "ReadPairRecord".into(),
+                kind: FailureKind::NotPaired,
+                message: e.to_string(),
+                raw_base64: None,
+            }),
+            Ok(pair) => match ld.start_session(&pair, &buid).await {
+                Ok(_) => None,
+                Err(e @ LockdownError::Device { .. }) => {
+                    Some(lockdown_failure("StartSession", &e))
+                }
+                Err(e) => {
+                    let stage = if matches!(e, LockdownError::Tls(_))
+                        || (matches!(e, LockdownError::Timeout { .. })
+                            && e.to_string().contains("TLS"))
+                    {
+                        "TLS"
+                    } else {
+                        "StartSession"
+                    };
+                    return Err(lockdown_failure(stage, &e));
+                }
+            },
+        },
+    };
+    if let Some(refusal) = session_refusal {
+        // Without a session only the pre-session values can be read (brief §6).
+        replies[0] = read_domain(&mut ld, None).await?;
+        for r in replies[1..].iter_mut() {
+            *r = Err(format!("no lockdown session: {}", refusal.message));
+        }
+        return Ok(Some(refusal));
+    }
+    replies[0] = read_domain(&mut ld, None).await?;
+    replies[1] = read_domain(&mut ld, Some(DOMAIN_DISK)).await?;
+    replies[2] = read_domain(&mut ld, Some(DOMAIN_BATTERY)).await?;
+    replies[3] = read_domain(&mut ld, Some(DOMAIN_CHAPERONE)).await?;
+    if let Err(e) = ld.stop_session().await {
+        tracing::debug!(udid = %udid, error = %e, "StopSession failed after a complete probe");
+    }
+    Ok(None)
+}
+
+/// One GetValue of a whole domain. A device refusal becomes a per-field reason; a broken
+/// connection fails the device.
+async fn read_domain(
+    ld: &mut LockdownClient,
+    domain: Option<&str>,
+) -> Result<DomainReply, Failure> {
+    let stage = format!("GetValue {}", domain.unwrap_or("(global)"));
+    match ld.get_value(domain, None).await {
+        Ok(v) => Ok(as_domain(v)),
+        Err(LockdownError::Device { code, .. }) => Ok(Err(code.name().to_string())),
+        Err(e) => Err(lockdown_failure(&stage, &e)),
+    }
+}
+
+/// Probe many devices concurrently; results come back in input order.
+pub async fn probe_all(
+    devices: Vec<(AttachedDevice, Option<String>)>,
+    opts: ProbeOptions,
+) -> Vec<DeviceProbe> {
+    let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let opts = Arc::new(opts);
+    let mut set = JoinSet::new();
+    for (i, (dev, port_path)) in devices.into_iter().enumerate() {
+        let sem = sem.clone();
+        let opts = opts.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let addr = UsbmuxAddr::parse(&dev.host).expect("host came from a parsed address");
+            let client = UsbmuxClient {
+                addr,
+                timeout: opts.timeout,
+            };
+            // The overall deadline guards against a device that trickles bytes forever.
+            let deadline = opts.timeout * 8;
+            let probe = probe_device(&client, &dev.entry, &opts, port_path.as_deref());
+            let r = match tokio::time::timeout(deadline, probe).await {
+                Ok(p) => p,
+                Err(_) => {
+                    let fail = Failure {
+                        stage: "probe".into(),
+                        kind: FailureKind::Timeout,
+                        message: format!("probe did not finish within {deadline:?}"),
+                        raw_base64: None,
+                    };
+                    let msg = format!("probe failed: {}", fail.message);
+                    DeviceProbe {
+                        host: dev.host.clone(),
+                        device_id: dev.entry.device_id,
+                        udid: dev.entry.serial_number.clone(),
+                        status: ProbeStatus::Failed,
+                        baseline: Baseline::from_replies(
+                            &dev.host,
+                            &dev.entry,
+                            &Err(msg.clone()),
+                            &Err(msg.clone()),
+                            &Err(msg.clone()),
+                            &Err(msg),
+                            port_path.as_deref(),
+                        ),
+                        failure: Some(fail),
+                        elapsed_ms: deadline.as_millis() as u64,
+                    }
+                }
+            };
+            (i, r)
+        });
+    }
+    let mut out: Vec<(usize, DeviceProbe)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(x) => out.push(x),
+            Err(e) => tracing::error!(error = %e, "probe task panicked"),
+        }
+    }
+    out.sort_by_key(|x| x.0);
+    out.into_iter().map(|x| x.1).collect()
+}

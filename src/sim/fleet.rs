@@ -1,0 +1,509 @@
+//! The fleet file: what the simulated lab's devices are (issue #2, item 7).
+//!
+//! ```yaml
+//! devices:
+//!   - name: Bench iPhone
+//!     product_type: iPhone12,1
+//!     ios: { version: "17.5.1", build: 21F90 }
+//!     disk: { total: 64 GB, free: 20.5 GB }
+//!     battery: { level: 87, charging: true, external_power: true }
+//!     network: wifi          # wifi | cellular | none
+//!     passcode: false
+//!     supervised: true
+//!     activation_state: Activated
+//!     count: 3               # three such devices, named "Bench iPhone 1..3"
+//!     detach_after: 30s      # leaves the lab 30 s (simulated) after start
+//! ```
+//! Everything in `trials/README.md`.
+
+use crate::input::{InputError, load_yaml, parse_yaml};
+use crate::models;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// Seed for generated identities (UDIDs, serials, MACs); fleets with the same seed and
+    /// names generate the same identities.
+    #[serde(default)]
+    pub seed: u64,
+    pub devices: Vec<Spanned<DeviceSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    pub name: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    pub udid: Option<String>,
+    pub serial: Option<String>,
+    pub product_type: String,
+    pub model_number: Option<String>,
+    pub ios: IosSpec,
+    pub disk: DiskSpec,
+    pub battery: BatterySpec,
+    #[serde(default)]
+    pub network: NetworkKind,
+    #[serde(default)]
+    pub passcode: bool,
+    #[serde(default = "yes")]
+    pub supervised: bool,
+    #[serde(default = "activated")]
+    pub activation_state: String,
+    /// `false`: usbmuxd has no pair record for the device (the "Trust" prompt never answered).
+    #[serde(default = "yes")]
+    pub paired: bool,
+    /// Absent at start; attaches after this long (simulated time).
+    pub attach_after: Option<DurationSpec>,
+    /// Detaches after this long (simulated time).
+    pub detach_after: Option<DurationSpec>,
+    /// Misbehaviour of this device's lockdownd, for testing the harness.
+    pub fault: Option<Fault>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn activated() -> String {
+    "Activated".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IosSpec {
+    pub version: String,
+    pub build: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    pub total: Bytes,
+    pub free: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BatterySpec {
+    pub level: Percent,
+    #[serde(default)]
+    pub charging: bool,
+    #[serde(default)]
+    pub external_power: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    #[default]
+    Wifi,
+    Cellular,
+    None,
+}
+
+/// Ways a simulated lockdownd misbehaves (on its first reply unless stated).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// A well-framed reply whose body is not a plist.
+    Garbage,
+    /// Announces a frame, sends part of it, closes the connection.
+    CloseMidFrame,
+    /// Announces a 4 GiB frame.
+    OversizedFrame,
+    /// Accepts the connection and never answers.
+    Silent,
+    /// Answers StartSession, then sends garbage instead of a TLS ServerHello.
+    TlsFailure,
+}
+
+/// A byte count: an integer, or a string with a unit (`64 GB`, `512MB`, `1.5 TB`, `32 GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "NumberOrString")]
+pub struct Bytes(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Percent(pub u8);
+
+/// A duration: `500ms`, `10s`, `2m`, `1h`, or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "NumberOrString")]
+pub struct DurationSpec(pub Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrString {
+    N(u64),
+    F(f64),
+    S(String),
+}
+
+impl TryFrom<u64> for Percent {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v > 100 {
+            return Err(format!("battery level {v} is not a percentage (0–100)"));
+        }
+        Ok(Percent(v as u8))
+    }
+}
+
+impl TryFrom<NumberOrString> for Bytes {
+    type Error = String;
+    fn try_from(v: NumberOrString) -> Result<Self, String> {
+        match v {
+            NumberOrString::N(n) => Ok(Bytes(n)),
+            NumberOrString::F(f) => Err(format!("{f} is not a whole number of bytes")),
+            NumberOrString::S(s) => parse_bytes(&s).map(Bytes),
+        }
+    }
+}
+
+impl TryFrom<NumberOrString> for DurationSpec {
+    type Error = String;
+    fn try_from(v: NumberOrString) -> Result<Self, String> {
+        match v {
+            NumberOrString::N(n) => Ok(DurationSpec(Duration::from_secs(n))),
+            NumberOrString::F(f) if f >= 0.0 && f.is_finite() => {
+                Ok(DurationSpec(Duration::from_secs_f64(f)))
+            }
+            NumberOrString::F(f) => Err(format!("{f} is not a duration")),
+            NumberOrString::S(s) => parse_duration(&s).map(DurationSpec),
+        }
+    }
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64 GB, 512 MB, 1073741824)"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let v = n * mult;
+    if !v.is_finite() || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(v.round() as u64)
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (t[..split].trim(), t[split..].trim());
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{s:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// One simulated device after expanding `count` and generating what the file leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimDeviceSpec {
+    pub name: String,
+    pub udid: String,
+    pub serial: String,
+    pub product_type: String,
+    pub marketing_name: Option<String>,
+    pub hardware_model: String,
+    pub model_number: String,
+    pub device_class: String,
+    pub chip_id: u32,
+    pub ecid: u64,
+    pub ios_version: String,
+    pub ios_build: String,
+    pub disk_total: u64,
+    pub disk_free: u64,
+    pub battery_level: u8,
+    pub charging: bool,
+    pub external_power: bool,
+    pub network: NetworkKind,
+    pub passcode: bool,
+    pub supervised: bool,
+    pub activation_state: String,
+    pub paired: bool,
+    pub wifi_address: String,
+    pub bluetooth_address: String,
+    pub attach_after: Option<Duration>,
+    pub detach_after: Option<Duration>,
+    pub fault: Option<Fault>,
+}
+
+/// Read a fleet file; every error names the file, line and column.
+pub fn load(path: &Path) -> Result<Vec<SimDeviceSpec>, InputError> {
+    let f: FleetFile = load_yaml(path)?;
+    expand(path, f)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Vec<SimDeviceSpec>, InputError> {
+    let f: FleetFile = parse_yaml(path, text)?;
+    expand(path, f)
+}
+
+fn hash(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn mac(bytes: &[u8]) -> String {
+    // Locally administered unicast address, so it never collides with a real vendor's.
+    let mut b = [0u8; 6];
+    b.copy_from_slice(&bytes[..6]);
+    b[0] = (b[0] & 0xfc) | 0x02;
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+const SERIAL_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
+    let mut out = Vec::new();
+    let mut seen_udids = HashSet::new();
+    let mut seen_names = HashSet::new();
+    if f.devices.is_empty() {
+        return Err(InputError::at(path, None, "the fleet has no devices"));
+    }
+    for spanned in &f.devices {
+        let d = &spanned.value;
+        let loc = Some(spanned.referenced);
+        let err = |m: String| InputError::at(path, loc, format!("device {:?}: {m}", d.name));
+        if d.count == 0 {
+            return Err(err("count must be at least 1".into()));
+        }
+        if d.count > 100_000 {
+            return Err(err(format!("count {} is more than 100000", d.count)));
+        }
+        if d.count > 1 && (d.udid.is_some() || d.serial.is_some()) {
+            return Err(err(
+                "udid and serial cannot be given together with count > 1".into(),
+            ));
+        }
+        if d.disk.free.0 > d.disk.total.0 {
+            return Err(err(format!(
+                "disk free ({} bytes) is more than disk total ({} bytes)",
+                d.disk.free.0, d.disk.total.0
+            )));
+        }
+        if d.ios.version.trim().is_empty()
+            || !d.ios.version.split('.').all(|p| p.parse::<u32>().is_ok())
+        {
+            return Err(err(format!(
+                "ios.version {:?} is not a version like 17.5.1",
+                d.ios.version
+            )));
+        }
+        let model = models::lookup(&d.product_type);
+        let class = model.map(|m| m.device_class.clone()).unwrap_or_else(|| {
+            d.product_type
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == ',')
+                .to_string()
+        });
+        if !["iPhone", "iPad", "iPod"].contains(&class.as_str()) {
+            return Err(err(format!(
+                "product_type {:?} is not an iPhone, iPad or iPod (e.g. iPhone12,1)",
+                d.product_type
+            )));
+        }
+        for i in 1..=d.count {
+            let name = if d.count > 1 {
+                format!("{} {}", d.name, i)
+            } else {
+                d.name.clone()
+            };
+            if !seen_names.insert(name.clone()) {
+                return Err(err(format!("device name {name:?} is used twice")));
+            }
+            let h = hash(&[&f.seed.to_le_bytes(), name.as_bytes()]);
+            let chip = model.map(|m| m.chip_id).unwrap_or(0x8030);
+            let ecid = u64::from_be_bytes(h[0..8].try_into().expect("8 bytes")) >> 8;
+            let udid = match &d.udid {
+                Some(u) => {
+                    let ok = (u.len() == 25 && u.as_bytes()[8] == b'-')
+                        || (u.len() == 40 && u.chars().all(|c| c.is_ascii_hexdigit()));
+                    if !ok {
+                        return Err(err(format!(
+                            "udid {u:?} is neither 8-16 hex digits with a dash nor 40 hex digits"
+                        )));
+                    }
+                    u.clone()
+                }
+                None if chip >= 0x8020 => format!("{chip:08X}-{ecid:016X}"),
+                None => h[..20].iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            if !seen_udids.insert(udid.clone()) {
+                return Err(err(format!("udid {udid} is used twice")));
+            }
+            let serial = d.serial.clone().unwrap_or_else(|| {
+                h[8..20]
+                    .iter()
+                    .map(|b| SERIAL_ALPHABET[*b as usize % SERIAL_ALPHABET.len()] as char)
+                    .collect()
+            });
+            let model_number = d
+                .model_number
+                .clone()
+                .unwrap_or_else(|| format!("M{}2", &serial[..3.min(serial.len())]));
+            out.push(SimDeviceSpec {
+                name,
+                udid,
+                serial,
+                product_type: d.product_type.clone(),
+                marketing_name: model.map(|m| m.marketing_name.clone()),
+                hardware_model: model
+                    .map(|m| m.hardware_model.clone())
+                    .unwrap_or_else(|| "J0AP".into()),
+                model_number,
+                device_class: class.clone(),
+                chip_id: chip,
+                ecid,
+                ios_version: d.ios.version.clone(),
+                ios_build: d.ios.build.clone(),
+                disk_total: d.disk.total.0,
+                disk_free: d.disk.free.0,
+                battery_level: d.battery.level.0,
+                charging: d.battery.charging,
+                external_power: d.battery.external_power,
+                network: d.network,
+                passcode: d.passcode,
+                supervised: d.supervised,
+                activation_state: d.activation_state.clone(),
+                paired: d.paired,
+                wifi_address: mac(&h[20..26]),
+                bluetooth_address: mac(&h[26..32]),
+                attach_after: d.attach_after.map(|x| x.0),
+                detach_after: d.detach_after.map(|x| x.0),
+                fault: d.fault,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+seed: 7
+devices:
+  - name: Bench iPhone
+    product_type: iPhone12,1
+    ios: { version: "17.5.1", build: 21F90 }
+    disk: { total: 64 GB, free: 20.5 GB }
+    battery: { level: 87, charging: true, external_power: true }
+    network: cellular
+    passcode: true
+    count: 2
+  - name: Old one
+    product_type: iPhone10,4
+    ios: { version: "16.7.8", build: 20H343 }
+    disk: { total: 64000000000, free: 1 GiB }
+    battery: { level: 40 }
+    supervised: false
+    detach_after: 1.5s
+"#;
+
+    #[test]
+    fn expands_counts_and_generates_stable_identities() {
+        let a = parse(Path::new("f.yaml"), GOOD).unwrap();
+        let b = parse(Path::new("f.yaml"), GOOD).unwrap();
+        assert_eq!(a, b, "generation is deterministic");
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].name, "Bench iPhone 1");
+        assert_eq!(a[0].disk_total, 64_000_000_000);
+        assert_eq!(a[0].disk_free, 20_500_000_000);
+        assert!(a[0].udid.starts_with("00008030-"), "{}", a[0].udid);
+        assert_ne!(a[0].udid, a[1].udid);
+        assert_eq!(a[2].udid.len(), 40, "pre-A12 devices have 40-hex UDIDs");
+        assert_eq!(a[2].disk_free, 1 << 30);
+        assert_eq!(a[2].detach_after, Some(Duration::from_millis(1500)));
+        assert!(!a[2].supervised && a[0].supervised);
+        assert_eq!(a[0].serial.len(), 12);
+    }
+
+    fn err(text: &str) -> InputError {
+        parse(Path::new("fleet.yaml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = err("devices:\n  - name: x\n    product_type: iPhone12,1\n    colour: red\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("fleet.yaml:4:"), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+
+        let e = err(
+            "devices:\n  - name: x\n    product_type: iPhone12,1\n    ios: {version: '17.0', build: A}\n    disk: {total: 1 GB, free: 2 GB}\n    battery: {level: 5}\n",
+        );
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("more than disk total"), "{e}");
+
+        let e = err(
+            "devices:\n  - name: x\n    product_type: iPhone12,1\n    ios: {version: '17.0', build: A}\n    disk: {total: 1 GB, free: 0}\n    battery: {level: 150}\n",
+        );
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("percentage"), "{e}");
+
+        let e = err(
+            "devices:\n  - name: x\n    product_type: iPhone12,1\n    ios: {version: '17.0', build: A}\n    disk: {total: 12 parsecs, free: 0}\n    battery: {level: 5}\n",
+        );
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("64GB").unwrap(), 64_000_000_000);
+        assert_eq!(parse_bytes("2 KiB").unwrap(), 2048);
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 fortnights").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! The simulated lab's state: its devices, which are attached, their usbmuxd ids, pair records,
+//! and the attach/detach event stream that `Listen` clients follow.
+
+use super::fleet::SimDeviceSpec;
+use super::identity::{self, DeviceIdentity};
+use super::values;
+use crate::usbmux::message::{DeviceEntry, MuxEvent};
+use plist::Dictionary;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// One simulated device.
+pub struct SimDevice {
+    pub spec: SimDeviceSpec,
+    pub identity: DeviceIdentity,
+    /// Values by domain (`None` = global).
+    pub domains: Vec<(Option<String>, Dictionary)>,
+    /// Bumped on every detach, so that open lockdown connections drop like a pulled cable.
+    pub detached: watch::Sender<u64>,
+    /// USB location as Linux usbmuxd reports it: `(bus << 16) | address` (brief §1.5).
+    pub location_id: u64,
+}
+
+impl SimDevice {
+    pub fn domain(&self, name: Option<&str>) -> Option<&Dictionary> {
+        self.domains
+            .iter()
+            .find(|(d, _)| d.as_deref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+struct State {
+    /// usbmuxd DeviceID of each attached device, by index into `devices`.
+    attached: HashMap<usize, u32>,
+    next_device_id: u32,
+    /// Pair records saved by clients (`SavePairRecord`), by UDID; they override the generated.
+    saved_pair_records: HashMap<String, Vec<u8>>,
+}
+
+pub struct SimLab {
+    pub devices: Vec<Arc<SimDevice>>,
+    pub buid: String,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    state: Mutex<State>,
+    events: broadcast::Sender<MuxEvent>,
+}
+
+impl SimLab {
+    /// Build the lab (generates certificates: blocking, a fraction of a second).
+    pub fn new(
+        specs: Vec<SimDeviceSpec>,
+        seed: u64,
+        speed: f64,
+    ) -> Result<Arc<SimLab>, identity::IdentityError> {
+        let buid = identity::uuid_from(seed, "system-buid");
+        let ids = identity::generate(seed, &buid, &specs)?;
+        let devices = specs
+            .into_iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(i, (spec, identity))| {
+                let domains = values::domains(&spec, &identity.public_key_pem, &buid);
+                let (detached, _) = watch::channel(0);
+                // Spread devices over buses 1.. with 100 addresses each.
+                let bus = 1 + (i / 100) as u64;
+                let address = 2 + (i % 100) as u64;
+                Arc::new(SimDevice {
+                    spec,
+                    identity,
+                    domains,
+                    detached,
+                    location_id: (bus << 16) | address,
+                })
+            })
+            .collect();
+        let (events, _) = broadcast::channel(4096);
+        Ok(Arc::new(SimLab {
+            devices,
+            buid,
+            speed: if speed > 0.0 { speed } else { 1.0 },
+            state: Mutex::new(State {
+                attached: HashMap::new(),
+                next_device_id: 1,
+                saved_pair_records: HashMap::new(),
+            }),
+            events,
+        }))
+    }
+
+    fn entry(&self, index: usize, device_id: u32) -> DeviceEntry {
+        let d = &self.devices[index];
+        DeviceEntry {
+            device_id,
+            serial_number: d.spec.udid.clone(),
+            product_id: Some(crate::models::usb_product_id_for_class(&d.spec.device_class) as u32),
+            location_id: Some(d.location_id),
+            connection_type: "USB".into(),
+            connection_speed: Some(480_000_000),
+        }
+    }
+
+    /// Attach every device that has no `attach_after`, and schedule the timed attach/detach.
+    pub fn start(self: &Arc<Self>) {
+        for (i, d) in self.devices.iter().enumerate() {
+            match d.spec.attach_after {
+                None => {
+                    self.attach(i);
+                }
+                Some(after) => {
+                    let lab = self.clone();
+                    let real = self.real(after);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(real).await;
+                        lab.attach(i);
+                    });
+                }
+            }
+            if let Some(after) = d.spec.detach_after {
+                let lab = self.clone();
+                let real = self.real(after + d.spec.attach_after.unwrap_or_default());
+                tokio::spawn(async move {
+                    tokio::time::sleep(real).await;
+                    lab.detach(i);
+                });
+            }
+        }
+    }
+
+    /// Simulated duration → real duration at this lab's speed.
+    pub fn real(&self, simulated: Duration) -> Duration {
+        simulated.div_f64(self.speed)
+    }
+
+    /// Attach a device (no-op when attached). usbmuxd gives it a fresh DeviceID, as a re-plug does.
+    pub fn attach(&self, index: usize) -> Option<u32> {
+        let mut st = self.state.lock().expect("lab state lock");
+        if st.attached.contains_key(&index) || index >= self.devices.len() {
+            return None;
+        }
+        let id = st.next_device_id;
+        st.next_device_id += 1;
+        st.attached.insert(index, id);
+        let _ = self.events.send(MuxEvent::Attached(self.entry(index, id)));
+        tracing::info!(udid = %self.devices[index].spec.udid, device_id = id, "simulated device attached");
+        Some(id)
+    }
+
+    pub fn detach(&self, index: usize) -> Option<u32> {
+        let mut st = self.state.lock().expect("lab state lock");
+        let id = st.attached.remove(&index)?;
+        self.devices[index].detached.send_modify(|g| *g += 1);
+        let _ = self.events.send(MuxEvent::Detached { device_id: id });
+        tracing::info!(udid = %self.devices[index].spec.udid, device_id = id, "simulated device detached");
+        Some(id)
+    }
+
+    pub fn index_of(&self, udid: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.spec.udid == udid)
+    }
+
+    /// Current device list, in DeviceID order.
+    pub fn list(&self) -> Vec<DeviceEntry> {
+        let st = self.state.lock().expect("lab state lock");
+        let mut v: Vec<_> = st
+            .attached
+            .iter()
+            .map(|(i, id)| self.entry(*i, *id))
+            .collect();
+        v.sort_by_key(|e| e.device_id);
+        v
+    }
+
+    /// Subscribe to events and get the current list at the same instant (no event is missed).
+    pub fn subscribe(&self) -> (Vec<DeviceEntry>, broadcast::Receiver<MuxEvent>) {
+        let st = self.state.lock().expect("lab state lock");
+        let rx = self.events.subscribe();
+        let mut v: Vec<_> = st
+            .attached
+            .iter()
+            .map(|(i, id)| self.entry(*i, *id))
+            .collect();
+        v.sort_by_key(|e| e.device_id);
+        (v, rx)
+    }
+
+    /// The attached device with this usbmuxd DeviceID.
+    pub fn by_device_id(&self, device_id: u32) -> Option<Arc<SimDevice>> {
+        let st = self.state.lock().expect("lab state lock");
+        st.attached
+            .iter()
+            .find(|(_, id)| **id == device_id)
+            .map(|(i, _)| self.devices[*i].clone())
+    }
+
+    /// The pair record usbmuxd holds for a UDID: one a client saved, else the generated one
+    /// (unless the fleet says the device was never paired).
+    pub fn pair_record(&self, udid: &str) -> Option<Vec<u8>> {
+        let st = self.state.lock().expect("lab state lock");
+        if let Some(r) = st.saved_pair_records.get(udid) {
+            return Some(r.clone());
+        }
+        let d = self.devices.iter().find(|d| d.spec.udid == udid)?;
+        d.spec
+            .paired
+            .then(|| d.identity.pair_record.to_plist_bytes())
+    }
+
+    pub fn save_pair_record(&self, udid: &str, data: Vec<u8>) {
+        let mut st = self.state.lock().expect("lab state lock");
+        st.saved_pair_records.insert(udid.to_string(), data);
+    }
+
+    pub fn delete_pair_record(&self, udid: &str) -> bool {
+        let mut st = self.state.lock().expect("lab state lock");
+        st.saved_pair_records.remove(udid).is_some()
+    }
+
+    /// The HostIDs this device accepts in StartSession: its generated pair record's, and any
+    /// saved by a client that paired.
+    pub fn accepted_host_ids(&self, dev: &SimDevice) -> Vec<String> {
+        let mut v = vec![dev.identity.pair_record.host_id.clone()];
+        let st = self.state.lock().expect("lab state lock");
+        if let Some(bytes) = st.saved_pair_records.get(&dev.spec.udid)
+            && let Ok(r) = crate::lockdown::PairRecord::from_bytes(bytes)
+        {
+            v.push(r.host_id);
+        }
+        v
+    }
+}

@@ -1,0 +1,335 @@
+//! A simulated device's lockdownd (brief §3, §5.3, §8): QueryType, GetValue with pre-session
+//! restrictions, StartSession checking HostID then TLS on the same stream, StopSession, and
+//! the faults a fleet can ask for.
+
+use super::fleet::Fault;
+use super::lab::{SimDevice, SimLab};
+use super::values::{PRE_SESSION_BY_KEY, PRE_SESSION_DOMAINS, PRE_SESSION_KEYS};
+use crate::io::BoxIo;
+use crate::lockdown::SERVICE_TYPE;
+use crate::lockdown::frame;
+use crate::plist_util::{self, get_str};
+use crate::usbmux::frame::FrameError;
+use plist::{Dictionary, Value};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+enum Conn {
+    Plain(BoxIo),
+    Tls(Box<tokio_rustls::server::TlsStream<BoxIo>>),
+}
+
+impl Conn {
+    async fn read(&mut self) -> Result<Vec<u8>, FrameError> {
+        match self {
+            Conn::Plain(s) => frame::read_frame(s).await,
+            Conn::Tls(s) => frame::read_frame(s.as_mut()).await,
+        }
+    }
+    async fn write(&mut self, d: Dictionary) -> std::io::Result<()> {
+        let body = plist_util::dict_to_xml(d);
+        match self {
+            Conn::Plain(s) => frame::write_frame(s, &body).await,
+            Conn::Tls(s) => frame::write_frame(s.as_mut(), &body).await,
+        }
+    }
+    async fn write_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+            Conn::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+/// Serve one lockdown connection until the client leaves or the device is detached.
+pub async fn serve(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) {
+    let mut detached = dev.detached.subscribe();
+    let udid = dev.spec.udid.clone();
+    tokio::select! {
+        r = session(lab, dev, io) => {
+            if let Err(e) = r {
+                tracing::debug!(%udid, error = %e, "lockdown connection ended");
+            }
+        }
+        _ = detached.changed() => {
+            tracing::debug!(%udid, "device detached: lockdown connection dropped");
+        }
+    }
+}
+
+fn reply_to(request: &str) -> Dictionary {
+    let mut d = Dictionary::new();
+    d.insert("Request".into(), request.into());
+    d
+}
+
+fn error_reply(request: &str, name: &str) -> Dictionary {
+    let mut d = reply_to(request);
+    d.insert("Error".into(), name.into());
+    d
+}
+
+async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(), FrameError> {
+    let mut conn = Conn::Plain(io);
+    let mut session_id: Option<String> = None;
+    let mut first_reply = true;
+    loop {
+        let raw = match conn.read().await {
+            Err(FrameError::Closed) => return Ok(()),
+            r => r?,
+        };
+        if first_reply {
+            first_reply = false;
+            if let Some(f) = dev.spec.fault
+                && apply_first_reply_fault(f, &mut conn).await?
+            {
+                return Ok(());
+            }
+        }
+        let Ok(req) = plist_util::parse_dict(&raw) else {
+            conn.write(error_reply("", "InvalidResponse")).await?;
+            continue;
+        };
+        let request = get_str(&req, "Request").unwrap_or("").to_string();
+        match request.as_str() {
+            "QueryType" => {
+                let mut d = reply_to("QueryType");
+                d.insert("Type".into(), SERVICE_TYPE.into());
+                conn.write(d).await?;
+            }
+            "GetValue" => {
+                let d = get_value(&dev, &req, session_id.is_some());
+                conn.write(d).await?;
+            }
+            "StartSession" => {
+                if session_id.is_some() {
+                    conn.write(error_reply("StartSession", "SessionActive"))
+                        .await?;
+                    continue;
+                }
+                let Some(host_id) = get_str(&req, "HostID") else {
+                    conn.write(error_reply("StartSession", "MissingHostID"))
+                        .await?;
+                    continue;
+                };
+                if !lab.accepted_host_ids(&dev).iter().any(|h| h == host_id) {
+                    conn.write(error_reply("StartSession", "InvalidHostID"))
+                        .await?;
+                    continue;
+                }
+                let id = crate::sim::identity::uuid_from(
+                    rand_seed(),
+                    &format!("session/{}", dev.spec.udid),
+                );
+                let mut d = reply_to("StartSession");
+                d.insert("EnableSessionSSL".into(), Value::Boolean(true));
+                d.insert("SessionID".into(), id.clone().into());
+                conn.write(d).await?;
+                session_id = Some(id);
+                if dev.spec.fault == Some(Fault::TlsFailure) {
+                    conn.write_raw(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS")
+                        .await?;
+                    return Ok(());
+                }
+                let Conn::Plain(io) = conn else {
+                    unreachable!("a session starts in plaintext")
+                };
+                let acceptor = TlsAcceptor::from(dev.identity.server_config.clone());
+                conn = Conn::Tls(Box::new(acceptor.accept(io).await?));
+            }
+            "StopSession" => {
+                let given = get_str(&req, "SessionID");
+                if session_id.is_none() {
+                    conn.write(error_reply("StopSession", "SessionInactive"))
+                        .await?;
+                    continue;
+                }
+                if given != session_id.as_deref() {
+                    conn.write(error_reply("StopSession", "InvalidSessionID"))
+                        .await?;
+                    continue;
+                }
+                let mut d = reply_to("StopSession");
+                d.insert("Result".into(), "Success".into());
+                conn.write(d).await?;
+                session_id = None;
+                // The client ends TLS with close_notify and may go on in plaintext (brief §5.3);
+                // EOF or RST are just as fine.
+                if let Conn::Tls(mut s) = conn {
+                    let mut probe = [0u8; 1];
+                    match s.read(&mut probe).await {
+                        Ok(0) => {
+                            let (io, _) = s.into_inner();
+                            conn = Conn::Plain(io);
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            "ValidatePair" => {
+                let host_id = req
+                    .get("PairRecord")
+                    .and_then(Value::as_dictionary)
+                    .and_then(|p| get_str(p, "HostID"));
+                let ok = host_id
+                    .map(|h| lab.accepted_host_ids(&dev).iter().any(|x| x == h))
+                    .unwrap_or(false);
+                if ok {
+                    conn.write(reply_to("ValidatePair")).await?;
+                } else {
+                    conn.write(error_reply("ValidatePair", "InvalidHostID"))
+                        .await?;
+                }
+            }
+            "Pair" => {
+                // Pairing a simulated device succeeds unless it is locked: the record the
+                // client then saves through usbmuxd is accepted by StartSession.
+                if dev.spec.passcode {
+                    conn.write(error_reply("Pair", "PasswordProtected")).await?;
+                } else {
+                    let mut d = reply_to("Pair");
+                    d.insert(
+                        "EscrowBag".into(),
+                        Value::Data(
+                            dev.identity
+                                .pair_record
+                                .escrow_bag
+                                .clone()
+                                .unwrap_or_default(),
+                        ),
+                    );
+                    conn.write(d).await?;
+                }
+            }
+            "StartService" => {
+                let code = if session_id.is_none() {
+                    "SessionInactive"
+                } else {
+                    "InvalidService"
+                };
+                conn.write(error_reply("StartService", code)).await?;
+            }
+            "Goodbye" => {
+                let mut d = reply_to("Goodbye");
+                d.insert("Result".into(), "Success".into());
+                conn.write(d).await?;
+                return Ok(());
+            }
+            other => {
+                conn.write(error_reply(other, "InvalidRequest")).await?;
+            }
+        }
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// `Ok(true)` when the connection is to end after the fault.
+async fn apply_first_reply_fault(f: Fault, conn: &mut Conn) -> Result<bool, FrameError> {
+    match f {
+        Fault::Garbage => {
+            let junk = b"\x00\x13\x37 this is not a plist \xff\xfe";
+            let mut framed = (junk.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(junk);
+            conn.write_raw(&framed).await?;
+            Ok(true)
+        }
+        Fault::CloseMidFrame => {
+            let mut framed = 1000u32.to_be_bytes().to_vec();
+            framed.extend_from_slice(b"<?xml vers");
+            conn.write_raw(&framed).await?;
+            Ok(true)
+        }
+        Fault::OversizedFrame => {
+            conn.write_raw(&[0xff, 0xff, 0xff, 0xff, b'<', b'?'])
+                .await?;
+            hold_open(conn).await;
+            Ok(true)
+        }
+        Fault::Silent => {
+            hold_open(conn).await;
+            Ok(true)
+        }
+        Fault::TlsFailure => Ok(false),
+    }
+}
+
+/// Keep the connection open, reading and discarding, until the client goes away.
+async fn hold_open(conn: &mut Conn) {
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match conn {
+            Conn::Plain(s) => s.read(&mut buf).await,
+            Conn::Tls(s) => s.read(&mut buf).await,
+        };
+        if !matches!(n, Ok(x) if x > 0) {
+            return;
+        }
+    }
+}
+
+/// GetValue with a real device's pre-session restrictions (brief §6).
+fn get_value(dev: &SimDevice, req: &Dictionary, in_session: bool) -> Dictionary {
+    let domain = get_str(req, "Domain");
+    let key = get_str(req, "Key");
+    let mut d = reply_to("GetValue");
+    if let Some(dm) = domain {
+        d.insert("Domain".into(), dm.into());
+    }
+    if let Some(k) = key {
+        d.insert("Key".into(), k.into());
+    }
+    let Some(values) = dev.domain(domain) else {
+        d.insert("Error".into(), "MissingValue".into());
+        return d;
+    };
+    let domain_open = in_session || domain.is_some_and(|x| PRE_SESSION_DOMAINS.contains(&x));
+    let value = match (domain, key) {
+        (None, None) if in_session => Some(Value::Dictionary(values.clone())),
+        (None, None) => {
+            let mut pre = Dictionary::new();
+            for k in PRE_SESSION_KEYS {
+                if let Some(v) = values.get(k) {
+                    pre.insert((*k).into(), v.clone());
+                }
+            }
+            Some(Value::Dictionary(pre))
+        }
+        (None, Some(k)) => {
+            if in_session || PRE_SESSION_KEYS.contains(&k) || PRE_SESSION_BY_KEY.contains(&k) {
+                values.get(k).cloned()
+            } else {
+                d.insert("Error".into(), "GetProhibited".into());
+                return d;
+            }
+        }
+        (Some(_), _) if !domain_open => {
+            d.insert("Error".into(), "GetProhibited".into());
+            return d;
+        }
+        (Some(_), None) => Some(Value::Dictionary(values.clone())),
+        (Some(_), Some(k)) => values.get(k).cloned(),
+    };
+    match value {
+        Some(v) => {
+            d.insert("Value".into(), v);
+        }
+        None => {
+            d.insert("Error".into(), "MissingValue".into());
+        }
+    }
+    d
+}

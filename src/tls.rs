@@ -1,0 +1,119 @@
+//! TLS for lockdown sessions, client and simulated-device server.
+//!
+//! One crypto provider (aws-lc-rs) is passed explicitly to every config: installing a
+//! process-wide default clashes when two providers are linked (brief §5.4).
+//!
+//! Devices present self-signed certificates and no host client verifies them (libimobiledevice
+//! `SSL_set_verify(ssl, 0)`, pymobiledevice3 `CERT_NONE`, brief §5.3), so the client's verifier
+//! accepts any certificate. The simulated device does not request a client certificate:
+//! libimobiledevice presents a SHA-1, serial-0, empty-DN root certificate that strict verifiers
+//! reject (brief §5.3).
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("pair record: {0} is not a PEM certificate")]
+    BadCertificate(&'static str),
+    #[error("pair record: {0} is not a PEM private key")]
+    BadKey(&'static str),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Client config for a lockdown session: present the pair record's host certificate, accept any
+/// server certificate. TLS 1.2 and 1.3 (rustls has nothing older, so iOS < 5 is out of reach).
+pub fn client_config(
+    host_cert_pem: &[u8],
+    host_key_pem: &[u8],
+) -> Result<ClientConfig, TlsSetupError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(host_cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsSetupError::BadCertificate("HostCertificate"))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::BadCertificate("HostCertificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(host_key_pem)
+        .map_err(|_| TlsSetupError::BadKey("HostPrivateKey"))?;
+    let provider = provider();
+    let verifier = Arc::new(AcceptAnyDeviceCertificate {
+        provider: provider.clone(),
+    });
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(certs, key)
+        // The error text of a key mismatch may quote key material; keep it out of messages.
+        .map_err(|_| TlsSetupError::BadKey("HostPrivateKey (does not match HostCertificate)"))
+}
+
+/// Server config for a simulated device's lockdownd.
+pub fn server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsSetupError> {
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| TlsSetupError::Config(e.to_string()))
+}
+
+/// The name the client puts in SNI; devices ignore it (brief §5.4).
+pub fn device_server_name() -> ServerName<'static> {
+    ServerName::try_from("Device").expect("static name is valid")
+}
+
+#[derive(Debug)]
+struct AcceptAnyDeviceCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyDeviceCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
