@@ -15,17 +15,22 @@ pub struct InputError {
     pub line: Option<u64>,
     pub column: Option<u64>,
     pub message: String,
+    /// The offending source line with a caret under the column, when known.
+    pub snippet: Option<String>,
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.path.display();
         match (self.line, self.column) {
-            (Some(l), Some(c)) => {
-                write!(f, "{}:{}:{}: {}", self.path.display(), l, c, self.message)
-            }
-            (Some(l), None) => write!(f, "{}:{}: {}", self.path.display(), l, self.message),
-            _ => write!(f, "{}: {}", self.path.display(), self.message),
+            (Some(l), Some(c)) => write!(f, "{p}:{l}:{c}: {}", self.message)?,
+            (Some(l), None) => write!(f, "{p}:{l}: {}", self.message)?,
+            _ => write!(f, "{p}: {}", self.message)?,
         }
+        if let Some(s) = &self.snippet {
+            write!(f, "\n{s}")?;
+        }
+        Ok(())
     }
 }
 
@@ -46,7 +51,19 @@ impl InputError {
             line,
             column,
             message: message.into(),
+            snippet: None,
         }
+    }
+
+    /// Attach the source line the error points at.
+    pub fn with_source(mut self, text: &str) -> Self {
+        if let (Some(l), Some(c)) = (self.line, self.column)
+            && let Some(src) = text.lines().nth(l.saturating_sub(1) as usize)
+        {
+            let pad = " ".repeat(c.saturating_sub(1) as usize);
+            self.snippet = Some(format!("    {src}\n    {pad}^"));
+        }
+        self
     }
 }
 
@@ -57,6 +74,7 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, InputError> {
         line: None,
         column: None,
         message: format!("cannot read: {e}"),
+        snippet: None,
     })?;
     parse_yaml(path, &text)
 }
@@ -64,18 +82,72 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, InputError> {
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, InputError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let loc = e.location();
-        InputError::at(path, loc, first_line_message(&e.to_string()))
+        let mut msg = first_line_message(&e.to_string());
+        if let Some(l) = loc
+            && let Some(key) = key_at(text, l.line(), l.column())
+            && !msg.contains(&key)
+        {
+            msg = format!("{key}: {msg}");
+        }
+        InputError::at(path, loc, msg).with_source(text)
     })
+}
+
+/// The mapping key nearest before (line, column): `level` in `battery: { level: lots }`.
+fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let src = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let upto: String = src
+        .chars()
+        .take(column.saturating_sub(1) as usize)
+        .collect();
+    let colon = upto
+        .trim_end()
+        .strip_suffix(':')
+        .map(str::len)
+        .or_else(|| upto.rfind(": "))?;
+    let before = &upto[..colon];
+    let start = before
+        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let key = before[start..].trim();
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 /// serde-saphyr renders a snippet after the message; the operator gets the message, the
 /// location is printed by `InputError` itself.
 fn first_line_message(rendered: &str) -> String {
     let first = rendered.lines().next().unwrap_or(rendered).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
     // Drop a leading "line X column Y:" style prefix if present; we print our own.
     let msg = match first.find(": ") {
         Some(i) if first[..i].contains("line") && first[..i].contains("column") => &first[i + 2..],
         _ => first,
     };
-    msg.trim_start_matches("error: ").to_string()
+    match msg {
+        "invalid u64" | "invalid u32" | "invalid u8" => "expected a whole number".to_string(),
+        "invalid bool" => "expected true or false".to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_before_the_column() {
+        let t = "a:\n  battery: { level: lots }\n";
+        assert_eq!(key_at(t, 2, 21).as_deref(), Some("level"));
+        assert_eq!(key_at(t, 1, 1), None);
+    }
+
+    #[test]
+    fn messages_lose_the_duplicate_location() {
+        assert_eq!(
+            first_line_message("error: line 6 column 23: invalid u64\n --> x"),
+            "expected a whole number"
+        );
+        assert_eq!(first_line_message("unknown field `x`"), "unknown field `x`");
+    }
 }

@@ -34,7 +34,8 @@ pub enum IdentityError {
 pub struct DeviceIdentity {
     pub server_config: Arc<ServerConfig>,
     pub pair_record: PairRecord,
-    /// PEM public key, served as `DevicePublicKey`.
+    /// PEM `RSA PUBLIC KEY` (PKCS#1), served as `DevicePublicKey`: libimobiledevice's pairing
+    /// reads it with `PEM_read_bio_RSAPublicKey` (brief §4.5).
     pub public_key_pem: String,
 }
 
@@ -132,10 +133,23 @@ pub fn generate(
         out.push(DeviceIdentity {
             server_config,
             pair_record,
-            public_key_pem: key.public_key_pem(),
+            public_key_pem: rsa_public_key_pem(key),
         });
     }
     Ok(out)
+}
+
+/// For RSA, the SubjectPublicKeyInfo bit string *is* the PKCS#1 `RSAPublicKey`.
+fn rsa_public_key_pem(key: &KeyPair) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key.public_key_raw());
+    let mut pem = String::from("-----BEGIN RSA PUBLIC KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END RSA PUBLIC KEY-----\n");
+    pem
 }
 
 #[cfg(test)]

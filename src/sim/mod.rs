@@ -48,6 +48,7 @@ pub async fn start(
         line: None,
         column: None,
         message: format!("cannot read: {e}"),
+        snippet: None,
     })?;
     let file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     let seed = seed_override.unwrap_or(file.seed);

@@ -1,0 +1,117 @@
+//! No usbmuxd, no USB, bad input: clear messages, the right exit code, no panic.
+
+mod common;
+use common::*;
+
+#[test]
+fn devices_without_usbmuxd_or_usb_says_so_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("UNIX:{}/no-such-usbmuxd", dir.path().display());
+    let out = run_lab(&["devices", "--usbmuxd", &missing], None);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    // On a machine with USB access the raw scan still works; in CI there is none.
+    if matches!(lab::usb::scan(), lab::usb::UsbScan::Unavailable { .. }) {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("no device source is reachable"), "{err}");
+        assert!(err.contains("no-such-usbmuxd"), "{err}");
+        assert!(err.contains("USB"), "{err}");
+    }
+    let out = run_lab(&["probe", "--usbmuxd", &missing], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no usbmuxd reachable"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_addresses_are_bad_input() {
+    for bad in ["relative/path", "host:99999", "host:"] {
+        let out = run_lab(&["devices", "--usbmuxd", bad], None);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("usbmuxd"), "{}", stderr(&out));
+    }
+    let out = run_lab(&["devices"], Some("nonsense"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("USBMUXD_SOCKET_ADDRESS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_malformed_fleet_is_rejected_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown key",
+            "devices:\n  - name: x\n    colour: red\n",
+            3,
+            "colour",
+        ),
+        (
+            "wrong type",
+            "devices:\n  - name: x\n    product_type: iPhone12,1\n    ios: { version: \"17.0\", build: A }\n    disk: { total: 64 GB, free: 1 GB }\n    battery: { level: lots }\n",
+            6,
+            "level",
+        ),
+        ("not yaml", "devices: [\n  - name: x\n", 0, ""),
+        (
+            "semantic",
+            "devices:\n  - name: x\n    product_type: Watch6,1\n    ios: { version: \"10.0\", build: A }\n    disk: { total: 64 GB, free: 1 GB }\n    battery: { level: 5 }\n",
+            2,
+            "not an iPhone",
+        ),
+    ];
+    for (what, text, line, needle) in cases {
+        let f = fleet_file(&dir, "bad.yaml", text);
+        for args in [
+            vec![
+                "sim",
+                "serve",
+                "--usbmuxd",
+                "127.0.0.1:0",
+                "--fleet",
+                f.to_str().unwrap(),
+            ],
+            vec!["probe", "--sim", f.to_str().unwrap()],
+        ] {
+            let out = run_lab(&args, None);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            let prefix = format!("{}:", f.display());
+            assert!(err.contains(&prefix), "{what}: no file name in {err}");
+            if line > 0 {
+                assert!(
+                    err.contains(&format!("{}:{line}:", f.display())),
+                    "{what}: expected line {line} in {err}"
+                );
+            }
+            assert!(err.contains(needle), "{what}: {err}");
+        }
+    }
+    let out = run_lab(&["probe", "--sim", "/no/such/fleet.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/no/such/fleet.yaml: cannot read"));
+}
+
+#[test]
+fn probe_with_an_embedded_sim_works_in_one_command() {
+    let out = run_lab(
+        &[
+            "probe",
+            "--sim",
+            repo_path("trials/fleets/bench-5.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("UDID"), "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
+    assert!(table.contains("Bench iPhone 11") && table.contains("17.5.1 (21F90)"));
+}

@@ -1,0 +1,135 @@
+//! Test helpers: run the real `lab` binary, start a simulated lab as its own process, and reach
+//! it only through its usbmuxd socket — the way a real bench is reached.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn lab_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lab")
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A `lab sim serve` child process; killed on drop.
+pub struct Sim {
+    pub addr: String,
+    child: Child,
+}
+
+impl Sim {
+    pub fn start(fleet: &Path) -> Sim {
+        Self::start_with(fleet, &[])
+    }
+
+    pub fn start_with(fleet: &Path, extra: &[&str]) -> Sim {
+        let mut child = Command::new(lab_bin())
+            .args(["sim", "serve", "--fleet"])
+            .arg(fleet)
+            .args(["--usbmuxd", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("USBMUXD_SOCKET_ADDRESS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lab sim serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("lab sim serve did not report its address");
+        Sim { addr, child }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `lab` with arguments, pointed at a usbmuxd through the environment variable.
+pub fn run_lab(args: &[&str], usbmuxd: Option<&str>) -> Output {
+    let mut c = Command::new(lab_bin());
+    c.args(args).env_remove("USBMUXD_SOCKET_ADDRESS");
+    if let Some(a) = usbmuxd {
+        c.env("USBMUXD_SOCKET_ADDRESS", a);
+    }
+    c.output().expect("run lab")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn parse_json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\nstdout: {}\nstderr: {}",
+            stdout(o),
+            stderr(o)
+        )
+    })
+}
+
+/// Write a fleet file into a temporary directory.
+pub fn fleet_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write fleet");
+    p
+}
+
+/// A device entry for a fleet file.
+pub fn device(name: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    product_type: iPhone12,1\n    ios: {{ version: \"17.5.1\", build: 21F90 }}\n    disk: {{ total: 64 GB, free: 20 GB }}\n    battery: {{ level: 80 }}\n{extra}"
+    )
+}
+
+/// Wait until `f` returns Some, or panic after `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("condition not met within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// libimobiledevice's tools: required in CI (`.ci/run` installs them), skipped with a notice
+/// elsewhere.
+pub fn have_libimobiledevice() -> bool {
+    let ok = Command::new("ideviceinfo")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("ideviceinfo is missing in CI: .ci/run must install libimobiledevice-utils");
+        }
+        eprintln!("SKIPPED: ideviceinfo not installed (apt-get install libimobiledevice-utils)");
+    }
+    ok
+}
