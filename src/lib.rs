@@ -8,6 +8,7 @@ pub mod cli;
 pub mod input;
 pub mod io;
 pub mod lockdown;
+pub mod mdm_server;
 pub mod models;
 pub mod plist_util;
 pub mod probe;

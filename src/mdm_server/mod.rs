@@ -1,0 +1,4 @@
+//! The embedded MDM server: device-facing check-in and command endpoints, a durable queue, a
+//! NanoMDM-compatible operator API, MicroMDM-format webhooks and push.
+
+pub mod store;
