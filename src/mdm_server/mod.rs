@@ -1,4 +1,5 @@
 //! The embedded MDM server: device-facing check-in and command endpoints, a durable queue, a
 //! NanoMDM-compatible operator API, MicroMDM-format webhooks and push.
 
+pub mod push;
 pub mod store;

@@ -4,6 +4,7 @@
 //! The simulator shares the codecs (usbmux, lockdown, plist) with the client but none of the
 //! harness's decision code.
 
+pub mod apns;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
