@@ -1,6 +1,59 @@
 //! The embedded MDM server: device-facing check-in and command endpoints, a durable queue, a
 //! NanoMDM-compatible operator API, MicroMDM-format webhooks and push.
+//!
+//! It speaks plain HTTP and binds to loopback unless told otherwise; on a real bench it sits
+//! behind the TLS terminator that presents the MDM server certificate (as NanoMDM does), which
+//! passes the device's client certificate in a header.
 
+pub mod http;
 pub mod identity;
 pub mod push;
 pub mod store;
+
+pub use http::{AppState, ServerConfig};
+pub use store::Store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A server running on the current tokio runtime.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// `http://IP:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting connections (the store stays open for inspection).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Bind `listen` (e.g. `127.0.0.1:0`) and serve.
+pub async fn start(
+    listen: &str,
+    store: Arc<Store>,
+    cfg: ServerConfig,
+) -> std::io::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = http::router(AppState::new(store.clone(), cfg));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "MDM server stopped");
+        }
+    });
+    Ok(RunningServer { addr, store, task })
+}

@@ -131,8 +131,8 @@ pub struct ReportRecord {
     pub status: Option<String>,
     pub received_at: String,
     pub note: Option<String>,
-    /// The device's plist exactly as received.
-    #[serde(skip)]
+    /// The device's plist exactly as received (base64 in JSON).
+    #[serde(rename = "raw_base64", serialize_with = "base64_bytes")]
     pub raw: Vec<u8>,
 }
 
@@ -146,6 +146,11 @@ pub struct CommandHistory {
     pub last_status: Option<String>,
     pub deliveries: Vec<DeliveryRecord>,
     pub reports: Vec<ReportRecord>,
+}
+
+fn base64_bytes<S: serde::Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use base64::Engine;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
 }
 
 pub struct Store {
