@@ -1,13 +1,15 @@
 //! `lab`: OS-update experiments on iPhones and iPads, run like clinical trials.
 //!
 //! Layers, from the wire up: `usbmux` and `lockdown` (codecs + clients, shared with the
-//! simulator), `probe` (the baseline record), `usb` (raw USB scan), `sim` (the simulated lab).
+//! simulator), `probe` (the baseline record), `usb` (raw USB scan), `sim` (the simulated lab),
+//! `mdm` (the MDM protocol model: commands, reports, check-ins, schema checks, webhooks).
 //! See `../shared/DESIGN.md` for the whole shape.
 
 pub mod cli;
 pub mod input;
 pub mod io;
 pub mod lockdown;
+pub mod mdm;
 pub mod mdm_server;
 pub mod models;
 pub mod plist_util;
