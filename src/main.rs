@@ -34,6 +34,17 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// The embedded MDM server.
+    Mdm {
+        #[command(subcommand)]
+        command: MdmCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MdmCommand {
+    /// Serve the embedded MDM server (check-in + command endpoints, NanoMDM-compatible API).
+    Serve(cli::mdm::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +81,9 @@ fn main() -> ExitCode {
             Command::Sim {
                 command: SimCommand::Serve(a),
             } => cli::sim::serve(&usbmuxd, a).await,
+            Command::Mdm {
+                command: MdmCommand::Serve(a),
+            } => cli::mdm::serve(a).await,
         }
     });
     match result {

@@ -44,7 +44,8 @@ pub struct ServeArgs {
 }
 
 fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError::BadArgument(format!("{what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| CliError::BadArgument(format!("{what} {}: {e}", path.display())))
 }
 
 fn secret_env(name: &str) -> Option<String> {
@@ -54,8 +55,13 @@ fn secret_env(name: &str) -> Option<String> {
 pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let push: SharedPush = match (&a.apns_cert, &a.apns_key) {
         (Some(c), Some(k)) => Arc::new(
-            Apns::new(&read(c, "--apns-cert")?, &read(k, "--apns-key")?, &a.apns_url, None)
-                .map_err(|e| CliError::BadArgument(e.to_string()))?,
+            Apns::new(
+                &read(c, "--apns-cert")?,
+                &read(k, "--apns-key")?,
+                &a.apns_url,
+                None,
+            )
+            .map_err(|e| CliError::BadArgument(e.to_string()))?,
         ),
         (None, None) => Arc::new(NoPush),
         _ => {
@@ -72,12 +78,15 @@ pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
     let webhook_hmac_key = match &a.webhook_hmac_key_env {
         Some(name) => Some(
             secret_env(name)
-                .ok_or_else(|| CliError::BadArgument(format!("environment variable {name} is not set")))?
+                .ok_or_else(|| {
+                    CliError::BadArgument(format!("environment variable {name} is not set"))
+                })?
                 .into_bytes(),
         ),
         None => None,
     };
-    let store = Store::open(&a.db).map_err(|e| CliError::Failed(format!("{}: {e}", a.db.display())))?;
+    let store =
+        Store::open(&a.db).map_err(|e| CliError::Failed(format!("{}: {e}", a.db.display())))?;
     let cfg = ServerConfig {
         api_key: api_key.clone(),
         cert_header: a.cert_header.clone(),
@@ -91,7 +100,12 @@ pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", a.listen)))?;
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "lab mdm: listening on {} (store {})", server.url(), a.db.display());
+        let _ = writeln!(
+            out,
+            "lab mdm: listening on {} (store {})",
+            server.url(),
+            a.db.display()
+        );
         if api_key.is_none() {
             let _ = writeln!(
                 out,

@@ -77,7 +77,10 @@ pub trait MdmBackend: Send + Sync {
         command_uuid: &'a str,
     ) -> BoxFuture<'a, Result<Enqueued, BackendError>>;
     /// Every result the MDM has reported for this device so far, oldest first.
-    fn results<'a>(&'a self, udid: &'a str) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>>;
+    fn results<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>>;
     /// Deliveries / final answers per CommandUUID (deliveries only where the MDM exposes them).
     fn delivery_counts<'a>(
         &'a self,
@@ -86,10 +89,7 @@ pub trait MdmBackend: Send + Sync {
 }
 
 fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
+    crate::http_client::client(timeout)
 }
 
 fn map_send_error(url: &str, timeout: Duration, e: reqwest::Error) -> BackendError {
@@ -186,7 +186,7 @@ impl NanoMdm {
     }
 
     /// A NanoMDM: results from the webhook listener's inbox.
-    pub fn nanomdm(base: &str, api_key: &str, timeout: Duration, inbox: Arc<Inbox>) -> NanoMdm {
+    pub fn with_webhooks(base: &str, api_key: &str, timeout: Duration, inbox: Arc<Inbox>) -> NanoMdm {
         NanoMdm {
             inbox: Some(inbox),
             kind: "nanomdm",
@@ -298,7 +298,10 @@ impl MdmBackend for NanoMdm {
         })
     }
 
-    fn results<'a>(&'a self, udid: &'a str) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
+    fn results<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
         Box::pin(async move {
             if let Some(inbox) = &self.inbox {
                 return Ok(results_from_inbox(inbox, udid, &self.sent));
@@ -309,8 +312,13 @@ impl MdmBackend for NanoMdm {
                 url: format!("{}/v1/history/{udid}", self.base),
                 reason: reason.to_string(),
             };
-            for c in h["commands"].as_array().ok_or_else(|| bad("no commands array"))? {
-                let uuid = c["command_uuid"].as_str().ok_or_else(|| bad("no command_uuid"))?;
+            for c in h["commands"]
+                .as_array()
+                .ok_or_else(|| bad("no commands array"))?
+            {
+                let uuid = c["command_uuid"]
+                    .as_str()
+                    .ok_or_else(|| bad("no command_uuid"))?;
                 for r in c["reports"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
                     let raw = base64::engine::general_purpose::STANDARD
                         .decode(r["raw_base64"].as_str().unwrap_or(""))
@@ -347,7 +355,10 @@ impl MdmBackend for NanoMdm {
                 let h = self.history(udid).await?;
                 for c in h["commands"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
                     if let Some(uuid) = c["command_uuid"].as_str() {
-                        let n = c["deliveries"].as_array().map(|d| d.len() as u64).unwrap_or(0);
+                        let n = c["deliveries"]
+                            .as_array()
+                            .map(|d| d.len() as u64)
+                            .unwrap_or(0);
                         counts.entry(uuid.to_string()).or_default().deliveries = Some(n);
                     }
                 }
@@ -434,7 +445,12 @@ impl MdmBackend for MicroMdm {
                 (s, Ok(v)) => Err(BackendError::Refused {
                     url,
                     status: s,
-                    message: v["error"].as_str().unwrap_or(&text).chars().take(500).collect(),
+                    message: v["error"]
+                        .as_str()
+                        .unwrap_or(&text)
+                        .chars()
+                        .take(500)
+                        .collect(),
                 }),
                 (s, Err(_)) => Err(BackendError::Refused {
                     url,
@@ -445,7 +461,10 @@ impl MdmBackend for MicroMdm {
         })
     }
 
-    fn results<'a>(&'a self, udid: &'a str) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
+    fn results<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
         Box::pin(async move { Ok(results_from_inbox(&self.inbox, udid, &self.sent)) })
     }
 

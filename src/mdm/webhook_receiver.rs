@@ -37,11 +37,17 @@ pub struct Inbox {
 
 impl Inbox {
     pub fn events(&self) -> Vec<ReceivedEvent> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn refused(&self) -> Vec<RefusedEvent> {
-        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Wait until a new event arrives (or `timeout`).

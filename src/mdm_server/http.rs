@@ -7,6 +7,10 @@
 //! ask for and NanoMDM lacks: `GET /v1/history/{id}` (every command with its deliveries and the
 //! raw reports), `GET /v1/enrollments`, `GET /v1/reports/rejected`.
 
+// Handlers return `Result<(), Response>` to short-circuit with a ready HTTP answer; the size of
+// an axum `Response` is irrelevant on this path.
+#![allow(clippy::result_large_err)]
+
 use super::identity::{self, IdentityCa, IdentityError};
 use super::push::{PushTarget, SharedPush};
 use super::store::{ReportFate, Store, StoreError};
@@ -52,10 +56,7 @@ impl AppState {
         AppState {
             store,
             cfg: Arc::new(cfg),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            http: crate::http_client::client(Duration::from_secs(5)),
         }
     }
 }
@@ -355,7 +356,11 @@ fn check_api_auth(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|d| String::from_utf8(d).ok())
         .map(|cred| constant_time_eq(cred.as_bytes(), format!("{API_USER}:{key}").as_bytes()))
         .unwrap_or(false);
@@ -488,8 +493,9 @@ async fn enqueue(
         {
             Ok(()) => {}
             Err(StoreError::DuplicateCommand(u)) => {
-                result.command_error =
-                    Some(format!("command {u} was already enqueued (CommandUUIDs must be unique)"));
+                result.command_error = Some(format!(
+                    "command {u} was already enqueued (CommandUUIDs must be unique)"
+                ));
                 return api_response(StatusCode::CONFLICT, result);
             }
             Err(e) => return internal(e),
@@ -497,7 +503,10 @@ async fn enqueue(
         result.command_uuid = Some(env.command_uuid);
         result.request_type = Some(env.request_type);
     } else if nopush {
-        return json_error(StatusCode::BAD_REQUEST, "empty body with nopush: nothing to do");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "empty body with nopush: nothing to do",
+        );
     }
     if nopush {
         return api_response(StatusCode::OK, result);
@@ -516,7 +525,11 @@ async fn enqueue(
     api_response(code, result)
 }
 
-async fn push_api(State(st): State<AppState>, Path(ids): Path<String>, headers: HeaderMap) -> Response {
+async fn push_api(
+    State(st): State<AppState>,
+    Path(ids): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_api_auth(&st, &headers) {
         return r;
     }
@@ -533,7 +546,11 @@ async fn push_api(State(st): State<AppState>, Path(ids): Path<String>, headers: 
     api_response(code, result)
 }
 
-async fn history(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn history(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_api_auth(&st, &headers) {
         return r;
     }
