@@ -4,10 +4,13 @@
 //! The simulator shares the codecs (usbmux, lockdown, plist) with the client but none of the
 //! harness's decision code.
 
+pub mod clock;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
 pub mod lockdownd;
+pub mod os_update;
+pub mod quirks;
 pub mod usbmuxd;
 pub mod values;
 
