@@ -5,10 +5,13 @@
 //! harness's decision code.
 
 pub mod apns;
+pub mod clock;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
 pub mod lockdownd;
+pub mod os_update;
+pub mod quirks;
 pub mod usbmuxd;
 pub mod values;
 
