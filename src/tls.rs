@@ -117,3 +117,21 @@ impl ServerCertVerifier for AcceptAnyDeviceCertificate {
             .supported_schemes()
     }
 }
+
+/// `n` random bytes from the crypto provider's CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    provider()
+        .secure_random
+        .fill(&mut b)
+        .expect("the system CSPRNG is available");
+    b
+}
+
+/// A random secret as 32 hex characters (API keys of simulated labs).
+pub fn random_secret() -> String {
+    random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

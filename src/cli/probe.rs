@@ -39,12 +39,16 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
     let (addrs, _sim) = match &a.sim {
         Some(fleet) => {
             let listen = UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address");
-            let sim = crate::sim::start(fleet, &[listen], 1.0, None)
-                .await
-                .map_err(|e| match e {
-                    crate::sim::SimError::Fleet(i) => CliError::Input(i),
-                    other => CliError::Failed(other.to_string()),
-                })?;
+            let opts = crate::sim::SimOptions {
+                listen: vec![listen],
+                speed: 1.0,
+                seed: None,
+                mdm: crate::sim::SimMdm::None,
+            };
+            let sim = crate::sim::start(fleet, opts).await.map_err(|e| match e {
+                crate::sim::SimError::Fleet(i) => CliError::Input(i),
+                other => CliError::Failed(other.to_string()),
+            })?;
             if !a.json {
                 eprintln!(
                     "simulated lab from {} on {} ({} devices)",

@@ -18,6 +18,19 @@ pub struct ServeArgs {
     /// Override the fleet's identity seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Where the embedded MDM server listens (loopback unless told otherwise).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
+    mdm: String,
+    /// Enroll the devices into this NanoMDM-compatible MDM instead of the embedded one.
+    #[arg(long, value_name = "URL", conflicts_with = "no_mdm")]
+    mdm_url: Option<String>,
+    /// No MDM at all: the device side (usbmuxd + lockdownd) only.
+    #[arg(long)]
+    no_mdm: bool,
+    /// Environment variable holding the embedded MDM's API key; when unset, a random key is
+    /// written to a file readable only by you and its path is printed.
+    #[arg(long, default_value = "LAB_MDM_API_KEY")]
+    mdm_api_key_env: String,
 }
 
 /// Where the simulator listens when no address is given: loopback TCP, the one form every
@@ -42,12 +55,44 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
             a.speed
         )));
     }
-    let running = sim::start(&a.fleet, &listen, a.speed, a.seed)
-        .await
-        .map_err(|e| match e {
-            SimError::Fleet(i) => CliError::Input(i),
-            other => CliError::Failed(other.to_string()),
-        })?;
+    let mut key_file = None;
+    let mdm = if a.no_mdm {
+        sim::SimMdm::None
+    } else if let Some(url) = &a.mdm_url {
+        sim::SimMdm::External {
+            base_url: url.clone(),
+        }
+    } else {
+        let api_key = match std::env::var(&a.mdm_api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            Some(k) => k,
+            None => {
+                let k = crate::tls::random_secret();
+                let path = std::env::temp_dir()
+                    .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
+                write_private(&path, k.as_bytes())
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                key_file = Some(path);
+                k
+            }
+        };
+        sim::SimMdm::Embedded {
+            listen: a.mdm.clone(),
+            api_key,
+        }
+    };
+    let opts = sim::SimOptions {
+        listen,
+        speed: a.speed,
+        seed: a.seed,
+        mdm,
+    };
+    let running = sim::start(&a.fleet, opts).await.map_err(|e| match e {
+        SimError::Fleet(i) => CliError::Input(i),
+        other => CliError::Failed(other.to_string()),
+    })?;
     {
         let mut out = std::io::stdout().lock();
         for addr in &running.addrs {
@@ -65,13 +110,43 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         {
             let _ = writeln!(out, "lab sim: export USBMUXD_SOCKET_ADDRESS={tcp}");
         }
+        if let Some(m) = &running.mdm {
+            let key = match &key_file {
+                Some(p) => format!("API key in {}", p.display()),
+                None if m.server.is_some() => format!("API key from ${}", a.mdm_api_key_env),
+                None => "external".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "lab sim: MDM at {} ({} devices enrolling; {key})",
+                m.url,
+                m.agents.len()
+            );
+        }
+        let _ = writeln!(out, "lab sim: ready (Ctrl-C stops)");
         let _ = out.flush();
     }
     let _ = tokio::signal::ctrl_c().await;
+    if let Some(p) = key_file {
+        let _ = std::fs::remove_file(p);
+    }
     for addr in &running.addrs {
         if let UsbmuxAddr::Unix(p) = addr {
             let _ = std::fs::remove_file(p);
         }
     }
     Ok(0)
+}
+
+/// Write a file only its owner can read (secrets: API keys).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }

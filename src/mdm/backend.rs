@@ -186,7 +186,12 @@ impl NanoMdm {
     }
 
     /// A NanoMDM: results from the webhook listener's inbox.
-    pub fn with_webhooks(base: &str, api_key: &str, timeout: Duration, inbox: Arc<Inbox>) -> NanoMdm {
+    pub fn with_webhooks(
+        base: &str,
+        api_key: &str,
+        timeout: Duration,
+        inbox: Arc<Inbox>,
+    ) -> NanoMdm {
         NanoMdm {
             inbox: Some(inbox),
             kind: "nanomdm",

@@ -18,6 +18,7 @@
 
 use crate::input::{InputError, load_yaml, parse_yaml};
 use crate::models;
+use crate::sim::os_update::{CatalogEntrySpec, UpdateBehaviourSpec};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
@@ -32,7 +33,28 @@ pub struct FleetFile {
     /// names generate the same identities.
     #[serde(default)]
     pub seed: u64,
+    /// The simulated clock: where simulated time starts (RFC 3339; default: now).
+    pub clock: Option<ClockSpec>,
+    /// The update catalogue every device draws from unless its `update.catalogue` says
+    /// otherwise (Apple's AvailableOSUpdates keys, brief mdm.md §2).
+    #[serde(default)]
+    pub catalogue: Vec<CatalogEntrySpec>,
+    /// How simulated devices behave as MDM clients.
+    pub mdm: Option<FleetMdmSpec>,
     pub devices: Vec<Spanned<DeviceSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSpec {
+    pub start: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetMdmSpec {
+    /// Devices connect on their own this often (simulated time) even without a push.
+    pub poll_interval: Option<DurationSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +87,8 @@ pub struct DeviceSpec {
     pub detach_after: Option<DurationSpec>,
     /// Misbehaviour of this device's lockdownd, for testing the harness.
     pub fault: Option<Fault>,
+    /// OS-update behaviour: catalogue, simulated user, timings (see `sim::os_update`).
+    pub update: Option<UpdateBehaviourSpec>,
 }
 
 fn one() -> u32 {
@@ -267,6 +291,7 @@ pub struct SimDeviceSpec {
     pub attach_after: Option<Duration>,
     pub detach_after: Option<Duration>,
     pub fault: Option<Fault>,
+    pub update: UpdateBehaviourSpec,
 }
 
 /// Read a fleet file; every error names the file, line and column.
@@ -385,6 +410,13 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
                     .map(|b| SERIAL_ALPHABET[*b as usize % SERIAL_ALPHABET.len()] as char)
                     .collect()
             });
+            let mut update = d.update.clone().unwrap_or_default();
+            if update.catalogue.is_empty() {
+                update.catalogue = f.catalogue.clone();
+            }
+            if let Err(m) = update.config() {
+                return Err(err(format!("update: {m}")));
+            }
             let model_number = d
                 .model_number
                 .clone()
@@ -419,6 +451,7 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
                 attach_after: d.attach_after.map(|x| x.0),
                 detach_after: d.detach_after.map(|x| x.0),
                 fault: d.fault,
+                update,
             });
         }
     }

@@ -7,7 +7,7 @@ use super::values;
 use crate::usbmux::message::{DeviceEntry, MuxEvent};
 use plist::Dictionary;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -15,8 +15,12 @@ use tokio::sync::{broadcast, watch};
 pub struct SimDevice {
     pub spec: SimDeviceSpec,
     pub identity: DeviceIdentity,
-    /// Values by domain (`None` = global).
-    pub domains: Vec<(Option<String>, Dictionary)>,
+    /// Values by domain (`None` = global). They change when the device updates (new
+    /// ProductVersion/BuildVersion) or its disk fills with a download.
+    domains: RwLock<Vec<(Option<String>, Dictionary)>>,
+    /// The spec as it is now (version, build, disk free after an update).
+    live: RwLock<SimDeviceSpec>,
+    buid: String,
     /// Bumped on every detach, so that open lockdown connections drop like a pulled cable.
     pub detached: watch::Sender<u64>,
     /// USB location as Linux usbmuxd reports it: `(bus << 16) | address` (brief §1.5).
@@ -24,11 +28,26 @@ pub struct SimDevice {
 }
 
 impl SimDevice {
-    pub fn domain(&self, name: Option<&str>) -> Option<&Dictionary> {
+    pub fn domain(&self, name: Option<&str>) -> Option<Dictionary> {
         self.domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(d, _)| d.as_deref() == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The device's current state.
+    pub fn live(&self) -> SimDeviceSpec {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change the device's state; lockdown answers follow.
+    pub fn update_live(&self, f: impl FnOnce(&mut SimDeviceSpec)) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut live);
+        let d = values::domains(&live, &self.identity.public_key_pem, &self.buid);
+        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = d;
     }
 }
 
@@ -45,6 +64,10 @@ pub struct SimLab {
     pub buid: String,
     /// Simulated seconds per real second.
     pub speed: f64,
+    /// Simulated time (OS-update progress, the 1–3 AM install window).
+    pub clock: super::clock::VirtualClock,
+    /// The fleet's seed (quirk draws, identities).
+    pub seed: u64,
     state: Mutex<State>,
     events: broadcast::Sender<MuxEvent>,
 }
@@ -55,6 +78,7 @@ impl SimLab {
         specs: Vec<SimDeviceSpec>,
         seed: u64,
         speed: f64,
+        start: chrono::DateTime<chrono::Utc>,
     ) -> Result<Arc<SimLab>, identity::IdentityError> {
         let buid = identity::uuid_from(seed, "system-buid");
         let ids = identity::generate(seed, &buid, &specs)?;
@@ -69,9 +93,11 @@ impl SimLab {
                 let bus = 1 + (i / 100) as u64;
                 let address = 2 + (i % 100) as u64;
                 Arc::new(SimDevice {
+                    live: RwLock::new(spec.clone()),
                     spec,
                     identity,
-                    domains,
+                    domains: RwLock::new(domains),
+                    buid: buid.clone(),
                     detached,
                     location_id: (bus << 16) | address,
                 })
@@ -82,6 +108,8 @@ impl SimLab {
             devices,
             buid,
             speed: if speed > 0.0 { speed } else { 1.0 },
+            clock: super::clock::VirtualClock::new(start, speed),
+            seed,
             state: Mutex::new(State {
                 attached: HashMap::new(),
                 next_device_id: 1,

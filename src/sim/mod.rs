@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod identity;
 pub mod lab;
 pub mod lockdownd;
+pub mod mdm_device;
 pub mod os_update;
 pub mod quirks;
 pub mod usbmuxd;
@@ -26,6 +27,8 @@ pub enum SimError {
     Fleet(#[from] InputError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("simulated MDM: {0}")]
+    Mdm(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -33,20 +36,48 @@ pub enum SimError {
     },
 }
 
+/// Which MDM the simulated devices enroll into.
+#[derive(Debug, Clone)]
+pub enum SimMdm {
+    /// No MDM: the device side only.
+    None,
+    /// `lab`'s embedded MDM server, started with the lab on `listen`, its API protected by
+    /// `api_key`; pushes go through the simulated APNs.
+    Embedded { listen: String, api_key: String },
+    /// Any NanoMDM-compatible server at this base URL (devices PUT to `{url}/mdm`, sending their
+    /// identity certificate in `X-Client-Cert`); no push reaches them, they poll.
+    External { base_url: String },
+}
+
+pub struct SimOptions {
+    pub listen: Vec<UsbmuxAddr>,
+    pub speed: f64,
+    pub seed: Option<u64>,
+    pub mdm: SimMdm,
+}
+
+/// The MDM side of a running simulated lab.
+pub struct RunningSimMdm {
+    /// Base URL of the MDM the devices enrolled into.
+    pub url: String,
+    pub server: Option<crate::mdm_server::RunningServer>,
+    pub apns: Option<apns::ApnsStandIn>,
+    /// PEM of the CA that signed the devices' MDM identity certificates.
+    pub identity_ca_pem: String,
+    pub agents: Vec<Arc<mdm_device::MdmAgent>>,
+}
+
 /// A running simulated lab.
 pub struct RunningSim {
     pub lab: Arc<lab::SimLab>,
     /// Where its usbmuxd answers (ports resolved).
     pub addrs: Vec<UsbmuxAddr>,
+    pub mdm: Option<RunningSimMdm>,
 }
 
-/// Load a fleet, bind the usbmuxd listeners and start serving (on the current tokio runtime).
-pub async fn start(
-    fleet_path: &Path,
-    listen: &[UsbmuxAddr],
-    speed: f64,
-    seed_override: Option<u64>,
-) -> Result<RunningSim, SimError> {
+/// Load a fleet, bind the usbmuxd listeners, start the MDM side, and serve (on the current
+/// tokio runtime).
+pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, SimError> {
     let text = std::fs::read_to_string(fleet_path).map_err(|e| InputError {
         path: fleet_path.to_path_buf(),
         line: None,
@@ -55,13 +86,32 @@ pub async fn start(
         snippet: None,
     })?;
     let file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
-    let seed = seed_override.unwrap_or(file.seed);
+    let seed = opts.seed.unwrap_or(file.seed);
+    let start_time = match &file.clock {
+        Some(c) => chrono::DateTime::parse_from_rfc3339(&c.start)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                InputError::at(
+                    fleet_path,
+                    None,
+                    format!("clock.start {:?} is not an RFC 3339 time: {e}", c.start),
+                )
+            })?,
+        None => chrono::Utc::now(),
+    };
+    let poll_interval = file
+        .mdm
+        .as_ref()
+        .and_then(|m| m.poll_interval)
+        .map(|d| d.0)
+        .unwrap_or(std::time::Duration::from_secs(60));
     let specs = fleet::parse(fleet_path, &text)?;
-    let lab = tokio::task::spawn_blocking(move || lab::SimLab::new(specs, seed, speed))
+    let speed = opts.speed;
+    let lab = tokio::task::spawn_blocking(move || lab::SimLab::new(specs, seed, speed, start_time))
         .await
         .expect("identity generation thread")?;
     let mut addrs = Vec::new();
-    for a in listen {
+    for a in &opts.listen {
         let l = usbmuxd::Listener::bind(a)
             .await
             .map_err(|source| SimError::Bind {
@@ -72,5 +122,85 @@ pub async fn start(
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
     lab.start();
-    Ok(RunningSim { lab, addrs })
+    let mdm = start_mdm(&lab, &opts.mdm, poll_interval).await?;
+    Ok(RunningSim { lab, addrs, mdm })
+}
+
+async fn start_mdm(
+    lab: &Arc<lab::SimLab>,
+    mode: &SimMdm,
+    poll_interval: std::time::Duration,
+) -> Result<Option<RunningSimMdm>, SimError> {
+    let (url, server, apns) = match mode {
+        SimMdm::None => return Ok(None),
+        SimMdm::External { base_url } => (base_url.trim_end_matches('/').to_string(), None, None),
+        SimMdm::Embedded { .. } => (String::new(), None, None),
+    };
+    let udids: Vec<String> = lab.devices.iter().map(|d| d.spec.udid.clone()).collect();
+    let ids = tokio::task::spawn_blocking(move || mdm_device::MdmIdentities::generate(&udids))
+        .await
+        .expect("identity generation thread")
+        .map_err(|e| SimError::Mdm(e.to_string()))?;
+    let (url, server, apns) = match mode {
+        SimMdm::Embedded { listen, api_key } => {
+            let standin = apns::start("127.0.0.1:0")
+                .await
+                .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let push = crate::mdm_server::push::Apns::new(
+                standin.push_cert_pem.as_bytes(),
+                standin.push_key_pem.as_bytes(),
+                &standin.url,
+                Some(standin.ca_pem.as_bytes()),
+            )
+            .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let cfg = crate::mdm_server::ServerConfig {
+                api_key: Some(api_key.clone()),
+                cert_header: Some(mdm_device::CERT_HEADER.to_string()),
+                identity_ca: Some(
+                    crate::mdm_server::identity::IdentityCa::from_pem(ids.ca_pem.as_bytes())
+                        .map_err(SimError::Mdm)?,
+                ),
+                webhook_url: None,
+                webhook_hmac_key: None,
+                push: Arc::new(push),
+            };
+            let store = crate::mdm_server::Store::open_in_memory()
+                .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
+                .await
+                .map_err(|source| SimError::Bind {
+                    addr: listen.clone(),
+                    source,
+                })?;
+            (srv.url(), Some(srv), Some(standin))
+        }
+        _ => (url, server, apns),
+    };
+    let target = mdm_device::MdmTarget {
+        base_url: url.clone(),
+        apns: apns.as_ref().map(|a| a.registry.clone()),
+        poll_interval,
+        topic: format!(
+            "com.apple.mgmt.External.{}",
+            identity::uuid_from(lab.seed, "mdm-topic").to_lowercase()
+        ),
+    };
+    let mut agents = Vec::new();
+    for (i, cert) in ids.certs.iter().enumerate() {
+        let a = Arc::new(mdm_device::MdmAgent::new(
+            lab.clone(),
+            i,
+            cert,
+            target.clone(),
+        ));
+        tokio::spawn(a.clone().run());
+        agents.push(a);
+    }
+    Ok(Some(RunningSimMdm {
+        url,
+        server,
+        apns,
+        identity_ca_pem: ids.ca_pem,
+        agents,
+    }))
 }

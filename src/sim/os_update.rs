@@ -194,6 +194,23 @@ pub struct UpdateBehaviourSpec {
     pub local_offset_minutes: i32,
 }
 
+impl Default for UpdateBehaviourSpec {
+    fn default() -> Self {
+        UpdateBehaviourSpec {
+            catalogue: Vec::new(),
+            user: default_user(),
+            download_rate: None,
+            install_duration: None,
+            restart_duration: None,
+            defer_interval: None,
+            unlock_after_restart: None,
+            dep_enrolled: false,
+            unlocked_since_boot: true,
+            local_offset_minutes: 0,
+        }
+    }
+}
+
 fn default_user() -> UserBehaviourSpec {
     UserBehaviourSpec::Approve { after: None }
 }

@@ -15,9 +15,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The API key tests give simulated labs' embedded MDM servers.
+pub const TEST_API_KEY: &str = "test-key-0123456789";
+
 /// A `lab sim serve` child process; killed on drop.
 pub struct Sim {
     pub addr: String,
+    /// Base URL of the embedded MDM server (absent with --no-mdm).
+    pub mdm_url: Option<String>,
     child: Child,
 }
 
@@ -30,8 +35,9 @@ impl Sim {
         let mut child = Command::new(lab_bin())
             .args(["sim", "serve", "--fleet"])
             .arg(fleet)
-            .args(["--usbmuxd", "127.0.0.1:0"])
+            .args(["--usbmuxd", "127.0.0.1:0", "--mdm", "127.0.0.1:0"])
             .args(extra)
+            .env("LAB_MDM_API_KEY", TEST_API_KEY)
             .env_remove("USBMUXD_SOCKET_ADDRESS")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -40,17 +46,29 @@ impl Sim {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let (mut addr, mut mdm) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    addr = Some(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                if let Some(rest) = line.split("MDM at ").nth(1) {
+                    mdm = rest.split_whitespace().next().map(str::to_string);
+                }
+                if line.contains("lab sim: ready") {
+                    let _ = tx.send((addr.clone(), mdm.clone()));
                 }
             }
+            let _ = tx.send((addr, mdm));
         });
-        let addr = rx
+        let (addr, mdm_url) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("lab sim serve did not report its address");
-        Sim { addr, child }
+        let addr = addr.expect("lab sim serve did not report its usbmuxd address");
+        Sim {
+            addr,
+            mdm_url,
+            child,
+        }
     }
 }
 

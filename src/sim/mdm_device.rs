@@ -1,0 +1,409 @@
+//! Simulated devices as MDM clients.
+//!
+//! Each device enrolls (Authenticate, TokenUpdate) with its own identity certificate, passed in
+//! a header as NanoMDM's `-cert-header` mode takes it; connects when woken by a push (through
+//! the simulated APNs) or on its poll interval; and answers DeviceInformation, SecurityInfo and
+//! the OS-update commands (`os_update`), anything else with `Error` 12021 in
+//! `MCMDMErrorDomain`, as real devices do (brief mdm.md §3, mdmb). When an update restarts the
+//! device it leaves usbmuxd, stops checking in, and comes back with its new version on both
+//! lockdown and MDM.
+
+use super::apns::Registry;
+use super::clock::Clock;
+use super::fleet::NetworkKind;
+use super::lab::SimLab;
+use super::os_update::{DeviceUpdateState, OsUpdateSim, Outcome, UpdateEvent};
+use super::quirks::QuirkTable;
+use crate::mdm::checkin::{CHECKIN_CONTENT_TYPE, COMMAND_CONTENT_TYPE, CheckinMessage};
+use crate::mdm::command::parse_envelope;
+use crate::mdm::report::{error_chain, report_dict};
+use crate::mdm_server::identity::cert_header_value;
+use plist::{Dictionary, Value};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The header simulated devices put their identity certificate in.
+pub const CERT_HEADER: &str = "X-Client-Cert";
+
+/// Per-device MDM identity certificates, signed by one CA the MDM server trusts.
+pub struct MdmIdentities {
+    pub ca_pem: String,
+    pub certs: Vec<Vec<u8>>,
+}
+
+impl MdmIdentities {
+    /// ECDSA P-256: cheap enough for 1 000 devices (unlike RSA).
+    pub fn generate(udids: &[String]) -> Result<MdmIdentities, rcgen::Error> {
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "lab simulated MDM identity CA");
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = p.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(p, &ca_key);
+        let mut certs = Vec::with_capacity(udids.len());
+        for u in udids {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let mut cp = CertificateParams::new(Vec::<String>::new())?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, u.as_str());
+            cp.distinguished_name = dn;
+            cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            certs.push(cp.signed_by(&key, &issuer)?.der().to_vec());
+        }
+        Ok(MdmIdentities { ca_pem, certs })
+    }
+}
+
+/// Where the simulated devices enroll.
+#[derive(Clone)]
+pub struct MdmTarget {
+    /// Base URL; devices PUT to `{base}/mdm`.
+    pub base_url: String,
+    /// Simulated APNs registry to be woken through (absent: poll only).
+    pub apns: Option<Arc<Registry>>,
+    /// Poll interval in simulated time.
+    pub poll_interval: Duration,
+    /// The MDM topic (`com.apple.mgmt.External.<uuid>`).
+    pub topic: String,
+}
+
+/// The MDM side of one simulated device.
+pub struct MdmAgent {
+    index: usize,
+    udid: String,
+    lab: Arc<SimLab>,
+    os: Mutex<OsUpdateSim>,
+    cert_header: String,
+    token: Vec<u8>,
+    push_magic: String,
+    target: MdmTarget,
+    http: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+fn real_value(v: f64) -> Value {
+    Value::Real(v)
+}
+
+impl MdmAgent {
+    pub fn new(lab: Arc<SimLab>, index: usize, cert_der: &[u8], target: MdmTarget) -> MdmAgent {
+        let dev = lab.devices[index].clone();
+        let spec = dev.spec.clone();
+        let state = DeviceUpdateState::from_fleet(&spec, &spec.update);
+        let config = spec
+            .update
+            .config()
+            .expect("update config was validated when the fleet was read");
+        let quirks = QuirkTable::builtin().for_device(&spec.ios_version, lab.seed, &spec.udid);
+        let seed = super::quirks::device_seed(lab.seed, &spec.udid);
+        let token = Sha256::digest(format!("apns-token/{}", spec.udid).as_bytes()).to_vec();
+        let push_magic = super::identity::uuid_from(lab.seed, &format!("push-magic/{}", spec.udid));
+        let wake = match &target.apns {
+            Some(r) => r.register(&token, &push_magic),
+            None => Arc::new(Notify::new()),
+        };
+        MdmAgent {
+            index,
+            udid: spec.udid.clone(),
+            os: Mutex::new(OsUpdateSim::new(state, config, quirks, seed)),
+            lab,
+            cert_header: cert_header_value(cert_der),
+            token,
+            push_magic,
+            target,
+            http: crate::http_client::client(Duration::from_secs(15)),
+            wake,
+        }
+    }
+
+    fn os(&self) -> std::sync::MutexGuard<'_, OsUpdateSim> {
+        self.os.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn put(&self, content_type: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        let r = self
+            .http
+            .put(format!("{}/mdm", self.target.base_url))
+            .header("content-type", content_type)
+            .header("user-agent", "MDM/1.0")
+            .header(CERT_HEADER, &self.cert_header)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = r.status().as_u16();
+        let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        Ok((code, body))
+    }
+
+    /// Authenticate + TokenUpdate (brief §4).
+    pub async fn enroll(&self) -> Result<(), String> {
+        let spec = &self.lab.devices[self.index].spec;
+        let (version, build) = {
+            let os = self.os();
+            let (v, b) = os.version();
+            (v.to_string(), b.to_string())
+        };
+        let auth = CheckinMessage::Authenticate {
+            topic: self.target.topic.clone(),
+            udid: self.udid.clone(),
+            os_version: Some(version),
+            build_version: Some(build),
+            product_name: Some(spec.product_type.clone()),
+            serial_number: Some(spec.serial.clone()),
+            device_name: Some(spec.name.clone()),
+        };
+        let tu = CheckinMessage::TokenUpdate {
+            topic: self.target.topic.clone(),
+            udid: self.udid.clone(),
+            token: self.token.clone(),
+            push_magic: self.push_magic.clone(),
+            unlock_token: None,
+            awaiting_configuration: false,
+        };
+        for m in [auth, tu] {
+            let (code, body) = self.put(CHECKIN_CONTENT_TYPE, m.to_plist()).await?;
+            if code != 200 {
+                return Err(format!(
+                    "{} refused with HTTP {code}: {}",
+                    m.message_type(),
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One command connection: Idle, then answer commands until the server has none.
+    pub async fn connect(&self) -> Result<u32, String> {
+        let now = self.lab.clock.now();
+        if self.os().offline(now) {
+            return Ok(0);
+        }
+        let mut report = report_dict(&self.udid, None, "Idle");
+        let mut answered = 0;
+        loop {
+            let (code, body) = self
+                .put(COMMAND_CONTENT_TYPE, crate::plist_util::dict_to_xml(report))
+                .await?;
+            if code != 200 {
+                return Err(format!(
+                    "server answered HTTP {code}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            if body.is_empty() {
+                return Ok(answered);
+            }
+            let Ok(env) = parse_envelope(&body) else {
+                // A command the device cannot read at all.
+                let mut r = report_dict(&self.udid, None, "CommandFormatError");
+                r.insert(
+                    "ErrorChain".into(),
+                    error_chain(&[(12001, "MCMDMErrorDomain", "Invalid command")]),
+                );
+                report = r;
+                continue;
+            };
+            let now = self.lab.clock.now();
+            match self.answer(now, &env.command_uuid, &env.request_type, &env.command) {
+                Some((status, body)) => {
+                    let mut r = report_dict(&self.udid, Some(&env.command_uuid), &status);
+                    for (k, v) in body {
+                        r.insert(k, v);
+                    }
+                    report = r;
+                    answered += 1;
+                }
+                // 11.3.1: no response at all (rdar 40161553): the connection just ends.
+                None => return Ok(answered),
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        uuid: &str,
+        request_type: &str,
+        command: &Dictionary,
+    ) -> Option<(String, Dictionary)> {
+        match request_type {
+            "ScheduleOSUpdate" | "OSUpdateStatus" | "AvailableOSUpdates" => {
+                match self.os().handle(now, uuid, request_type, command) {
+                    Outcome::Reply { status, body } => Some((status, body)),
+                    Outcome::NoReply => None,
+                }
+            }
+            "DeviceInformation" => Some(("Acknowledged".into(), self.device_information(command))),
+            "SecurityInfo" => Some(("Acknowledged".into(), self.security_info())),
+            other => {
+                let mut b = Dictionary::new();
+                b.insert(
+                    "ErrorChain".into(),
+                    error_chain(&[(
+                        12021,
+                        "MCMDMErrorDomain",
+                        &format!("Unknown command: {other} <MDMClientError:91>"),
+                    )]),
+                );
+                Some(("Error".into(), b))
+            }
+        }
+    }
+
+    fn device_information(&self, command: &Dictionary) -> Dictionary {
+        let live = self.lab.devices[self.index].live();
+        let (version, build, disk_free) = {
+            let os = self.os();
+            let (v, b) = os.version();
+            (v.to_string(), b.to_string(), os.disk_free())
+        };
+        let st = self.os().state().clone();
+        let gb = |b: u64| real_value(b as f64 / 1e9);
+        let cellular = live.device_class == "iPhone";
+        let mut all = Dictionary::new();
+        all.insert("UDID".into(), live.udid.clone().into());
+        all.insert("DeviceName".into(), live.name.clone().into());
+        all.insert("OSVersion".into(), version.into());
+        all.insert("BuildVersion".into(), build.into());
+        all.insert("ProductName".into(), live.product_type.clone().into());
+        all.insert("Model".into(), live.model_number.clone().into());
+        all.insert("ModelName".into(), live.device_class.clone().into());
+        all.insert("SerialNumber".into(), live.serial.clone().into());
+        all.insert("DeviceCapacity".into(), gb(live.disk_total));
+        all.insert("AvailableDeviceCapacity".into(), gb(disk_free));
+        all.insert(
+            "BatteryLevel".into(),
+            real_value(st.battery_level as f64 / 100.0),
+        );
+        all.insert(
+            "CellularTechnology".into(),
+            Value::Integer((if cellular { 1 } else { 0 }).into()),
+        );
+        all.insert("IsSupervised".into(), Value::Boolean(st.supervised));
+        all.insert("WiFiMAC".into(), live.wifi_address.clone().into());
+        all.insert("BluetoothMAC".into(), live.bluetooth_address.clone().into());
+        all.insert("IsMultiUser".into(), Value::Boolean(false));
+        if cellular {
+            all.insert("IsRoaming".into(), Value::Boolean(false));
+            let mut subs = Vec::new();
+            if st.network == NetworkKind::Cellular {
+                let mut s = Dictionary::new();
+                s.insert("Slot".into(), "CTSubscriptionSlotOne".into());
+                s.insert("IsRoaming".into(), Value::Boolean(false));
+                s.insert("IsDataPreferred".into(), Value::Boolean(true));
+                s.insert("CurrentCarrierNetwork".into(), "Simulated Carrier".into());
+                subs.push(Value::Dictionary(s));
+            }
+            all.insert("ServiceSubscriptions".into(), Value::Array(subs));
+        }
+        let queries: Vec<String> = command
+            .get("Queries")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|q| q.as_string().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut qr = Dictionary::new();
+        for q in &queries {
+            if let Some(v) = all.get(q) {
+                qr.insert(q.clone(), v.clone());
+            }
+        }
+        if queries.is_empty() {
+            qr = all;
+        }
+        let mut body = Dictionary::new();
+        body.insert("QueryResponses".into(), Value::Dictionary(qr));
+        body
+    }
+
+    fn security_info(&self) -> Dictionary {
+        let passcode = self.os().state().passcode;
+        let mut si = Dictionary::new();
+        si.insert("HardwareEncryptionCaps".into(), Value::Integer(3.into()));
+        si.insert("PasscodePresent".into(), Value::Boolean(passcode));
+        si.insert("PasscodeCompliant".into(), Value::Boolean(true));
+        si.insert("PasscodeCompliantWithProfiles".into(), Value::Boolean(true));
+        let mut body = Dictionary::new();
+        body.insert("SecurityInfo".into(), Value::Dictionary(si));
+        body
+    }
+
+    /// Advance the update state machine; apply restarts to usbmuxd and lockdown.
+    /// Returns true when the device should check in (it just came back).
+    fn tick(&self) -> bool {
+        let now = self.lab.clock.now();
+        let events = self.os().tick(now);
+        let mut check_in = false;
+        let dev = &self.lab.devices[self.index];
+        let disk_free = self.os().disk_free();
+        if dev.live().disk_free != disk_free {
+            dev.update_live(|l| l.disk_free = disk_free);
+        }
+        for e in events {
+            match e {
+                UpdateEvent::RestartBegins { .. } => {
+                    tracing::info!(udid = %self.udid, "simulated device restarting to install");
+                    self.lab.detach(self.index);
+                }
+                UpdateEvent::RestartEnds { version, build } => {
+                    tracing::info!(udid = %self.udid, %version, %build, "simulated device back with a new version");
+                    dev.update_live(|l| {
+                        l.ios_version = version.clone();
+                        l.ios_build = build.clone();
+                    });
+                    self.lab.attach(self.index);
+                    check_in = true;
+                }
+                _ => {}
+            }
+        }
+        check_in
+    }
+
+    /// Run forever: enroll, then connect on wake, on the poll interval, and after a restart.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.enroll().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(udid = %self.udid, error = %e, "enrolment failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let poll = self
+            .lab
+            .real(self.target.poll_interval)
+            .max(Duration::from_millis(50));
+        let tick = Duration::from_millis(50);
+        let mut next_poll = tokio::time::Instant::now() + poll;
+        loop {
+            let woke = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep_until(next_poll) => { next_poll += poll; true }
+                _ = tokio::time::sleep(tick) => false,
+            };
+            let back = self.tick();
+            if (woke || back)
+                && let Err(e) = self.connect().await
+            {
+                tracing::debug!(udid = %self.udid, error = %e, "command connection failed");
+            }
+        }
+    }
+}
