@@ -9,6 +9,7 @@ pub mod cli;
 pub mod http_client;
 pub mod input;
 pub mod io;
+pub mod join;
 pub mod lockdown;
 pub mod mdm;
 pub mod mdm_server;

@@ -1,6 +1,9 @@
 //! `lab probe [--udid U]... [--json] [--sim FLEET]`
 
 use super::{CliError, print_json, table, usbmuxd_addrs};
+use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
+use crate::mdm::webhook_receiver::WebhookReceiver;
+use crate::probe::mdm_side;
 use crate::probe::{DeviceProbe, HostError, ProbeOptions, ProbeStatus, list_all, probe_all};
 use crate::usb::{self, UsbScan};
 use crate::usbmux::UsbmuxAddr;
@@ -24,6 +27,32 @@ pub struct ProbeArgs {
     /// usbmuxd socket (a rehearsal without hardware).
     #[arg(long, value_name = "FLEET.yaml")]
     sim: Option<PathBuf>,
+    /// Also ask each device through this MDM (DeviceInformation, SecurityInfo) and flag facts
+    /// lockdown and the MDM disagree on. With --sim, the simulated lab's own MDM is used.
+    #[arg(long, value_name = "URL")]
+    mdm: Option<String>,
+    /// Which API the MDM speaks.
+    #[arg(long, value_enum, default_value_t = MdmKind::Embedded)]
+    mdm_kind: MdmKind,
+    /// Environment variable holding the MDM API key.
+    #[arg(long, default_value = "LAB_MDM_API_KEY")]
+    mdm_api_key_env: String,
+    /// Seconds to wait for the MDM answers.
+    #[arg(long, default_value_t = 30.0)]
+    mdm_wait: f64,
+    /// Where to receive webhooks (nanomdm, micromdm: point the MDM's webhook URL here).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9401")]
+    webhook_listen: String,
+    /// Environment variable holding the webhook HMAC key (X-Hmac-Signature is then required).
+    #[arg(long, value_name = "NAME")]
+    webhook_hmac_key_env: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MdmKind {
+    Embedded,
+    Nanomdm,
+    Micromdm,
 }
 
 #[derive(Serialize)]
@@ -36,6 +65,7 @@ struct ProbeReport {
 
 pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
     let timeout = Duration::from_secs_f64(a.timeout.clamp(0.05, 3600.0));
+    let sim_key = crate::tls::random_secret();
     let (addrs, _sim) = match &a.sim {
         Some(fleet) => {
             let listen = UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address");
@@ -43,7 +73,10 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
                 listen: vec![listen],
                 speed: 1.0,
                 seed: None,
-                mdm: crate::sim::SimMdm::None,
+                mdm: crate::sim::SimMdm::Embedded {
+                    listen: "127.0.0.1:0".into(),
+                    api_key: sim_key.clone(),
+                },
             };
             let sim = crate::sim::start(fleet, opts).await.map_err(|e| match e {
                 crate::sim::SimError::Fleet(i) => CliError::Input(i),
@@ -103,6 +136,82 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
         },
     )
     .await;
+    let mut probes = probes;
+    let mdm = match (&_sim, &a.mdm) {
+        (Some(sim), _) => sim
+            .mdm
+            .as_ref()
+            .map(|m| (m.url.clone(), MdmKind::Embedded, Some(sim_key.clone()))),
+        (None, Some(url)) => Some((url.clone(), a.mdm_kind, None)),
+        (None, None) => None,
+    };
+    // Keep the webhook listener alive while the answers come in.
+    let mut _receiver = None;
+    if let Some((url, kind, key)) = mdm {
+        let key = match key {
+            Some(k) => k,
+            None => std::env::var(&a.mdm_api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    CliError::BadArgument(format!(
+                        "--mdm needs the API key in the environment variable {}",
+                        a.mdm_api_key_env
+                    ))
+                })?,
+        };
+        let wait = Duration::from_secs_f64(a.mdm_wait.clamp(0.1, 3600.0));
+        let backend: Box<dyn MdmBackend> = match kind {
+            MdmKind::Embedded => Box::new(NanoMdm::embedded(&url, &key, timeout)),
+            MdmKind::Nanomdm | MdmKind::Micromdm => {
+                let hmac = match &a.webhook_hmac_key_env {
+                    Some(n) => Some(
+                        std::env::var(n)
+                            .ok()
+                            .filter(|k| !k.is_empty())
+                            .ok_or_else(|| {
+                                CliError::BadArgument(format!(
+                                    "environment variable {n} is not set"
+                                ))
+                            })?
+                            .into_bytes(),
+                    ),
+                    None => None,
+                };
+                let r = WebhookReceiver::start(&a.webhook_listen, hmac)
+                    .await
+                    .map_err(|e| {
+                        CliError::Failed(format!("webhook listener on {}: {e}", a.webhook_listen))
+                    })?;
+                let inbox = r.inbox.clone();
+                _receiver = Some(r);
+                if kind == MdmKind::Nanomdm {
+                    Box::new(NanoMdm::with_webhooks(&url, &key, timeout, inbox))
+                } else {
+                    Box::new(MicroMdm::new(&url, &key, timeout, inbox))
+                }
+            }
+        };
+        if let Some(sim) = &_sim {
+            wait_enrolled(&url, &key, sim.lab.devices.len(), Duration::from_secs(20)).await;
+        }
+        let backend: &dyn MdmBackend = backend.as_ref();
+        let answers = probes
+            .iter()
+            .filter(|p| p.status != ProbeStatus::Failed)
+            .map(|p| mdm_side::query(backend, &p.udid, wait));
+        let facts = crate::join::join_all(answers.collect()).await;
+        let mut it = facts.into_iter();
+        for p in probes
+            .iter_mut()
+            .filter(|p| p.status != ProbeStatus::Failed)
+        {
+            if let Some(f) = it.next() {
+                p.disagreements = mdm_side::compare(&p.baseline, &f);
+                p.mdm = Some(f);
+            }
+        }
+    }
     let all_ok = probes.iter().all(|p| p.status == ProbeStatus::Ok);
     let none = probes.is_empty();
     if a.json {
@@ -189,6 +298,19 @@ fn print_table(probes: &[DeviceProbe]) {
                 gb(b.disk.amount_data_available.get()),
                 yn(b.passcode.password_protected.get()),
                 yn(b.supervision.device_is_chaperoned.get()),
+                match &p.mdm {
+                    None => "-".to_string(),
+                    Some(m) if m.os_version.value.is_none() => "no answer".to_string(),
+                    Some(_) if p.disagreements.is_empty() => "agrees".to_string(),
+                    Some(_) => format!(
+                        "DISAGREES: {}",
+                        p.disagreements
+                            .iter()
+                            .map(|d| d.fact)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
                 status,
             ]
         })
@@ -211,4 +333,36 @@ fn print_table(probes: &[DeviceProbe]) {
             &rows
         )
     );
+}
+
+/// Wait until `n` devices have sent their first TokenUpdate to the embedded MDM.
+async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
+    let http = crate::http_client::client(Duration::from_secs(5));
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let ready = async {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/enrollments"))
+                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(
+                v["enrollments"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
+                    .count(),
+            )
+        }
+        .await
+        .unwrap_or(0);
+        if ready >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -11,6 +11,8 @@ use serde::Serialize;
 pub enum Via {
     /// lockdownd `GetValue` (domain + key).
     Lockdown,
+    /// An MDM command's answer (domain = the command, key = the response key).
+    Mdm,
     /// usbmuxd's device entry.
     Usbmuxd,
     /// The raw USB scan.
@@ -119,6 +121,23 @@ impl FieldType for u64 {
         match v {
             Value::String(s) => s.trim().parse().ok(),
             Value::Real(r) if *r >= 0.0 && r.fract() == 0.0 => Some(*r as u64),
+            _ => None,
+        }
+    }
+}
+
+impl FieldType for f64 {
+    const NAME: &'static str = "real";
+    fn strict(v: &Value) -> Option<Self> {
+        match v {
+            Value::Real(r) => Some(*r),
+            _ => None,
+        }
+    }
+    fn lenient(v: &Value) -> Option<Self> {
+        match v {
+            Value::Integer(i) => i.as_signed().map(|x| x as f64),
+            Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod field;
+pub mod mdm_side;
 pub mod run;
 
 pub use baseline::Baseline;

@@ -130,6 +130,12 @@ pub struct DeviceProbe {
     pub failure: Option<Failure>,
     pub elapsed_ms: u64,
     pub baseline: Baseline,
+    /// The device's answers through the MDM, when an MDM is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdm: Option<super::mdm_side::MdmFacts>,
+    /// Facts lockdown and the MDM report differently.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disagreements: Vec<super::mdm_side::Disagreement>,
 }
 
 fn lockdown_failure(stage: &str, e: &LockdownError) -> Failure {
@@ -209,6 +215,8 @@ pub async fn probe_device(
         failure,
         elapsed_ms: start.elapsed().as_millis() as u64,
         baseline,
+        mdm: None,
+        disagreements: Vec::new(),
     }
 }
 
@@ -353,6 +361,8 @@ pub async fn probe_all(
                         ),
                         failure: Some(fail),
                         elapsed_ms: deadline.as_millis() as u64,
+                        mdm: None,
+                        disagreements: Vec::new(),
                     }
                 }
             };

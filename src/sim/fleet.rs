@@ -89,6 +89,31 @@ pub struct DeviceSpec {
     pub fault: Option<Fault>,
     /// OS-update behaviour: catalogue, simulated user, timings (see `sim::os_update`).
     pub update: Option<UpdateBehaviourSpec>,
+    /// Values the device reports through the MDM instead of the true ones (DeviceInformation
+    /// `QueryResponses` or `SecurityInfo` keys), to rehearse lockdown/MDM disagreements.
+    #[serde(default)]
+    pub mdm_overrides: std::collections::BTreeMap<String, MdmValue>,
+}
+
+/// A scalar value in `mdm_overrides`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MdmValue {
+    Bool(bool),
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl MdmValue {
+    pub fn to_plist(&self) -> plist::Value {
+        match self {
+            MdmValue::Bool(b) => plist::Value::Boolean(*b),
+            MdmValue::Int(i) => plist::Value::Integer((*i).into()),
+            MdmValue::Real(r) => plist::Value::Real(*r),
+            MdmValue::Text(s) => plist::Value::String(s.clone()),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -292,6 +317,7 @@ pub struct SimDeviceSpec {
     pub detach_after: Option<Duration>,
     pub fault: Option<Fault>,
     pub update: UpdateBehaviourSpec,
+    pub mdm_overrides: std::collections::BTreeMap<String, MdmValue>,
 }
 
 /// Read a fleet file; every error names the file, line and column.
@@ -452,6 +478,7 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
                 detach_after: d.detach_after.map(|x| x.0),
                 fault: d.fault,
                 update,
+                mdm_overrides: d.mdm_overrides.clone(),
             });
         }
     }

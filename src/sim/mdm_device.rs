@@ -324,6 +324,11 @@ impl MdmAgent {
         if queries.is_empty() {
             qr = all;
         }
+        for (k, v) in &live.mdm_overrides {
+            if qr.contains_key(k) {
+                qr.insert(k.clone(), v.to_plist());
+            }
+        }
         let mut body = Dictionary::new();
         body.insert("QueryResponses".into(), Value::Dictionary(qr));
         body
@@ -336,6 +341,11 @@ impl MdmAgent {
         si.insert("PasscodePresent".into(), Value::Boolean(passcode));
         si.insert("PasscodeCompliant".into(), Value::Boolean(true));
         si.insert("PasscodeCompliantWithProfiles".into(), Value::Boolean(true));
+        for (k, v) in &self.lab.devices[self.index].spec.mdm_overrides {
+            if si.contains_key(k) {
+                si.insert(k.clone(), v.to_plist());
+            }
+        }
         let mut body = Dictionary::new();
         body.insert("SecurityInfo".into(), Value::Dictionary(si));
         body

@@ -1,0 +1,357 @@
+//! The MDM side of the baseline: what the device says about itself through the MDM
+//! (DeviceInformation, SecurityInfo), and where that disagrees with lockdown.
+//!
+//! `MdmFacts::from_reports` and `compare` are pure; `query` is the I/O edge (enqueue through a
+//! backend, wait for the answers).
+
+use super::baseline::Baseline;
+use super::field::{Field, FieldType, Source, Via, read};
+use crate::mdm::backend::{CommandResult, MdmBackend};
+use crate::mdm::command::{BASELINE_QUERIES, Command};
+use crate::mdm::report::{parse_report, query_responses, security_info};
+use plist::Dictionary;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MdmFacts {
+    pub os_version: Field<String>,
+    pub build_version: Field<String>,
+    pub product_name: Field<String>,
+    pub model_name: Field<String>,
+    /// Base-10 GB, as iOS reports it (brief mdm.md §3).
+    pub device_capacity_gb: Field<f64>,
+    pub available_device_capacity_gb: Field<f64>,
+    /// 0.0–1.0, or -1.0 when the device does not know.
+    pub battery_level: Field<f64>,
+    pub is_supervised: Field<bool>,
+    pub cellular_technology: Field<u64>,
+    pub wifi_mac: Field<String>,
+    pub is_roaming: Field<bool>,
+    pub passcode_present: Field<bool>,
+    pub passcode_compliant: Field<bool>,
+    /// `ServiceSubscriptions` as sent (SIM slots, carriers, roaming per slot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_subscriptions: Option<serde_json::Value>,
+    /// CommandUUIDs of the commands these facts came from (evidence).
+    pub commands: Vec<String>,
+}
+
+/// A fact lockdown and the MDM report differently.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Disagreement {
+    pub fact: &'static str,
+    pub lockdown: serde_json::Value,
+    pub mdm: serde_json::Value,
+}
+
+/// Why an MDM answer is missing, for every field it would have filled.
+fn from_dict<T: FieldType>(d: Result<&Dictionary, &str>, command: &str, key: &str) -> Field<T> {
+    let src = Source {
+        via: Via::Mdm,
+        domain: Some(command.to_string()),
+        key: key.to_string(),
+    };
+    match d {
+        Ok(d) => read(src, d.get(key), "key absent from the MDM answer"),
+        Err(e) => Field::missing(src, e),
+    }
+}
+
+impl MdmFacts {
+    /// Build from the DeviceInformation and SecurityInfo results (or why they are missing).
+    pub fn from_reports(
+        device_information: Result<&CommandResult, String>,
+        security: Result<&CommandResult, String>,
+    ) -> MdmFacts {
+        let di = answer(device_information, "DeviceInformation", |r| {
+            query_responses(r).cloned()
+        });
+        let si = answer(security, "SecurityInfo", |r| security_info(r).cloned());
+        let dq = di.0.as_ref().map_err(String::as_str);
+        let sq = si.0.as_ref().map_err(String::as_str);
+        let d = |k: &str| from_dict::<String>(dq, "DeviceInformation", k);
+        MdmFacts {
+            os_version: d("OSVersion"),
+            build_version: d("BuildVersion"),
+            product_name: d("ProductName"),
+            model_name: d("ModelName"),
+            device_capacity_gb: from_dict(dq, "DeviceInformation", "DeviceCapacity"),
+            available_device_capacity_gb: from_dict(
+                dq,
+                "DeviceInformation",
+                "AvailableDeviceCapacity",
+            ),
+            battery_level: from_dict(dq, "DeviceInformation", "BatteryLevel"),
+            is_supervised: from_dict(dq, "DeviceInformation", "IsSupervised"),
+            cellular_technology: from_dict(dq, "DeviceInformation", "CellularTechnology"),
+            wifi_mac: d("WiFiMAC"),
+            is_roaming: from_dict(dq, "DeviceInformation", "IsRoaming"),
+            passcode_present: from_dict(sq, "SecurityInfo", "PasscodePresent"),
+            passcode_compliant: from_dict(sq, "SecurityInfo", "PasscodeCompliant"),
+            service_subscriptions: dq
+                .ok()
+                .and_then(|d| d.get("ServiceSubscriptions"))
+                .map(crate::plist_util::to_json),
+            commands: [di.1, si.1].into_iter().flatten().collect(),
+        }
+    }
+}
+
+/// The dictionary inside an answer, or why there is none; plus the CommandUUID.
+fn answer(
+    r: Result<&CommandResult, String>,
+    command: &str,
+    pick: impl Fn(&crate::mdm::report::Report) -> Option<Dictionary>,
+) -> (Result<Dictionary, String>, Option<String>) {
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return (Err(e), None),
+    };
+    let uuid = Some(r.command_uuid.clone());
+    let parsed = match parse_report(&r.raw) {
+        Ok(p) => p,
+        Err(e) => return (Err(format!("{command} answer unreadable: {e}")), uuid),
+    };
+    if r.status != "Acknowledged" {
+        return (Err(format!("{command} answered {}", r.status)), uuid);
+    }
+    match pick(&parsed) {
+        Some(d) => (Ok(d), uuid),
+        None => (
+            Err(format!("{command} answer has no response dictionary")),
+            uuid,
+        ),
+    }
+}
+
+/// Facts where lockdown and the MDM disagree. Battery may move a little between the two reads
+/// (5 points of slack); capacities are compared loosely (iOS reports the MDM capacities in GB
+/// of another partition accounting, 10 % of slack); the rest must be equal.
+pub fn compare(b: &Baseline, m: &MdmFacts) -> Vec<Disagreement> {
+    let mut out = Vec::new();
+    let mut eq = |fact: &'static str,
+                  l: Option<serde_json::Value>,
+                  r: Option<serde_json::Value>,
+                  same: bool| {
+        if let (Some(l), Some(r)) = (l, r)
+            && !same
+        {
+            out.push(Disagreement {
+                fact,
+                lockdown: l,
+                mdm: r,
+            });
+        }
+    };
+    let j = |v: Option<&String>| v.map(|s| serde_json::json!(s));
+    if let (Some(l), Some(r)) = (b.product_version.get(), m.os_version.get()) {
+        eq("ios_version", j(Some(l)), j(Some(r)), l == r);
+    }
+    if let (Some(l), Some(r)) = (b.build_version.get(), m.build_version.get()) {
+        eq("build_version", j(Some(l)), j(Some(r)), l == r);
+    }
+    if let (Some(l), Some(r)) = (b.battery.current_capacity.get(), m.battery_level.get())
+        && *r >= 0.0
+    {
+        let same = (*l as f64 - r * 100.0).abs() <= 5.0;
+        eq(
+            "battery_percent",
+            Some(serde_json::json!(l)),
+            Some(serde_json::json!(r * 100.0)),
+            same,
+        );
+    }
+    if let (Some(l), Some(r)) = (b.disk.total_disk_capacity.get(), m.device_capacity_gb.get()) {
+        let lg = *l as f64 / 1e9;
+        let same = (lg - r).abs() <= 0.10 * lg.max(1.0);
+        eq(
+            "capacity_gb",
+            Some(serde_json::json!(lg)),
+            Some(serde_json::json!(r)),
+            same,
+        );
+    }
+    if let (Some(l), Some(r)) = (
+        b.passcode.password_protected.get(),
+        m.passcode_present.get(),
+    ) {
+        eq(
+            "passcode",
+            Some(serde_json::json!(l)),
+            Some(serde_json::json!(r)),
+            l == r,
+        );
+    }
+    if let (Some(l), Some(r)) = (
+        b.supervision.device_is_chaperoned.get(),
+        m.is_supervised.get(),
+    ) {
+        eq(
+            "supervised",
+            Some(serde_json::json!(l)),
+            Some(serde_json::json!(r)),
+            l == r,
+        );
+    }
+    if let (Some(l), Some(r)) = (b.network.wifi_address.get(), m.wifi_mac.get()) {
+        eq(
+            "wifi_mac",
+            j(Some(l)),
+            j(Some(r)),
+            l.eq_ignore_ascii_case(r),
+        );
+    }
+    out
+}
+
+/// Ask the device through the MDM and wait for both answers (or `wait`).
+pub async fn query(backend: &dyn MdmBackend, udid: &str, wait: Duration) -> MdmFacts {
+    let tag = crate::tls::random_secret();
+    let di_uuid = format!("lab-probe-di-{tag}");
+    let si_uuid = format!("lab-probe-si-{tag}");
+    let di_cmd = Command::DeviceInformation {
+        queries: BASELINE_QUERIES.iter().map(|q| q.to_string()).collect(),
+    };
+    let mut errors = Vec::new();
+    for (cmd, uuid) in [(&di_cmd, &di_uuid), (&Command::SecurityInfo, &si_uuid)] {
+        if let Err(e) = backend.enqueue(udid, cmd, uuid).await {
+            errors.push((uuid.clone(), e.to_string()));
+        }
+    }
+    let start = Instant::now();
+    let mut results: Vec<CommandResult> = Vec::new();
+    loop {
+        if let Ok(r) = backend.results(udid).await {
+            results = r;
+        }
+        let have = |u: &str| {
+            results
+                .iter()
+                .any(|r| r.command_uuid == u && r.status != "NotNow")
+        };
+        let pending_di = !have(&di_uuid) && !errors.iter().any(|e| e.0 == di_uuid);
+        let pending_si = !have(&si_uuid) && !errors.iter().any(|e| e.0 == si_uuid);
+        if (!pending_di && !pending_si) || start.elapsed() >= wait {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let find = |u: &str| -> Result<&CommandResult, String> {
+        if let Some((_, e)) = errors.iter().find(|e| e.0 == u) {
+            return Err(format!("could not enqueue: {e}"));
+        }
+        results
+            .iter()
+            .rev()
+            .find(|r| r.command_uuid == u && r.status != "NotNow")
+            .ok_or_else(|| format!("no answer through the MDM within {wait:?}"))
+    };
+    MdmFacts::from_reports(find(&di_uuid), find(&si_uuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mdm::report::report_dict;
+    use crate::usbmux::DeviceEntry;
+    use plist::Value;
+
+    fn result(uuid: &str, body: Dictionary) -> CommandResult {
+        let mut r = report_dict("U", Some(uuid), "Acknowledged");
+        for (k, v) in body {
+            r.insert(k, v);
+        }
+        CommandResult {
+            command_uuid: uuid.into(),
+            request_type: None,
+            status: "Acknowledged".into(),
+            raw: crate::plist_util::dict_to_xml(r),
+            received_at: String::new(),
+        }
+    }
+
+    fn baseline(version: &str, battery: u64, passcode: bool) -> Baseline {
+        let mut g = Dictionary::new();
+        g.insert("ProductVersion".into(), version.into());
+        g.insert("BuildVersion".into(), "21F90".into());
+        g.insert("PasswordProtected".into(), Value::Boolean(passcode));
+        g.insert("WiFiAddress".into(), "aa:bb:cc:dd:ee:ff".into());
+        let mut bat = Dictionary::new();
+        bat.insert(
+            "BatteryCurrentCapacity".into(),
+            Value::Integer(battery.into()),
+        );
+        let mut disk = Dictionary::new();
+        disk.insert(
+            "TotalDiskCapacity".into(),
+            Value::Integer(64_000_000_000u64.into()),
+        );
+        let mut ch = Dictionary::new();
+        ch.insert("DeviceIsChaperoned".into(), Value::Boolean(true));
+        let e = DeviceEntry {
+            device_id: 1,
+            serial_number: "U".into(),
+            product_id: Some(0x12a8),
+            location_id: None,
+            connection_type: "USB".into(),
+            connection_speed: None,
+        };
+        Baseline::from_replies("h", &e, &Ok(g), &Ok(disk), &Ok(bat), &Ok(ch), None)
+    }
+
+    fn facts(version: &str, battery: f64, passcode: bool) -> MdmFacts {
+        let mut qr = Dictionary::new();
+        qr.insert("OSVersion".into(), version.into());
+        qr.insert("BuildVersion".into(), "21F90".into());
+        qr.insert("BatteryLevel".into(), Value::Real(battery));
+        qr.insert("DeviceCapacity".into(), Value::Real(64.0));
+        qr.insert("IsSupervised".into(), Value::Boolean(true));
+        qr.insert("WiFiMAC".into(), "AA:BB:CC:DD:EE:FF".into());
+        let mut di = Dictionary::new();
+        di.insert("QueryResponses".into(), Value::Dictionary(qr));
+        let mut s = Dictionary::new();
+        s.insert("PasscodePresent".into(), Value::Boolean(passcode));
+        let mut si = Dictionary::new();
+        si.insert("SecurityInfo".into(), Value::Dictionary(s));
+        MdmFacts::from_reports(Ok(&result("d", di)), Ok(&result("s", si)))
+    }
+
+    #[test]
+    fn agreeing_sources_give_no_disagreement_and_fields_carry_the_mdm_source() {
+        let f = facts("17.5.1", 0.87, false);
+        assert_eq!(f.os_version.value.as_deref(), Some("17.5.1"));
+        assert_eq!(f.os_version.source.via, Via::Mdm);
+        assert_eq!(
+            f.os_version.source.domain.as_deref(),
+            Some("DeviceInformation")
+        );
+        assert_eq!(
+            f.passcode_present.source.domain.as_deref(),
+            Some("SecurityInfo")
+        );
+        assert_eq!(f.commands, vec!["d".to_string(), "s".to_string()]);
+        assert!(compare(&baseline("17.5.1", 85, false), &f).is_empty());
+    }
+
+    #[test]
+    fn disagreements_are_flagged_with_both_values() {
+        let f = facts("17.6", 0.40, true);
+        let d = compare(&baseline("17.5.1", 87, false), &f);
+        let facts: Vec<&str> = d.iter().map(|x| x.fact).collect();
+        assert_eq!(facts, vec!["ios_version", "battery_percent", "passcode"]);
+        assert_eq!(d[0].lockdown, serde_json::json!("17.5.1"));
+        assert_eq!(d[0].mdm, serde_json::json!("17.6"));
+    }
+
+    #[test]
+    fn missing_answers_leave_fields_missing_with_the_reason() {
+        let f = MdmFacts::from_reports(
+            Err("no answer through the MDM within 5s".into()),
+            Err("x".into()),
+        );
+        assert!(f.os_version.value.is_none());
+        assert!(f.os_version.error.as_deref().unwrap().contains("no answer"));
+        assert!(compare(&baseline("17.5.1", 87, false), &f).is_empty());
+    }
+}
