@@ -101,9 +101,26 @@ fn map_send_error(url: &str, timeout: Duration, e: reqwest::Error) -> BackendErr
     } else {
         BackendError::Unreachable {
             url: url.to_string(),
-            reason: e.to_string(),
+            reason: error_chain(&e.without_url()),
         }
     }
+}
+
+/// An error with its sources: reqwest's own message is only "error sending request"; the
+/// cause (connection refused, connection closed before the answer) is in the source chain.
+/// The URL is left out: the variant already names it.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        source = c.source();
+    }
+    s
 }
 
 #[derive(Default)]
@@ -126,6 +143,10 @@ impl SentMap {
 }
 
 /// Results from webhook events: acknowledge events with a CommandUUID for this device.
+///
+/// MicroMDM's webhook has no `omitempty` on `command_uuid` (`workflow/webhook/acknowledge.go`),
+/// so its Idle polls arrive as `"command_uuid": ""`: an empty CommandUUID, or an Idle status, is
+/// a poll, not a result.
 fn results_from_inbox(inbox: &Inbox, udid: &str, sent: &SentMap) -> Vec<CommandResult> {
     inbox
         .events()
@@ -135,7 +156,10 @@ fn results_from_inbox(inbox: &Inbox, udid: &str, sent: &SentMap) -> Vec<CommandR
             if ack.udid.as_deref() != Some(udid) && ack.enrollment_id.as_deref() != Some(udid) {
                 return None;
             }
-            let uuid = ack.command_uuid?;
+            if ReportStatus::parse(&ack.status) == ReportStatus::Idle {
+                return None;
+            }
+            let uuid = ack.command_uuid.filter(|u| !u.is_empty())?;
             Some(CommandResult {
                 request_type: sent.get(&uuid),
                 command_uuid: uuid,
@@ -259,11 +283,24 @@ impl MdmBackend for NanoMdm {
                 .text()
                 .await
                 .map_err(|e| map_send_error(&url, self.timeout, e))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| BackendError::BadResponse {
-                    url: url.clone(),
-                    reason: format!("HTTP {status}: {e}"),
-                })?;
+            let v: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                // NanoMDM answers a wrong key with 401 and the text `Unauthorized` (brief
+                // §5.1): a non-2xx answer that is not JSON is a refusal, not a bad response.
+                Err(_) if !(200..300).contains(&status) => {
+                    return Err(BackendError::Refused {
+                        url,
+                        status,
+                        message: text.chars().take(500).collect(),
+                    });
+                }
+                Err(e) => {
+                    return Err(BackendError::BadResponse {
+                        url,
+                        reason: format!("HTTP {status}: {e}"),
+                    });
+                }
+            };
             if let Some(err) = v["command_error"].as_str() {
                 return Err(BackendError::Refused {
                     url,
