@@ -199,7 +199,14 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
         let answers = probes
             .iter()
             .filter(|p| p.status != ProbeStatus::Failed)
-            .map(|p| mdm_side::query(backend, &p.udid, wait));
+            .map(|p| {
+                mdm_side::query(
+                    backend,
+                    &p.udid,
+                    p.baseline.product_version.get().map(String::as_str),
+                    wait,
+                )
+            });
         let facts = crate::join::join_all(answers.collect()).await;
         let mut it = facts.into_iter();
         for p in probes

@@ -205,14 +205,35 @@ pub fn compare(b: &Baseline, m: &MdmFacts) -> Vec<Disagreement> {
     out
 }
 
+/// The baseline DeviceInformation for a device on `ios_version`: only the queries Apple's
+/// schema allows on that version (e.g. `ServiceSubscriptions` needs iOS 12), so that every
+/// command the harness sends passes the schema check. Unknown version: every query.
+pub fn baseline_device_information(ios_version: Option<&str>) -> Command {
+    let queries = BASELINE_QUERIES
+        .iter()
+        .filter(|q| {
+            let Some(v) = ios_version else { return true };
+            let one = Command::DeviceInformation {
+                queries: vec![q.to_string()],
+            };
+            crate::mdm::schema::validate_command(&one.to_dict(), v).is_empty()
+        })
+        .map(|q| q.to_string())
+        .collect();
+    Command::DeviceInformation { queries }
+}
+
 /// Ask the device through the MDM and wait for both answers (or `wait`).
-pub async fn query(backend: &dyn MdmBackend, udid: &str, wait: Duration) -> MdmFacts {
+pub async fn query(
+    backend: &dyn MdmBackend,
+    udid: &str,
+    ios_version: Option<&str>,
+    wait: Duration,
+) -> MdmFacts {
     let tag = crate::tls::random_secret();
     let di_uuid = format!("lab-probe-di-{tag}");
     let si_uuid = format!("lab-probe-si-{tag}");
-    let di_cmd = Command::DeviceInformation {
-        queries: BASELINE_QUERIES.iter().map(|q| q.to_string()).collect(),
-    };
+    let di_cmd = baseline_device_information(ios_version);
     let mut errors = Vec::new();
     for (cmd, uuid) in [(&di_cmd, &di_uuid), (&Command::SecurityInfo, &si_uuid)] {
         if let Err(e) = backend.enqueue(udid, cmd, uuid).await {
@@ -342,6 +363,24 @@ mod tests {
         assert_eq!(facts, vec!["ios_version", "battery_percent", "passcode"]);
         assert_eq!(d[0].lockdown, serde_json::json!("17.5.1"));
         assert_eq!(d[0].mdm, serde_json::json!("17.6"));
+    }
+
+    #[test]
+    fn every_probe_command_passes_the_schema_check() {
+        for v in [
+            "9.3.5", "10.3", "11.4.1", "12.0", "16.7.8", "17.5.1", "18.1", "26.0",
+        ] {
+            for c in [baseline_device_information(Some(v)), Command::SecurityInfo] {
+                let violations = crate::mdm::schema::validate_command(&c.to_dict(), v);
+                assert!(violations.is_empty(), "iOS {v}: {violations:?}");
+            }
+        }
+        let Command::DeviceInformation { queries } = baseline_device_information(Some("11.4.1"))
+        else {
+            unreachable!()
+        };
+        assert!(!queries.iter().any(|q| q == "ServiceSubscriptions"));
+        assert!(queries.iter().any(|q| q == "OSVersion"));
     }
 
     #[test]
