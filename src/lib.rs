@@ -18,5 +18,6 @@ pub mod plist_util;
 pub mod probe;
 pub mod sim;
 pub mod tls;
+pub mod trial;
 pub mod usb;
 pub mod usbmux;

@@ -1,0 +1,349 @@
+//! The run journal: every fact of a trial, in order, one JSON object per line.
+//!
+//! [`Event`] is the vocabulary: the runner writes it, and the terminal progress view, every
+//! report and the resume logic only read it. Each event is appended and `fsync`ed before the
+//! harness acts on it ("nothing lost"); a torn last line (a crash mid-write) is tolerated on read
+//! and reported. The schema is versioned in the first event.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever an event changes shape incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A reason a device is excluded, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable rule id (`supervised`, `min_ios`, `known_bad_version`, `free_disk`, …).
+    pub rule: String,
+    /// One sentence for the operator.
+    pub message: String,
+    /// The values the rule looked at (e.g. `{"free": 3.2e9, "needed": 4.1e9}`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub values: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// First event of a run.
+    RunStarted {
+        schema: u32,
+        trial_id: String,
+        protocol_sha256: String,
+        lab_version: String,
+    },
+    /// The same protocol was run again: the run goes on where it stopped.
+    RunResumed { protocol_sha256: String },
+    /// A device was found on a usbmuxd host.
+    DeviceDiscovered {
+        udid: String,
+        host: String,
+        device_id: u32,
+    },
+    /// The starting state: the whole probe record (lockdown fields with raw values and sources,
+    /// MDM fields when an MDM answered).
+    BaselineRecorded {
+        udid: String,
+        probe: serde_json::Value,
+    },
+    /// What the device offers (AvailableOSUpdates answer, parsed), for eligibility and target.
+    UpdatesOffered {
+        udid: String,
+        command_uuid: String,
+        updates: serde_json::Value,
+    },
+    EligibilityAssessed {
+        udid: String,
+        eligible: bool,
+        reasons: Vec<Reason>,
+    },
+    Allocated {
+        udid: String,
+        arm: String,
+        seed: u64,
+    },
+    /// The operator consented to these doses (`by`: "flag" for --yes, "operator" when typed).
+    ConsentGiven { by: String, udids: Vec<String> },
+    ConsentRefused { reason: String },
+    /// Made durable (here and in the ledger) *before* the command goes to the MDM.
+    DoseIntent {
+        udid: String,
+        arm: String,
+        step: u32,
+        command_uuid: String,
+        request_type: String,
+        install_action: String,
+        starting_build: String,
+        /// The exact command plist, base64.
+        command_b64: String,
+    },
+    DoseEnqueued {
+        udid: String,
+        command_uuid: String,
+        pushed: bool,
+        push_error: Option<String>,
+    },
+    DoseFailed {
+        udid: String,
+        command_uuid: String,
+        error: String,
+    },
+    /// An intent whose enqueue result is unknown (crash in between): never re-sent.
+    DoseUncertain {
+        udid: String,
+        command_uuid: String,
+        reason: String,
+    },
+    /// A follow-up command (OSUpdateStatus, DeviceInformation, AvailableOSUpdates) was sent.
+    CommandSent {
+        udid: String,
+        command_uuid: String,
+        request_type: String,
+    },
+    /// A device's answer through the MDM, raw (base64 plist) and as the MDM stored it.
+    MdmResult {
+        udid: String,
+        command_uuid: String,
+        request_type: Option<String>,
+        status: String,
+        raw_b64: String,
+        received_at: String,
+    },
+    /// A re-probe over USB during follow-up.
+    DeviceReprobed {
+        udid: String,
+        attached: bool,
+        product_version: Option<String>,
+        build_version: Option<String>,
+        error: Option<String>,
+    },
+    /// A manual or harness observation.
+    Observation {
+        udid: Option<String>,
+        source: String,
+        kind: String,
+        key: String,
+        value: String,
+    },
+    /// Follow-up of a device ended (its `until` condition, its time limit, or the run stopped).
+    FollowUpEnded { udid: String, reason: String },
+    StopRuleTriggered { rule: String, message: String },
+    /// Operator interrupted (Ctrl-C): the run is resumable.
+    RunInterrupted,
+    RunFinished,
+}
+
+/// One journal line: sequence number, time, event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub at: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal {path}:{line}: not a journal event: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("journal {path} has schema {found}; this lab reads schema {SCHEMA_VERSION}")]
+    Schema { path: PathBuf, found: u32 },
+}
+
+/// What reading a journal found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub entries: Vec<Entry>,
+    /// A last line cut short by a crash (ignored; the writer truncates it before appending).
+    pub torn_tail: Option<String>,
+    /// Byte length of the complete lines.
+    pub valid_len: u64,
+}
+
+pub fn read(path: &Path) -> Result<Loaded, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(io)?;
+    let mut r = BufReader::new(f);
+    let mut entries = Vec::new();
+    let mut valid_len = 0u64;
+    let mut torn_tail = None;
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        let got = r.read_line(&mut line).map_err(io)?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        if !line.ends_with('\n') {
+            // The last write was cut short: keep it as evidence, do not use it.
+            torn_tail = Some(line.clone());
+            break;
+        }
+        match serde_json::from_str::<Entry>(line.trim_end()) {
+            Ok(e) => {
+                if let Event::RunStarted { schema, .. } = &e.event
+                    && *schema != SCHEMA_VERSION
+                {
+                    return Err(JournalError::Schema {
+                        path: path.to_path_buf(),
+                        found: *schema,
+                    });
+                }
+                entries.push(e);
+                valid_len += got as u64;
+            }
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: n,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(Loaded {
+        entries,
+        torn_tail,
+        valid_len,
+    })
+}
+
+/// Appends events durably.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    next_seq: u64,
+}
+
+impl Journal {
+    /// Open (creating) a journal; a torn tail is cut off first so appends stay line-aligned.
+    pub fn open(path: &Path) -> Result<(Journal, Loaded), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let loaded = if path.exists() {
+            read(path)?
+        } else {
+            Loaded {
+                entries: Vec::new(),
+                torn_tail: None,
+                valid_len: 0,
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if loaded.torn_tail.is_some() {
+            file.set_len(loaded.valid_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let next_seq = loaded.entries.last().map(|e| e.seq + 1).unwrap_or(1);
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file,
+                next_seq,
+            },
+            loaded,
+        ))
+    }
+
+    /// Append one event and make it durable (fsync) before returning.
+    pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let entry = Entry {
+            seq: self.next_seq,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event,
+        };
+        let mut line = serde_json::to_string(&entry).expect("events serialise");
+        line.push('\n');
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.next_seq += 1;
+        Ok(entry)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        {
+            let (mut j, loaded) = Journal::open(&p).unwrap();
+            assert!(loaded.entries.is_empty());
+            j.append(Event::RunStarted {
+                schema: SCHEMA_VERSION,
+                trial_id: "t".into(),
+                protocol_sha256: "abc".into(),
+                lab_version: "0".into(),
+            })
+            .unwrap();
+            j.append(Event::ConsentGiven {
+                by: "flag".into(),
+                udids: vec!["U".into()],
+            })
+            .unwrap();
+        }
+        // A crash mid-write leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"seq\":3,\"at\":\"x\",\"event\":\"run_fin").unwrap();
+        drop(f);
+        let loaded = read(&p).unwrap();
+        assert_eq!(loaded.entries.len(), 2);
+        assert!(loaded.torn_tail.is_some());
+        let (mut j, _) = Journal::open(&p).unwrap();
+        let e = j.append(Event::RunFinished).unwrap();
+        assert_eq!(e.seq, 3);
+        let loaded = read(&p).unwrap();
+        assert_eq!(loaded.entries.len(), 3);
+        assert!(loaded.torn_tail.is_none());
+        assert_eq!(loaded.entries[2].event, Event::RunFinished);
+    }
+
+    #[test]
+    fn corrupt_middle_lines_and_other_schemas_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        std::fs::write(&p, "{\"seq\":1}\nnot json\n").unwrap();
+        assert!(matches!(read(&p), Err(JournalError::Corrupt { line: 1, .. })));
+        std::fs::write(
+            &p,
+            "{\"seq\":1,\"at\":\"x\",\"event\":\"run_started\",\"schema\":99,\"trial_id\":\"t\",\"protocol_sha256\":\"a\",\"lab_version\":\"0\"}\n",
+        )
+        .unwrap();
+        assert!(matches!(read(&p), Err(JournalError::Schema { found: 99, .. })));
+    }
+}

@@ -1,0 +1,5 @@
+//! Trials: the protocol, eligibility, allocation, the journal and the dose ledger, the runner,
+//! follow-up and outcome.
+
+pub mod journal;
+pub mod ledger;
