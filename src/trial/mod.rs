@@ -2,4 +2,5 @@
 //! follow-up and outcome.
 
 pub mod journal;
+pub mod protocol;
 pub mod ledger;

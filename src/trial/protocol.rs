@@ -1,0 +1,412 @@
+//! The trial protocol (`trials/*.yaml`): what will be done, to whom, and how it is judged.
+//! Frozen (copied + SHA-256) into the run folder when a run starts. Every key is documented with
+//! examples in `trials/README.md`; unknown keys and wrong types are refused with file:line:col.
+
+use crate::input::InputError;
+use crate::mdm::command::InstallAction;
+use crate::sim::fleet::{Bytes, DurationSpec};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub hypothesis: String,
+    /// Radar numbers, links.
+    #[serde(default)]
+    pub references: Vec<String>,
+    pub lab: LabSpec,
+    #[serde(default)]
+    pub eligibility: EligibilitySpec,
+    pub target: TargetSpec,
+    pub arms: Vec<ArmSpec>,
+    /// Seed of the allocation draw (recorded in the journal).
+    #[serde(default)]
+    pub allocation_seed: u64,
+    #[serde(default)]
+    pub follow_up: FollowUpSpec,
+    #[serde(default)]
+    pub checkpoints: Vec<CheckpointSpec>,
+    #[serde(default)]
+    pub stop: StopSpec,
+}
+
+/// Where the devices are: a simulated lab, or a real bench.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    pub simulated: Option<SimulatedLabSpec>,
+    /// Real bench: usbmuxd addresses (`UNIX:/path`, `/path`, `host:port`).
+    #[serde(default)]
+    pub usbmuxd: Vec<String>,
+    pub mdm: Option<MdmSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedLabSpec {
+    /// Fleet file, relative to the protocol file.
+    pub fleet: PathBuf,
+    #[serde(default = "one")]
+    pub speed: f64,
+    pub seed: Option<u64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MdmKind {
+    Embedded,
+    Nanomdm,
+    Micromdm,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdmSpec {
+    pub kind: MdmKind,
+    pub url: String,
+    /// Name of the environment variable holding the API key (never the key itself).
+    pub api_key_env: String,
+    pub webhook: Option<WebhookSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub listen: String,
+    pub hmac_key_env: Option<String>,
+}
+
+/// Eligibility rules; every rule can be turned off or tuned. Defaults come from the field
+/// (briefs/field.md, mdm.md §1 and §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EligibilitySpec {
+    /// ScheduleOSUpdate needs a supervised device (Apple's schema).
+    pub supervised: bool,
+    /// Minimum iOS; below it only DEP-enrolled devices without a passcode qualify.
+    pub min_ios: Option<String>,
+    /// Versions with known ScheduleOSUpdate bugs. `None`: the list derived from
+    /// `data/quirks.yaml` (11.3, 11.3.1, 11.4, 11.4.1); `Some([])`: rule off.
+    pub known_bad_versions: Option<Vec<String>>,
+    pub free_disk: FreeDiskRule,
+    pub battery: BatteryRule,
+    pub passcode: PasscodeRule,
+    /// A newer target than the device's version must exist for it.
+    pub newer_target: bool,
+    /// The MDM enrollment must grant app management (AccessRights bit 4096) where the MDM
+    /// reports it.
+    pub app_management_right: bool,
+    /// A Shared iPad with a user logged in is excluded.
+    pub exclude_shared_ipad_with_user: bool,
+    /// Devices another protocol already dosed at their current build are excluded.
+    pub not_already_dosed: bool,
+}
+
+impl Default for EligibilitySpec {
+    fn default() -> Self {
+        EligibilitySpec {
+            supervised: true,
+            min_ios: Some("10.3".into()),
+            known_bad_versions: None,
+            free_disk: FreeDiskRule::default(),
+            battery: BatteryRule::default(),
+            passcode: PasscodeRule::Any,
+            newer_target: true,
+            app_management_right: true,
+            exclude_shared_ipad_with_user: true,
+            not_already_dosed: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreeDiskRule {
+    pub enabled: bool,
+    /// Needed when the device's AvailableOSUpdates gives no sizes.
+    pub fallback_min: Bytes,
+}
+
+impl Default for FreeDiskRule {
+    fn default() -> Self {
+        FreeDiskRule {
+            enabled: true,
+            fallback_min: Bytes(6_000_000_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatteryRule {
+    pub enabled: bool,
+    pub min_percent: u8,
+    /// External power satisfies the rule whatever the level.
+    pub or_external_power: bool,
+}
+
+impl Default for BatteryRule {
+    fn default() -> Self {
+        BatteryRule {
+            enabled: true,
+            min_percent: 50,
+            or_external_power: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PasscodeRule {
+    #[default]
+    Any,
+    Required,
+    Absent,
+}
+
+/// What to update to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetSpec {
+    ProductVersion(String),
+    ProductKey(String),
+    /// The newest update the device itself offers (AvailableOSUpdates).
+    Latest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSpec {
+    pub name: String,
+    pub install_action: InstallAction,
+    /// A second command sent only when the protocol says so (iOS installs in two steps).
+    pub follow_up_step: Option<FollowUpStep>,
+    #[serde(default)]
+    pub allocation: AllocationSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpStep {
+    pub install_action: InstallAction,
+    /// When to send it.
+    #[serde(default)]
+    pub when: StepTrigger,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StepTrigger {
+    /// Once OSUpdateStatus reports the update downloaded.
+    #[default]
+    Downloaded,
+}
+
+/// Which eligible devices go to an arm. Arms are filled in order; the last arm without an
+/// allocation takes the rest.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationSpec {
+    pub udids: Vec<String>,
+    pub count: Option<usize>,
+    pub stratify: Option<Stratum>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stratum {
+    Passcode,
+    Model,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FollowUpSpec {
+    pub poll_interval: DurationSpec,
+    pub max_duration: DurationSpec,
+    pub until: UntilSpec,
+    /// Re-probe the device over USB at each poll (version, build, attached).
+    pub reprobe: bool,
+}
+
+impl Default for FollowUpSpec {
+    fn default() -> Self {
+        FollowUpSpec {
+            poll_interval: DurationSpec(std::time::Duration::from_secs(30)),
+            max_duration: DurationSpec(std::time::Duration::from_secs(2 * 3600)),
+            until: UntilSpec::Updated,
+            reprobe: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UntilSpec {
+    /// The device reports the target build.
+    #[default]
+    Updated,
+    /// OSUpdateStatus says the update is downloaded.
+    Downloaded,
+    /// OSUpdateStatus reports this status.
+    Status(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    pub at: CheckpointMoment,
+    pub question: String,
+    /// Observation kind the answer is recorded under.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointMoment {
+    Enrolment,
+    AfterDose,
+    AfterDownload,
+    End,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopSpec {
+    /// Stop dosing once this many devices had a severe adverse event.
+    pub severe_adverse_events: Option<u32>,
+}
+
+/// A protocol read from a file, with its bytes and SHA-256 (frozen into the run folder).
+#[derive(Debug, Clone)]
+pub struct LoadedProtocol {
+    pub path: PathBuf,
+    pub protocol: Protocol,
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl LoadedProtocol {
+    /// A path in the protocol (e.g. the fleet), resolved against the protocol's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path
+            .parent()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|| p.to_path_buf())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Read, parse and check a protocol. Every error names the file (and line and column where the
+/// YAML gives them).
+pub fn load(path: &Path) -> Result<LoadedProtocol, InputError> {
+    let bytes = std::fs::read(path).map_err(|e| InputError {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!("cannot read: {e}"),
+        snippet: None,
+    })?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| {
+        InputError::at(path, None, "not UTF-8 text")
+    })?;
+    let protocol: Protocol = crate::input::parse_yaml(path, &text)?;
+    let loaded = LoadedProtocol {
+        path: path.to_path_buf(),
+        sha256: sha256_hex(&bytes),
+        protocol,
+        bytes,
+    };
+    check(&loaded)?;
+    Ok(loaded)
+}
+
+/// Checks serde cannot express (each names the file and what is wrong).
+pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
+    let pr = &p.protocol;
+    let err = |m: String| InputError::at(&p.path, None, m);
+    if pr.id.trim().is_empty()
+        || !pr
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(err(format!(
+            "id {:?} must be letters, digits, '-', '_' or '.' (it names the run folder)",
+            pr.id
+        )));
+    }
+    if pr.arms.is_empty() {
+        return Err(err("arms: at least one arm is needed".into()));
+    }
+    let mut names = std::collections::HashSet::new();
+    for a in &pr.arms {
+        if !names.insert(a.name.as_str()) {
+            return Err(err(format!("arms: the name {:?} is used twice", a.name)));
+        }
+        for action in std::iter::once(a.install_action)
+            .chain(a.follow_up_step.as_ref().map(|s| s.install_action))
+        {
+            if !matches!(
+                action,
+                InstallAction::Default | InstallAction::DownloadOnly | InstallAction::InstallASAP
+            ) {
+                return Err(err(format!(
+                    "arm {:?}: install_action {} is macOS-only; on iOS use Default, DownloadOnly or InstallASAP",
+                    a.name,
+                    action.as_str()
+                )));
+            }
+        }
+    }
+    match (&pr.lab.simulated, pr.lab.usbmuxd.is_empty(), &pr.lab.mdm) {
+        (Some(sim), true, _) => {
+            let fleet = p.resolve(&sim.fleet);
+            if !fleet.exists() {
+                return Err(err(format!(
+                    "lab.simulated.fleet: {} does not exist",
+                    fleet.display()
+                )));
+            }
+            if !(sim.speed > 0.0 && sim.speed.is_finite()) {
+                return Err(err(format!("lab.simulated.speed {} must be positive", sim.speed)));
+            }
+        }
+        (Some(_), false, _) => {
+            return Err(err(
+                "lab: give either simulated or usbmuxd (a real bench), not both".into(),
+            ));
+        }
+        (None, true, _) => {
+            return Err(err("lab: give simulated: {fleet: …} or usbmuxd: [ADDR…]".into()));
+        }
+        (None, false, None) => {
+            return Err(err("lab.mdm is needed for a real bench".into()));
+        }
+        (None, false, Some(_)) => {
+            for a in &pr.lab.usbmuxd {
+                crate::usbmux::UsbmuxAddr::parse(a)
+                    .map_err(|e| err(format!("lab.usbmuxd: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
