@@ -59,6 +59,10 @@ pub enum Event {
         udid: String,
         eligible: bool,
         reasons: Vec<Reason>,
+        /// The update this device would get: `{product_key, version, build, download_size,
+        /// install_size}` (null when none could be resolved).
+        #[serde(default)]
+        target: serde_json::Value,
     },
     Allocated {
         udid: String,
