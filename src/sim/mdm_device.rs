@@ -113,7 +113,13 @@ impl MdmAgent {
         MdmAgent {
             index,
             udid: spec.udid.clone(),
-            os: Mutex::new(OsUpdateSim::new(state, config, quirks, seed)),
+            os: Mutex::new(
+                OsUpdateSim::new(state, config, quirks, seed).with_quirks_from(
+                    QuirkTable::builtin(),
+                    lab.seed,
+                    &spec.udid,
+                ),
+            ),
             lab,
             cert_header: cert_header_value(cert_der),
             token,

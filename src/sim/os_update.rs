@@ -21,7 +21,7 @@
 
 use super::clock::{after, from_local, local_time};
 use super::fleet::{Bytes, DurationSpec, NetworkKind, SimDeviceSpec};
-use super::quirks::{Behaviour, DeviceVersion, Quirks, SplitMix64, Version};
+use super::quirks::{Behaviour, DeviceVersion, QuirkTable, Quirks, SplitMix64, Version};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveTime, Utc};
 use plist::{Dictionary, Value};
 use serde::Deserialize;
@@ -483,6 +483,9 @@ pub struct OsUpdateSim {
     handled: HashSet<String>,
     /// ScheduleOSUpdate CommandUUIDs handled before a restart (brief §0.3).
     before_restart: HashSet<String>,
+    /// Where the quirks of the version a restart brings come from (table, fleet seed, UDID);
+    /// `None`: the quirks given to `new` stay.
+    requirk: Option<(&'static QuirkTable, u64, String)>,
 }
 
 const ACKNOWLEDGED: &str = "Acknowledged";
@@ -522,7 +525,20 @@ impl OsUpdateSim {
             last_progress: None,
             handled: HashSet::new(),
             before_restart: HashSet::new(),
+            requirk: None,
         }
+    }
+
+    /// Quirk rows are per iOS version: after an update's restart the device has the rows of
+    /// its new version, drawn from `table` as [`QuirkTable::for_device`] does.
+    pub fn with_quirks_from(
+        mut self,
+        table: &'static QuirkTable,
+        fleet_seed: u64,
+        udid: &str,
+    ) -> Self {
+        self.requirk = Some((table, fleet_seed, udid.to_string()));
+        self
     }
 
     // --- accessors and setters ---------------------------------------------------------------
@@ -797,6 +813,9 @@ impl OsUpdateSim {
         let e = self.entry(idx).clone();
         self.state.version = e.version.clone();
         self.state.build = e.build.clone();
+        if let Some((table, seed, udid)) = &self.requirk {
+            self.quirks = table.for_device(&e.version, *seed, udid);
+        }
         self.state.unlocked_since_boot = !self.state.passcode;
         self.unlock_at = if self.state.passcode {
             self.config
@@ -2024,6 +2043,33 @@ mod tests {
 
     fn s_<'a>(d: &'a Dictionary, k: &str) -> &'a str {
         d.get(k).and_then(Value::as_string).unwrap()
+    }
+
+    #[test]
+    fn after_a_restart_the_quirks_are_those_of_the_new_version() {
+        let mut st = state();
+        st.version = "11.3.1".into();
+        let table = QuirkTable::builtin();
+        let mut s = sim_with(st, UserBehaviour::Never, table.for_device("11.3.1", 7, "U"))
+            .with_quirks_from(table, 7, "U");
+        s.config.catalogue[0].version = "11.4".into();
+        let c = ManualClock::new(t0());
+        assert_eq!(schedule(&mut s, c.now(), "a", "Default"), Outcome::NoReply);
+        c.advance(secs(100));
+        s.tick(c.now());
+        assert_eq!(schedule(&mut s, c.now(), "b", "Default"), Outcome::NoReply);
+        c.advance(secs(780));
+        s.tick(c.now());
+        assert_eq!(s.version().0, "11.4");
+        assert!(!s.quirks().has(ScheduleNoResponse));
+        assert!(!s.quirks().has(AvailableUpdatesError2213));
+        let o = available(&mut s, c.now());
+        assert_eq!(o.status(), Some("Acknowledged"));
+        assert!(array(&o, "AvailableOSUpdates").is_empty());
+        // A command handled before the restart: Acknowledged, no UpdateResults (brief §0.3).
+        let o = schedule(&mut s, c.now(), "b", "Default");
+        assert_eq!(o.status(), Some("Acknowledged"));
+        assert!(o.body().unwrap().get("UpdateResults").is_none());
     }
 
     #[test]
