@@ -229,11 +229,14 @@ pub fn read(path: &Path) -> Result<Loaded, JournalError> {
     })
 }
 
-/// Appends events durably.
+/// Appends events durably. Several processes may append to one journal (`lab observe` while a
+/// run is active): every append takes an exclusive lock on the file and re-reads the last
+/// sequence number when another process appended since.
 pub struct Journal {
     path: PathBuf,
     file: File,
     next_seq: u64,
+    expected_len: u64,
 }
 
 impl Journal {
@@ -268,6 +271,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 next_seq,
+                expected_len: loaded.valid_len,
             },
             loaded,
         ))
@@ -275,21 +279,37 @@ impl Journal {
 
     /// Append one event and make it durable (fsync) before returning.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
-        let entry = Entry {
-            seq: self.next_seq,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            event,
-        };
-        let mut line = serde_json::to_string(&entry).expect("events serialise");
-        line.push('\n');
+        let path = self.path.clone();
         let io = |source| JournalError::Io {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.next_seq += 1;
-        Ok(entry)
+        self.file.lock().map_err(io)?;
+        let result = (|| {
+            let len = self.file.metadata().map_err(io)?.len();
+            if len != self.expected_len {
+                // Another process appended: continue its numbering.
+                let loaded = read(&self.path)?;
+                self.next_seq = loaded.entries.last().map(|e| e.seq + 1).unwrap_or(1);
+                if loaded.torn_tail.is_some() {
+                    self.file.set_len(loaded.valid_len).map_err(io)?;
+                }
+            }
+            let entry = Entry {
+                seq: self.next_seq,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                event,
+            };
+            let mut line = serde_json::to_string(&entry).expect("events serialise");
+            line.push('\n');
+            self.file.write_all(line.as_bytes()).map_err(io)?;
+            self.file.sync_data().map_err(io)?;
+            self.expected_len = self.file.metadata().map_err(io)?.len();
+            self.next_seq += 1;
+            Ok(entry)
+        })();
+        let _ = self.file.unlock();
+        result
     }
 
     pub fn path(&self) -> &Path {
@@ -335,6 +355,19 @@ mod tests {
         assert_eq!(loaded.entries.len(), 3);
         assert!(loaded.torn_tail.is_none());
         assert_eq!(loaded.entries[2].event, Event::RunFinished);
+    }
+
+    #[test]
+    fn two_writers_keep_one_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let (mut a, _) = Journal::open(&p).unwrap();
+        let (mut b, _) = Journal::open(&p).unwrap();
+        a.append(Event::RunFinished).unwrap();
+        b.append(Event::RunInterrupted).unwrap();
+        a.append(Event::RunFinished).unwrap();
+        let seqs: Vec<u64> = read(&p).unwrap().entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
     }
 
     #[test]
