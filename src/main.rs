@@ -29,6 +29,14 @@ enum Command {
     Devices(cli::devices::DevicesArgs),
     /// The baseline of each device: model, iOS, disk, battery, network, passcode, supervision.
     Probe(cli::probe::ProbeArgs),
+    /// Baseline + eligibility verdict per device for a trial; sends nothing irreversible.
+    Qualify(cli::trial::QualifyArgs),
+    /// Run (or resume) a trial: consent, one dose per device, follow-up, reports.
+    Run(cli::trial::RunArgs),
+    /// Add a manual observation to a run (safe while the run is active).
+    Observe(cli::trial::ObserveArgs),
+    /// Regenerate every report of a run folder from its journal.
+    Report(cli::trial::ReportArgs),
     /// The simulated lab.
     Sim {
         #[command(subcommand)]
@@ -78,6 +86,10 @@ fn main() -> ExitCode {
         match args.command {
             Command::Devices(a) => cli::devices::run(&usbmuxd, a).await,
             Command::Probe(a) => cli::probe::run(&usbmuxd, a).await,
+            Command::Qualify(a) => cli::trial::qualify(a).await,
+            Command::Run(a) => cli::trial::run(a).await,
+            Command::Observe(a) => cli::trial::observe(a).await,
+            Command::Report(a) => cli::trial::report(a).await,
             Command::Sim {
                 command: SimCommand::Serve(a),
             } => cli::sim::serve(&usbmuxd, a).await,

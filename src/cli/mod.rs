@@ -5,6 +5,7 @@ pub mod mdm;
 pub mod probe;
 pub mod sim;
 pub mod table;
+pub mod trial;
 
 use crate::input::InputError;
 use crate::usbmux::UsbmuxAddr;

@@ -2,5 +2,7 @@
 //! follow-up and outcome.
 
 pub mod journal;
+pub mod progress;
 pub mod protocol;
+pub mod runner;
 pub mod ledger;

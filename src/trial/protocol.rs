@@ -44,6 +44,9 @@ pub struct LabSpec {
     #[serde(default)]
     pub usbmuxd: Vec<String>,
     pub mdm: Option<MdmSpec>,
+    /// A bench that runs this many times faster than real time (a `lab sim serve --speed N`
+    /// lab): follow-up intervals are divided by it. Default 1.
+    pub time_scale: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

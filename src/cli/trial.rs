@@ -1,0 +1,176 @@
+//! `lab qualify`, `lab run`, `lab observe`, `lab report`.
+
+use super::{CliError, print_json, table};
+use crate::trial::journal::{Event, Journal};
+use crate::trial::protocol;
+use crate::trial::runner::{self, RunError, RunOptions};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct QualifyArgs {
+    /// The trial protocol.
+    trial: PathBuf,
+    #[arg(long)]
+    json: bool,
+    /// The lab-wide dose ledger (devices other protocols dosed are excluded).
+    #[arg(long, default_value = "results/ledger.jsonl")]
+    ledger: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The trial protocol.
+    trial: PathBuf,
+    /// Consent given: send the irreversible commands without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Where run folders go.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// The lab-wide dose ledger (default: ledger.jsonl in the results folder).
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ObserveArgs {
+    run_dir: PathBuf,
+    #[arg(long)]
+    udid: Option<String>,
+    #[arg(long)]
+    note: String,
+    #[arg(long, default_value = "note")]
+    kind: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    run_dir: PathBuf,
+}
+
+fn load(path: &Path) -> Result<protocol::LoadedProtocol, CliError> {
+    Ok(protocol::load(path)?)
+}
+
+fn run_error(e: RunError) -> CliError {
+    match e {
+        RunError::BadInput(m) => CliError::BadArgument(m),
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
+    let p = load(&a.trial)?;
+    let entries = runner::qualify(&p, &a.ledger).await.map_err(run_error)?;
+    let verdicts: Vec<serde_json::Value> = entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::EligibilityAssessed {
+                udid,
+                eligible,
+                reasons,
+                target,
+            } => {
+                let probe = entries.iter().find_map(|x| match &x.event {
+                    Event::BaselineRecorded { udid: u, probe } if u == udid => Some(probe.clone()),
+                    _ => None,
+                });
+                Some(serde_json::json!({
+                    "udid": udid,
+                    "eligible": eligible,
+                    "reasons": reasons,
+                    "target": target,
+                    "baseline": probe,
+                }))
+            }
+            _ => None,
+        })
+        .collect();
+    if a.json {
+        print_json(&serde_json::json!({
+            "trial_id": p.protocol.id,
+            "protocol_sha256": p.sha256,
+            "devices": verdicts,
+        }));
+    } else {
+        let rows: Vec<Vec<String>> = verdicts
+            .iter()
+            .map(|v| {
+                let b = &v["baseline"]["baseline"];
+                vec![
+                    v["udid"].as_str().unwrap_or("?").to_string(),
+                    b["device_name"]["value"].as_str().unwrap_or("?").to_string(),
+                    b["product_version"]["value"].as_str().unwrap_or("?").to_string(),
+                    if v["eligible"] == true { "eligible".into() } else { "EXCLUDED".into() },
+                    v["reasons"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .map(|x| x["message"].as_str().unwrap_or("").to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table::render(&["UDID", "NAME", "iOS", "VERDICT", "REASONS"], &rows)
+        );
+    }
+    Ok(0)
+}
+
+pub async fn run(a: RunArgs) -> Result<u8, CliError> {
+    let p = load(&a.trial)?;
+    let opts = RunOptions {
+        yes: a.yes,
+        ledger: a.ledger.clone().unwrap_or_else(|| a.results.join("ledger.jsonl")),
+        results_dir: a.results.clone(),
+        interactive: runner::stdin_is_tty(),
+    };
+    let summary = runner::run(&p, &opts).await.map_err(run_error)?;
+    println!("run folder: {}", summary.run_dir.display());
+    for r in &summary.reports {
+        println!("  {}", r.display());
+    }
+    Ok(0)
+}
+
+pub async fn observe(a: ObserveArgs) -> Result<u8, CliError> {
+    let path = a.run_dir.join("journal.jsonl");
+    if !path.exists() {
+        return Err(CliError::BadArgument(format!(
+            "{}: no journal here (is it a run folder?)",
+            a.run_dir.display()
+        )));
+    }
+    let (mut j, _) = Journal::open(&path).map_err(|e| CliError::Failed(e.to_string()))?;
+    let e = j
+        .append(Event::Observation {
+            udid: a.udid.clone(),
+            source: "operator".into(),
+            kind: a.kind.clone(),
+            key: a.kind.clone(),
+            value: a.note.clone(),
+        })
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("recorded as journal event {}", e.seq);
+    Ok(0)
+}
+
+pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
+    if !a.run_dir.join("journal.jsonl").exists() {
+        return Err(CliError::BadArgument(format!(
+            "{}: no journal.jsonl (is it a run folder?)",
+            a.run_dir.display()
+        )));
+    }
+    let written = crate::report::write_all(&a.run_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+    for w in written {
+        println!("{}", w.display());
+    }
+    Ok(0)
+}

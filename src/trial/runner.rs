@@ -1,0 +1,1128 @@
+//! The trial runner: discover → baseline → eligibility → allocation → consent → dose →
+//! follow-up → outcome → reports, as a state machine over the journal.
+//!
+//! Every decision is taken from the journal as replayed at start, so rerunning the same protocol
+//! resumes where the last run stopped. Before a ScheduleOSUpdate goes to the MDM its intent is
+//! made durable in the journal *and* the lab-wide ledger; a device whose intent exists is never
+//! sent that step again. An intent without a recorded answer (a crash in between) is resolved
+//! from the MDM's own records when it exposes them, else marked *dose uncertain* and never
+//! re-sent.
+
+use super::allocation::{Candidate, allocate};
+use super::eligibility::{Subject, assess};
+use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
+use super::ledger::{Ledger, LedgerKind, LedgerRecord};
+use super::progress::Progress;
+use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
+use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
+use crate::mdm::command::{Command, InstallAction, UpdateItem};
+use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
+use crate::mdm::webhook_receiver::WebhookReceiver;
+use crate::probe::{self, DeviceProbe, ProbeOptions, ProbeStatus, mdm_side};
+use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
+use base64::Engine;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Ledger(#[from] super::ledger::LedgerError),
+    #[error("results folder {path}: {source}")]
+    Results {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lab: {0}")]
+    Lab(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("consent not given: {0}")]
+    NoConsent(String),
+    #[error("interrupted; the journal is flushed — rerun the same command to resume ({0})")]
+    Interrupted(String),
+    #[error("reports: {0}")]
+    Report(String),
+}
+
+pub struct RunOptions {
+    pub yes: bool,
+    pub results_dir: PathBuf,
+    pub ledger: PathBuf,
+    /// Ask checkpoint questions and consent on the terminal.
+    pub interactive: bool,
+}
+
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub resumed: bool,
+    pub reports: Vec<PathBuf>,
+}
+
+/// What the journal says so far, per device.
+#[derive(Debug, Default, Clone)]
+struct Dev {
+    host: String,
+    device_id: u32,
+    probe: Option<serde_json::Value>,
+    eligible: Option<bool>,
+    target: serde_json::Value,
+    arm: Option<String>,
+    /// step → (command_uuid, answered by the MDM API: Some(true) enqueued, Some(false) failed)
+    doses: BTreeMap<u32, (String, Option<bool>)>,
+    uncertain: HashSet<String>,
+    results: HashSet<String>,
+    outstanding: Option<String>,
+    downloaded: bool,
+    last_status: Option<String>,
+    last_reprobe: Option<(bool, Option<String>, Option<String>)>,
+    ended: bool,
+    first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    started: bool,
+    consented: Option<bool>,
+    devices: BTreeMap<String, Dev>,
+    order: Vec<String>,
+    finished: bool,
+}
+
+fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
+    format!("{uuid}|{status}|{received_at}")
+}
+
+fn replay(entries: &[Entry]) -> State {
+    let mut s = State::default();
+    for e in entries {
+        match &e.event {
+            Event::RunStarted { .. } => s.started = true,
+            Event::DeviceDiscovered {
+                udid,
+                host,
+                device_id,
+            } => {
+                if !s.devices.contains_key(udid) {
+                    s.order.push(udid.clone());
+                }
+                let d = s.devices.entry(udid.clone()).or_default();
+                d.host = host.clone();
+                d.device_id = *device_id;
+            }
+            Event::BaselineRecorded { udid, probe } => {
+                s.devices.entry(udid.clone()).or_default().probe = Some(probe.clone())
+            }
+            Event::EligibilityAssessed {
+                udid,
+                eligible,
+                target,
+                ..
+            } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                d.eligible = Some(*eligible);
+                d.target = target.clone();
+            }
+            Event::Allocated { udid, arm, .. } => {
+                s.devices.entry(udid.clone()).or_default().arm = Some(arm.clone())
+            }
+            Event::ConsentGiven { .. } => s.consented = Some(true),
+            Event::ConsentRefused { .. } => s.consented = Some(false),
+            Event::DoseIntent {
+                udid,
+                step,
+                command_uuid,
+                ..
+            } => {
+                s.devices
+                    .entry(udid.clone())
+                    .or_default()
+                    .doses
+                    .insert(*step, (command_uuid.clone(), None));
+            }
+            Event::DoseEnqueued {
+                udid, command_uuid, ..
+            } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                for v in d.doses.values_mut() {
+                    if &v.0 == command_uuid {
+                        v.1 = Some(true);
+                    }
+                }
+                if d.first_dose_at.is_none() {
+                    d.first_dose_at = chrono::DateTime::parse_from_rfc3339(&e.at)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc));
+                }
+            }
+            Event::DoseFailed {
+                udid, command_uuid, ..
+            } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                for v in d.doses.values_mut() {
+                    if &v.0 == command_uuid {
+                        v.1 = Some(false);
+                    }
+                }
+            }
+            Event::DoseUncertain {
+                udid, command_uuid, ..
+            } => {
+                s.devices
+                    .entry(udid.clone())
+                    .or_default()
+                    .uncertain
+                    .insert(command_uuid.clone());
+            }
+            Event::CommandSent {
+                udid, command_uuid, ..
+            } => s.devices.entry(udid.clone()).or_default().outstanding = Some(command_uuid.clone()),
+            Event::MdmResult {
+                udid,
+                command_uuid,
+                request_type,
+                status,
+                raw_b64,
+                received_at,
+            } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                d.results
+                    .insert(result_key(command_uuid, status, received_at));
+                if d.outstanding.as_deref() == Some(command_uuid.as_str()) && status != "NotNow" {
+                    d.outstanding = None;
+                }
+                if request_type.as_deref() == Some("OSUpdateStatus") {
+                    apply_status(d, raw_b64);
+                }
+            }
+            Event::DeviceReprobed {
+                udid,
+                attached,
+                product_version,
+                build_version,
+                ..
+            } => {
+                s.devices.entry(udid.clone()).or_default().last_reprobe =
+                    Some((*attached, product_version.clone(), build_version.clone()))
+            }
+            Event::FollowUpEnded { udid, .. } => s.devices.entry(udid.clone()).or_default().ended = true,
+            Event::RunFinished => s.finished = true,
+            _ => {}
+        }
+    }
+    s
+}
+
+fn apply_status(d: &mut Dev, raw_b64: &str) {
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(raw_b64) else {
+        return;
+    };
+    let Ok(rep) = parse_report(&raw) else { return };
+    if let Some(items) = os_update_status(&rep) {
+        let target_key = d.target["product_key"].as_str().map(str::to_string);
+        for it in items {
+            if target_key.is_some() && it.product_key != target_key {
+                continue;
+            }
+            if it.is_downloaded.value == Some(true) {
+                d.downloaded = true;
+            }
+            d.last_status = it.status.clone();
+        }
+    }
+}
+
+/// A run folder of the same protocol that has not finished, if any.
+fn find_unfinished(results: &Path, trial_id: &str, sha: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{trial_id}-")))
+        })
+        .collect();
+    dirs.sort();
+    dirs.into_iter().rev().find(|d| {
+        let same = std::fs::read(d.join("protocol.yaml"))
+            .map(|b| super::protocol::sha256_hex(&b) == sha)
+            .unwrap_or(false);
+        let finished = super::journal::read(&d.join("journal.jsonl"))
+            .map(|l| l.entries.iter().any(|e| e.event == Event::RunFinished))
+            .unwrap_or(false);
+        same && !finished
+    })
+}
+
+/// The lab a run talks to: usbmuxd addresses and an MDM backend (plus what keeps them alive).
+struct LabHandle {
+    addrs: Vec<UsbmuxAddr>,
+    backend: Box<dyn MdmBackend>,
+    time_scale: f64,
+    _sim: Option<crate::sim::RunningSim>,
+    _webhook: Option<WebhookReceiver>,
+    enrolled_check: Option<(String, String, usize)>,
+}
+
+async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
+    let lab = &p.protocol.lab;
+    let timeout = Duration::from_secs(15);
+    if let Some(sim) = &lab.simulated {
+        let key = crate::tls::random_secret();
+        let opts = crate::sim::SimOptions {
+            listen: vec![UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address")],
+            speed: sim.speed,
+            seed: sim.seed,
+            mdm: crate::sim::SimMdm::Embedded {
+                listen: "127.0.0.1:0".into(),
+                api_key: key.clone(),
+            },
+        };
+        let running = crate::sim::start(&p.resolve(&sim.fleet), opts)
+            .await
+            .map_err(|e| match e {
+                crate::sim::SimError::Fleet(i) => RunError::BadInput(i.to_string()),
+                other => RunError::Lab(other.to_string()),
+            })?;
+        let url = running.mdm.as_ref().map(|m| m.url.clone()).unwrap_or_default();
+        let n = running.lab.devices.len();
+        return Ok(LabHandle {
+            addrs: running.addrs.clone(),
+            backend: Box::new(NanoMdm::embedded(&url, &key, timeout)),
+            time_scale: sim.speed,
+            _sim: Some(running),
+            _webhook: None,
+            enrolled_check: Some((url, key, n)),
+        });
+    }
+    let addrs = UsbmuxAddr::parse_list(&lab.usbmuxd).map_err(|e| RunError::BadInput(e.to_string()))?;
+    let mdm = lab
+        .mdm
+        .as_ref()
+        .ok_or_else(|| RunError::BadInput("lab.mdm is needed for a real bench".into()))?;
+    let key = std::env::var(&mdm.api_key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            RunError::BadInput(format!(
+                "the MDM API key is not in the environment variable {}",
+                mdm.api_key_env
+            ))
+        })?;
+    let (backend, webhook): (Box<dyn MdmBackend>, Option<WebhookReceiver>) = match mdm.kind {
+        MdmKind::Embedded => (Box::new(NanoMdm::embedded(&mdm.url, &key, timeout)), None),
+        kind => {
+            let wh = mdm.webhook.as_ref().ok_or_else(|| {
+                RunError::BadInput("lab.mdm.webhook is needed for nanomdm and micromdm".into())
+            })?;
+            let hmac = match &wh.hmac_key_env {
+                Some(n) => Some(
+                    std::env::var(n)
+                        .ok()
+                        .filter(|k| !k.is_empty())
+                        .ok_or_else(|| RunError::BadInput(format!("environment variable {n} is not set")))?
+                        .into_bytes(),
+                ),
+                None => None,
+            };
+            let r = WebhookReceiver::start(&wh.listen, hmac)
+                .await
+                .map_err(|e| RunError::Lab(format!("webhook listener on {}: {e}", wh.listen)))?;
+            let inbox = r.inbox.clone();
+            let b: Box<dyn MdmBackend> = if kind == MdmKind::Nanomdm {
+                Box::new(NanoMdm::with_webhooks(&mdm.url, &key, timeout, inbox))
+            } else {
+                Box::new(MicroMdm::new(&mdm.url, &key, timeout, inbox))
+            };
+            (b, Some(r))
+        }
+    };
+    Ok(LabHandle {
+        addrs,
+        backend,
+        time_scale: lab.time_scale.filter(|t| *t > 0.0).unwrap_or(1.0),
+        _sim: None,
+        _webhook: webhook,
+        enrolled_check: None,
+    })
+}
+
+struct Runner<'a> {
+    p: &'a LoadedProtocol,
+    journal: Journal,
+    ledger: Ledger,
+    state: State,
+    lab: LabHandle,
+    progress: Progress,
+    run_dir: PathBuf,
+    opts: &'a RunOptions,
+}
+
+impl Runner<'_> {
+    fn log(&mut self, event: Event) -> Result<Entry, RunError> {
+        let e = self.journal.append(event)?;
+        self.progress.on(&e);
+        Ok(e)
+    }
+
+    fn real(&self, simulated: Duration) -> Duration {
+        simulated.div_f64(self.lab.time_scale)
+    }
+
+    async fn baseline(&mut self) -> Result<(), RunError> {
+        if let Some((url, key, n)) = self.lab.enrolled_check.clone() {
+            wait_enrolled(&url, &key, n, Duration::from_secs(30)).await;
+        }
+        let (devices, host_errors) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+        for h in host_errors {
+            self.log(Event::Observation {
+                udid: None,
+                source: "harness".into(),
+                kind: "host_unreachable".into(),
+                key: h.host,
+                value: h.error,
+            })?;
+        }
+        let new: Vec<_> = devices
+            .into_iter()
+            .filter(|d| {
+                !self
+                    .state
+                    .devices
+                    .get(&d.entry.serial_number)
+                    .is_some_and(|x| x.eligible.is_some())
+            })
+            .collect();
+        if new.is_empty() && self.state.devices.is_empty() {
+            return Err(RunError::Lab("no devices attached".into()));
+        }
+        for d in &new {
+            self.log(Event::DeviceDiscovered {
+                udid: d.entry.serial_number.clone(),
+                host: d.host.clone(),
+                device_id: d.entry.device_id,
+            })?;
+        }
+        let probes = probe::probe_all(
+            new.into_iter().map(|d| (d, None)).collect(),
+            ProbeOptions {
+                timeout: Duration::from_secs(10),
+                ..ProbeOptions::default()
+            },
+        )
+        .await;
+        let wait = Duration::from_secs(30);
+        for mut p in probes {
+            if p.status != ProbeStatus::Failed {
+                let version = p.baseline.product_version.get().cloned();
+                let facts = mdm_side::query(self.lab.backend.as_ref(), &p.udid, version.as_deref(), wait).await;
+                p.disagreements = mdm_side::compare(&p.baseline, &facts);
+                p.mdm = Some(facts);
+            }
+            let probe_json = serde_json::to_value(&p).expect("probe serialises");
+            self.log(Event::BaselineRecorded {
+                udid: p.udid.clone(),
+                probe: probe_json,
+            })?;
+            let (offered, offered_error) = if p.status != ProbeStatus::Failed {
+                self.available_updates(&p.udid, wait).await?
+            } else {
+                (None, Some("no baseline".into()))
+            };
+            let ledger_hits: Vec<LedgerRecord> = match p.baseline.build_version.get() {
+                Some(b) => self
+                    .ledger
+                    .for_device(&p.udid, b)?
+                    .into_iter()
+                    .filter(|r| r.protocol_sha256 != self.p.sha256 && r.kind != LedgerKind::Failed)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let subject = Subject {
+                probe: &p,
+                offered: offered.as_deref(),
+                offered_error,
+                dosed_by_other_protocols: ledger_hits,
+                access_rights: None,
+                shared_ipad_user_logged_in: None,
+                dep_enrolled: None,
+            };
+            let v = assess(&self.p.protocol.eligibility, &self.p.protocol.target, &subject);
+            self.log(Event::EligibilityAssessed {
+                udid: p.udid.clone(),
+                eligible: v.eligible,
+                reasons: v.reasons,
+                target: v
+                    .target
+                    .map(|t| serde_json::to_value(t).expect("target serialises"))
+                    .unwrap_or(serde_json::Value::Null),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn available_updates(
+        &mut self,
+        udid: &str,
+        wait: Duration,
+    ) -> Result<(Option<Vec<AvailableUpdate>>, Option<String>), RunError> {
+        let uuid = format!("lab-avail-{}", crate::tls::random_secret());
+        if let Err(e) = self
+            .lab
+            .backend
+            .enqueue(udid, &Command::AvailableOSUpdates, &uuid)
+            .await
+        {
+            return Ok((None, Some(format!("AvailableOSUpdates could not be sent: {e}"))));
+        }
+        let start = Instant::now();
+        loop {
+            let results = self.lab.backend.results(udid).await.unwrap_or_default();
+            if let Some(r) = results
+                .iter()
+                .find(|r| r.command_uuid == uuid && r.status != "NotNow")
+            {
+                let rep = parse_report(&r.raw).ok();
+                let updates = rep.as_ref().and_then(available_os_updates);
+                self.log(Event::UpdatesOffered {
+                    udid: udid.to_string(),
+                    command_uuid: uuid.clone(),
+                    updates: serde_json::json!({
+                        "status": r.status,
+                        "raw_b64": base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                        "updates": updates.as_ref().map(|u| u.iter().map(|x| serde_json::json!({
+                            "product_key": x.product_key, "version": x.version, "build": x.build,
+                            "download_size": x.download_size, "install_size": x.install_size,
+                        })).collect::<Vec<_>>()),
+                    }),
+                })?;
+                let err = (r.status != "Acknowledged").then(|| {
+                    let chain = rep
+                        .map(|x| {
+                            x.error_chain
+                                .iter()
+                                .map(|c| format!("{} {}", c.domain.clone().unwrap_or_default(), c.code.unwrap_or_default()))
+                                .collect::<Vec<_>>()
+                                .join(" → ")
+                        })
+                        .unwrap_or_default();
+                    format!("AvailableOSUpdates answered {} {chain}", r.status)
+                });
+                return Ok((updates, err));
+            }
+            if start.elapsed() > wait {
+                return Ok((None, Some(format!("AvailableOSUpdates unanswered within {wait:?}"))));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn allocate(&mut self) -> Result<(), RunError> {
+        if self.state.devices.values().any(|d| d.arm.is_some()) {
+            return Ok(());
+        }
+        let candidates: Vec<Candidate> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| self.state.devices[*u].eligible == Some(true))
+            .map(|u| {
+                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
+                Candidate {
+                    udid: u.clone(),
+                    passcode: probe["baseline"]["passcode"]["password_protected"]["value"].as_bool(),
+                    model: probe["baseline"]["product_type"]["value"].as_str().map(str::to_string),
+                }
+            })
+            .collect();
+        let seed = self.p.protocol.allocation_seed;
+        let alloc = allocate(&self.p.protocol.arms, &candidates, seed)
+            .map_err(|e| RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display())))?;
+        for (udid, arm) in alloc {
+            self.log(Event::Allocated { udid, arm, seed })?;
+        }
+        Ok(())
+    }
+
+    fn command_for(&self, udid: &str, action: InstallAction) -> Command {
+        let d = &self.state.devices[udid];
+        let item = match (&self.p.protocol.target, d.target["product_key"].as_str()) {
+            (TargetSpec::ProductVersion(v), _) => UpdateItem {
+                product_key: None,
+                product_version: Some(v.clone()),
+                install_action: action,
+            },
+            (_, Some(k)) => UpdateItem {
+                product_key: Some(k.to_string()),
+                product_version: None,
+                install_action: action,
+            },
+            (TargetSpec::ProductKey(k), None) => UpdateItem {
+                product_key: Some(k.clone()),
+                product_version: None,
+                install_action: action,
+            },
+            (TargetSpec::Latest, None) => UpdateItem {
+                product_key: None,
+                product_version: d.target["version"].as_str().map(str::to_string),
+                install_action: action,
+            },
+        };
+        Command::ScheduleOSUpdate {
+            updates: vec![item],
+        }
+    }
+
+    fn consent(&mut self) -> Result<(), RunError> {
+        match self.state.consented {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(RunError::NoConsent("refused earlier in this run".into())),
+            None => {}
+        }
+        let allocated: Vec<(String, String)> = self
+            .state
+            .order
+            .iter()
+            .filter_map(|u| self.state.devices[u].arm.clone().map(|a| (u.clone(), a)))
+            .collect();
+        let mut out = std::io::stderr().lock();
+        let _ = writeln!(
+            out,
+            "\nThese devices will receive an IRREVERSIBLE ScheduleOSUpdate (an update cannot be undone):"
+        );
+        for (u, arm) in &allocated {
+            let spec = self.p.protocol.arms.iter().find(|a| &a.name == arm);
+            let d = &self.state.devices[u];
+            let _ = writeln!(
+                out,
+                "  {u}  {}  iOS {} → {}  arm {arm}: InstallAction {}{}",
+                d.probe.as_ref().and_then(|p| p["baseline"]["device_name"]["value"].as_str()).unwrap_or("?"),
+                d.probe.as_ref().and_then(|p| p["baseline"]["product_version"]["value"].as_str()).unwrap_or("?"),
+                d.target["version"].as_str().unwrap_or("?"),
+                spec.map(|s| s.install_action.as_str()).unwrap_or("?"),
+                spec.and_then(|s| s.follow_up_step.as_ref())
+                    .map(|f| format!(", then {} once downloaded", f.install_action.as_str()))
+                    .unwrap_or_default()
+            );
+        }
+        drop(out);
+        let udids: Vec<String> = allocated.iter().map(|x| x.0.clone()).collect();
+        if self.opts.yes {
+            self.log(Event::ConsentGiven {
+                by: "flag".into(),
+                udids,
+            })?;
+            return Ok(());
+        }
+        if !self.opts.interactive {
+            let reason = "non-interactive run without --yes".to_string();
+            self.log(Event::ConsentRefused {
+                reason: reason.clone(),
+            })?;
+            return Err(RunError::NoConsent(reason));
+        }
+        eprint!("Type the trial id ({}) to proceed: ", self.p.protocol.id);
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if line.trim() == self.p.protocol.id {
+            self.log(Event::ConsentGiven {
+                by: "operator".into(),
+                udids,
+            })?;
+            Ok(())
+        } else {
+            let reason = format!("the operator typed {:?}", line.trim());
+            self.log(Event::ConsentRefused {
+                reason: reason.clone(),
+            })?;
+            Err(RunError::NoConsent(reason))
+        }
+    }
+
+    /// Send step `step` to a device: intent (journal + ledger, fsynced) → MDM → answer.
+    async fn dose(&mut self, udid: &str, step: u32, action: InstallAction) -> Result<(), RunError> {
+        if self.state.devices[udid].doses.contains_key(&step) {
+            return Ok(());
+        }
+        let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
+        let probe = self.state.devices[udid].probe.clone().unwrap_or_default();
+        let version = probe["baseline"]["product_version"]["value"].as_str().unwrap_or("").to_string();
+        let build = probe["baseline"]["build_version"]["value"].as_str().unwrap_or("").to_string();
+        let cmd = self.command_for(udid, action);
+        let uuid = format!("lab-dose-{}", uuid_v4());
+        let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), &version);
+        let bytes = cmd.to_plist(&uuid);
+        self.log(Event::DoseIntent {
+            udid: udid.into(),
+            arm: arm.clone(),
+            step,
+            command_uuid: uuid.clone(),
+            request_type: cmd.request_type().into(),
+            install_action: action.as_str().into(),
+            starting_build: build.clone(),
+            command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        })?;
+        let rec = |kind| LedgerRecord {
+            udid: udid.to_string(),
+            starting_build: build.clone(),
+            kind,
+            command_uuid: uuid.clone(),
+            step,
+            trial_id: self.p.protocol.id.clone(),
+            protocol_sha256: self.p.sha256.clone(),
+            run_dir: self.run_dir.display().to_string(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
+        self.ledger.append(&rec(LedgerKind::Intent))?;
+        self.state
+            .devices
+            .get_mut(udid)
+            .expect("device known")
+            .doses
+            .insert(step, (uuid.clone(), None));
+        if !violations.is_empty() {
+            let msg = violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ");
+            self.ledger.append(&rec(LedgerKind::Failed))?;
+            self.log(Event::DoseFailed {
+                udid: udid.into(),
+                command_uuid: uuid,
+                error: format!("not sent: the command fails Apple's schema for iOS {version}: {msg}"),
+            })?;
+            return Ok(());
+        }
+        match self.lab.backend.enqueue(udid, &cmd, &uuid).await {
+            Ok(q) => {
+                self.ledger.append(&rec(LedgerKind::Enqueued))?;
+                self.log(Event::DoseEnqueued {
+                    udid: udid.into(),
+                    command_uuid: uuid,
+                    pushed: q.pushed,
+                    push_error: q.push_error,
+                })?;
+            }
+            Err(e) => {
+                // A timeout may still have queued it: only the MDM's records can tell.
+                let uncertain = matches!(e, crate::mdm::backend::BackendError::Timeout { .. });
+                if uncertain {
+                    self.log(Event::DoseUncertain {
+                        udid: udid.into(),
+                        command_uuid: uuid,
+                        reason: e.to_string(),
+                    })?;
+                } else {
+                    self.ledger.append(&rec(LedgerKind::Failed))?;
+                    self.log(Event::DoseFailed {
+                        udid: udid.into(),
+                        command_uuid: uuid,
+                        error: e.to_string(),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Intents without an answer (crash between intent and enqueue): ask the MDM's records.
+    async fn resolve_unanswered_intents(&mut self) -> Result<(), RunError> {
+        let pending: Vec<(String, String)> = self
+            .state
+            .devices
+            .iter()
+            .flat_map(|(u, d)| {
+                d.doses
+                    .values()
+                    .filter(|(uuid, ans)| ans.is_none() && !d.uncertain.contains(uuid))
+                    .map(|(uuid, _)| (u.clone(), uuid.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (udid, uuid) in pending {
+            let counts = self.lab.backend.delivery_counts(&udid).await;
+            let known = counts.as_ref().map(|c| c.contains_key(&uuid)).unwrap_or(false);
+            if known {
+                self.log(Event::DoseEnqueued {
+                    udid,
+                    command_uuid: uuid,
+                    pushed: false,
+                    push_error: Some("recovered after a crash: the MDM's records show the command queued".into()),
+                })?;
+            } else {
+                self.log(Event::DoseUncertain {
+                    udid,
+                    command_uuid: uuid,
+                    reason: "intent recorded, enqueue result unknown (the harness stopped in between); not re-sent".into(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn follow_up(&mut self) -> Result<(), RunError> {
+        let fu = self.p.protocol.follow_up.clone();
+        let poll = self.real(fu.poll_interval.0).max(Duration::from_millis(100));
+        let max = self.real(fu.max_duration.0);
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        loop {
+            let active: Vec<String> = self
+                .state
+                .order
+                .iter()
+                .filter(|u| {
+                    let d = &self.state.devices[*u];
+                    !d.ended && d.doses.values().any(|(_, a)| *a == Some(true))
+                })
+                .cloned()
+                .collect();
+            let unanswered_dosed: Vec<String> = self
+                .state
+                .order
+                .iter()
+                .filter(|u| {
+                    let d = &self.state.devices[*u];
+                    !d.ended && !d.doses.is_empty() && !d.doses.values().any(|(_, a)| *a == Some(true))
+                })
+                .cloned()
+                .collect();
+            for u in unanswered_dosed {
+                self.log(Event::FollowUpEnded {
+                    udid: u.clone(),
+                    reason: "no dose reached the MDM".into(),
+                })?;
+                self.state.devices.get_mut(&u).expect("known").ended = true;
+            }
+            if active.is_empty() {
+                return Ok(());
+            }
+            let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+            for udid in active {
+                self.poll_device(&udid, &attached, max).await?;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = &mut ctrl_c => {
+                    self.log(Event::RunInterrupted)?;
+                    return Err(RunError::Interrupted(self.run_dir.display().to_string()));
+                }
+            }
+        }
+    }
+
+    async fn poll_device(
+        &mut self,
+        udid: &str,
+        attached: &[probe::AttachedDevice],
+        max: Duration,
+    ) -> Result<(), RunError> {
+        // 1. New MDM answers.
+        let results = self.lab.backend.results(udid).await.unwrap_or_default();
+        for r in results {
+            let key = result_key(&r.command_uuid, &r.status, &r.received_at);
+            if self.state.devices[udid].results.contains(&key) {
+                continue;
+            }
+            let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
+            let ev = Event::MdmResult {
+                udid: udid.into(),
+                command_uuid: r.command_uuid.clone(),
+                request_type: r.request_type.clone(),
+                status: r.status.clone(),
+                raw_b64: raw_b64.clone(),
+                received_at: r.received_at.clone(),
+            };
+            self.log(ev)?;
+            let d = self.state.devices.get_mut(udid).expect("known");
+            d.results.insert(key);
+            if d.outstanding.as_deref() == Some(r.command_uuid.as_str()) && r.status != "NotNow" {
+                d.outstanding = None;
+            }
+            if r.request_type.as_deref() == Some("OSUpdateStatus") {
+                apply_status(d, &raw_b64);
+            }
+        }
+        // 2. Re-probe over USB.
+        let target_build = self.state.devices[udid].target["build"].as_str().map(str::to_string);
+        let mut now_build = None;
+        if self.p.protocol.follow_up.reprobe {
+            let entry = attached.iter().find(|a| a.entry.serial_number == udid);
+            let (att, ver, build, err) = match entry {
+                None => (false, None, None, None),
+                Some(a) => {
+                    let client = UsbmuxClient {
+                        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
+                        timeout: Duration::from_secs(5),
+                    };
+                    let p: DeviceProbe = probe::probe_device(
+                        &client,
+                        &a.entry,
+                        &ProbeOptions {
+                            timeout: Duration::from_secs(5),
+                            ..ProbeOptions::default()
+                        },
+                        None,
+                    )
+                    .await;
+                    (
+                        true,
+                        p.baseline.product_version.value.clone(),
+                        p.baseline.build_version.value.clone(),
+                        p.failure.map(|f| f.message),
+                    )
+                }
+            };
+            now_build = build.clone();
+            let snapshot = (att, ver.clone(), build.clone());
+            if self.state.devices[udid].last_reprobe.as_ref() != Some(&snapshot) {
+                self.log(Event::DeviceReprobed {
+                    udid: udid.into(),
+                    attached: att,
+                    product_version: ver,
+                    build_version: build,
+                    error: err,
+                })?;
+                self.state.devices.get_mut(udid).expect("known").last_reprobe = Some(snapshot);
+            }
+        }
+        // 3. The protocol's follow-up step, once downloaded.
+        let arm = self.state.devices[udid].arm.clone();
+        let step2 = arm
+            .as_ref()
+            .and_then(|a| self.p.protocol.arms.iter().find(|x| &x.name == a))
+            .and_then(|a| a.follow_up_step.clone());
+        if let Some(s) = step2
+            && s.when == StepTrigger::Downloaded
+            && self.state.devices[udid].downloaded
+            && !self.state.devices[udid].doses.contains_key(&2)
+        {
+            self.dose(udid, 2, s.install_action).await?;
+        }
+        // 4. Until / time limit.
+        let d = &self.state.devices[udid];
+        let done = match &self.p.protocol.follow_up.until {
+            UntilSpec::Updated => target_build.is_some() && now_build.is_some() && target_build == now_build,
+            UntilSpec::Downloaded => d.downloaded,
+            UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
+        };
+        let elapsed = d
+            .first_dose_at
+            .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        if done || elapsed > max {
+            let reason = if done {
+                format!("{:?} reached", self.p.protocol.follow_up.until).to_lowercase()
+            } else {
+                "follow-up time limit".into()
+            };
+            self.log(Event::FollowUpEnded {
+                udid: udid.into(),
+                reason,
+            })?;
+            self.state.devices.get_mut(udid).expect("known").ended = true;
+            return Ok(());
+        }
+        // 5. Ask for the update status (one outstanding at a time: the MDM queue is in order).
+        if self.state.devices[udid].outstanding.is_none() {
+            let uuid = format!("lab-status-{}", crate::tls::random_secret());
+            if self
+                .lab
+                .backend
+                .enqueue(udid, &Command::OSUpdateStatus, &uuid)
+                .await
+                .is_ok()
+            {
+                self.log(Event::CommandSent {
+                    udid: udid.into(),
+                    command_uuid: uuid.clone(),
+                    request_type: "OSUpdateStatus".into(),
+                })?;
+                self.state.devices.get_mut(udid).expect("known").outstanding = Some(uuid);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random version-4 UUID, upper case as Apple's CommandUUIDs usually are.
+pub fn uuid_v4() -> String {
+    let mut b = crate::tls::random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
+    let http = crate::http_client::client(Duration::from_secs(5));
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let ready = async {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/enrollments"))
+                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(
+                v["enrollments"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
+                    .count(),
+            )
+        }
+        .await
+        .unwrap_or(0);
+        if ready >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run (or resume) a trial.
+pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let results_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Results {
+            path: path.clone(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(&opts.results_dir).map_err(results_err(&opts.results_dir))?;
+    let (run_dir, resumed) = match find_unfinished(&opts.results_dir, &p.protocol.id, &p.sha256) {
+        Some(d) => (d, true),
+        None => {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
+            create_private_dir(&d).map_err(results_err(&d))?;
+            let frozen = d.join("protocol.yaml");
+            std::fs::write(&frozen, &p.bytes).map_err(results_err(&frozen))?;
+            (d, false)
+        }
+    };
+    let lab = connect_lab(p).await?;
+    let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
+    let state = replay(&loaded.entries);
+    let mut r = Runner {
+        p,
+        journal,
+        ledger: Ledger::new(&opts.ledger),
+        state,
+        lab,
+        progress: Progress::new(),
+        run_dir: run_dir.clone(),
+        opts,
+    };
+    eprintln!(
+        "lab run: {} ({}) — {}",
+        p.protocol.id,
+        &p.sha256[..12],
+        if resumed { "resuming" } else { "starting" }
+    );
+    eprintln!("lab run: results in {}", run_dir.display());
+    if !r.state.started {
+        r.log(Event::RunStarted {
+            schema: SCHEMA_VERSION,
+            trial_id: p.protocol.id.clone(),
+            protocol_sha256: p.sha256.clone(),
+            lab_version: env!("CARGO_PKG_VERSION").into(),
+        })?;
+    } else {
+        r.log(Event::RunResumed {
+            protocol_sha256: p.sha256.clone(),
+        })?;
+    }
+    if r.state.devices.values().all(|d| d.eligible.is_none()) {
+        r.baseline().await?;
+        r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    }
+    r.allocate()?;
+    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    r.consent()?;
+    r.resolve_unanswered_intents().await?;
+    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    let allocated: Vec<(String, String)> = r
+        .state
+        .order
+        .iter()
+        .filter_map(|u| r.state.devices[u].arm.clone().map(|a| (u.clone(), a)))
+        .collect();
+    for (udid, arm) in allocated {
+        let action = p
+            .protocol
+            .arms
+            .iter()
+            .find(|a| a.name == arm)
+            .map(|a| a.install_action)
+            .unwrap_or(InstallAction::Default);
+        r.dose(&udid, 1, action).await?;
+    }
+    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    r.follow_up().await?;
+    r.log(Event::RunFinished)?;
+    let reports = crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
+    Ok(RunSummary {
+        run_dir,
+        resumed,
+        reports,
+    })
+}
+
+/// Run folders hold device identities and raw evidence: owner-only.
+fn create_private_dir(d: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)
+}
+
+/// Is standard input a terminal (consent and checkpoint prompts)?
+pub fn stdin_is_tty() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Baseline and eligibility only: nothing irreversible is sent (the MDM is asked
+/// DeviceInformation, SecurityInfo and AvailableOSUpdates). The journal goes to a scratch
+/// folder; the events are returned.
+pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, RunError> {
+    let scratch = std::env::temp_dir().join(format!("lab-qualify-{}", crate::tls::random_secret()));
+    create_private_dir(&scratch).map_err(|source| RunError::Results {
+        path: scratch.clone(),
+        source,
+    })?;
+    let lab = connect_lab(p).await?;
+    let (journal, _) = Journal::open(&scratch.join("journal.jsonl"))?;
+    let opts = RunOptions {
+        yes: false,
+        results_dir: scratch.clone(),
+        ledger: ledger.to_path_buf(),
+        interactive: false,
+    };
+    let mut r = Runner {
+        p,
+        journal,
+        ledger: Ledger::new(ledger),
+        state: State::default(),
+        lab,
+        progress: Progress::quiet(),
+        run_dir: scratch.clone(),
+        opts: &opts,
+    };
+    r.log(Event::RunStarted {
+        schema: SCHEMA_VERSION,
+        trial_id: p.protocol.id.clone(),
+        protocol_sha256: p.sha256.clone(),
+        lab_version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    r.baseline().await?;
+    let entries = super::journal::read(r.journal.path())?.entries;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(entries)
+}
