@@ -2,5 +2,6 @@
 //! follow-up and outcome.
 
 pub mod journal;
-pub mod protocol;
 pub mod ledger;
+pub mod outcome;
+pub mod protocol;
