@@ -16,6 +16,7 @@ pub mod mdm_server;
 pub mod models;
 pub mod plist_util;
 pub mod probe;
+pub mod report;
 pub mod sim;
 pub mod tls;
 pub mod trial;

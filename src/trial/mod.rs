@@ -6,3 +6,5 @@ pub mod progress;
 pub mod protocol;
 pub mod runner;
 pub mod ledger;
+pub mod outcome;
+pub mod protocol;

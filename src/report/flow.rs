@@ -1,0 +1,206 @@
+//! `flow.csv`: the CONSORT flow — enrolment, exclusions by rule, allocation per arm, who
+//! received the allocated dose, losses to follow-up, and who is analysed.
+
+use super::to_csv;
+use crate::trial::journal::Entry;
+use crate::trial::outcome::{self, DeviceOutcome, Outcome};
+use std::collections::BTreeMap;
+
+pub const HEADER: [&str; 4] = ["stage", "arm", "count", "reason"];
+
+/// Why an allocated device did not receive its dose, grouped (the text before the first `:` of
+/// the outcome reason for `not_dosed`).
+fn not_received_reason(o: &DeviceOutcome) -> Option<String> {
+    match o.outcome {
+        Outcome::NotDosed => Some(format!(
+            "not dosed: {}",
+            o.reason
+                .as_deref()
+                .map(|r| r.split(':').next().unwrap_or(r))
+                .unwrap_or("unknown")
+        )),
+        Outcome::DoseUncertain => Some("dose uncertain".into()),
+        Outcome::NoResponse => Some("no answer to the dose".into()),
+        Outcome::LostToFollowUp if o.first_mdm_status.is_none() && o.final_build.is_none() => {
+            Some("no answer to the dose".into())
+        }
+        _ => None,
+    }
+}
+
+fn lost_reason(o: &DeviceOutcome) -> Option<String> {
+    (o.outcome == Outcome::LostToFollowUp).then(|| {
+        if o.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("never seen again"))
+        {
+            "detached, never seen again".into()
+        } else {
+            "no build observation after the dose".into()
+        }
+    })
+}
+
+fn count_by(rows: &mut Vec<Vec<String>>, stage: &str, arm: &str, reasons: Vec<String>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reasons {
+        *counts.entry(r).or_default() += 1;
+    }
+    for (reason, n) in counts {
+        rows.push(vec![stage.into(), arm.into(), n.to_string(), reason]);
+    }
+}
+
+pub fn render(entries: &[Entry]) -> String {
+    let run = outcome::gather(entries);
+    let outcomes = outcome::judge(entries);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let row = |stage: &str, arm: &str, n: usize, reason: &str| {
+        vec![stage.into(), arm.into(), n.to_string(), reason.into()]
+    };
+    let devices = &run.devices;
+    rows.push(row("enrolled", "", devices.len(), ""));
+    let assessed = devices.iter().filter(|d| d.assessed).count();
+    if assessed < devices.len() {
+        rows.push(row("not_assessed", "", devices.len() - assessed, ""));
+    }
+    rows.push(row("assessed", "", assessed, ""));
+    let excluded: Vec<_> = devices
+        .iter()
+        .filter(|d| d.assessed && !d.eligible)
+        .collect();
+    rows.push(row("excluded", "", excluded.len(), ""));
+    let rules = excluded
+        .iter()
+        .flat_map(|d| {
+            let mut r: Vec<String> = d.reasons.iter().map(|r| r.rule.clone()).collect();
+            r.dedup();
+            if r.is_empty() {
+                r.push("unspecified".into());
+            }
+            r
+        })
+        .collect();
+    count_by(&mut rows, "excluded", "", rules);
+    let eligible = devices.iter().filter(|d| d.assessed && d.eligible).count();
+    rows.push(row("eligible", "", eligible, ""));
+    let unallocated = devices
+        .iter()
+        .filter(|d| d.assessed && d.eligible && d.arm.is_none())
+        .count();
+    if unallocated > 0 {
+        rows.push(row("not_allocated", "", unallocated, ""));
+    }
+
+    // Arms in order of first allocation.
+    let mut arms: Vec<&str> = Vec::new();
+    for o in &outcomes {
+        if let Some(a) = o.arm.as_deref()
+            && !arms.contains(&a)
+        {
+            arms.push(a);
+        }
+    }
+    for arm in arms {
+        let group: Vec<&DeviceOutcome> = outcomes
+            .iter()
+            .filter(|o| o.arm.as_deref() == Some(arm))
+            .collect();
+        rows.push(row("allocated", arm, group.len(), ""));
+        let not_received: Vec<String> = group
+            .iter()
+            .filter_map(|o| not_received_reason(o))
+            .collect();
+        rows.push(row("received", arm, group.len() - not_received.len(), ""));
+        count_by(&mut rows, "not_received", arm, not_received);
+        count_by(
+            &mut rows,
+            "lost_to_follow_up",
+            arm,
+            group.iter().filter_map(|o| lost_reason(o)).collect(),
+        );
+        let analysed = group.iter().filter(|o| o.final_build.is_some()).count();
+        rows.push(row("analysed", arm, analysed, ""));
+        for oc in Outcome::ALL {
+            let n = group.iter().filter(|o| o.outcome == oc).count();
+            if n > 0 {
+                rows.push(row("outcome", arm, n, oc.as_str()));
+            }
+        }
+    }
+    to_csv(&HEADER, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests_util::parse;
+    use crate::trial::journal::{Event, Reason};
+    use crate::trial::outcome::testkit::J;
+
+    #[test]
+    fn consort_counts() {
+        let mut j = J::new();
+        j.device("X1", false)
+            .device("X2", false)
+            .device("A1", true)
+            .device("A2", true);
+        j.device("B1", true).device("B2", true);
+        j.push(Event::DeviceDiscovered {
+            udid: "Z".into(),
+            host: "h".into(),
+            device_id: 9,
+        });
+        // X2 fails only the battery rule.
+        if let Event::EligibilityAssessed { reasons, .. } = &mut j.entries[6].event {
+            *reasons = vec![Reason {
+                rule: "battery".into(),
+                message: "12%".into(),
+                values: serde_json::Value::Null,
+            }];
+        } else {
+            panic!("fixture moved");
+        }
+        j.allocate("A1", "asap")
+            .allocate("A2", "asap")
+            .allocate("B1", "default")
+            .allocate("B2", "default");
+        j.consent(&["A1", "A2", "B1"])
+            .dose("A1", 1, "C1")
+            .schedule_answer("A1", "C1", "Acknowledged")
+            .reprobe("A1", true, Some("19H390"))
+            .dose("A2", 1, "C2")
+            .reprobe("A2", false, None)
+            .dose("B1", 1, "C3")
+            .schedule_answer("B1", "C3", "Error")
+            .reprobe("B1", true, Some("19H12"));
+        let (_, rows) = parse(&render(&j.entries));
+        let got: Vec<String> = rows.iter().map(|r| r.join(",")).collect();
+        assert_eq!(
+            got,
+            [
+                "enrolled,,7,",
+                "not_assessed,,1,",
+                "assessed,,6,",
+                "excluded,,2,",
+                "excluded,,1,battery",
+                "excluded,,1,free_disk",
+                "excluded,,1,supervised",
+                "eligible,,4,",
+                "allocated,asap,2,",
+                "received,asap,1,",
+                "not_received,asap,1,no answer to the dose",
+                "lost_to_follow_up,asap,1,detached, never seen again",
+                "analysed,asap,1,",
+                "outcome,asap,1,updated",
+                "outcome,asap,1,lost_to_follow_up",
+                "allocated,default,2,",
+                "received,default,1,",
+                "not_received,default,1,not dosed: not in the consented list",
+                "analysed,default,1,",
+                "outcome,default,1,command_error",
+                "outcome,default,1,not_dosed",
+            ]
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Reports: projections of the run journal, and nothing else.
+//!
+//! Every report is a pure `render(&[Entry]) -> String` (no I/O, no clock): `lab report RUN_DIR`
+//! regenerates them byte for byte. CSV files are RFC 4180 (CRLF line ends, quoted where
+//! needed), header row first, rows in a stable order, floats with fixed precision. Every column
+//! is documented in `docs/reports.md`.
+
+pub mod adverse_events;
+pub mod devices;
+pub mod flow;
+pub mod observations;
+
+use crate::trial::journal::{self, Entry, JournalError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A projection: the journal's entries to the file's text.
+pub type Render = fn(&[Entry]) -> String;
+
+/// The CSV projections: file name and renderer, in the order they are written.
+pub const CSV_REPORTS: [(&str, Render); 4] = [
+    ("devices.csv", devices::render),
+    ("observations.csv", observations::render),
+    ("flow.csv", flow::render),
+    ("adverse_events.csv", adverse_events::render),
+];
+
+/// Read `run_dir/journal.jsonl` (a torn last line is ignored) and write every report next to
+/// it, each through a temporary file and a rename so no report is ever half-written.
+pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let loaded = journal::read(&run_dir.join("journal.jsonl"))?;
+    let mut written = Vec::new();
+    for (name, render) in CSV_REPORTS {
+        let path = run_dir.join(name);
+        write_atomic(&path, render(&loaded.entries).as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("report");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// RFC 4180 text: the header, then the rows.
+pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(header).expect("writing to memory");
+    for r in rows {
+        debug_assert_eq!(r.len(), header.len(), "row width for {header:?}");
+        w.write_record(r).expect("writing to memory");
+    }
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of strings is UTF-8")
+}
+
+/// `journal.jsonl#seq=N`: where a row's evidence is.
+pub(crate) fn seq_ref(seq: u64) -> String {
+    format!("journal.jsonl#seq={seq}")
+}
+
+pub(crate) fn seq_refs(seqs: impl IntoIterator<Item = u64>) -> String {
+    seqs.into_iter().map(seq_ref).collect::<Vec<_>>().join(";")
+}
+
+pub(crate) fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_default()
+}
+
+/// Seconds with millisecond precision.
+pub(crate) fn secs(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.3}")).unwrap_or_default()
+}
+
+/// A JSON value as a cell: strings as is, integers as integers, other numbers with 3 decimals,
+/// null as empty, anything else as compact JSON.
+pub(crate) fn json_cell(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::Number(n) => format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_util {
+    /// Parse CSV text back: (header, rows).
+    pub fn parse(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+        let mut r = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let header = r.headers().unwrap().iter().map(str::to_string).collect();
+        let rows = r
+            .records()
+            .map(|x| x.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        (header, rows)
+    }
+
+    /// The cell of `row` under column `col`.
+    pub fn cell<'a>(header: &[String], row: &'a [String], col: &str) -> &'a str {
+        let i = header
+            .iter()
+            .position(|h| h == col)
+            .unwrap_or_else(|| panic!("no column {col}"));
+        &row[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trial::outcome::testkit::J;
+    use plist::Value;
+
+    fn journal_text(j: &J) -> String {
+        j.entries
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect()
+    }
+
+    fn sample() -> J {
+        let mut j = J::new();
+        j.device("U1", true)
+            .device("U2", false)
+            .allocate("U1", "a")
+            .consent(&["U1"])
+            .dose("U1", 1, "C1")
+            .schedule_answer("U1", "C1", "Acknowledged")
+            .status("U1", "S1", 1.0, Value::Integer(1.into()))
+            .reprobe("U1", false, None)
+            .reprobe("U1", true, Some("19H390"))
+            .ended("U1", "updated");
+        j.push(crate::trial::journal::Event::RunFinished);
+        j
+    }
+
+    #[test]
+    fn write_all_is_byte_identical_and_tolerates_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = sample();
+        let mut text = journal_text(&j);
+        text.push_str("{\"seq\":99,\"at\":\"x\",\"event\":\"run_fin");
+        std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
+        let paths = write_all(dir.path()).unwrap();
+        assert_eq!(paths.len(), 4);
+        let first: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let again = write_all(dir.path()).unwrap();
+        let second: Vec<Vec<u8>> = again.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        assert_eq!(first, second);
+        // No temporary file is left behind.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // Each file is the pure render of the journal.
+        for ((name, render), bytes) in CSV_REPORTS.iter().zip(&first) {
+            assert_eq!(render(&j.entries).as_bytes(), bytes.as_slice(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_csv_parses_with_exactly_the_documented_header() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reports.md"))
+                .unwrap();
+        let j = sample();
+        for (name, render) in CSV_REPORTS {
+            let text = render(&j.entries);
+            assert!(text.ends_with("\r\n"), "{name}");
+            let (header, rows) = tests_util::parse(&text);
+            assert!(rows.iter().all(|r| r.len() == header.len()), "{name}");
+            let documented = documented_header(&doc, name);
+            assert_eq!(
+                header, documented,
+                "{name}: header differs from docs/reports.md"
+            );
+            // Empty journal: the header (flow.csv still counts zeros).
+            let (h, rows) = tests_util::parse(&render(&[]));
+            assert_eq!(h, documented);
+            assert!(rows.is_empty() || name == "flow.csv", "{name}");
+        }
+    }
+
+    /// The column names of the table under `## name` in docs/reports.md (first cell of each
+    /// row, in backticks).
+    fn documented_header(doc: &str, name: &str) -> Vec<String> {
+        let start = doc
+            .find(&format!("## `{name}`"))
+            .unwrap_or_else(|| panic!("docs/reports.md has no section for {name}"));
+        let rest = &doc[start + 3..];
+        let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cell = l.trim_start_matches("| `");
+                cell[..cell.find('`').unwrap()].to_string()
+            })
+            .collect()
+    }
+}
