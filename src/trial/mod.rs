@@ -2,9 +2,8 @@
 //! follow-up and outcome.
 
 pub mod journal;
+pub mod ledger;
+pub mod outcome;
 pub mod progress;
 pub mod protocol;
 pub mod runner;
-pub mod ledger;
-pub mod outcome;
-pub mod protocol;
