@@ -100,9 +100,19 @@ pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
                 let b = &v["baseline"]["baseline"];
                 vec![
                     v["udid"].as_str().unwrap_or("?").to_string(),
-                    b["device_name"]["value"].as_str().unwrap_or("?").to_string(),
-                    b["product_version"]["value"].as_str().unwrap_or("?").to_string(),
-                    if v["eligible"] == true { "eligible".into() } else { "EXCLUDED".into() },
+                    b["device_name"]["value"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
+                    b["product_version"]["value"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
+                    if v["eligible"] == true {
+                        "eligible".into()
+                    } else {
+                        "EXCLUDED".into()
+                    },
                     v["reasons"]
                         .as_array()
                         .map(|r| {
@@ -127,7 +137,10 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
     let p = load(&a.trial)?;
     let opts = RunOptions {
         yes: a.yes,
-        ledger: a.ledger.clone().unwrap_or_else(|| a.results.join("ledger.jsonl")),
+        ledger: a
+            .ledger
+            .clone()
+            .unwrap_or_else(|| a.results.join("ledger.jsonl")),
         results_dir: a.results.clone(),
         interactive: runner::stdin_is_tty(),
     };
@@ -168,7 +181,8 @@ pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
             a.run_dir.display()
         )));
     }
-    let written = crate::report::write_all(&a.run_dir).map_err(|e| CliError::Failed(e.to_string()))?;
+    let written =
+        crate::report::write_all(&a.run_dir).map_err(|e| CliError::Failed(e.to_string()))?;
     for w in written {
         println!("{}", w.display());
     }

@@ -5,8 +5,12 @@
 //! an odd result, and lets new findings be added without touching the state machine.
 
 use serde::Deserialize;
-use std::cmp::Ordering;
 use std::sync::OnceLock;
+
+/// Moved to [`crate::rng`] and [`crate::version`] (the harness uses them too); re-exported so
+/// the simulator API keeps working.
+pub use crate::rng::SplitMix64;
+pub use crate::version::{DeviceVersion, Version};
 
 /// The table shipped with `lab`.
 pub const BUILTIN_YAML: &str = include_str!("../../data/quirks.yaml");
@@ -45,87 +49,6 @@ pub enum Behaviour {
     RequiresDepBelow10_3,
     /// The update commands answer NotNow before the first unlock after boot.
     NotnowBeforeFirstUnlock,
-}
-
-/// A dotted numeric iOS version. Missing components count as 0, so "11.3" == "11.3.0" <
-/// "11.3.1" < "11.4" < "11.10".
-#[derive(Debug, Clone)]
-pub struct Version(Vec<u32>);
-
-impl Version {
-    /// Parses "17.5.1"; a trailing beta marker is not part of a `Version` (see
-    /// [`DeviceVersion::parse`]).
-    pub fn parse(s: &str) -> Result<Version, String> {
-        let t = s.trim();
-        if t.is_empty() {
-            return Err("empty version".into());
-        }
-        t.split('.')
-            .map(|p| {
-                p.parse::<u32>()
-                    .map_err(|_| format!("{s:?} is not a version like 11.3.1"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Version)
-    }
-
-    pub fn from_parts(parts: &[u32]) -> Version {
-        Version(parts.to_vec())
-    }
-
-    pub fn components(&self) -> &[u32] {
-        &self.0
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let n = self.0.len().max(other.0.len());
-        (0..n)
-            .map(|i| {
-                let a = self.0.get(i).copied().unwrap_or(0);
-                let b = other.0.get(i).copied().unwrap_or(0);
-                a.cmp(&b)
-            })
-            .find(|o| o.is_ne())
-            .unwrap_or(Ordering::Equal)
-    }
-}
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Version {}
-
-/// A device's version: the number plus whether it runs a beta build. Betas are a flag, not a
-/// lower version, because the radars name them by the release they precede ("11.4 beta").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceVersion {
-    pub version: Version,
-    pub beta: bool,
-}
-
-impl DeviceVersion {
-    /// "11.4", "11.4 beta", "11.4-beta", "11.4 beta 3" (the beta number is ignored).
-    pub fn parse(s: &str) -> Result<DeviceVersion, String> {
-        let lower = s.trim().to_ascii_lowercase();
-        match lower.find("beta") {
-            Some(i) => Ok(DeviceVersion {
-                version: Version::parse(lower[..i].trim_end_matches([' ', '-', '_']))?,
-                beta: true,
-            }),
-            None => Ok(DeviceVersion {
-                version: Version::parse(&lower)?,
-                beta: false,
-            }),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +123,11 @@ impl VersionReq {
 #[serde(deny_unknown_fields)]
 struct QuirkFile {
     quirks: Vec<QuirkRow>,
+    /// The trial harness's default exclusion list (read by `crate::known_bad`); not simulator
+    /// behaviour.
+    #[serde(default)]
+    #[allow(dead_code)]
+    schedule_os_update_known_bad: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,35 +311,6 @@ impl Quirks {
     /// The active rows, for reports ("this device reproduced rdar …").
     pub fn active(&self) -> &[Quirk] {
         &self.active
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, fast, well-mixed 64-bit generator. Enough for
-/// reproducible simulation choices; not for anything secret.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1): the top 53 bits as the mantissa.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [0, n) (n = 0 gives 0). The modulo bias is below 2^-40 for the small n used.
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 

@@ -36,7 +36,9 @@ pub enum Event {
         lab_version: String,
     },
     /// The same protocol was run again: the run goes on where it stopped.
-    RunResumed { protocol_sha256: String },
+    RunResumed {
+        protocol_sha256: String,
+    },
     /// A device was found on a usbmuxd host.
     DeviceDiscovered {
         udid: String,
@@ -70,8 +72,13 @@ pub enum Event {
         seed: u64,
     },
     /// The operator consented to these doses (`by`: "flag" for --yes, "operator" when typed).
-    ConsentGiven { by: String, udids: Vec<String> },
-    ConsentRefused { reason: String },
+    ConsentGiven {
+        by: String,
+        udids: Vec<String>,
+    },
+    ConsentRefused {
+        reason: String,
+    },
     /// Made durable (here and in the ledger) *before* the command goes to the MDM.
     DoseIntent {
         udid: String,
@@ -133,8 +140,14 @@ pub enum Event {
         value: String,
     },
     /// Follow-up of a device ended (its `until` condition, its time limit, or the run stopped).
-    FollowUpEnded { udid: String, reason: String },
-    StopRuleTriggered { rule: String, message: String },
+    FollowUpEnded {
+        udid: String,
+        reason: String,
+    },
+    StopRuleTriggered {
+        rule: String,
+        message: String,
+    },
     /// Operator interrupted (Ctrl-C): the run is resumable.
     RunInterrupted,
     RunFinished,
@@ -343,7 +356,8 @@ mod tests {
         }
         // A crash mid-write leaves half a line.
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"{\"seq\":3,\"at\":\"x\",\"event\":\"run_fin").unwrap();
+        f.write_all(b"{\"seq\":3,\"at\":\"x\",\"event\":\"run_fin")
+            .unwrap();
         drop(f);
         let loaded = read(&p).unwrap();
         assert_eq!(loaded.entries.len(), 2);
@@ -375,12 +389,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
         std::fs::write(&p, "{\"seq\":1}\nnot json\n").unwrap();
-        assert!(matches!(read(&p), Err(JournalError::Corrupt { line: 1, .. })));
+        assert!(matches!(
+            read(&p),
+            Err(JournalError::Corrupt { line: 1, .. })
+        ));
         std::fs::write(
             &p,
             "{\"seq\":1,\"at\":\"x\",\"event\":\"run_started\",\"schema\":99,\"trial_id\":\"t\",\"protocol_sha256\":\"a\",\"lab_version\":\"0\"}\n",
         )
         .unwrap();
-        assert!(matches!(read(&p), Err(JournalError::Schema { found: 99, .. })));
+        assert!(matches!(
+            read(&p),
+            Err(JournalError::Schema { found: 99, .. })
+        ));
     }
 }

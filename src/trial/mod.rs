@@ -1,6 +1,8 @@
 //! Trials: the protocol, eligibility, allocation, the journal and the dose ledger, the runner,
 //! follow-up and outcome.
 
+pub mod allocation;
+pub mod eligibility;
 pub mod journal;
 pub mod ledger;
 pub mod outcome;

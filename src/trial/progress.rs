@@ -43,7 +43,11 @@ impl Progress {
                     format!(
                         "{} excluded: {}",
                         short(udid),
-                        reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>().join(", ")
+                        reasons
+                            .iter()
+                            .map(|r| r.rule.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 }
             }
@@ -58,7 +62,9 @@ impl Progress {
                 short(udid),
                 if *pushed { ", pushed" } else { "" }
             ),
-            Event::DoseFailed { udid, error, .. } => format!("{} dose FAILED: {error}", short(udid)),
+            Event::DoseFailed { udid, error, .. } => {
+                format!("{} dose FAILED: {error}", short(udid))
+            }
             Event::DoseUncertain { udid, reason, .. } => {
                 format!("{} dose UNCERTAIN: {reason}", short(udid))
             }
@@ -90,7 +96,9 @@ impl Progress {
                     format!("{} not on USB (restarting?)", short(udid))
                 }
             }
-            Event::FollowUpEnded { udid, reason } => format!("{} follow-up ended: {reason}", short(udid)),
+            Event::FollowUpEnded { udid, reason } => {
+                format!("{} follow-up ended: {reason}", short(udid))
+            }
             Event::RunInterrupted => "interrupted".into(),
             Event::RunFinished => "finished".into(),
             _ => return None,

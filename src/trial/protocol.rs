@@ -190,6 +190,9 @@ pub enum TargetSpec {
 #[serde(deny_unknown_fields)]
 pub struct ArmSpec {
     pub name: String,
+    /// `Default`, `DownloadOnly` or `InstallASAP`; the macOS-only actions are refused where they
+    /// are written.
+    #[serde(deserialize_with = "ios_install_action")]
     pub install_action: InstallAction,
     /// A second command sent only when the protocol says so (iOS installs in two steps).
     pub follow_up_step: Option<FollowUpStep>,
@@ -200,10 +203,31 @@ pub struct ArmSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpStep {
+    #[serde(deserialize_with = "ios_install_action")]
     pub install_action: InstallAction,
     /// When to send it.
     #[serde(default)]
     pub when: StepTrigger,
+}
+
+/// An `InstallAction` iOS knows (mdm.md §1); the error carries the YAML location.
+fn ios_install_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InstallAction, D::Error> {
+    let a = InstallAction::deserialize(d)?;
+    if is_ios_action(a) {
+        Ok(a)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "install_action {} is macOS-only; on iOS use Default, DownloadOnly or InstallASAP",
+            a.as_str()
+        )))
+    }
+}
+
+fn is_ios_action(a: InstallAction) -> bool {
+    matches!(
+        a,
+        InstallAction::Default | InstallAction::DownloadOnly | InstallAction::InstallASAP
+    )
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -214,8 +238,9 @@ pub enum StepTrigger {
     Downloaded,
 }
 
-/// Which eligible devices go to an arm. Arms are filled in order; the last arm without an
-/// allocation takes the rest.
+/// Which eligible devices go to an arm (`trial::allocation`): listed `udids` first, then
+/// `count` devices drawn at random, then `stratify`d arms share the pool balanced by stratum; the
+/// arms without any allocation share what is left, round-robin.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AllocationSpec {
@@ -328,9 +353,8 @@ pub fn load(path: &Path) -> Result<LoadedProtocol, InputError> {
         message: format!("cannot read: {e}"),
         snippet: None,
     })?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| {
-        InputError::at(path, None, "not UTF-8 text")
-    })?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| InputError::at(path, None, "not UTF-8 text"))?;
     let protocol: Protocol = crate::input::parse_yaml(path, &text)?;
     let loaded = LoadedProtocol {
         path: path.to_path_buf(),
@@ -360,18 +384,22 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
     if pr.arms.is_empty() {
         return Err(err("arms: at least one arm is needed".into()));
     }
+    let text = String::from_utf8_lossy(&p.bytes);
     let mut names = std::collections::HashSet::new();
     for a in &pr.arms {
         if !names.insert(a.name.as_str()) {
-            return Err(err(format!("arms: the name {:?} is used twice", a.name)));
+            let mut e = err(format!("arms: the name {:?} is used twice", a.name));
+            if let Some((line, column)) = locate_value(&text, "name", &a.name, 2) {
+                e.line = Some(line);
+                e.column = Some(column);
+                e = e.with_source(&text);
+            }
+            return Err(e);
         }
         for action in std::iter::once(a.install_action)
             .chain(a.follow_up_step.as_ref().map(|s| s.install_action))
         {
-            if !matches!(
-                action,
-                InstallAction::Default | InstallAction::DownloadOnly | InstallAction::InstallASAP
-            ) {
+            if !is_ios_action(action) {
                 return Err(err(format!(
                     "arm {:?}: install_action {} is macOS-only; on iOS use Default, DownloadOnly or InstallASAP",
                     a.name,
@@ -379,6 +407,20 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
                 )));
             }
         }
+    }
+    let version = |what: &str, v: &str| {
+        crate::version::Version::parse(v)
+            .map(|_| ())
+            .map_err(|e| err(format!("{what}: {e}")))
+    };
+    if let Some(v) = &pr.eligibility.min_ios {
+        version("eligibility.min_ios", v)?;
+    }
+    for v in pr.eligibility.known_bad_versions.iter().flatten() {
+        version("eligibility.known_bad_versions", v)?;
+    }
+    if let TargetSpec::ProductVersion(v) = &pr.target {
+        version("target.product_version", v)?;
     }
     match (&pr.lab.simulated, pr.lab.usbmuxd.is_empty(), &pr.lab.mdm) {
         (Some(sim), true, _) => {
@@ -390,7 +432,10 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
                 )));
             }
             if !(sim.speed > 0.0 && sim.speed.is_finite()) {
-                return Err(err(format!("lab.simulated.speed {} must be positive", sim.speed)));
+                return Err(err(format!(
+                    "lab.simulated.speed {} must be positive",
+                    sim.speed
+                )));
             }
         }
         (Some(_), false, _) => {
@@ -399,7 +444,9 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
             ));
         }
         (None, true, _) => {
-            return Err(err("lab: give simulated: {fleet: …} or usbmuxd: [ADDR…]".into()));
+            return Err(err(
+                "lab: give simulated: {fleet: …} or usbmuxd: [ADDR…]".into()
+            ));
         }
         (None, false, None) => {
             return Err(err("lab.mdm is needed for a real bench".into()));
@@ -412,4 +459,53 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
         }
     }
     Ok(())
+}
+
+/// Line and column (1-based) of the `nth` (1-based) value `value` of key `key` in block or flow
+/// style (`name: x`, `- name: "x"`, `{name: x, …}`); for errors found after parsing.
+fn locate_value(text: &str, key: &str, value: &str, nth: usize) -> Option<(u64, u64)> {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(key).map(|p| p + from) {
+            from = pos + key.len();
+            let before_ok = line[..pos]
+                .chars()
+                .last()
+                .is_none_or(|c| matches!(c, ' ' | '\t' | '-' | '{' | ','));
+            let Some(rest) = line[from..].strip_prefix(':') else {
+                continue;
+            };
+            if !before_ok {
+                continue;
+            }
+            let trimmed = rest.trim_start();
+            let vstart = line.len() - trimmed.len();
+            let unquoted = trimmed.trim_start_matches(['"', '\'']);
+            let matches = unquoted.strip_prefix(value).is_some_and(|after| {
+                after.is_empty() || after.starts_with(['"', '\'', ',', '}', ' ', '#'])
+            });
+            if matches {
+                seen += 1;
+                if seen == nth {
+                    return Some((i as u64 + 1, line[..vstart].chars().count() as u64 + 1));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_value_finds_block_and_flow_keys() {
+        let t = "arms:\n  - name: a\n    x: 1\n  - { name: \"a\", y: 2 }\n  - rename: a\n";
+        assert_eq!(locate_value(t, "name", "a", 1), Some((2, 11)));
+        assert_eq!(locate_value(t, "name", "a", 2), Some((4, 13)));
+        assert_eq!(locate_value(t, "name", "a", 3), None);
+        assert_eq!(locate_value(t, "name", "ab", 1), None);
+    }
 }

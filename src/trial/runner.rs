@@ -180,7 +180,9 @@ fn replay(entries: &[Entry]) -> State {
             }
             Event::CommandSent {
                 udid, command_uuid, ..
-            } => s.devices.entry(udid.clone()).or_default().outstanding = Some(command_uuid.clone()),
+            } => {
+                s.devices.entry(udid.clone()).or_default().outstanding = Some(command_uuid.clone())
+            }
             Event::MdmResult {
                 udid,
                 command_uuid,
@@ -209,7 +211,9 @@ fn replay(entries: &[Entry]) -> State {
                 s.devices.entry(udid.clone()).or_default().last_reprobe =
                     Some((*attached, product_version.clone(), build_version.clone()))
             }
-            Event::FollowUpEnded { udid, .. } => s.devices.entry(udid.clone()).or_default().ended = true,
+            Event::FollowUpEnded { udid, .. } => {
+                s.devices.entry(udid.clone()).or_default().ended = true
+            }
             Event::RunFinished => s.finished = true,
             _ => {}
         }
@@ -290,7 +294,11 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
                 crate::sim::SimError::Fleet(i) => RunError::BadInput(i.to_string()),
                 other => RunError::Lab(other.to_string()),
             })?;
-        let url = running.mdm.as_ref().map(|m| m.url.clone()).unwrap_or_default();
+        let url = running
+            .mdm
+            .as_ref()
+            .map(|m| m.url.clone())
+            .unwrap_or_default();
         let n = running.lab.devices.len();
         return Ok(LabHandle {
             addrs: running.addrs.clone(),
@@ -301,7 +309,8 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
             enrolled_check: Some((url, key, n)),
         });
     }
-    let addrs = UsbmuxAddr::parse_list(&lab.usbmuxd).map_err(|e| RunError::BadInput(e.to_string()))?;
+    let addrs =
+        UsbmuxAddr::parse_list(&lab.usbmuxd).map_err(|e| RunError::BadInput(e.to_string()))?;
     let mdm = lab
         .mdm
         .as_ref()
@@ -326,7 +335,9 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
                     std::env::var(n)
                         .ok()
                         .filter(|k| !k.is_empty())
-                        .ok_or_else(|| RunError::BadInput(format!("environment variable {n} is not set")))?
+                        .ok_or_else(|| {
+                            RunError::BadInput(format!("environment variable {n} is not set"))
+                        })?
                         .into_bytes(),
                 ),
                 None => None,
@@ -421,7 +432,9 @@ impl Runner<'_> {
         for mut p in probes {
             if p.status != ProbeStatus::Failed {
                 let version = p.baseline.product_version.get().cloned();
-                let facts = mdm_side::query(self.lab.backend.as_ref(), &p.udid, version.as_deref(), wait).await;
+                let facts =
+                    mdm_side::query(self.lab.backend.as_ref(), &p.udid, version.as_deref(), wait)
+                        .await;
                 p.disagreements = mdm_side::compare(&p.baseline, &facts);
                 p.mdm = Some(facts);
             }
@@ -453,7 +466,11 @@ impl Runner<'_> {
                 shared_ipad_user_logged_in: None,
                 dep_enrolled: None,
             };
-            let v = assess(&self.p.protocol.eligibility, &self.p.protocol.target, &subject);
+            let v = assess(
+                &self.p.protocol.eligibility,
+                &self.p.protocol.target,
+                &subject,
+            );
             self.log(Event::EligibilityAssessed {
                 udid: p.udid.clone(),
                 eligible: v.eligible,
@@ -479,7 +496,10 @@ impl Runner<'_> {
             .enqueue(udid, &Command::AvailableOSUpdates, &uuid)
             .await
         {
-            return Ok((None, Some(format!("AvailableOSUpdates could not be sent: {e}"))));
+            return Ok((
+                None,
+                Some(format!("AvailableOSUpdates could not be sent: {e}")),
+            ));
         }
         let start = Instant::now();
         loop {
@@ -507,7 +527,13 @@ impl Runner<'_> {
                         .map(|x| {
                             x.error_chain
                                 .iter()
-                                .map(|c| format!("{} {}", c.domain.clone().unwrap_or_default(), c.code.unwrap_or_default()))
+                                .map(|c| {
+                                    format!(
+                                        "{} {}",
+                                        c.domain.clone().unwrap_or_default(),
+                                        c.code.unwrap_or_default()
+                                    )
+                                })
                                 .collect::<Vec<_>>()
                                 .join(" → ")
                         })
@@ -517,7 +543,10 @@ impl Runner<'_> {
                 return Ok((updates, err));
             }
             if start.elapsed() > wait {
-                return Ok((None, Some(format!("AvailableOSUpdates unanswered within {wait:?}"))));
+                return Ok((
+                    None,
+                    Some(format!("AvailableOSUpdates unanswered within {wait:?}")),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -536,14 +565,18 @@ impl Runner<'_> {
                 let probe = self.state.devices[u].probe.clone().unwrap_or_default();
                 Candidate {
                     udid: u.clone(),
-                    passcode: probe["baseline"]["passcode"]["password_protected"]["value"].as_bool(),
-                    model: probe["baseline"]["product_type"]["value"].as_str().map(str::to_string),
+                    passcode: probe["baseline"]["passcode"]["password_protected"]["value"]
+                        .as_bool(),
+                    model: probe["baseline"]["product_type"]["value"]
+                        .as_str()
+                        .map(str::to_string),
                 }
             })
             .collect();
         let seed = self.p.protocol.allocation_seed;
-        let alloc = allocate(&self.p.protocol.arms, &candidates, seed)
-            .map_err(|e| RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display())))?;
+        let alloc = allocate(&self.p.protocol.arms, &candidates, seed).map_err(|e| {
+            RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
+        })?;
         for (udid, arm) in alloc {
             self.log(Event::Allocated { udid, arm, seed })?;
         }
@@ -602,8 +635,14 @@ impl Runner<'_> {
             let _ = writeln!(
                 out,
                 "  {u}  {}  iOS {} → {}  arm {arm}: InstallAction {}{}",
-                d.probe.as_ref().and_then(|p| p["baseline"]["device_name"]["value"].as_str()).unwrap_or("?"),
-                d.probe.as_ref().and_then(|p| p["baseline"]["product_version"]["value"].as_str()).unwrap_or("?"),
+                d.probe
+                    .as_ref()
+                    .and_then(|p| p["baseline"]["device_name"]["value"].as_str())
+                    .unwrap_or("?"),
+                d.probe
+                    .as_ref()
+                    .and_then(|p| p["baseline"]["product_version"]["value"].as_str())
+                    .unwrap_or("?"),
                 d.target["version"].as_str().unwrap_or("?"),
                 spec.map(|s| s.install_action.as_str()).unwrap_or("?"),
                 spec.and_then(|s| s.follow_up_step.as_ref())
@@ -653,8 +692,14 @@ impl Runner<'_> {
         }
         let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
         let probe = self.state.devices[udid].probe.clone().unwrap_or_default();
-        let version = probe["baseline"]["product_version"]["value"].as_str().unwrap_or("").to_string();
-        let build = probe["baseline"]["build_version"]["value"].as_str().unwrap_or("").to_string();
+        let version = probe["baseline"]["product_version"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let build = probe["baseline"]["build_version"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let cmd = self.command_for(udid, action);
         let uuid = format!("lab-dose-{}", uuid_v4());
         let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), &version);
@@ -688,12 +733,18 @@ impl Runner<'_> {
             .doses
             .insert(step, (uuid.clone(), None));
         if !violations.is_empty() {
-            let msg = violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ");
+            let msg = violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
             self.ledger.append(&rec(LedgerKind::Failed))?;
             self.log(Event::DoseFailed {
                 udid: udid.into(),
                 command_uuid: uuid,
-                error: format!("not sent: the command fails Apple's schema for iOS {version}: {msg}"),
+                error: format!(
+                    "not sent: the command fails Apple's schema for iOS {version}: {msg}"
+                ),
             })?;
             return Ok(());
         }
@@ -745,13 +796,18 @@ impl Runner<'_> {
             .collect();
         for (udid, uuid) in pending {
             let counts = self.lab.backend.delivery_counts(&udid).await;
-            let known = counts.as_ref().map(|c| c.contains_key(&uuid)).unwrap_or(false);
+            let known = counts
+                .as_ref()
+                .map(|c| c.contains_key(&uuid))
+                .unwrap_or(false);
             if known {
                 self.log(Event::DoseEnqueued {
                     udid,
                     command_uuid: uuid,
                     pushed: false,
-                    push_error: Some("recovered after a crash: the MDM's records show the command queued".into()),
+                    push_error: Some(
+                        "recovered after a crash: the MDM's records show the command queued".into(),
+                    ),
                 })?;
             } else {
                 self.log(Event::DoseUncertain {
@@ -766,7 +822,9 @@ impl Runner<'_> {
 
     async fn follow_up(&mut self) -> Result<(), RunError> {
         let fu = self.p.protocol.follow_up.clone();
-        let poll = self.real(fu.poll_interval.0).max(Duration::from_millis(100));
+        let poll = self
+            .real(fu.poll_interval.0)
+            .max(Duration::from_millis(100));
         let max = self.real(fu.max_duration.0);
         let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
         loop {
@@ -786,7 +844,9 @@ impl Runner<'_> {
                 .iter()
                 .filter(|u| {
                     let d = &self.state.devices[*u];
-                    !d.ended && !d.doses.is_empty() && !d.doses.values().any(|(_, a)| *a == Some(true))
+                    !d.ended
+                        && !d.doses.is_empty()
+                        && !d.doses.values().any(|(_, a)| *a == Some(true))
                 })
                 .cloned()
                 .collect();
@@ -847,7 +907,9 @@ impl Runner<'_> {
             }
         }
         // 2. Re-probe over USB.
-        let target_build = self.state.devices[udid].target["build"].as_str().map(str::to_string);
+        let target_build = self.state.devices[udid].target["build"]
+            .as_str()
+            .map(str::to_string);
         let mut now_build = None;
         if self.p.protocol.follow_up.reprobe {
             let entry = attached.iter().find(|a| a.entry.serial_number == udid);
@@ -886,7 +948,11 @@ impl Runner<'_> {
                     build_version: build,
                     error: err,
                 })?;
-                self.state.devices.get_mut(udid).expect("known").last_reprobe = Some(snapshot);
+                self.state
+                    .devices
+                    .get_mut(udid)
+                    .expect("known")
+                    .last_reprobe = Some(snapshot);
             }
         }
         // 3. The protocol's follow-up step, once downloaded.
@@ -905,7 +971,9 @@ impl Runner<'_> {
         // 4. Until / time limit.
         let d = &self.state.devices[udid];
         let done = match &self.p.protocol.follow_up.until {
-            UntilSpec::Updated => target_build.is_some() && now_build.is_some() && target_build == now_build,
+            UntilSpec::Updated => {
+                target_build.is_some() && now_build.is_some() && target_build == now_build
+            }
             UntilSpec::Downloaded => d.downloaded,
             UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
         };
@@ -954,7 +1022,14 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
@@ -1069,7 +1144,8 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
     r.follow_up().await?;
     r.log(Event::RunFinished)?;
-    let reports = crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
+    let reports =
+        crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
     Ok(RunSummary {
         run_dir,
         resumed,
@@ -1080,7 +1156,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
 /// Run folders hold device identities and raw evidence: owner-only.
 fn create_private_dir(d: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
 }
 
 /// Is standard input a terminal (consent and checkpoint prompts)?

@@ -1,0 +1,1760 @@
+//! Eligibility: may this device receive the protocol's ScheduleOSUpdate? Pure rules over the
+//! baseline (lockdown first, the MDM's answers where lockdown has no value), the device's own
+//! AvailableOSUpdates answer and the dose ledger (DESIGN.md "Eligibility"; briefs mdm.md §1, §2,
+//! §7; field.md §5–6).
+//!
+//! [`assess`] evaluates **every** rule and lists every failing one, each as a [`Reason`] with a
+//! stable rule id (see [`RULES`]), one sentence for the operator and the numbers it looked at.
+//! A fact that cannot be read never counts as passing: the device is excluded, the reason says
+//! the value is unknown and why.
+//!
+//! Decisions (documented in `trials/README.md` too):
+//! - `probe_failed`: a probe with status `failed`, or no readable iOS version (lockdown
+//!   `ProductVersion`, else MDM `OSVersion`), is "no usable baseline". Only `probe_failed` and
+//!   `already_dosed` are then reported; every other rule would only repeat "unknown".
+//! - The target comes from what the device itself offers (AvailableOSUpdates). With
+//!   `newer_target` on, a device that does not offer the protocol's target, or offers nothing
+//!   newer than it runs, is excluded. With `newer_target` off (an operator's deliberate "send it
+//!   anyway" experiment) a `product_version` target the device does not offer still resolves, with
+//!   `product_key: None` and unknown sizes (the command then carries `ProductVersion` only, iOS
+//!   11.3+); a `product_key` or `latest` target the device does not offer cannot be resolved and
+//!   the device is excluded under `no_target`. So `eligible` always implies `target.is_some()`.
+//! - `latest` ignores Rapid Security Responses (`IsSecurityResponse: true`); they cannot be
+//!   targeted by version (mdm.md §1).
+
+use super::journal::Reason;
+use super::ledger::LedgerRecord;
+use super::protocol::{EligibilitySpec, PasscodeRule, TargetSpec};
+use crate::known_bad;
+use crate::mdm::report::AvailableUpdate;
+use crate::probe::field::{Field, Source, Via};
+use crate::probe::run::{DeviceProbe, ProbeStatus};
+use crate::version::{DeviceVersion, Version};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Rule ids, in the order reasons are listed.
+pub mod rule {
+    pub const PROBE_FAILED: &str = "probe_failed";
+    pub const SUPERVISED: &str = "supervised";
+    pub const MIN_IOS: &str = "min_ios";
+    pub const KNOWN_BAD_VERSION: &str = "known_bad_version";
+    pub const NEWER_TARGET: &str = "newer_target";
+    pub const NO_TARGET: &str = "no_target";
+    pub const FREE_DISK: &str = "free_disk";
+    pub const BATTERY: &str = "battery";
+    pub const PASSCODE: &str = "passcode";
+    pub const APP_MANAGEMENT_RIGHT: &str = "app_management_right";
+    pub const SHARED_IPAD_WITH_USER: &str = "shared_ipad_with_user";
+    pub const ALREADY_DOSED: &str = "already_dosed";
+}
+
+/// Every rule id [`assess`] can report, in report order.
+pub const RULES: [&str; 12] = [
+    rule::PROBE_FAILED,
+    rule::SUPERVISED,
+    rule::MIN_IOS,
+    rule::KNOWN_BAD_VERSION,
+    rule::NEWER_TARGET,
+    rule::NO_TARGET,
+    rule::FREE_DISK,
+    rule::BATTERY,
+    rule::PASSCODE,
+    rule::APP_MANAGEMENT_RIGHT,
+    rule::SHARED_IPAD_WITH_USER,
+    rule::ALREADY_DOSED,
+];
+
+/// `AccessRights` bit "Allow app management" (`AllowAppInstallation`), needed by
+/// ScheduleOSUpdate (mdm.md §1).
+pub const APP_MANAGEMENT_BIT: u64 = 4096;
+
+/// Everything known about one device when it is assessed.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub probe: &'a DeviceProbe,
+    /// The device's AvailableOSUpdates answer, parsed; `None`: no usable answer.
+    pub offered: Option<&'a [AvailableUpdate]>,
+    /// Why there is no (or no useful) answer, e.g. "AvailableOSUpdates answered Error 2213 (No
+    /// update available.)".
+    pub offered_error: Option<String>,
+    /// Ledger records of other protocols for this UDID at its current build.
+    pub dosed_by_other_protocols: Vec<LedgerRecord>,
+    /// The enrollment's `AccessRights`, when the MDM reports it.
+    pub access_rights: Option<u64>,
+    pub shared_ipad_user_logged_in: Option<bool>,
+    pub dep_enrolled: Option<bool>,
+}
+
+/// The update a device would be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedTarget {
+    /// `None` only for a `product_version` target the device does not offer, with
+    /// `newer_target: false`.
+    pub product_key: Option<String>,
+    pub version: String,
+    pub build: Option<String>,
+    pub download_size: Option<u64>,
+    pub install_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub eligible: bool,
+    pub reasons: Vec<Reason>,
+    /// The resolved target, also for an excluded device when it could be resolved.
+    pub target: Option<ResolvedTarget>,
+}
+
+impl Verdict {
+    /// The rule ids of the reasons, in order.
+    pub fn rules(&self) -> Vec<&str> {
+        self.reasons.iter().map(|r| r.rule.as_str()).collect()
+    }
+
+    pub fn reason(&self, rule: &str) -> Option<&Reason> {
+        self.reasons.iter().find(|r| r.rule == rule)
+    }
+}
+
+fn reason(rule: &str, message: String, values: Value) -> Reason {
+    Reason {
+        rule: rule.to_string(),
+        message,
+        values,
+    }
+}
+
+/// "lockdown DeviceIsChaperoned", "MDM DeviceInformation.IsSupervised".
+fn source_name(s: &Source) -> String {
+    match (s.via, &s.domain) {
+        (Via::Lockdown, _) => format!("lockdown {}", s.key),
+        (Via::Mdm, Some(d)) => format!("MDM {d}.{}", s.key),
+        (Via::Mdm, None) => format!("MDM {}", s.key),
+        (_, _) => s.key.clone(),
+    }
+}
+
+/// A fact read from lockdown or, failing that, the MDM.
+struct Fact<T> {
+    value: Option<T>,
+    /// Where the value came from, or (unknown) every place looked at, with why it is missing.
+    source: String,
+}
+
+fn why_missing<T>(f: &Field<T>) -> String {
+    format!(
+        "{}: {}",
+        source_name(&f.source),
+        f.error.as_deref().unwrap_or("no value")
+    )
+}
+
+fn fact<T: Clone, U: Clone>(
+    lockdown: &Field<T>,
+    mdm: Option<&Field<U>>,
+    from_mdm: impl Fn(&U) -> Option<T>,
+) -> Fact<T> {
+    if let Some(v) = lockdown.get() {
+        return Fact {
+            value: Some(v.clone()),
+            source: source_name(&lockdown.source),
+        };
+    }
+    if let Some(m) = mdm
+        && let Some(v) = m.get().and_then(&from_mdm)
+    {
+        return Fact {
+            value: Some(v),
+            source: source_name(&m.source),
+        };
+    }
+    let mut why = vec![why_missing(lockdown)];
+    match mdm {
+        Some(m) => why.push(why_missing(m)),
+        None => why.push("no MDM answer".into()),
+    }
+    Fact {
+        value: None,
+        source: why.join("; "),
+    }
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// Is `target` newer than what the device runs? A release is newer than its own beta.
+fn is_newer(target: &Version, device: &DeviceVersion) -> bool {
+    *target > device.version || (*target == device.version && device.beta)
+}
+
+fn target_label(t: &TargetSpec) -> String {
+    match t {
+        TargetSpec::ProductVersion(v) => format!("product_version {v}"),
+        TargetSpec::ProductKey(k) => format!("product_key {k}"),
+        TargetSpec::Latest => "latest".into(),
+    }
+}
+
+fn offered_json(offered: Option<&[AvailableUpdate]>) -> Value {
+    match offered {
+        None => Value::Null,
+        Some(list) => Value::Array(
+            list.iter()
+                .map(|u| {
+                    json!({
+                        "version": u.version,
+                        "build": u.build,
+                        "product_key": u.product_key,
+                        "is_security_response": u.is_security_response,
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// What the device offered, for a message: "it offers 17.6.1 (21G93)", "it offers nothing", ….
+fn offered_phrase(s: &Subject) -> String {
+    let err = s.offered_error.as_deref().map(|e| {
+        if e.contains("2213") {
+            format!("{e} — the iOS 11.3 way of saying no update is available")
+        } else {
+            e.to_string()
+        }
+    });
+    match (s.offered, err) {
+        (Some(list), err) if !list.is_empty() => {
+            let items: Vec<String> = list
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} ({})",
+                        u.version.as_deref().unwrap_or("?"),
+                        u.build
+                            .as_deref()
+                            .or(u.product_key.as_deref())
+                            .unwrap_or("?")
+                    )
+                })
+                .collect();
+            let tail = err.map(|e| format!("; {e}")).unwrap_or_default();
+            format!("it offers {}{tail}", items.join(", "))
+        }
+        (Some(_), None) => "it offers no update".into(),
+        (_, Some(e)) => format!("it offers no update ({e})"),
+        (None, None) => "its AvailableOSUpdates answer is missing".into(),
+    }
+}
+
+fn from_offer(u: &AvailableUpdate, version: &str) -> ResolvedTarget {
+    ResolvedTarget {
+        product_key: u.product_key.clone(),
+        version: u.version.clone().unwrap_or_else(|| version.to_string()),
+        build: u.build.clone(),
+        download_size: u.download_size,
+        install_size: u.install_size,
+    }
+}
+
+/// The target resolved against the device's offer, and why it does not qualify (rule on) or
+/// cannot be resolved (rule off).
+fn resolve_target(
+    spec: &EligibilitySpec,
+    target: &TargetSpec,
+    s: &Subject,
+    device: &DeviceVersion,
+    device_label: &str,
+) -> (Option<ResolvedTarget>, Option<Reason>) {
+    // Items naming a version and a product key (both required by Apple's schema).
+    let usable: Vec<(&AvailableUpdate, Version)> = s
+        .offered
+        .unwrap_or(&[])
+        .iter()
+        .filter(|u| u.product_key.is_some())
+        .filter_map(|u| {
+            let v = Version::parse(u.version.as_deref()?).ok()?;
+            Some((u, v))
+        })
+        .collect();
+    let found: Option<&(&AvailableUpdate, Version)> = match target {
+        TargetSpec::ProductVersion(want) => match Version::parse(want) {
+            Ok(w) => usable.iter().find(|(_, v)| *v == w),
+            Err(_) => None,
+        },
+        TargetSpec::ProductKey(k) => usable
+            .iter()
+            .find(|(u, _)| u.product_key.as_deref() == Some(k.as_str())),
+        TargetSpec::Latest => usable
+            .iter()
+            .filter(|(u, _)| u.is_security_response != Some(true))
+            .fold(
+                None,
+                |best: Option<&(&AvailableUpdate, Version)>, x| match best {
+                    Some(b) if b.1 >= x.1 => Some(b),
+                    _ => Some(x),
+                },
+            ),
+    };
+    let values = |resolved: Option<&ResolvedTarget>| {
+        json!({
+            "device_version": device_label,
+            "target": target_label(target),
+            "resolved": resolved,
+            "offered": offered_json(s.offered),
+            "offered_error": s.offered_error,
+        })
+    };
+    let resolved = found.map(|(u, v)| from_offer(u, &v.to_string()));
+    if !spec.newer_target {
+        return match (resolved, target) {
+            (Some(r), _) => (Some(r), None),
+            (None, TargetSpec::ProductVersion(v)) => (
+                Some(ResolvedTarget {
+                    product_key: None,
+                    version: v.clone(),
+                    build: None,
+                    download_size: None,
+                    install_size: None,
+                }),
+                None,
+            ),
+            (None, _) => (
+                None,
+                Some(reason(
+                    rule::NO_TARGET,
+                    format!(
+                        "No target can be resolved: the protocol asks for {}, but {}, and \
+                         without the device's offer neither the command nor the outcome can be \
+                         defined.",
+                        target_label(target),
+                        offered_phrase(s)
+                    ),
+                    values(None),
+                )),
+            ),
+        };
+    }
+    match (found, resolved) {
+        (Some((_, v)), Some(r)) => {
+            if is_newer(v, device) {
+                (Some(r), None)
+            } else {
+                let msg = format!(
+                    "The device already runs iOS {device_label}; the target {} is not newer.",
+                    r.version
+                );
+                let vals = values(Some(&r));
+                (Some(r), Some(reason(rule::NEWER_TARGET, msg, vals)))
+            }
+        }
+        _ => {
+            let msg = match target {
+                TargetSpec::ProductVersion(want)
+                    if Version::parse(want).is_ok_and(|w| !is_newer(&w, device)) =>
+                {
+                    format!(
+                        "The device already runs iOS {device_label}; the target {want} is not newer."
+                    )
+                }
+                TargetSpec::ProductVersion(want) => format!(
+                    "The device does not offer iOS {want}: {}.",
+                    offered_phrase(s)
+                ),
+                TargetSpec::ProductKey(k) => {
+                    format!("The device does not offer {k}: {}.", offered_phrase(s))
+                }
+                TargetSpec::Latest => format!(
+                    "No update newer than iOS {device_label} is available: {}.",
+                    offered_phrase(s)
+                ),
+            };
+            (None, Some(reason(rule::NEWER_TARGET, msg, values(None))))
+        }
+    }
+}
+
+/// Assess one device against the protocol's eligibility rules and target. Pure.
+pub fn assess(spec: &EligibilitySpec, target: &TargetSpec, s: &Subject) -> Verdict {
+    let p = s.probe;
+    let b = &p.baseline;
+    let m = p.mdm.as_ref();
+    let mut reasons = Vec::new();
+
+    let already_dosed =
+        (spec.not_already_dosed && !s.dosed_by_other_protocols.is_empty()).then(|| {
+            let doses: Vec<Value> = s
+                .dosed_by_other_protocols
+                .iter()
+                .map(|r| {
+                    json!({
+                        "trial_id": r.trial_id,
+                        "command_uuid": r.command_uuid,
+                        "protocol_sha256": r.protocol_sha256,
+                        "kind": r.kind,
+                        "step": r.step,
+                        "starting_build": r.starting_build,
+                        "run_dir": r.run_dir,
+                        "at": r.at,
+                    })
+                })
+                .collect();
+            let cited: Vec<String> = s
+                .dosed_by_other_protocols
+                .iter()
+                .map(|r| format!("trial {} (CommandUUID {})", r.trial_id, r.command_uuid))
+                .collect();
+            reason(
+                rule::ALREADY_DOSED,
+                format!(
+                    "Another protocol already sent this device an update command at build {}: {}.",
+                    s.dosed_by_other_protocols[0].starting_build,
+                    cited.join(", ")
+                ),
+                json!({ "doses": doses }),
+            )
+        });
+
+    // --- probe_failed ---------------------------------------------------------------------
+    let version_fact = fact(&b.product_version, m.map(|m| &m.os_version), |v| {
+        Some(v.clone())
+    });
+    let parsed = version_fact
+        .value
+        .as_deref()
+        .map(|v| DeviceVersion::parse(v).map(|d| (v.to_string(), d)));
+    let failed = if p.status == ProbeStatus::Failed {
+        let f = p.failure.as_ref();
+        Some(reason(
+            rule::PROBE_FAILED,
+            format!(
+                "The device could not be probed ({}), so there is no baseline to judge it by.",
+                f.map(|f| format!("{}: {}", f.stage, f.message))
+                    .unwrap_or_else(|| "no detail".into())
+            ),
+            json!({
+                "status": p.status,
+                "stage": f.map(|f| &f.stage),
+                "kind": f.map(|f| f.kind),
+                "error": f.map(|f| &f.message),
+            }),
+        ))
+    } else {
+        match &parsed {
+            None => Some(reason(
+                rule::PROBE_FAILED,
+                format!(
+                    "The device's iOS version could not be read ({}), so there is no usable \
+                     baseline.",
+                    version_fact.source
+                ),
+                json!({ "status": p.status, "version": null }),
+            )),
+            Some(Err(e)) => Some(reason(
+                rule::PROBE_FAILED,
+                format!(
+                    "The device reported iOS version {:?} ({}), which is not a version ({e}).",
+                    version_fact.value.as_deref().unwrap_or(""),
+                    version_fact.source
+                ),
+                json!({ "status": p.status, "version": version_fact.value }),
+            )),
+            Some(Ok(_)) => None,
+        }
+    };
+    let (version_str, device) = match (failed, parsed) {
+        (None, Some(Ok(v))) => v,
+        (f, _) => {
+            reasons.extend(f);
+            reasons.extend(already_dosed);
+            return Verdict {
+                eligible: false,
+                reasons,
+                target: None,
+            };
+        }
+    };
+    let build = b
+        .build_version
+        .get()
+        .or_else(|| m.and_then(|m| m.build_version.get()))
+        .cloned();
+    let device_label = match &build {
+        Some(bv) => format!("{version_str} ({bv})"),
+        None => version_str.clone(),
+    };
+    let passcode = fact(
+        &b.passcode.password_protected,
+        m.map(|m| &m.passcode_present),
+        |v| Some(*v),
+    );
+
+    // --- supervised -------------------------------------------------------------------------
+    if spec.supervised {
+        let sup = fact(
+            &b.supervision.device_is_chaperoned,
+            m.map(|m| &m.is_supervised),
+            |v| Some(*v),
+        );
+        let values = json!({ "supervised": sup.value, "source": sup.source });
+        match sup.value {
+            Some(true) => {}
+            Some(false) => reasons.push(reason(
+                rule::SUPERVISED,
+                format!(
+                    "The device is not supervised ({} is false); ScheduleOSUpdate works only on \
+                     supervised devices.",
+                    sup.source
+                ),
+                values,
+            )),
+            None => reasons.push(reason(
+                rule::SUPERVISED,
+                format!(
+                    "Whether the device is supervised is unknown ({}); ScheduleOSUpdate works \
+                     only on supervised devices, so it is excluded.",
+                    sup.source
+                ),
+                values,
+            )),
+        }
+    }
+
+    // --- min_ios ----------------------------------------------------------------------------
+    if let Some(min) = &spec.min_ios {
+        let values = json!({
+            "version": version_str,
+            "min_ios": min,
+            "dep_enrolled": s.dep_enrolled,
+            "passcode": passcode.value,
+        });
+        match Version::parse(min) {
+            Err(e) => reasons.push(reason(
+                rule::MIN_IOS,
+                format!("The protocol's min_ios {min:?} is not a version ({e})."),
+                values,
+            )),
+            Ok(min_v) if device.version < min_v => {
+                let dep = s.dep_enrolled == Some(true);
+                let no_passcode = passcode.value == Some(false);
+                if !(dep && no_passcode) {
+                    let mut why = Vec::new();
+                    if !dep {
+                        why.push(match s.dep_enrolled {
+                            None => "its DEP enrolment is unknown (counted as not DEP)",
+                            _ => "it is not DEP-enrolled",
+                        });
+                    }
+                    match passcode.value {
+                        Some(true) => why.push("it has a passcode"),
+                        None => why.push("whether it has a passcode is unknown"),
+                        Some(false) => {}
+                    }
+                    reasons.push(reason(
+                        rule::MIN_IOS,
+                        format!(
+                            "iOS {version_str} is below {min}; below it ScheduleOSUpdate works \
+                             only on DEP-enrolled devices without a passcode, and {}.",
+                            why.join(" and ")
+                        ),
+                        values,
+                    ));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+
+    // --- known_bad_version ------------------------------------------------------------------
+    let hit: Option<(String, Vec<String>, String, &str)> = match &spec.known_bad_versions {
+        None => known_bad::find(known_bad::builtin(), &version_str).map(|k| {
+            (
+                k.version.clone(),
+                k.quirks.clone(),
+                k.source.clone(),
+                "data/quirks.yaml",
+            )
+        }),
+        Some(list) => {
+            let entries: Vec<known_bad::KnownBad> = list
+                .iter()
+                .map(|v| known_bad::KnownBad {
+                    version: v.clone(),
+                    quirks: Vec::new(),
+                    source: "protocol eligibility.known_bad_versions".into(),
+                })
+                .collect();
+            known_bad::find(&entries, &version_str)
+                .map(|k| (k.version.clone(), Vec::new(), k.source.clone(), "protocol"))
+        }
+    };
+    if let Some((listed, quirks, source, list)) = hit {
+        reasons.push(reason(
+            rule::KNOWN_BAD_VERSION,
+            format!(
+                "iOS {version_str} has known ScheduleOSUpdate bugs (listed as {listed}; source: \
+                 {source})."
+            ),
+            json!({
+                "version": version_str,
+                "listed": listed,
+                "quirks": quirks,
+                "source": source,
+                "list": list,
+            }),
+        ));
+    }
+
+    // --- newer_target / no_target -----------------------------------------------------------
+    let (resolved, target_reason) = resolve_target(spec, target, s, &device, &device_label);
+    reasons.extend(target_reason);
+
+    // --- free_disk --------------------------------------------------------------------------
+    if spec.free_disk.enabled {
+        let disk = &b.disk;
+        let mdm_free = m.map(|m| &m.available_device_capacity_gb);
+        let (free, metric) = if let Some(v) = disk.amount_data_available.get() {
+            (Some(*v), source_name(&disk.amount_data_available.source))
+        } else if let Some(v) = disk.total_data_available.get() {
+            (Some(*v), source_name(&disk.total_data_available.source))
+        } else if let Some(f) = mdm_free
+            && let Some(g) = f.get().filter(|g| **g >= 0.0)
+        {
+            (
+                Some((g * 1e9).round() as u64),
+                format!("{} (GB × 10^9)", source_name(&f.source)),
+            )
+        } else {
+            let mut why = vec![
+                why_missing(&disk.amount_data_available),
+                why_missing(&disk.total_data_available),
+            ];
+            why.push(mdm_free.map(why_missing).unwrap_or("no MDM answer".into()));
+            (None, why.join("; "))
+        };
+        let sizes = resolved
+            .as_ref()
+            .and_then(|t| Some((t.download_size?, t.install_size?)));
+        let (needed, needed_from) = match sizes {
+            Some((d, i)) => (d.saturating_add(i), "DownloadSize + InstallSize"),
+            None => (spec.free_disk.fallback_min.0, "fallback_min"),
+        };
+        let values = json!({
+            "free_bytes": free,
+            "free_metric": metric,
+            "needed_bytes": needed,
+            "needed_from": needed_from,
+            "download_size": resolved.as_ref().and_then(|t| t.download_size),
+            "install_size": resolved.as_ref().and_then(|t| t.install_size),
+        });
+        let needed_text = match sizes {
+            Some((d, i)) => format!(
+                "the update needs {} (DownloadSize {} + InstallSize {})",
+                gb(needed),
+                gb(d),
+                gb(i)
+            ),
+            None => format!(
+                "the protocol's fallback_min is {} (the device's offer gives no sizes)",
+                gb(needed)
+            ),
+        };
+        match free {
+            Some(f) if f >= needed => {}
+            Some(f) => reasons.push(reason(
+                rule::FREE_DISK,
+                format!("Only {} free ({metric}), but {needed_text}.", gb(f)),
+                values,
+            )),
+            None => reasons.push(reason(
+                rule::FREE_DISK,
+                format!("Free space is unknown ({metric}), and {needed_text}."),
+                values,
+            )),
+        }
+    }
+
+    // --- battery ----------------------------------------------------------------------------
+    if spec.battery.enabled {
+        let r = &spec.battery;
+        let level = fact(
+            &b.battery.current_capacity,
+            m.map(|m| &m.battery_level),
+            |l: &f64| (*l >= 0.0).then(|| (l * 100.0).round() as u64),
+        );
+        let external = b.battery.external_connected.get().copied();
+        let powered = r.or_external_power && external == Some(true);
+        let high = level.value.is_some_and(|l| l >= u64::from(r.min_percent));
+        if !(high || powered) {
+            let level_text = match level.value {
+                Some(l) => format!("The battery is at {l} %, below {} %", r.min_percent),
+                None => format!("The battery level is unknown ({})", level.source),
+            };
+            let power_text = if !r.or_external_power {
+                " (external power does not count in this protocol)".to_string()
+            } else {
+                match external {
+                    Some(_) => " and the device is not on external power".to_string(),
+                    None => format!(
+                        " and whether it is on external power is unknown ({})",
+                        why_missing(&b.battery.external_connected)
+                    ),
+                }
+            };
+            reasons.push(reason(
+                rule::BATTERY,
+                format!("{level_text}{power_text}."),
+                json!({
+                    "level_percent": level.value,
+                    "level_source": level.source,
+                    "min_percent": r.min_percent,
+                    "external_power": external,
+                    "or_external_power": r.or_external_power,
+                }),
+            ));
+        }
+    }
+
+    // --- passcode ---------------------------------------------------------------------------
+    if spec.passcode != PasscodeRule::Any {
+        let want = spec.passcode == PasscodeRule::Required;
+        if passcode.value != Some(want) {
+            let what = if want {
+                "requires a passcode"
+            } else {
+                "requires no passcode"
+            };
+            let has = match passcode.value {
+                Some(true) => format!("the device has one ({})", passcode.source),
+                Some(false) => format!("the device has none ({})", passcode.source),
+                None => format!(
+                    "whether the device has one is unknown ({})",
+                    passcode.source
+                ),
+            };
+            reasons.push(reason(
+                rule::PASSCODE,
+                format!("The protocol {what}, and {has}."),
+                json!({
+                    "passcode": passcode.value,
+                    "required": if want { "required" } else { "absent" },
+                    "source": passcode.source,
+                }),
+            ));
+        }
+    }
+
+    // --- app_management_right ---------------------------------------------------------------
+    if spec.app_management_right
+        && let Some(rights) = s.access_rights
+        && rights & APP_MANAGEMENT_BIT == 0
+    {
+        reasons.push(reason(
+            rule::APP_MANAGEMENT_RIGHT,
+            format!(
+                "The MDM enrollment's AccessRights ({rights}) lack \"Allow app management\" \
+                 (bit {APP_MANAGEMENT_BIT}), which ScheduleOSUpdate needs."
+            ),
+            json!({ "access_rights": rights, "needed_bit": APP_MANAGEMENT_BIT }),
+        ));
+    }
+
+    // --- shared_ipad_with_user --------------------------------------------------------------
+    if spec.exclude_shared_ipad_with_user && s.shared_ipad_user_logged_in == Some(true) {
+        reasons.push(reason(
+            rule::SHARED_IPAD_WITH_USER,
+            "The device is a Shared iPad with a user logged in; the update would interrupt \
+             that user's session."
+                .into(),
+            json!({ "shared_ipad_user_logged_in": true }),
+        ));
+    }
+
+    // --- already_dosed ----------------------------------------------------------------------
+    reasons.extend(already_dosed);
+
+    Verdict {
+        eligible: reasons.is_empty(),
+        reasons,
+        target: resolved,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::baseline::Baseline;
+    use crate::probe::mdm_side::MdmFacts;
+    use crate::probe::run::{Failure, FailureKind};
+    use crate::sim::fleet::Bytes;
+    use crate::trial::ledger::LedgerKind;
+    use crate::usbmux::DeviceEntry;
+    use plist::{Dictionary, Value as P};
+
+    /// A device as lockdown describes it; `None` = the key is absent from the reply.
+    #[derive(Clone)]
+    struct Dev {
+        version: Option<&'static str>,
+        build: &'static str,
+        chaperoned: Option<bool>,
+        passcode: Option<bool>,
+        battery: Option<u64>,
+        external: Option<bool>,
+        amount_free: Option<u64>,
+        total_free: Option<u64>,
+        status: ProbeStatus,
+    }
+
+    const GB: u64 = 1_000_000_000;
+
+    fn dev() -> Dev {
+        Dev {
+            version: Some("17.5.1"),
+            build: "21F90",
+            chaperoned: Some(true),
+            passcode: Some(false),
+            battery: Some(87),
+            external: Some(false),
+            amount_free: Some(20 * GB),
+            total_free: Some(20 * GB),
+            status: ProbeStatus::Ok,
+        }
+    }
+
+    fn put(d: &mut Dictionary, k: &str, v: Option<P>) {
+        if let Some(v) = v {
+            d.insert(k.into(), v);
+        }
+    }
+
+    impl Dev {
+        fn probe(&self) -> DeviceProbe {
+            let mut g = Dictionary::new();
+            g.insert("ProductType".into(), "iPhone12,1".into());
+            put(&mut g, "ProductVersion", self.version.map(P::from));
+            g.insert("BuildVersion".into(), self.build.into());
+            put(&mut g, "PasswordProtected", self.passcode.map(P::Boolean));
+            let mut disk = Dictionary::new();
+            put(
+                &mut disk,
+                "AmountDataAvailable",
+                self.amount_free.map(|v| P::Integer(v.into())),
+            );
+            put(
+                &mut disk,
+                "TotalDataAvailable",
+                self.total_free.map(|v| P::Integer(v.into())),
+            );
+            let mut bat = Dictionary::new();
+            put(
+                &mut bat,
+                "BatteryCurrentCapacity",
+                self.battery.map(|v| P::Integer(v.into())),
+            );
+            put(&mut bat, "ExternalConnected", self.external.map(P::Boolean));
+            let mut ch = Dictionary::new();
+            put(
+                &mut ch,
+                "DeviceIsChaperoned",
+                self.chaperoned.map(P::Boolean),
+            );
+            let entry = DeviceEntry {
+                device_id: 1,
+                serial_number: "UDID-1".into(),
+                product_id: Some(0x12a8),
+                location_id: None,
+                connection_type: "USB".into(),
+                connection_speed: None,
+            };
+            let baseline =
+                Baseline::from_replies("sim", &entry, &Ok(g), &Ok(disk), &Ok(bat), &Ok(ch), None);
+            DeviceProbe {
+                host: "sim".into(),
+                device_id: 1,
+                udid: "UDID-1".into(),
+                status: self.status,
+                failure: (self.status == ProbeStatus::Failed).then(|| Failure {
+                    stage: "connect".into(),
+                    kind: FailureKind::Unreachable,
+                    message: "connection refused".into(),
+                    raw_base64: None,
+                }),
+                elapsed_ms: 1,
+                baseline,
+                mdm: None,
+                disagreements: Vec::new(),
+            }
+        }
+    }
+
+    fn mdm_missing<T>(key: &str) -> Field<T> {
+        Field::missing(mdm_src(key), "DeviceInformation answered NotNow")
+    }
+    fn mdm_src(key: &str) -> Source {
+        Source {
+            via: Via::Mdm,
+            domain: Some("DeviceInformation".into()),
+            key: key.into(),
+        }
+    }
+    fn mdm_known<T: Serialize + Clone>(key: &str, v: T) -> Field<T> {
+        Field::known(mdm_src(key), v.clone(), json!(v))
+    }
+
+    /// MDM facts with every field missing.
+    fn mdm_facts() -> MdmFacts {
+        MdmFacts {
+            os_version: mdm_missing("OSVersion"),
+            build_version: mdm_missing("BuildVersion"),
+            product_name: mdm_missing("ProductName"),
+            model_name: mdm_missing("ModelName"),
+            device_capacity_gb: mdm_missing("DeviceCapacity"),
+            available_device_capacity_gb: mdm_missing("AvailableDeviceCapacity"),
+            battery_level: mdm_missing("BatteryLevel"),
+            is_supervised: mdm_missing("IsSupervised"),
+            cellular_technology: mdm_missing("CellularTechnology"),
+            wifi_mac: mdm_missing("WiFiMAC"),
+            is_roaming: mdm_missing("IsRoaming"),
+            passcode_present: mdm_missing("PasscodePresent"),
+            passcode_compliant: mdm_missing("PasscodeCompliant"),
+            service_subscriptions: None,
+            commands: vec!["uuid-di".into()],
+        }
+    }
+
+    fn update(version: &str, build: &str, dl: u64, inst: u64) -> AvailableUpdate {
+        AvailableUpdate {
+            product_key: Some(format!("iOSUpdate{build}")),
+            human_readable_name: Some(format!("iOS {version}")),
+            product_name: Some("iOS".into()),
+            version: Some(version.into()),
+            build: Some(build.into()),
+            download_size: Some(dl),
+            install_size: Some(inst),
+            is_critical: Some(false),
+            restart_required: Some(true),
+            allows_install_later: Some(false),
+            is_security_response: None,
+        }
+    }
+
+    fn offer() -> Vec<AvailableUpdate> {
+        vec![update("17.6.1", "21G93", 600_000_000, 1_500_000_000)]
+    }
+
+    fn subject<'a>(p: &'a DeviceProbe, offered: Option<&'a [AvailableUpdate]>) -> Subject<'a> {
+        Subject {
+            probe: p,
+            offered,
+            offered_error: None,
+            dosed_by_other_protocols: Vec::new(),
+            access_rights: None,
+            shared_ipad_user_logged_in: None,
+            dep_enrolled: None,
+        }
+    }
+
+    fn run(d: &Dev) -> Verdict {
+        let p = d.probe();
+        let o = offer();
+        assess(
+            &EligibilitySpec::default(),
+            &TargetSpec::Latest,
+            &subject(&p, Some(&o)),
+        )
+    }
+
+    fn only(v: &Verdict, rule: &str) -> Reason {
+        assert_eq!(v.rules(), [rule], "{:#?}", v.reasons);
+        assert!(!v.eligible);
+        v.reasons[0].clone()
+    }
+
+    #[test]
+    fn a_healthy_device_is_eligible_with_the_target_it_offers() {
+        let v = run(&dev());
+        assert!(v.eligible, "{:#?}", v.reasons);
+        assert!(v.reasons.is_empty());
+        assert_eq!(
+            v.target,
+            Some(ResolvedTarget {
+                product_key: Some("iOSUpdate21G93".into()),
+                version: "17.6.1".into(),
+                build: Some("21G93".into()),
+                download_size: Some(600_000_000),
+                install_size: Some(1_500_000_000),
+            })
+        );
+    }
+
+    #[test]
+    fn probe_failed_reports_the_failure_and_nothing_it_cannot_judge() {
+        let v = run(&Dev {
+            status: ProbeStatus::Failed,
+            ..dev()
+        });
+        let r = only(&v, rule::PROBE_FAILED);
+        assert_eq!(r.values["stage"], "connect");
+        assert_eq!(r.values["error"], "connection refused");
+        assert!(r.message.contains("connection refused"), "{}", r.message);
+        assert_eq!(v.target, None);
+
+        // No version anywhere: also no usable baseline.
+        let r = only(
+            &run(&Dev {
+                version: None,
+                ..dev()
+            }),
+            rule::PROBE_FAILED,
+        );
+        assert!(r.message.contains("ProductVersion"), "{}", r.message);
+        assert!(r.message.contains("MDM"), "{}", r.message);
+
+        // A version that is not one.
+        let r = only(
+            &run(&Dev {
+                version: Some("seventeen"),
+                ..dev()
+            }),
+            rule::PROBE_FAILED,
+        );
+        assert_eq!(r.values["version"], "seventeen");
+    }
+
+    #[test]
+    fn probe_failed_still_reports_an_earlier_dose() {
+        let p = Dev {
+            status: ProbeStatus::Failed,
+            ..dev()
+        }
+        .probe();
+        let mut s = subject(&p, None);
+        s.dosed_by_other_protocols = vec![dose()];
+        let v = assess(&EligibilitySpec::default(), &TargetSpec::Latest, &s);
+        assert_eq!(v.rules(), [rule::PROBE_FAILED, rule::ALREADY_DOSED]);
+    }
+
+    #[test]
+    fn supervised_from_lockdown_then_mdm_and_unknown_excludes() {
+        let r = only(
+            &run(&Dev {
+                chaperoned: Some(false),
+                ..dev()
+            }),
+            rule::SUPERVISED,
+        );
+        assert_eq!(r.values["supervised"], false);
+        assert_eq!(r.values["source"], "lockdown DeviceIsChaperoned");
+
+        // Lockdown silent, MDM says supervised: eligible.
+        let mut p = Dev {
+            chaperoned: None,
+            ..dev()
+        }
+        .probe();
+        let mut f = mdm_facts();
+        f.is_supervised = mdm_known("IsSupervised", true);
+        p.mdm = Some(f.clone());
+        let o = offer();
+        let v = assess(
+            &EligibilitySpec::default(),
+            &TargetSpec::Latest,
+            &subject(&p, Some(&o)),
+        );
+        assert!(v.eligible, "{:#?}", v.reasons);
+
+        // MDM says not supervised.
+        f.is_supervised = mdm_known("IsSupervised", false);
+        p.mdm = Some(f);
+        let v = assess(
+            &EligibilitySpec::default(),
+            &TargetSpec::Latest,
+            &subject(&p, Some(&o)),
+        );
+        let r = only(&v, rule::SUPERVISED);
+        assert_eq!(r.values["source"], "MDM DeviceInformation.IsSupervised");
+
+        // Neither knows: excluded as unknown, both reasons cited.
+        let r = only(
+            &run(&Dev {
+                chaperoned: None,
+                ..dev()
+            }),
+            rule::SUPERVISED,
+        );
+        assert_eq!(r.values["supervised"], Value::Null);
+        assert!(r.message.contains("unknown"), "{}", r.message);
+        assert!(r.message.contains("key absent"), "{}", r.message);
+
+        // Rule off.
+        let p = Dev {
+            chaperoned: Some(false),
+            ..dev()
+        }
+        .probe();
+        let spec = EligibilitySpec {
+            supervised: false,
+            ..Default::default()
+        };
+        assert!(assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&o))).eligible);
+    }
+
+    fn old_device(passcode: Option<bool>) -> DeviceProbe {
+        Dev {
+            version: Some("10.2"),
+            build: "14C92",
+            passcode,
+            ..dev()
+        }
+        .probe()
+    }
+
+    #[test]
+    fn min_ios_below_needs_dep_and_no_passcode() {
+        let o = vec![update("10.3.3", "14G60", 300_000_000, 1_000_000_000)];
+        let spec = EligibilitySpec::default();
+        let t = TargetSpec::Latest;
+
+        let p = old_device(Some(false));
+        let mut s = subject(&p, Some(&o));
+        // DEP unknown counts as not DEP.
+        let v = assess(&spec, &t, &s);
+        let r = only(&v, rule::MIN_IOS);
+        assert_eq!(r.values["version"], "10.2");
+        assert_eq!(r.values["min_ios"], "10.3");
+        assert_eq!(r.values["dep_enrolled"], Value::Null);
+        assert!(
+            r.message.contains("unknown (counted as not DEP)"),
+            "{}",
+            r.message
+        );
+
+        s.dep_enrolled = Some(false);
+        let r = only(&assess(&spec, &t, &s), rule::MIN_IOS);
+        assert!(r.message.contains("not DEP-enrolled"), "{}", r.message);
+
+        s.dep_enrolled = Some(true);
+        let v = assess(&spec, &t, &s);
+        assert!(v.eligible, "{:#?}", v.reasons);
+
+        // DEP but a passcode: excluded.
+        let p = old_device(Some(true));
+        let mut s = subject(&p, Some(&o));
+        s.dep_enrolled = Some(true);
+        let r = only(&assess(&spec, &t, &s), rule::MIN_IOS);
+        assert_eq!(r.values["passcode"], true);
+        assert!(r.message.contains("has a passcode"), "{}", r.message);
+
+        // At the minimum exactly: fine.
+        let p = Dev {
+            version: Some("10.3"),
+            ..dev()
+        }
+        .probe();
+        assert!(assess(&spec, &t, &subject(&p, Some(&o))).eligible);
+
+        // Rule off.
+        let p = old_device(Some(true));
+        let off = EligibilitySpec {
+            min_ios: None,
+            ..Default::default()
+        };
+        assert!(assess(&off, &t, &subject(&p, Some(&o))).eligible);
+    }
+
+    #[test]
+    fn known_bad_versions_default_to_the_sourced_list() {
+        let o = vec![update("12.0", "16A366", 2_000_000_000, 3_000_000_000)];
+        let spec = EligibilitySpec::default();
+        for (version, listed) in [
+            ("11.3", "11.3"),
+            ("11.3.0", "11.3"),
+            ("11.3.1", "11.3.1"),
+            ("11.4", "11.4"),
+            ("11.4.1", "11.4.1"),
+        ] {
+            let p = Dev {
+                version: Some(version),
+                ..dev()
+            }
+            .probe();
+            let v = assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&o)));
+            let r = only(&v, rule::KNOWN_BAD_VERSION);
+            assert_eq!(r.values["listed"], listed);
+            assert_eq!(r.values["list"], "data/quirks.yaml");
+            assert!(r.message.contains("rdar") || r.message.contains("Precaution"));
+            assert_eq!(v.target.as_ref().unwrap().version, "12.0");
+        }
+        let p = Dev {
+            version: Some("11.3.1"),
+            ..dev()
+        }
+        .probe();
+        let v = assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&o)));
+        assert_eq!(
+            v.reasons[0].values["quirks"],
+            json!([
+                "schedule_no_response",
+                "available_updates_error_2213",
+                "is_downloaded_integer"
+            ])
+        );
+        for ok in ["11.2.6", "11.4.2", "12.0"] {
+            let p = Dev {
+                version: Some(ok),
+                ..dev()
+            }
+            .probe();
+            let o = vec![update("12.1", "16B92", GB, GB)];
+            assert!(
+                assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&o))).eligible,
+                "{ok}"
+            );
+        }
+        // A protocol's own list replaces the default; [] switches the rule off.
+        let p = Dev {
+            version: Some("11.3"),
+            ..dev()
+        }
+        .probe();
+        let own = EligibilitySpec {
+            known_bad_versions: Some(vec!["11.2".into(), "11.3.0".into()]),
+            ..Default::default()
+        };
+        let r = only(
+            &assess(&own, &TargetSpec::Latest, &subject(&p, Some(&o))),
+            rule::KNOWN_BAD_VERSION,
+        );
+        assert_eq!(r.values["list"], "protocol");
+        assert_eq!(r.values["listed"], "11.3.0");
+        let off = EligibilitySpec {
+            known_bad_versions: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(assess(&off, &TargetSpec::Latest, &subject(&p, Some(&o))).eligible);
+    }
+
+    #[test]
+    fn free_disk_uses_the_offered_sizes_and_names_the_metric() {
+        // 2.0 GB free, needs 0.6 + 1.5 = 2.1 GB.
+        let r = only(
+            &run(&Dev {
+                amount_free: Some(2 * GB),
+                ..dev()
+            }),
+            rule::FREE_DISK,
+        );
+        assert_eq!(r.values["free_bytes"], 2 * GB);
+        assert_eq!(r.values["needed_bytes"], 2_100_000_000u64);
+        assert_eq!(r.values["download_size"], 600_000_000u64);
+        assert_eq!(r.values["install_size"], 1_500_000_000u64);
+        assert_eq!(r.values["needed_from"], "DownloadSize + InstallSize");
+        assert_eq!(r.values["free_metric"], "lockdown AmountDataAvailable");
+        assert_eq!(
+            r.message,
+            "Only 2.00 GB free (lockdown AmountDataAvailable), but the update needs 2.10 GB \
+             (DownloadSize 0.60 GB + InstallSize 1.50 GB)."
+        );
+        // Exactly enough passes.
+        assert!(
+            run(&Dev {
+                amount_free: Some(2_100_000_000),
+                ..dev()
+            })
+            .eligible
+        );
+        // AmountDataAvailable missing: TotalDataAvailable is used, and said so.
+        let r = only(
+            &run(&Dev {
+                amount_free: None,
+                total_free: Some(GB),
+                ..dev()
+            }),
+            rule::FREE_DISK,
+        );
+        assert_eq!(r.values["free_metric"], "lockdown TotalDataAvailable");
+        assert_eq!(r.values["free_bytes"], GB);
+        // No sizes in the offer: fallback_min.
+        let p = Dev {
+            amount_free: Some(5 * GB),
+            ..dev()
+        }
+        .probe();
+        let mut o = offer();
+        o[0].download_size = None;
+        let v = assess(
+            &EligibilitySpec::default(),
+            &TargetSpec::Latest,
+            &subject(&p, Some(&o)),
+        );
+        let r = only(&v, rule::FREE_DISK);
+        assert_eq!(r.values["needed_from"], "fallback_min");
+        assert_eq!(r.values["needed_bytes"], 6 * GB);
+        assert!(
+            r.message.contains("fallback_min is 6.00 GB"),
+            "{}",
+            r.message
+        );
+        let lower = EligibilitySpec {
+            free_disk: crate::trial::protocol::FreeDiskRule {
+                enabled: true,
+                fallback_min: Bytes(4 * GB),
+            },
+            ..Default::default()
+        };
+        assert!(assess(&lower, &TargetSpec::Latest, &subject(&p, Some(&o))).eligible);
+        // Nothing known: excluded as unknown; the MDM's capacity is the last resort.
+        let mut p = Dev {
+            amount_free: None,
+            total_free: None,
+            ..dev()
+        }
+        .probe();
+        let o = offer();
+        let r = only(
+            &assess(
+                &EligibilitySpec::default(),
+                &TargetSpec::Latest,
+                &subject(&p, Some(&o)),
+            ),
+            rule::FREE_DISK,
+        );
+        assert_eq!(r.values["free_bytes"], Value::Null);
+        assert!(
+            r.message.starts_with("Free space is unknown"),
+            "{}",
+            r.message
+        );
+        let mut f = mdm_facts();
+        f.available_device_capacity_gb = mdm_known("AvailableDeviceCapacity", 1.25);
+        p.mdm = Some(f);
+        let r = only(
+            &assess(
+                &EligibilitySpec::default(),
+                &TargetSpec::Latest,
+                &subject(&p, Some(&o)),
+            ),
+            rule::FREE_DISK,
+        );
+        assert_eq!(r.values["free_bytes"], 1_250_000_000u64);
+        // Rule off.
+        let p = Dev {
+            amount_free: Some(0),
+            ..dev()
+        }
+        .probe();
+        let off = EligibilitySpec {
+            free_disk: crate::trial::protocol::FreeDiskRule {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(assess(&off, &TargetSpec::Latest, &subject(&p, Some(&o))).eligible);
+    }
+
+    #[test]
+    fn battery_level_or_external_power() {
+        let r = only(
+            &run(&Dev {
+                battery: Some(41),
+                external: Some(false),
+                ..dev()
+            }),
+            rule::BATTERY,
+        );
+        assert_eq!(r.values["level_percent"], 41);
+        assert_eq!(r.values["min_percent"], 50);
+        assert_eq!(r.values["external_power"], false);
+        assert_eq!(
+            r.message,
+            "The battery is at 41 %, below 50 % and the device is not on external power."
+        );
+        assert!(
+            run(&Dev {
+                battery: Some(50),
+                external: Some(false),
+                ..dev()
+            })
+            .eligible
+        );
+        assert!(
+            run(&Dev {
+                battery: Some(5),
+                external: Some(true),
+                ..dev()
+            })
+            .eligible
+        );
+        // Unknown level, not plugged in: excluded as unknown.
+        let r = only(
+            &run(&Dev {
+                battery: None,
+                ..dev()
+            }),
+            rule::BATTERY,
+        );
+        assert_eq!(r.values["level_percent"], Value::Null);
+        assert!(r.message.contains("unknown"), "{}", r.message);
+        // The MDM's BatteryLevel (0–1) fills in.
+        let mut p = Dev {
+            battery: None,
+            ..dev()
+        }
+        .probe();
+        let mut f = mdm_facts();
+        f.battery_level = mdm_known("BatteryLevel", 0.42);
+        p.mdm = Some(f);
+        let o = offer();
+        let r = only(
+            &assess(
+                &EligibilitySpec::default(),
+                &TargetSpec::Latest,
+                &subject(&p, Some(&o)),
+            ),
+            rule::BATTERY,
+        );
+        assert_eq!(r.values["level_percent"], 42);
+        assert_eq!(
+            r.values["level_source"],
+            "MDM DeviceInformation.BatteryLevel"
+        );
+        // External power not accepted by this protocol.
+        let p = Dev {
+            battery: Some(20),
+            external: Some(true),
+            ..dev()
+        }
+        .probe();
+        let strict = EligibilitySpec {
+            battery: crate::trial::protocol::BatteryRule {
+                enabled: true,
+                min_percent: 30,
+                or_external_power: false,
+            },
+            ..Default::default()
+        };
+        let r = only(
+            &assess(&strict, &TargetSpec::Latest, &subject(&p, Some(&o))),
+            rule::BATTERY,
+        );
+        assert_eq!(r.values["min_percent"], 30);
+        assert!(r.message.contains("does not count"), "{}", r.message);
+    }
+
+    #[test]
+    fn passcode_required_absent_any() {
+        let o = offer();
+        let with = Dev {
+            passcode: Some(true),
+            ..dev()
+        }
+        .probe();
+        let without = dev().probe();
+        let unknown = Dev {
+            passcode: None,
+            ..dev()
+        }
+        .probe();
+        let spec = |r| EligibilitySpec {
+            passcode: r,
+            ..Default::default()
+        };
+        let t = TargetSpec::Latest;
+        for p in [&with, &without, &unknown] {
+            assert!(assess(&spec(PasscodeRule::Any), &t, &subject(p, Some(&o))).eligible);
+        }
+        assert!(assess(&spec(PasscodeRule::Required), &t, &subject(&with, Some(&o))).eligible);
+        let r = only(
+            &assess(
+                &spec(PasscodeRule::Required),
+                &t,
+                &subject(&without, Some(&o)),
+            ),
+            rule::PASSCODE,
+        );
+        assert_eq!(r.values["passcode"], false);
+        assert_eq!(r.values["required"], "required");
+        assert!(
+            assess(
+                &spec(PasscodeRule::Absent),
+                &t,
+                &subject(&without, Some(&o))
+            )
+            .eligible
+        );
+        let r = only(
+            &assess(&spec(PasscodeRule::Absent), &t, &subject(&with, Some(&o))),
+            rule::PASSCODE,
+        );
+        assert_eq!(r.values["passcode"], true);
+        let r = only(
+            &assess(
+                &spec(PasscodeRule::Absent),
+                &t,
+                &subject(&unknown, Some(&o)),
+            ),
+            rule::PASSCODE,
+        );
+        assert_eq!(r.values["passcode"], Value::Null);
+        assert!(r.message.contains("unknown"), "{}", r.message);
+    }
+
+    #[test]
+    fn newer_target_resolves_version_key_and_latest() {
+        let p = dev().probe();
+        let o = vec![
+            update("17.6", "21G80", 500, 600),
+            update("17.6.1", "21G93", 700, 800),
+        ];
+        let spec = EligibilitySpec::default();
+        let s = subject(&p, Some(&o));
+        let v = assess(&spec, &TargetSpec::Latest, &s);
+        assert_eq!(v.target.as_ref().unwrap().build.as_deref(), Some("21G93"));
+        let v = assess(&spec, &TargetSpec::ProductVersion("17.6".into()), &s);
+        assert!(v.eligible);
+        assert_eq!(v.target.as_ref().unwrap().download_size, Some(500));
+        let v = assess(&spec, &TargetSpec::ProductKey("iOSUpdate21G93".into()), &s);
+        assert!(v.eligible);
+        assert_eq!(v.target.as_ref().unwrap().version, "17.6.1");
+
+        // Not offered.
+        let v = assess(&spec, &TargetSpec::ProductVersion("18.0".into()), &s);
+        let r = only(&v, rule::NEWER_TARGET);
+        assert_eq!(v.target, None);
+        assert_eq!(
+            r.message,
+            "The device does not offer iOS 18.0: it offers 17.6 (21G80), 17.6.1 (21G93)."
+        );
+        assert_eq!(r.values["device_version"], "17.5.1 (21F90)");
+        assert_eq!(r.values["offered"][1]["build"], "21G93");
+        let r = only(
+            &assess(&spec, &TargetSpec::ProductKey("iOSUpdate99".into()), &s),
+            rule::NEWER_TARGET,
+        );
+        assert!(r.message.contains("iOSUpdate99"), "{}", r.message);
+
+        // Already on the target (or newer).
+        let v = assess(&spec, &TargetSpec::ProductVersion("17.5.1".into()), &s);
+        let r = only(&v, rule::NEWER_TARGET);
+        assert!(
+            r.message.contains("already runs iOS 17.5.1 (21F90)"),
+            "{}",
+            r.message
+        );
+        let stale = vec![update("17.5.1", "21F90", 1, 1)];
+        let v = assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&stale)));
+        let r = only(&v, rule::NEWER_TARGET);
+        assert!(r.message.contains("not newer"), "{}", r.message);
+        assert_eq!(v.target.unwrap().version, "17.5.1");
+    }
+
+    #[test]
+    fn newer_target_cites_why_nothing_is_offered() {
+        let p = Dev {
+            version: Some("11.2.6"),
+            ..dev()
+        }
+        .probe();
+        let spec = EligibilitySpec::default();
+        let mut s = subject(&p, None);
+        s.offered_error =
+            Some("AvailableOSUpdates answered Error 2213 (No update available.)".into());
+        let r = only(&assess(&spec, &TargetSpec::Latest, &s), rule::NEWER_TARGET);
+        assert_eq!(
+            r.values["offered_error"],
+            "AvailableOSUpdates answered Error 2213 (No update available.)"
+        );
+        assert!(r.message.contains("Error 2213"), "{}", r.message);
+        assert!(
+            r.message.contains("no update is available"),
+            "{}",
+            r.message
+        );
+        let empty: Vec<AvailableUpdate> = vec![];
+        let r = only(
+            &assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&empty))),
+            rule::NEWER_TARGET,
+        );
+        assert!(r.message.ends_with("it offers no update."), "{}", r.message);
+        // Rapid Security Responses are not "latest".
+        let mut rsr = update("11.2.6", "15D100a", 1, 1);
+        rsr.is_security_response = Some(true);
+        let r = only(
+            &assess(&spec, &TargetSpec::Latest, &subject(&p, Some(&[rsr]))),
+            rule::NEWER_TARGET,
+        );
+        assert_eq!(r.values["resolved"], Value::Null);
+    }
+
+    #[test]
+    fn newer_target_off_resolves_a_version_without_an_offer_or_says_no_target() {
+        let p = dev().probe();
+        let spec = EligibilitySpec {
+            newer_target: false,
+            ..Default::default()
+        };
+        let s = subject(&p, None);
+        let v = assess(&spec, &TargetSpec::ProductVersion("17.6.1".into()), &s);
+        assert!(v.eligible, "{:#?}", v.reasons);
+        assert_eq!(
+            v.target,
+            Some(ResolvedTarget {
+                product_key: None,
+                version: "17.6.1".into(),
+                build: None,
+                download_size: None,
+                install_size: None,
+            })
+        );
+        // Even the version it runs (a deliberate "what does it do" experiment).
+        assert!(assess(&spec, &TargetSpec::ProductVersion("17.5.1".into()), &s).eligible);
+        let v = assess(&spec, &TargetSpec::Latest, &s);
+        let r = only(&v, rule::NO_TARGET);
+        assert!(r.message.contains("missing"), "{}", r.message);
+        assert_eq!(v.target, None);
+        only(
+            &assess(&spec, &TargetSpec::ProductKey("iOSUpdate21G93".into()), &s),
+            rule::NO_TARGET,
+        );
+    }
+
+    #[test]
+    fn app_management_right_only_when_known() {
+        let p = dev().probe();
+        let o = offer();
+        let spec = EligibilitySpec::default();
+        let mut s = subject(&p, Some(&o));
+        assert!(assess(&spec, &TargetSpec::Latest, &s).eligible);
+        s.access_rights = Some(8191);
+        assert!(assess(&spec, &TargetSpec::Latest, &s).eligible);
+        s.access_rights = Some(8191 - 4096);
+        let r = only(
+            &assess(&spec, &TargetSpec::Latest, &s),
+            rule::APP_MANAGEMENT_RIGHT,
+        );
+        assert_eq!(r.values["access_rights"], 4095);
+        assert_eq!(r.values["needed_bit"], 4096);
+        let off = EligibilitySpec {
+            app_management_right: false,
+            ..Default::default()
+        };
+        assert!(assess(&off, &TargetSpec::Latest, &s).eligible);
+    }
+
+    #[test]
+    fn shared_ipad_with_a_user_is_excluded() {
+        let p = dev().probe();
+        let o = offer();
+        let spec = EligibilitySpec::default();
+        let mut s = subject(&p, Some(&o));
+        s.shared_ipad_user_logged_in = Some(false);
+        assert!(assess(&spec, &TargetSpec::Latest, &s).eligible);
+        s.shared_ipad_user_logged_in = Some(true);
+        let r = only(
+            &assess(&spec, &TargetSpec::Latest, &s),
+            rule::SHARED_IPAD_WITH_USER,
+        );
+        assert_eq!(r.values["shared_ipad_user_logged_in"], true);
+        let off = EligibilitySpec {
+            exclude_shared_ipad_with_user: false,
+            ..Default::default()
+        };
+        assert!(assess(&off, &TargetSpec::Latest, &s).eligible);
+    }
+
+    fn dose() -> LedgerRecord {
+        LedgerRecord {
+            udid: "UDID-1".into(),
+            starting_build: "21F90".into(),
+            kind: LedgerKind::Intent,
+            command_uuid: "5A1C-DOSE".into(),
+            step: 1,
+            trial_id: "other-trial".into(),
+            protocol_sha256: "ab".repeat(32),
+            run_dir: "results/other-trial".into(),
+            at: "2026-11-27T22:30:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn already_dosed_cites_the_trial_and_command() {
+        let p = dev().probe();
+        let o = offer();
+        let mut s = subject(&p, Some(&o));
+        s.dosed_by_other_protocols = vec![dose()];
+        let r = only(
+            &assess(&EligibilitySpec::default(), &TargetSpec::Latest, &s),
+            rule::ALREADY_DOSED,
+        );
+        assert_eq!(
+            r.message,
+            "Another protocol already sent this device an update command at build 21F90: trial \
+             other-trial (CommandUUID 5A1C-DOSE)."
+        );
+        assert_eq!(r.values["doses"][0]["trial_id"], "other-trial");
+        assert_eq!(r.values["doses"][0]["command_uuid"], "5A1C-DOSE");
+        assert_eq!(r.values["doses"][0]["kind"], "intent");
+        let off = EligibilitySpec {
+            not_already_dosed: false,
+            ..Default::default()
+        };
+        assert!(assess(&off, &TargetSpec::Latest, &s).eligible);
+    }
+
+    #[test]
+    fn every_failing_rule_is_reported_in_rule_order() {
+        let p = Dev {
+            version: Some("11.3"),
+            build: "15E216",
+            chaperoned: Some(false),
+            passcode: Some(true),
+            battery: Some(10),
+            external: Some(false),
+            amount_free: Some(GB),
+            ..dev()
+        }
+        .probe();
+        let o = vec![update("11.4.1", "15G77", GB, 2 * GB)];
+        let mut s = subject(&p, Some(&o));
+        s.access_rights = Some(0);
+        s.shared_ipad_user_logged_in = Some(true);
+        s.dosed_by_other_protocols = vec![dose()];
+        let spec = EligibilitySpec {
+            passcode: PasscodeRule::Absent,
+            ..Default::default()
+        };
+        let v = assess(&spec, &TargetSpec::ProductVersion("12.0".into()), &s);
+        assert!(!v.eligible);
+        assert_eq!(
+            v.rules(),
+            [
+                rule::SUPERVISED,
+                rule::KNOWN_BAD_VERSION,
+                rule::NEWER_TARGET,
+                rule::FREE_DISK,
+                rule::BATTERY,
+                rule::PASSCODE,
+                rule::APP_MANAGEMENT_RIGHT,
+                rule::SHARED_IPAD_WITH_USER,
+                rule::ALREADY_DOSED,
+            ]
+        );
+        // No target: the disk rule fell back to fallback_min.
+        assert_eq!(
+            v.reason(rule::FREE_DISK).unwrap().values["needed_from"],
+            "fallback_min"
+        );
+        let ordered: Vec<usize> = v
+            .reasons
+            .iter()
+            .map(|r| RULES.iter().position(|x| *x == r.rule).unwrap())
+            .collect();
+        assert!(ordered.windows(2).all(|w| w[0] < w[1]));
+        for r in &v.reasons {
+            assert!(r.message.ends_with('.'), "{}", r.message);
+            assert!(!r.values.is_null(), "{}", r.rule);
+        }
+    }
+}

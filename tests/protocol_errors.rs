@@ -1,0 +1,156 @@
+//! Bad trial protocols are refused by `lab::trial::protocol::load` with errors that name the
+//! file, and the line and column where the YAML gives them.
+
+use lab::input::InputError;
+use lab::trial::protocol::load;
+use std::path::{Path, PathBuf};
+
+/// A valid protocol; each test breaks one thing in it.
+const GOOD: &str = "\
+id: err-test
+title: Protocol error test
+lab:
+  simulated: { fleet: fleet.yaml, speed: 60 }
+target: latest
+arms:
+  - name: two-step
+    install_action: Default
+    follow_up_step: { install_action: Default }
+  - name: download-only
+    install_action: DownloadOnly
+follow_up:
+  poll_interval: 30s
+  max_duration: 2h
+";
+
+const FLEET: &str = "\
+devices:
+  - name: One
+    product_type: iPhone12,1
+    ios: { version: \"17.5.1\", build: 21F90 }
+    disk: { total: 64 GB, free: 20 GB }
+    battery: { level: 80 }
+";
+
+fn write(dir: &tempfile::TempDir, text: &str, with_fleet: bool) -> PathBuf {
+    if with_fleet {
+        std::fs::write(dir.path().join("fleet.yaml"), FLEET).unwrap();
+    }
+    let p = dir.path().join("protocol.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn load_err(text: &str) -> (PathBuf, InputError) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, text, true);
+    let e = load(&p).expect_err("the protocol should be refused");
+    // Keep the dir alive until the error is read.
+    drop(dir);
+    (p, e)
+}
+
+fn assert_at(e: &InputError, path: &Path, line: u64, column: u64, needle: &str) {
+    assert_eq!(e.path, path, "{e}");
+    assert_eq!((e.line, e.column), (Some(line), Some(column)), "{e}");
+    assert!(e.message.contains(needle), "{needle:?} not in {e}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("{}:{line}:{column}: ", path.display())),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_good_protocol_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, GOOD, true);
+    let l = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.protocol.arms.len(), 2);
+    assert_eq!(l.sha256.len(), 64);
+}
+
+#[test]
+fn a_typo_in_a_key_is_refused_where_it_is() {
+    let (p, e) = load_err(&GOOD.replace("follow_up:\n", "folow_up:\n"));
+    assert_at(&e, &p, 12, 1, "folow_up");
+    let (p, e) = load_err(&GOOD.replace(
+        "    install_action: DownloadOnly",
+        "    instal_action: DownloadOnly",
+    ));
+    assert_at(&e, &p, 11, 5, "instal_action");
+}
+
+#[test]
+fn a_wrong_type_is_refused_where_it_is() {
+    let (p, e) = load_err(&format!("{GOOD}allocation_seed: lots\n"));
+    assert_at(&e, &p, 15, 18, "allocation_seed");
+    let (p, e) = load_err(&GOOD.replace("speed: 60", "speed: fast"));
+    assert_at(&e, &p, 4, 42, "speed");
+}
+
+#[test]
+fn an_unknown_install_action_is_refused_where_it_is() {
+    let (p, e) =
+        load_err(&GOOD.replace("install_action: DownloadOnly", "install_action: InstallNow"));
+    assert_at(&e, &p, 11, 21, "InstallNow");
+}
+
+#[test]
+fn a_macos_only_install_action_is_refused_where_it_is() {
+    let (p, e) = load_err(&GOOD.replace(
+        "install_action: DownloadOnly",
+        "install_action: InstallLater",
+    ));
+    assert_at(&e, &p, 11, 21, "macOS-only");
+    assert!(e.message.contains("InstallLater"), "{e}");
+    // In the follow-up step too.
+    let (p, e) = load_err(&GOOD.replace(
+        "follow_up_step: { install_action: Default }",
+        "follow_up_step: { install_action: InstallForceRestart }",
+    ));
+    assert_eq!(e.path, p);
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(
+        e.message.contains("InstallForceRestart is macOS-only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_fleet_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, GOOD, false);
+    let e = load(&p).unwrap_err();
+    assert_eq!(e.path, p);
+    assert!(e.message.contains("lab.simulated.fleet"), "{e}");
+    assert!(
+        e.message
+            .contains(&dir.path().join("fleet.yaml").display().to_string()),
+        "{e}"
+    );
+    assert!(e.message.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn duplicate_arm_names_point_at_the_second() {
+    let (p, e) = load_err(&GOOD.replace("name: download-only", "name: two-step"));
+    assert_at(&e, &p, 10, 11, "\"two-step\" is used twice");
+}
+
+#[test]
+fn a_missing_protocol_file_and_bad_versions_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.yaml");
+    let e = load(&p).unwrap_err();
+    assert_eq!(e.path, p);
+    assert!(e.message.starts_with("cannot read"), "{e}");
+
+    let (p, e) = load_err(&GOOD.replace("target: latest", "target: { product_version: \"17.x\" }"));
+    assert_eq!(e.path, p);
+    assert!(e.message.contains("target.product_version"), "{e}");
+    let (_, e) = load_err(&format!("{GOOD}eligibility: {{ min_ios: ten }}\n"));
+    assert!(e.message.contains("eligibility.min_ios"), "{e}");
+    let (_, e) = load_err(&format!("{GOOD}eligibility: {{ passcode: sometimes }}\n"));
+    assert_eq!(e.line, Some(15), "{e}");
+}

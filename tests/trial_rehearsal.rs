@@ -1,0 +1,172 @@
+//! The example protocol `trials/rehearsal.yaml` and its fleet load, and the fleet's devices
+//! qualify as their comments say: each device's baseline comes from the simulated lockdown
+//! values and its offer from the simulated AvailableOSUpdates answer, parsed by the MDM codec.
+
+use lab::mdm::report::{available_os_updates, parse_report};
+use lab::probe::baseline::{Baseline, DOMAIN_BATTERY, DOMAIN_CHAPERONE, DOMAIN_DISK};
+use lab::probe::run::{DeviceProbe, ProbeStatus};
+use lab::sim::lab::SimLab;
+use lab::sim::os_update::{DeviceUpdateState, OsUpdateSim, Outcome};
+use lab::sim::quirks::{QuirkTable, device_seed};
+use lab::trial::allocation::{Candidate, allocate};
+use lab::trial::eligibility::{Subject, assess};
+use lab::trial::protocol::load;
+use lab::usbmux::DeviceEntry;
+use plist::{Dictionary, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn rehearsal_protocol_and_fleet_load() {
+    let p = load(&repo("trials/rehearsal.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let pr = &p.protocol;
+    assert_eq!(pr.id, "rehearsal-12");
+    let sim = pr.lab.simulated.as_ref().expect("simulated lab");
+    assert_eq!(sim.speed, 120.0);
+    let names: Vec<&str> = pr.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["default-two-step", "download-only"]);
+    // At speed 120 the follow-up lasts at most a minute of real time.
+    let real = pr.follow_up.max_duration.0.as_secs_f64() / sim.speed;
+    assert!(real <= 60.0, "{real}");
+    assert_eq!(pr.follow_up.poll_interval.0.as_secs(), 30);
+
+    let fleet = lab::sim::fleet::load(&p.resolve(&sim.fleet)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fleet.len(), 12);
+}
+
+fn offer(
+    lab: &SimLab,
+    i: usize,
+) -> (
+    Option<Vec<lab::mdm::report::AvailableUpdate>>,
+    Option<String>,
+) {
+    let d = &lab.devices[i];
+    let spec = d.live();
+    let config = spec.update.config().expect("update config");
+    let quirks = QuirkTable::builtin().for_device(&spec.ios_version, lab.seed, &spec.udid);
+    let mut sim = OsUpdateSim::new(
+        DeviceUpdateState::from_fleet(&spec, &spec.update),
+        config,
+        quirks,
+        device_seed(lab.seed, &spec.udid),
+    );
+    let mut cmd = Dictionary::new();
+    cmd.insert("RequestType".into(), "AvailableOSUpdates".into());
+    let out = sim.handle(lab.clock.start(), "av-1", "AvailableOSUpdates", &cmd);
+    let Outcome::Reply { status, body } = out else {
+        return (None, Some("AvailableOSUpdates: no reply".into()));
+    };
+    let mut full = body.clone();
+    full.insert("Status".into(), Value::String(status.clone()));
+    full.insert("UDID".into(), Value::String(spec.udid.clone()));
+    full.insert("CommandUUID".into(), "av-1".into());
+    let mut raw = Vec::new();
+    plist::to_writer_xml(&mut raw, &Value::Dictionary(full)).unwrap();
+    let report = parse_report(&raw).expect("report parses");
+    if status == "Acknowledged" {
+        (available_os_updates(&report), None)
+    } else {
+        (None, Some(format!("AvailableOSUpdates answered {status}")))
+    }
+}
+
+fn probe(lab: &SimLab, i: usize) -> DeviceProbe {
+    let d = &lab.devices[i];
+    let dom = |n: Option<&str>| d.domain(n).ok_or_else(|| "no such domain".to_string());
+    let entry = DeviceEntry {
+        device_id: i as u32 + 1,
+        serial_number: d.spec.udid.clone(),
+        product_id: Some(0x12a8),
+        location_id: Some(d.location_id),
+        connection_type: "USB".into(),
+        connection_speed: Some(480_000_000),
+    };
+    DeviceProbe {
+        host: "sim".into(),
+        device_id: entry.device_id,
+        udid: d.spec.udid.clone(),
+        status: ProbeStatus::Ok,
+        failure: None,
+        elapsed_ms: 0,
+        baseline: Baseline::from_replies(
+            "sim",
+            &entry,
+            &dom(None),
+            &dom(Some(DOMAIN_DISK)),
+            &dom(Some(DOMAIN_BATTERY)),
+            &dom(Some(DOMAIN_CHAPERONE)),
+            None,
+        ),
+        mdm: None,
+        disagreements: Vec::new(),
+    }
+}
+
+#[test]
+fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
+    let p = load(&repo("trials/rehearsal.yaml")).unwrap();
+    let pr = &p.protocol;
+    let sim = pr.lab.simulated.as_ref().unwrap();
+    let specs = lab::sim::fleet::load(&p.resolve(&sim.fleet)).unwrap();
+    let lab = SimLab::new(specs, 12, sim.speed, chrono::Utc::now()).unwrap();
+
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut eligible = Vec::new();
+    for i in 0..lab.devices.len() {
+        let pr_ = probe(&lab, i);
+        let (offered, offered_error) = offer(&lab, i);
+        let s = Subject {
+            probe: &pr_,
+            offered: offered.as_deref(),
+            offered_error,
+            dosed_by_other_protocols: Vec::new(),
+            access_rights: Some(8191),
+            shared_ipad_user_logged_in: None,
+            dep_enrolled: Some(lab.devices[i].spec.update.dep_enrolled),
+        };
+        let v = assess(&pr.eligibility, &pr.target, &s);
+        let name = lab.devices[i].spec.name.clone();
+        if v.eligible {
+            let t = v.target.as_ref().expect("eligible implies a target");
+            assert_eq!(t.version, "17.6.1", "{name}");
+            eligible.push(Candidate {
+                udid: pr_.udid.clone(),
+                passcode: pr_.baseline.passcode.password_protected.value,
+                model: pr_.baseline.product_type.value.clone(),
+            });
+        }
+        got.insert(name, v.reasons.iter().map(|r| r.rule.clone()).collect());
+    }
+    let expect = |name: &str| -> Vec<String> {
+        got.iter()
+            .find(|(n, _)| n.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .1
+            .clone()
+    };
+    for ok in ["R01", "R02", "R03", "R05", "R06"] {
+        assert!(expect(ok).is_empty(), "{ok}: {:?}", expect(ok));
+    }
+    assert_eq!(expect("R04"), ["battery"]);
+    // Unsupervised: also no AvailableOSUpdates answer (it needs supervision).
+    assert_eq!(expect("R07"), ["supervised", "newer_target"]);
+    assert_eq!(expect("R08"), ["free_disk"]);
+    assert_eq!(expect("R09"), ["known_bad_version"]);
+    assert_eq!(expect("R10"), ["known_bad_version"]);
+    assert_eq!(expect("R11"), ["known_bad_version"]);
+    assert_eq!(expect("R12"), ["min_ios"]);
+
+    let a = allocate(&pr.arms, &eligible, pr.allocation_seed).unwrap();
+    assert_eq!(a.len(), 5);
+    let n = |arm: &str| a.iter().filter(|(_, x)| x == arm).count();
+    assert_eq!((n("default-two-step"), n("download-only")), (3, 2));
+    assert_eq!(
+        a,
+        allocate(&pr.arms, &eligible, pr.allocation_seed).unwrap()
+    );
+}
