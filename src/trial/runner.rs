@@ -403,11 +403,10 @@ impl Runner<'_> {
         let new: Vec<_> = devices
             .into_iter()
             .filter(|d| {
-                !self
-                    .state
+                self.state
                     .devices
                     .get(&d.entry.serial_number)
-                    .is_some_and(|x| x.eligible.is_some())
+                    .is_none_or(|x| x.eligible.is_none())
             })
             .collect();
         if new.is_empty() && self.state.devices.is_empty() {
