@@ -1,0 +1,404 @@
+//! `lab run` end to end against a simulated lab running as its own process (`lab sim serve`),
+//! reached as a real bench is: usbmuxd socket + the MDM's HTTP API. ScheduleOSUpdate doses are
+//! counted on the MDM server's side, not by the harness.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SPEED: &str = "600";
+
+/// The rehearsal protocol pointed at an external simulated lab.
+fn protocol_for(sim: &Sim, dir: &Path, id: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo_path("trials/rehearsal.yaml")).unwrap();
+    let mut out = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.starts_with("lab:") {
+            out.push_str(&format!(
+                "lab:\n  usbmuxd: [\"{}\"]\n  mdm: {{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}\n  time_scale: {SPEED}\n",
+                sim.addr,
+                sim.mdm_url.as_ref().unwrap()
+            ));
+            skip = true;
+            continue;
+        }
+        if skip && line.starts_with("  ") {
+            continue;
+        }
+        skip = false;
+        let line = if line.starts_with("id:") {
+            format!("id: {id}")
+        } else if line.trim_start().starts_with("max_duration:") {
+            "  max_duration: 1h".to_string()
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let p = dir.join(format!("{id}.yaml"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+fn lab_run(protocol: &Path, results: &Path) -> Command {
+    let mut c = Command::new(lab_bin());
+    c.args(["run", "--yes", "--results"])
+        .arg(results)
+        .arg(protocol)
+        .env("LAB_MDM_API_KEY", TEST_API_KEY)
+        .env_remove("USBMUXD_SOCKET_ADDRESS");
+    c
+}
+
+fn run_dir(results: &Path) -> PathBuf {
+    std::fs::read_dir(results)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("a run folder")
+}
+
+fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// ScheduleOSUpdate commands the MDM server queued for each device (its own history).
+fn doses_on_server(sim: &Sim, udids: &[String]) -> BTreeMap<String, usize> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = lab::http_client::client(Duration::from_secs(10));
+        let mut out = BTreeMap::new();
+        for u in udids {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/history/{u}", sim.mdm_url.as_ref().unwrap()))
+                .basic_auth("nanomdm", Some(TEST_API_KEY))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let n = v["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["request_type"] == "ScheduleOSUpdate")
+                .count();
+            out.insert(u.clone(), n);
+        }
+        out
+    })
+}
+
+fn summary(
+    devices: &[BTreeMap<String, String>],
+) -> Vec<(String, String, String, String, String, String)> {
+    devices
+        .iter()
+        .map(|d| {
+            (
+                d["udid"].clone(),
+                d["eligible"].clone(),
+                d["exclusion_rules"].clone(),
+                d["arm"].clone(),
+                d["outcome"].clone(),
+                d["final_version"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn check_run(sim: &Sim, dir: &Path) -> Vec<BTreeMap<String, String>> {
+    let devices = rows(&dir.join("devices.csv"));
+    assert_eq!(devices.len(), 12);
+    let by_name = |n: &str| {
+        devices
+            .iter()
+            .find(|d| d["device_name"].contains(n))
+            .unwrap_or_else(|| panic!("no device {n}"))
+    };
+    // Eligibility verdicts and reasons.
+    assert_eq!(by_name("10.2")["exclusion_rules"], "min_ios");
+    for v in ["11.3", "11.3.1", "11.4"] {
+        let d = devices.iter().find(|d| d["product_version"] == v).unwrap();
+        assert!(
+            d["exclusion_rules"].contains("known_bad_version"),
+            "{v}: {d:?}"
+        );
+    }
+    assert!(by_name("unsupervised")["exclusion_rules"].contains("supervised"));
+    let low = by_name("low disk");
+    assert_eq!(low["exclusion_rules"], "free_disk");
+    assert!(
+        low["exclusion_messages"].contains("GB") || low["exclusion_messages"].contains("bytes"),
+        "{low:?}"
+    );
+    // Doses counted on the MDM server: exactly one per protocol step.
+    let udids: Vec<String> = devices.iter().map(|d| d["udid"].clone()).collect();
+    let doses = doses_on_server(sim, &udids);
+    for d in &devices {
+        let want = match d["arm"].as_str() {
+            "default-two-step" => 2,
+            "download-only" => 1,
+            _ => 0,
+        };
+        assert_eq!(
+            doses[&d["udid"]], want,
+            "{}: {:?}",
+            d["device_name"], d["outcome"]
+        );
+        // Outcomes match the simulated behaviour.
+        match d["arm"].as_str() {
+            "default-two-step" => {
+                assert_eq!(d["outcome"], "updated", "{d:?}");
+                assert_eq!(d["final_version"], "17.6.1");
+            }
+            "download-only" => assert_eq!(d["outcome"], "downloaded_not_installed", "{d:?}"),
+            _ => assert_eq!(d["outcome"], "excluded"),
+        }
+    }
+    assert_eq!(
+        devices.iter().filter(|d| d["eligible"] == "true").count(),
+        5
+    );
+    devices
+}
+
+#[test]
+fn a_trial_runs_end_to_end_doses_once_per_step_and_reports_regenerate_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto = protocol_for(&sim, tmp.path(), "e2e");
+    let results = tmp.path().join("results");
+    let out = lab_run(&proto, &results).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = run_dir(&results);
+    let devices = check_run(&sim, &dir);
+
+    // lab report reproduces every CSV byte for byte.
+    let names = [
+        "devices.csv",
+        "observations.csv",
+        "flow.csv",
+        "adverse_events.csv",
+    ];
+    let before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect();
+    for n in names {
+        std::fs::remove_file(dir.join(n)).unwrap();
+    }
+    let out = run_lab(&["report", dir.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (n, b) in names.iter().zip(before) {
+        assert_eq!(std::fs::read(dir.join(n)).unwrap(), b, "{n} differs");
+    }
+    // The frozen protocol and its hash.
+    let frozen = std::fs::read(dir.join("protocol.yaml")).unwrap();
+    assert_eq!(frozen, std::fs::read(&proto).unwrap());
+    let sha = lab::trial::protocol::sha256_hex(&frozen);
+    assert!(devices.iter().all(|d| d["protocol_sha256"] == sha));
+
+    // Rerunning the finished protocol starts a new run, but a second protocol never re-doses a
+    // device the ledger says was dosed at its current build.
+    let other = protocol_for(&sim, tmp.path(), "e2e-second");
+    let out = Command::new(lab_bin())
+        .args(["qualify", "--json", "--ledger"])
+        .arg(results.join("ledger.jsonl"))
+        .arg(&other)
+        .env("LAB_MDM_API_KEY", TEST_API_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let q = parse_json(&out);
+    for d in q["devices"].as_array().unwrap() {
+        let row = devices
+            .iter()
+            .find(|r| r["udid"] == d["udid"].as_str().unwrap())
+            .unwrap();
+        if row["arm"] == "download-only" {
+            let rules: Vec<&str> = d["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap())
+                .collect();
+            assert!(rules.contains(&"already_dosed"), "{rules:?}");
+            assert_eq!(d["eligible"], false);
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_follow_up_then_rerun_resumes_without_a_second_dose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto = protocol_for(&sim, tmp.path(), "crash");
+    let results = tmp.path().join("results");
+    let mut child = lab_run(&proto, &results)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once follow-up is under way (every dose queued, answers coming in).
+    let start = Instant::now();
+    let journal_before = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(dir) = std::fs::read_dir(&results)
+            .ok()
+            .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.is_dir())))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
+        let enqueued = text.matches("\"event\":\"dose_enqueued\"").count();
+        let results_seen = text.matches("\"event\":\"mdm_result\"").count();
+        if enqueued >= 5 && results_seen >= 8 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "follow-up never started"
+        );
+    };
+    assert!(!journal_before.contains("run_finished"));
+    let out = lab_run(&proto, &results).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let dir = run_dir(&results);
+    // Every event acknowledged before the kill is still there, in order.
+    let after = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let complete: String = journal_before
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    assert!(
+        after.starts_with(&complete),
+        "journal lost or rewrote events"
+    );
+    assert!(after.contains("\"event\":\"run_resumed\""));
+    let crashed = check_run(&sim, &dir);
+
+    // The same trial uninterrupted on a fresh simulated lab gives the same results.
+    let sim2 = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto2 = protocol_for(&sim2, tmp.path(), "crash");
+    let results2 = tmp.path().join("results2");
+    let out = lab_run(&proto2, &results2).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let clean = rows(&run_dir(&results2).join("devices.csv"));
+    assert_eq!(summary(&crashed), summary(&clean));
+}
+
+#[test]
+fn bad_protocols_exit_2_with_a_location_and_create_no_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo_path("trials/rehearsal.yaml")).unwrap();
+    let fleet = repo_path("trials/fleets/rehearsal-12.yaml");
+    let base = base.replace("fleets/rehearsal-12.yaml", fleet.to_str().unwrap());
+    let cases = [
+        (
+            "typo",
+            base.replace("allocation_seed:", "alocation_seed:"),
+            true,
+        ),
+        (
+            "type",
+            base.replace("poll_interval: 30s", "poll_interval: [30]"),
+            true,
+        ),
+        (
+            "action",
+            base.replace("install_action: DownloadOnly", "install_action: InstallNow"),
+            true,
+        ),
+        (
+            "fleet",
+            base.replace(fleet.to_str().unwrap(), "/no/such/fleet.yaml"),
+            false,
+        ),
+    ];
+    for (what, text, located) in cases {
+        assert_ne!(text, base, "{what}: the case must change the protocol");
+        let p = tmp.path().join(format!("{what}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        let results = tmp.path().join(format!("results-{what}"));
+        let out = lab_run(&p, &results).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(&p.display().to_string()), "{what}: {err}");
+        if located {
+            let re = format!("{}:", p.display());
+            let rest = err.split(&re).nth(1).unwrap_or("");
+            let mut parts = rest.splitn(3, ':');
+            let line = parts.next().unwrap_or("");
+            let col = parts.next().unwrap_or("");
+            assert!(
+                line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok(),
+                "{what}: no line:col in {err}"
+            );
+        }
+        assert!(!results.exists(), "{what}: a results folder was created");
+    }
+}
+
+#[test]
+fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto = protocol_for(&sim, tmp.path(), "noconsent");
+    let results = tmp.path().join("results");
+    let out = Command::new(lab_bin())
+        .args(["run", "--results"])
+        .arg(&results)
+        .arg(&proto)
+        .env("LAB_MDM_API_KEY", TEST_API_KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("consent"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("IRREVERSIBLE"),
+        "the operator was shown what would be sent"
+    );
+    let dir = run_dir(&results);
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("consent_refused"));
+    let udids: Vec<String> = lab::sim::fleet::load(&repo_path("trials/fleets/rehearsal-12.yaml"))
+        .unwrap()
+        .into_iter()
+        .map(|s| s.udid)
+        .collect();
+    assert!(doses_on_server(&sim, &udids).values().all(|n| *n == 0));
+}
