@@ -249,6 +249,16 @@ fn a_trial_runs_end_to_end_doses_once_per_step_and_reports_regenerate_byte_for_b
     }
 }
 
+/// Kills and reaps its child when dropped (also when a test panics).
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn sigkill_during_follow_up_then_rerun_resumes_without_a_second_dose() {
     let tmp = tempfile::tempdir().unwrap();
@@ -258,11 +268,13 @@ fn sigkill_during_follow_up_then_rerun_resumes_without_a_second_dose() {
     );
     let proto = protocol_for(&sim, tmp.path(), "crash");
     let results = tmp.path().join("results");
-    let mut child = lab_run(&proto, &results)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaper(
+        lab_run(&proto, &results)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Kill once follow-up is under way (every dose queued, answers coming in).
     let start = Instant::now();
     let journal_before = loop {
@@ -277,8 +289,8 @@ fn sigkill_during_follow_up_then_rerun_resumes_without_a_second_dose() {
         let enqueued = text.matches("\"event\":\"dose_enqueued\"").count();
         let results_seen = text.matches("\"event\":\"mdm_result\"").count();
         if enqueued >= 5 && results_seen >= 8 {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            child.0.kill().unwrap();
+            child.0.wait().unwrap();
             break std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
         }
         assert!(
