@@ -452,7 +452,11 @@ impl Runner<'_> {
                     .ledger
                     .for_device(&p.udid, b)?
                     .into_iter()
-                    .filter(|r| r.protocol_sha256 != self.p.sha256 && r.kind != LedgerKind::Failed)
+                    // Any other run, this protocol's included: a finished run is not resumed, and
+                    // its devices must not be dosed again.
+                    .filter(|r| {
+                        r.run_dir != self.run_dir.display().to_string() && r.kind != LedgerKind::Failed
+                    })
                     .collect(),
                 None => Vec::new(),
             };
@@ -1086,10 +1090,17 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     let lab = connect_lab(p).await?;
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
     let state = replay(&loaded.entries);
+    // Devices of an in-process simulated lab exist only for this run: their doses go to a
+    // ledger in the run folder, not the lab-wide one (which guards real devices).
+    let ledger_path = if p.protocol.lab.simulated.is_some() {
+        run_dir.join("ledger.jsonl")
+    } else {
+        opts.ledger.clone()
+    };
     let mut r = Runner {
         p,
         journal,
-        ledger: Ledger::new(&opts.ledger),
+        ledger: Ledger::new(&ledger_path),
         state,
         lab,
         progress: Progress::new(),
