@@ -373,6 +373,7 @@ struct Runner<'a> {
     progress: Progress,
     run_dir: PathBuf,
     opts: &'a RunOptions,
+    asked_after_download: HashSet<String>,
 }
 
 impl Runner<'_> {
@@ -455,7 +456,8 @@ impl Runner<'_> {
                     // Any other run, this protocol's included: a finished run is not resumed, and
                     // its devices must not be dosed again.
                     .filter(|r| {
-                        r.run_dir != self.run_dir.display().to_string() && r.kind != LedgerKind::Failed
+                        r.run_dir != self.run_dir.display().to_string()
+                            && r.kind != LedgerKind::Failed
                     })
                     .collect(),
                 None => Vec::new(),
@@ -958,7 +960,11 @@ impl Runner<'_> {
                     .last_reprobe = Some(snapshot);
             }
         }
-        // 3. The protocol's follow-up step, once downloaded.
+        // 3. The protocol's follow-up step, once downloaded (and the after-download questions).
+        if self.state.devices[udid].downloaded && !self.asked_after_download.contains(udid) {
+            self.asked_after_download.insert(udid.to_string());
+            self.checkpoint(super::protocol::CheckpointMoment::AfterDownload, Some(udid))?;
+        }
         let arm = self.state.devices[udid].arm.clone();
         let step2 = arm
             .as_ref()
@@ -1014,6 +1020,53 @@ impl Runner<'_> {
                 })?;
                 self.state.devices.get_mut(udid).expect("known").outstanding = Some(uuid);
             }
+        }
+        Ok(())
+    }
+}
+
+impl Runner<'_> {
+    /// Ask the protocol's questions for `moment` on the terminal; answers are observations with
+    /// source `operator`. Without a terminal the questions are skipped (and that is recorded).
+    fn checkpoint(
+        &mut self,
+        moment: super::protocol::CheckpointMoment,
+        udid: Option<&str>,
+    ) -> Result<(), RunError> {
+        let questions: Vec<_> = self
+            .p
+            .protocol
+            .checkpoints
+            .iter()
+            .filter(|c| c.at == moment)
+            .cloned()
+            .collect();
+        for q in questions {
+            if !self.opts.interactive {
+                self.log(Event::Observation {
+                    udid: udid.map(str::to_string),
+                    source: "harness".into(),
+                    kind: "checkpoint_skipped".into(),
+                    key: q.kind.clone(),
+                    value: format!("no terminal to ask: {}", q.question),
+                })?;
+                continue;
+            }
+            eprint!(
+                "[checkpoint{}] {} ",
+                udid.map(|u| format!(" {u}")).unwrap_or_default(),
+                q.question
+            );
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            self.log(Event::Observation {
+                udid: udid.map(str::to_string),
+                source: "operator".into(),
+                kind: q.kind.clone(),
+                key: q.question.clone(),
+                value: line.trim().to_string(),
+            })?;
         }
         Ok(())
     }
@@ -1106,6 +1159,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         progress: Progress::new(),
         run_dir: run_dir.clone(),
         opts,
+        asked_after_download: HashSet::new(),
     };
     eprintln!(
         "lab run: {} ({}) — {}",
@@ -1133,6 +1187,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     r.allocate()?;
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
     r.consent()?;
+    let fresh = !r.state.devices.values().any(|d| !d.doses.is_empty());
+    if fresh {
+        r.checkpoint(super::protocol::CheckpointMoment::Enrolment, None)?;
+    }
     r.resolve_unanswered_intents().await?;
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
     let allocated: Vec<(String, String)> = r
@@ -1152,7 +1210,11 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         r.dose(&udid, 1, action).await?;
     }
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    if fresh {
+        r.checkpoint(super::protocol::CheckpointMoment::AfterDose, None)?;
+    }
     r.follow_up().await?;
+    r.checkpoint(super::protocol::CheckpointMoment::End, None)?;
     r.log(Event::RunFinished)?;
     let reports =
         crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
@@ -1203,6 +1265,7 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         progress: Progress::quiet(),
         run_dir: scratch.clone(),
         opts: &opts,
+        asked_after_download: HashSet::new(),
     };
     r.log(Event::RunStarted {
         schema: SCHEMA_VERSION,
