@@ -203,6 +203,24 @@ fn observed(d: &Facts, arm: &str, out: &mut Vec<Ae>) {
     }
 }
 
+/// Devices with at least one severe adverse event so far (the protocol's stop rule counts them).
+pub fn devices_with_severe_events(entries: &[Entry]) -> usize {
+    let run = outcome::gather(entries);
+    let outcomes = outcome::judge(entries);
+    let mut aes = Vec::new();
+    for (d, o) in run.devices.iter().zip(&outcomes) {
+        derive(d, o, &mut aes);
+    }
+    let mut udids: Vec<&str> = aes
+        .iter()
+        .filter(|a| a.severity == "severe")
+        .map(|a| a.udid.as_str())
+        .collect();
+    udids.sort_unstable();
+    udids.dedup();
+    udids.len()
+}
+
 pub fn render(entries: &[Entry]) -> String {
     let run = outcome::gather(entries);
     let outcomes = outcome::judge(entries);

@@ -444,7 +444,8 @@ impl Runner<'_> {
                 probe: probe_json,
             })?;
             let (offered, offered_error) = if p.status != ProbeStatus::Failed {
-                self.available_updates(&p.udid, wait).await?
+                let v = p.baseline.product_version.get().cloned();
+                self.available_updates(&p.udid, v, wait).await?
             } else {
                 (None, Some("no baseline".into()))
             };
@@ -492,9 +493,22 @@ impl Runner<'_> {
     async fn available_updates(
         &mut self,
         udid: &str,
+        version: Option<String>,
         wait: Duration,
     ) -> Result<(Option<Vec<AvailableUpdate>>, Option<String>), RunError> {
         let uuid = format!("lab-avail-{}", crate::tls::random_secret());
+        if let Some(v) = &version {
+            let violations =
+                crate::mdm::schema::validate_command(&Command::AvailableOSUpdates.to_dict(), v);
+            if !violations.is_empty() {
+                return Ok((
+                    None,
+                    Some(format!(
+                        "AvailableOSUpdates not sent: not available on iOS {v}"
+                    )),
+                ));
+            }
+        }
         if let Err(e) = self
             .lab
             .backend
@@ -690,9 +704,37 @@ impl Runner<'_> {
         }
     }
 
+    /// The protocol's stop rule: once k devices had a severe adverse event, dosing halts.
+    fn stopped(&mut self) -> Result<bool, RunError> {
+        let Some(k) = self.p.protocol.stop.severe_adverse_events else {
+            return Ok(false);
+        };
+        let entries = super::journal::read(self.journal.path())?.entries;
+        if entries
+            .iter()
+            .any(|e| matches!(e.event, Event::StopRuleTriggered { .. }))
+        {
+            return Ok(true);
+        }
+        let n = crate::report::adverse_events::devices_with_severe_events(&entries);
+        if n as u32 >= k {
+            self.log(Event::StopRuleTriggered {
+                rule: "severe_adverse_events".into(),
+                message: format!(
+                    "{n} devices had a severe adverse event (limit {k}): no more doses"
+                ),
+            })?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Send step `step` to a device: intent (journal + ledger, fsynced) → MDM → answer.
     async fn dose(&mut self, udid: &str, step: u32, action: InstallAction) -> Result<(), RunError> {
         if self.state.devices[udid].doses.contains_key(&step) {
+            return Ok(());
+        }
+        if self.stopped()? {
             return Ok(());
         }
         let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
