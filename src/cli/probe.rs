@@ -193,7 +193,13 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
             }
         };
         if let Some(sim) = &_sim {
-            wait_enrolled(&url, &key, sim.lab.devices.len(), Duration::from_secs(20)).await;
+            crate::mdm::backend::wait_enrolled(
+                &url,
+                &key,
+                sim.lab.devices.len(),
+                Duration::from_secs(20),
+            )
+            .await;
         }
         let backend: &dyn MdmBackend = backend.as_ref();
         let answers = probes
@@ -340,36 +346,4 @@ fn print_table(probes: &[DeviceProbe]) {
             &rows
         )
     );
-}
-
-/// Wait until `n` devices have sent their first TokenUpdate to the embedded MDM.
-async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
-    let http = crate::http_client::client(Duration::from_secs(5));
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        let ready = async {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/enrollments"))
-                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            Some(
-                v["enrollments"]
-                    .as_array()?
-                    .iter()
-                    .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
-                    .count(),
-            )
-        }
-        .await
-        .unwrap_or(0);
-        if ready >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -523,3 +523,37 @@ impl MdmBackend for MicroMdm {
         })
     }
 }
+
+/// Wait until `n` devices have sent their first TokenUpdate to `lab`'s embedded MDM (its
+/// `/v1/enrollments` API), or `limit` passes. Used where the harness starts a simulated lab and
+/// must not send commands to devices that cannot be pushed yet.
+pub async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
+    let http = client(Duration::from_secs(5));
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let ready = async {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/enrollments"))
+                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(
+                v["enrollments"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
+                    .count(),
+            )
+        }
+        .await
+        .unwrap_or(0);
+        if ready >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -389,7 +389,7 @@ impl Runner<'_> {
 
     async fn baseline(&mut self) -> Result<(), RunError> {
         if let Some((url, key, n)) = self.lab.enrolled_check.clone() {
-            wait_enrolled(&url, &key, n, Duration::from_secs(30)).await;
+            crate::mdm::backend::wait_enrolled(&url, &key, n, Duration::from_secs(30)).await;
         }
         let (devices, host_errors) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
         for h in host_errors {
@@ -1128,37 +1128,6 @@ pub fn uuid_v4() -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
-    let http = crate::http_client::client(Duration::from_secs(5));
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let ready = async {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/enrollments"))
-                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            Some(
-                v["enrollments"]
-                    .as_array()?
-                    .iter()
-                    .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
-                    .count(),
-            )
-        }
-        .await
-        .unwrap_or(0);
-        if ready >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Run (or resume) a trial.
