@@ -438,3 +438,57 @@ fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
         .collect();
     assert!(doses_on_server(&sim, &udids).values().all(|n| *n == 0));
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_with_the_journal_flushed_and_the_run_resumable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto = protocol_for(&sim, tmp.path(), "ctrlc");
+    let results = tmp.path().join("results");
+    let mut child = Reaper(
+        lab_run(&proto, &results)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let text = std::fs::read_dir(&results)
+            .ok()
+            .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.is_dir())))
+            .map(|d| std::fs::read_to_string(d.join("journal.jsonl")).unwrap_or_default())
+            .unwrap_or_default();
+        if text.matches("\"event\":\"dose_enqueued\"").count() >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "dosing never finished"
+        );
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("rerun the same command to resume"), "{err}");
+    let dir = run_dir(&results);
+    let loaded = lab::trial::journal::read(&dir.join("journal.jsonl")).unwrap();
+    assert!(loaded.torn_tail.is_none());
+    assert_eq!(
+        loaded.entries.last().unwrap().event,
+        lab::trial::journal::Event::RunInterrupted
+    );
+    let out = lab_run(&proto, &results).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_run(&sim, &dir);
+}

@@ -24,6 +24,7 @@ use base64::Engine;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -374,9 +375,52 @@ struct Runner<'a> {
     run_dir: PathBuf,
     opts: &'a RunOptions,
     asked_after_download: HashSet<String>,
+    /// Set by Ctrl-C; checked between steps so the run stops at a clean point.
+    interrupted: Arc<Interrupt>,
+}
+
+/// Ctrl-C, noticed between steps rather than killing the process mid-write.
+#[derive(Default)]
+pub struct Interrupt {
+    hit: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Interrupt {
+    /// Catch Ctrl-C for the rest of the process.
+    pub fn install() -> Arc<Interrupt> {
+        let i = Arc::new(Interrupt::default());
+        let j = i.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                j.hit.store(true, std::sync::atomic::Ordering::SeqCst);
+                j.notify.notify_waiters();
+            }
+        });
+        i
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.hit.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn notified(&self) {
+        if !self.is_set() {
+            self.notify.notified().await;
+        }
+    }
 }
 
 impl Runner<'_> {
+    /// Stop here (journal flushed, run resumable) if the operator pressed Ctrl-C.
+    fn check_interrupt(&mut self) -> Result<(), RunError> {
+        if self.interrupted.is_set() {
+            self.log(Event::RunInterrupted)?;
+            return Err(RunError::Interrupted(self.run_dir.display().to_string()));
+        }
+        Ok(())
+    }
+
     fn log(&mut self, event: Event) -> Result<Entry, RunError> {
         let e = self.journal.append(event)?;
         self.progress.on(&e);
@@ -430,6 +474,7 @@ impl Runner<'_> {
         .await;
         let wait = Duration::from_secs(30);
         for mut p in probes {
+            self.check_interrupt()?;
             if p.status != ProbeStatus::Failed {
                 let version = p.baseline.product_version.get().cloned();
                 let facts =
@@ -873,7 +918,6 @@ impl Runner<'_> {
             .real(fu.poll_interval.0)
             .max(Duration::from_millis(100));
         let max = self.real(fu.max_duration.0);
-        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
         loop {
             let active: Vec<String> = self
                 .state
@@ -911,13 +955,13 @@ impl Runner<'_> {
             for udid in active {
                 self.poll_device(&udid, &attached, max).await?;
             }
+            self.check_interrupt()?;
+            let flag = self.interrupted.clone();
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
-                _ = &mut ctrl_c => {
-                    self.log(Event::RunInterrupted)?;
-                    return Err(RunError::Interrupted(self.run_dir.display().to_string()));
-                }
+                _ = flag.notified() => {}
             }
+            self.check_interrupt()?;
         }
     }
 
@@ -1171,6 +1215,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         run_dir: run_dir.clone(),
         opts,
         asked_after_download: HashSet::new(),
+        interrupted: Interrupt::install(),
     };
     eprintln!(
         "lab run: {} ({}) — {}",
@@ -1218,6 +1263,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             .find(|a| a.name == arm)
             .map(|a| a.install_action)
             .unwrap_or(InstallAction::Default);
+        r.check_interrupt()?;
         r.dose(&udid, 1, action).await?;
     }
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
@@ -1277,6 +1323,7 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         run_dir: scratch.clone(),
         opts: &opts,
         asked_after_download: HashSet::new(),
+        interrupted: Arc::new(Interrupt::default()),
     };
     r.log(Event::RunStarted {
         schema: SCHEMA_VERSION,
