@@ -4,6 +4,46 @@
 use super::journal::{Entry, Event};
 use std::io::Write;
 
+/// What an OS-update answer says, in a few words: "Downloading 45%", "DownloadOnly/Downloading".
+fn update_detail(request_type: Option<&str>, raw_b64: &str) -> String {
+    use base64::Engine;
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(raw_b64) else {
+        return String::new();
+    };
+    let Ok(rep) = crate::mdm::report::parse_report(&raw) else {
+        return String::new();
+    };
+    match request_type {
+        Some("OSUpdateStatus") => crate::mdm::report::os_update_status(&rep)
+            .and_then(|items| items.into_iter().next())
+            .map(|i| {
+                let pct = i
+                    .download_percent_complete
+                    .value
+                    .map(|p| format!(" {:.0}%", p * 100.0))
+                    .unwrap_or_default();
+                let dl = if i.is_downloaded.value == Some(true) {
+                    ", downloaded"
+                } else {
+                    ""
+                };
+                format!(": {}{pct}{dl}", i.status.unwrap_or_default())
+            })
+            .unwrap_or_else(|| ": nothing in progress".into()),
+        Some("ScheduleOSUpdate") => crate::mdm::report::update_results(&rep)
+            .and_then(|r| r.into_iter().next())
+            .map(|u| {
+                format!(
+                    ": {}/{}",
+                    u.install_action.unwrap_or_default(),
+                    u.status.unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| ": no UpdateResults".into()),
+        _ => String::new(),
+    }
+}
+
 pub struct Progress {
     quiet: bool,
 }
@@ -72,11 +112,13 @@ impl Progress {
                 udid,
                 request_type,
                 status,
+                raw_b64,
                 ..
             } => format!(
-                "{} {} → {status}",
+                "{} {} → {status}{}",
                 short(udid),
-                request_type.as_deref().unwrap_or("?")
+                request_type.as_deref().unwrap_or("?"),
+                update_detail(request_type.as_deref(), raw_b64)
             ),
             Event::DeviceReprobed {
                 udid,
