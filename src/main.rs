@@ -37,6 +37,11 @@ enum Command {
     Observe(cli::trial::ObserveArgs),
     /// Regenerate every report of a run folder from its journal.
     Report(cli::trial::ReportArgs),
+    /// Apple's version feeds (saved gdmf pmv and ipsw.me device files), read offline.
+    Feeds {
+        #[command(subcommand)]
+        command: FeedsCommand,
+    },
     /// The simulated lab.
     Sim {
         #[command(subcommand)]
@@ -47,6 +52,14 @@ enum Command {
         #[command(subcommand)]
         command: MdmCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum FeedsCommand {
+    /// Validate a saved feed file and print what it offers per model.
+    Check(cli::feeds::CheckArgs),
+    /// Not implemented: prints where to download the feeds (this build reads saved copies).
+    Fetch(cli::feeds::FetchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +103,12 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::trial::run(a).await,
             Command::Observe(a) => cli::trial::observe(a).await,
             Command::Report(a) => cli::trial::report(a).await,
+            Command::Feeds {
+                command: FeedsCommand::Check(a),
+            } => cli::feeds::check(a).await,
+            Command::Feeds {
+                command: FeedsCommand::Fetch(a),
+            } => cli::feeds::fetch(a).await,
             Command::Sim {
                 command: SimCommand::Serve(a),
             } => cli::sim::serve(&usbmuxd, a).await,

@@ -154,3 +154,51 @@ fn a_missing_protocol_file_and_bad_versions_are_named() {
     let (_, e) = load_err(&format!("{GOOD}eligibility: {{ passcode: sometimes }}\n"));
     assert_eq!(e.line, Some(15), "{e}");
 }
+
+#[test]
+fn feeds_are_loaded_with_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trials/feeds");
+    let text = format!(
+        "{}feeds:\n  gdmf: {}\n  ipsw: [\"{}\"]\n  date: 2026-08-22\n",
+        GOOD.replace("target: latest\n", "target: latest_for_model\n"),
+        feeds.join("gdmf-pmv.json").display(),
+        feeds.join("ipsw-iPhone12,1.json").display()
+    );
+    let p = write(&dir, &text, true);
+    let l = load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let f = l
+        .load_feeds(chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap())
+        .unwrap()
+        .expect("feeds");
+    assert_eq!(f.date.to_string(), "2026-08-22");
+    assert!(f.gdmf.is_some());
+    assert_eq!(f.ipsw[0].identifier, "iPhone12,1");
+    // The alias of the spelling.
+    let p = write(
+        &dir,
+        &text.replace("latest_for_model", "latest-for-model"),
+        true,
+    );
+    load(&p).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_missing_or_malformed_feed_or_a_feedless_latest_for_model_is_refused() {
+    let (p, e) = load_err(&format!("{GOOD}feeds:\n  gdmf: no-such-pmv.json\n"));
+    assert_eq!(e.path, p.parent().unwrap().join("no-such-pmv.json"), "{e}");
+    assert!(e.message.contains("cannot read"), "{e}");
+    let bad = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bad_inputs/feeds/ipsw-signed-not-bool.json");
+    let (_, e) = load_err(&format!("{GOOD}feeds:\n  ipsw: [\"{}\"]\n", bad.display()));
+    assert_eq!(e.path, bad);
+    assert_eq!((e.line, e.column), (Some(6), Some(88)), "{e}");
+    let (p, e) = load_err(&GOOD.replace("target: latest\n", "target: latest_for_model\n"));
+    assert_eq!(e.path, p);
+    assert!(
+        e.message.contains("latest_for_model needs a gdmf feed"),
+        "{e}"
+    );
+    let (_, e) = load_err(&format!("{GOOD}feeds:\n  gdmf: x.json\n  colour: blue\n"));
+    assert!(e.message.contains("colour"), "{e}");
+}

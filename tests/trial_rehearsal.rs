@@ -128,6 +128,7 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
             access_rights: Some(8191),
             shared_ipad_user_logged_in: None,
             dep_enrolled: Some(lab.devices[i].spec.update.dep_enrolled),
+            feeds: None,
         };
         let v = assess(&pr.eligibility, &pr.target, &s);
         let name = lab.devices[i].spec.name.clone();

@@ -1,6 +1,7 @@
 //! The commands behind `main.rs`: each turns arguments into library calls and prints.
 
 pub mod devices;
+pub mod feeds;
 pub mod mdm;
 pub mod probe;
 pub mod sim;

@@ -127,10 +127,20 @@ pub fn header() -> Vec<String> {
             "last_mdm_status",
             "follow_up_end_reason",
             "deviations",
+            "can_restore_to_baseline",
         ]
         .map(String::from),
     );
     h
+}
+
+/// `true`/`false` from the target's `can_restore_to_baseline` (ipsw.me `signed` for the
+/// starting build), `unknown` otherwise.
+fn restore_cell(target: &Value) -> String {
+    match target.get("can_restore_to_baseline") {
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => "unknown".into(),
+    }
 }
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -295,6 +305,7 @@ pub fn render(entries: &[Entry]) -> String {
                 .map(|x| x.1.clone())
                 .unwrap_or_default(),
             o.deviations.join(";"),
+            restore_cell(&d.target),
         ]);
         rows.push(row);
     }
@@ -371,6 +382,7 @@ mod tests {
         assert_eq!(cell(&h, r, "time_to_download_s"), "7.000");
         assert_eq!(cell(&h, r, "follow_up_end_reason"), "updated");
         assert_eq!(cell(&h, r, "deviations"), "");
+        assert_eq!(cell(&h, r, "can_restore_to_baseline"), "unknown");
         let e = &rows[1];
         assert_eq!(cell(&h, e, "eligible"), "false");
         assert_eq!(cell(&h, e, "exclusion_rules"), "supervised;free_disk");
@@ -380,5 +392,16 @@ mod tests {
         );
         assert_eq!(cell(&h, e, "outcome"), "excluded");
         assert_eq!(cell(&h, e, "step1_command_uuid"), "");
+    }
+
+    #[test]
+    fn can_restore_to_baseline_comes_from_the_target() {
+        let t = serde_json::json!({"version": "26.6.1", "can_restore_to_baseline": true});
+        assert_eq!(restore_cell(&t), "true");
+        let t = serde_json::json!({"version": "26.6.1", "can_restore_to_baseline": false});
+        assert_eq!(restore_cell(&t), "false");
+        let t = serde_json::json!({"version": "26.6.1", "can_restore_to_baseline": null});
+        assert_eq!(restore_cell(&t), "unknown");
+        assert_eq!(restore_cell(&Value::Null), "unknown");
     }
 }

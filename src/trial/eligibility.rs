@@ -21,15 +21,23 @@
 //!   the device is excluded under `no_target`. So `eligible` always implies `target.is_some()`.
 //! - `latest` ignores Rapid Security Responses (`IsSecurityResponse: true`); they cannot be
 //!   targeted by version (mdm.md §1).
+//! - With the protocol's feeds (`crate::feeds`): `latest_for_model` resolves from the gdmf feed
+//!   (the device's own offer only supplies the ProductKey, build and sizes when it offers that
+//!   version); `newer_target_in_feed` excludes a device whose model the feed offers nothing newer
+//!   on the trial date; the target records `feed_builds`, `feed_date` and
+//!   `can_restore_to_baseline` (ipsw.me `signed` for the starting build), see
+//!   [`Verdict::target_json`].
 
 use super::journal::Reason;
 use super::ledger::LedgerRecord;
 use super::protocol::{EligibilitySpec, PasscodeRule, TargetSpec};
+use crate::feeds::{TrialFeeds, gdmf};
 use crate::known_bad;
 use crate::mdm::report::AvailableUpdate;
 use crate::probe::field::{Field, Source, Via};
 use crate::probe::run::{DeviceProbe, ProbeStatus};
 use crate::version::{DeviceVersion, Version};
+use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -41,6 +49,7 @@ pub mod rule {
     pub const KNOWN_BAD_VERSION: &str = "known_bad_version";
     pub const NEWER_TARGET: &str = "newer_target";
     pub const NO_TARGET: &str = "no_target";
+    pub const NEWER_TARGET_IN_FEED: &str = "newer_target_in_feed";
     pub const FREE_DISK: &str = "free_disk";
     pub const BATTERY: &str = "battery";
     pub const PASSCODE: &str = "passcode";
@@ -50,13 +59,14 @@ pub mod rule {
 }
 
 /// Every rule id [`assess`] can report, in report order.
-pub const RULES: [&str; 12] = [
+pub const RULES: [&str; 13] = [
     rule::PROBE_FAILED,
     rule::SUPERVISED,
     rule::MIN_IOS,
     rule::KNOWN_BAD_VERSION,
     rule::NEWER_TARGET,
     rule::NO_TARGET,
+    rule::NEWER_TARGET_IN_FEED,
     rule::FREE_DISK,
     rule::BATTERY,
     rule::PASSCODE,
@@ -84,6 +94,8 @@ pub struct Subject<'a> {
     pub access_rights: Option<u64>,
     pub shared_ipad_user_logged_in: Option<bool>,
     pub dep_enrolled: Option<bool>,
+    /// The protocol's feeds (gdmf, ipsw.me) at the trial date; `None`: the protocol names none.
+    pub feeds: Option<&'a TrialFeeds>,
 }
 
 /// The update a device would be sent.
@@ -104,6 +116,12 @@ pub struct Verdict {
     pub reasons: Vec<Reason>,
     /// The resolved target, also for an excluded device when it could be resolved.
     pub target: Option<ResolvedTarget>,
+    /// `latest_for_model`: every build of the target version the gdmf feed offers the model
+    /// (two when Apple ships two), primary first; empty otherwise.
+    pub feed_builds: Vec<String>,
+    /// With feeds: the trial date and whether the device's starting build is still signed
+    /// (ipsw.me; `None`: unknown). `None` without feeds.
+    pub feed_facts: Option<(NaiveDate, Option<bool>)>,
 }
 
 impl Verdict {
@@ -114,6 +132,26 @@ impl Verdict {
 
     pub fn reason(&self, rule: &str) -> Option<&Reason> {
         self.reasons.iter().find(|r| r.rule == rule)
+    }
+
+    /// The target as the journal records it (`EligibilityAssessed.target`): the
+    /// [`ResolvedTarget`] plus, where known, `feed_builds` and, with feeds, `feed_date` and
+    /// `can_restore_to_baseline` (true/false/null). `null` when no target was resolved.
+    pub fn target_json(&self) -> Value {
+        let Some(t) = &self.target else {
+            return Value::Null;
+        };
+        let mut v = serde_json::to_value(t).expect("target serialises");
+        if let Value::Object(o) = &mut v {
+            if !self.feed_builds.is_empty() {
+                o.insert("feed_builds".into(), json!(self.feed_builds));
+            }
+            if let Some((date, restore)) = self.feed_facts {
+                o.insert("feed_date".into(), json!(date.to_string()));
+                o.insert("can_restore_to_baseline".into(), json!(restore));
+            }
+        }
+        v
     }
 }
 
@@ -194,6 +232,7 @@ fn target_label(t: &TargetSpec) -> String {
         TargetSpec::ProductVersion(v) => format!("product_version {v}"),
         TargetSpec::ProductKey(k) => format!("product_key {k}"),
         TargetSpec::Latest => "latest".into(),
+        TargetSpec::LatestForModel => "latest_for_model".into(),
     }
 }
 
@@ -296,6 +335,8 @@ fn resolve_target(
                     _ => Some(x),
                 },
             ),
+        // Resolved from the feed by `resolve_from_feed`.
+        TargetSpec::LatestForModel => None,
     };
     let values = |resolved: Option<&ResolvedTarget>| {
         json!({
@@ -365,7 +406,7 @@ fn resolve_target(
                 TargetSpec::ProductKey(k) => {
                     format!("The device does not offer {k}: {}.", offered_phrase(s))
                 }
-                TargetSpec::Latest => format!(
+                TargetSpec::Latest | TargetSpec::LatestForModel => format!(
                     "No update newer than iOS {device_label} is available: {}.",
                     offered_phrase(s)
                 ),
@@ -373,6 +414,179 @@ fn resolve_target(
             (None, Some(reason(rule::NEWER_TARGET, msg, values(None))))
         }
     }
+}
+
+/// Versions and builds, for a message: "26.6.1 (23G83, 23G6083), 26.6 (23G71)".
+fn releases_phrase(rs: &[gdmf::Release]) -> String {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for r in rs {
+        match out.iter_mut().find(|(v, _)| *v == r.version) {
+            Some((_, b)) => b.push(r.build.clone()),
+            None => out.push((r.version.clone(), vec![r.build.clone()])),
+        }
+    }
+    if out.is_empty() {
+        return "nothing".into();
+    }
+    out.iter()
+        .map(|(v, b)| format!("{v} ({})", b.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn releases_json(rs: &[gdmf::Release]) -> Value {
+    Value::Array(
+        rs.iter()
+            .map(|r| json!({"version": r.version, "build": r.build}))
+            .collect(),
+    )
+}
+
+/// `latest_for_model`: the newest release the gdmf feed offers the device's model on the trial
+/// date. The device's own offer of that version (one of the feed's builds) supplies the product
+/// key, the build it will install and the sizes; without it the command carries
+/// `ProductVersion` and the primary build is recorded, with every feed build in `feed_builds`.
+fn resolve_from_feed(
+    spec: &EligibilitySpec,
+    s: &Subject,
+    device: &DeviceVersion,
+    device_label: &str,
+    product_type: &Fact<String>,
+) -> (Option<ResolvedTarget>, Option<Reason>, Vec<String>) {
+    let no_target = |why: String, values: Value| {
+        (
+            None,
+            Some(reason(
+                rule::NO_TARGET,
+                format!("No target can be resolved for latest_for_model: {why}."),
+                values,
+            )),
+            Vec::new(),
+        )
+    };
+    let Some((feeds, g)) = s.feeds.and_then(|f| Some((f, f.gdmf.as_ref()?))) else {
+        return no_target(
+            "the protocol gives no gdmf feed".into(),
+            json!({ "target": "latest_for_model", "feed": null }),
+        );
+    };
+    let feed = g.path.display().to_string();
+    let Some(pt) = product_type.value.as_deref() else {
+        return no_target(
+            format!("the device's model is unknown ({})", product_type.source),
+            json!({
+                "target": "latest_for_model",
+                "product_type": null,
+                "source": product_type.source,
+                "feed": feed,
+            }),
+        );
+    };
+    let latest = gdmf::latest_for(g, pt, feeds.date);
+    let builds: Vec<String> = latest.iter().map(|r| r.build.clone()).collect();
+    let Some(first) = latest.first() else {
+        return no_target(
+            format!(
+                "the gdmf feed {feed} offers {pt} no iOS release on {}",
+                feeds.date
+            ),
+            json!({
+                "target": "latest_for_model",
+                "product_type": pt,
+                "trial_date": feeds.date.to_string(),
+                "feed": feed,
+            }),
+        );
+    };
+    let version = first.version.clone();
+    let want = Version::parse(&version).ok();
+    let offer = s.offered.unwrap_or(&[]).iter().find(|u| {
+        u.product_key.is_some()
+            && u.version.as_deref().and_then(|v| Version::parse(v).ok()) == want
+            && u.build.as_ref().is_none_or(|b| builds.contains(b))
+    });
+    let resolved = ResolvedTarget {
+        product_key: offer.and_then(|u| u.product_key.clone()),
+        version: version.clone(),
+        build: offer
+            .and_then(|u| u.build.clone())
+            .or_else(|| builds.first().cloned()),
+        download_size: offer.and_then(|u| u.download_size),
+        install_size: offer.and_then(|u| u.install_size),
+    };
+    let newer = want.as_ref().is_some_and(|w| is_newer(w, device));
+    let why = (spec.newer_target && !newer).then(|| {
+        reason(
+            rule::NEWER_TARGET,
+            format!(
+                "The device already runs iOS {device_label}; the newest release the gdmf feed                  offers {pt} on {} is {}, which is not newer.",
+                feeds.date,
+                releases_phrase(&latest)
+            ),
+            json!({
+                "device_version": device_label,
+                "target": "latest_for_model",
+                "product_type": pt,
+                "trial_date": feeds.date.to_string(),
+                "feed": feed,
+                "resolved": resolved,
+                "feed_builds": builds,
+            }),
+        )
+    });
+    (Some(resolved), why, builds)
+}
+
+/// `newer_target_in_feed`: does the gdmf feed offer the model anything newer on the trial date?
+fn newer_in_feed(
+    s: &Subject,
+    device: &DeviceVersion,
+    device_label: &str,
+    product_type: &Fact<String>,
+) -> Option<Reason> {
+    let feeds = s.feeds?;
+    let g = feeds.gdmf.as_ref()?;
+    let feed = g.path.display().to_string();
+    let date = feeds.date.to_string();
+    let Some(pt) = product_type.value.as_deref() else {
+        return Some(reason(
+            rule::NEWER_TARGET_IN_FEED,
+            format!(
+                "The device's model is unknown ({}), so whether the gdmf feed offers it a newer                  release cannot be told.",
+                product_type.source
+            ),
+            json!({
+                "product_type": null,
+                "source": product_type.source,
+                "device_version": device_label,
+                "trial_date": date,
+                "feed": feed,
+            }),
+        ));
+    };
+    let offered = gdmf::releases_for(g, pt, feeds.date);
+    let newer: Vec<gdmf::Release> = offered
+        .iter()
+        .filter(|r| r.parsed_version().is_some_and(|v| is_newer(&v, device)))
+        .cloned()
+        .collect();
+    if !newer.is_empty() {
+        return None;
+    }
+    Some(reason(
+        rule::NEWER_TARGET_IN_FEED,
+        format!(
+            "The gdmf feed offers {pt} nothing newer than iOS {device_label} on {date}: it offers              {}.",
+            releases_phrase(&offered)
+        ),
+        json!({
+            "product_type": pt,
+            "device_version": device_label,
+            "trial_date": date,
+            "feed": feed,
+            "offered_in_feed": releases_json(&offered),
+        }),
+    ))
 }
 
 /// Assess one device against the protocol's eligibility rules and target. Pure.
@@ -472,6 +686,8 @@ pub fn assess(spec: &EligibilitySpec, target: &TargetSpec, s: &Subject) -> Verdi
                 eligible: false,
                 reasons,
                 target: None,
+                feed_builds: Vec::new(),
+                feed_facts: None,
             };
         }
     };
@@ -606,9 +822,27 @@ pub fn assess(spec: &EligibilitySpec, target: &TargetSpec, s: &Subject) -> Verdi
         ));
     }
 
-    // --- newer_target / no_target -----------------------------------------------------------
-    let (resolved, target_reason) = resolve_target(spec, target, s, &device, &device_label);
+    // --- newer_target / no_target / newer_target_in_feed --------------------------------------
+    let product_type = fact(&b.product_type, m.map(|m| &m.product_name), |v| {
+        Some(v.clone())
+    });
+    let (resolved, target_reason, feed_builds) = if *target == TargetSpec::LatestForModel {
+        resolve_from_feed(spec, s, &device, &device_label, &product_type)
+    } else {
+        let (r, why) = resolve_target(spec, target, s, &device, &device_label);
+        (r, why, Vec::new())
+    };
     reasons.extend(target_reason);
+    if spec.newer_target_in_feed {
+        reasons.extend(newer_in_feed(s, &device, &device_label, &product_type));
+    }
+    let feed_facts = s.feeds.map(|f| {
+        let restore = match (product_type.value.as_deref(), build.as_deref()) {
+            (Some(pt), Some(bv)) => f.can_restore(pt, bv),
+            _ => None,
+        };
+        (f.date, restore)
+    });
 
     // --- free_disk --------------------------------------------------------------------------
     if spec.free_disk.enabled {
@@ -778,6 +1012,8 @@ pub fn assess(spec: &EligibilitySpec, target: &TargetSpec, s: &Subject) -> Verdi
         eligible: reasons.is_empty(),
         reasons,
         target: resolved,
+        feed_builds,
+        feed_facts,
     }
 }
 
@@ -952,6 +1188,7 @@ mod tests {
             access_rights: None,
             shared_ipad_user_logged_in: None,
             dep_enrolled: None,
+            feeds: None,
         }
     }
 
@@ -1756,5 +1993,188 @@ mod tests {
             assert!(r.message.ends_with('.'), "{}", r.message);
             assert!(!r.values.is_null(), "{}", r.rule);
         }
+    }
+
+    // --- feeds: latest_for_model, newer_target_in_feed, can_restore_to_baseline -------------
+
+    fn sample_feeds(date: &str, with_gdmf: bool) -> TrialFeeds {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trials/feeds");
+        TrialFeeds {
+            gdmf: with_gdmf.then(|| gdmf::load(&root.join("gdmf-pmv.json")).unwrap()),
+            ipsw: vec![crate::feeds::ipsw::load(&root.join("ipsw-iPhone12,1.json")).unwrap()],
+            date: date.parse().unwrap(),
+        }
+    }
+
+    fn with_feeds(
+        d: &Dev,
+        spec: &EligibilitySpec,
+        target: &TargetSpec,
+        offered: &[AvailableUpdate],
+        feeds: &TrialFeeds,
+    ) -> Verdict {
+        let p = d.probe();
+        let s = Subject {
+            feeds: Some(feeds),
+            ..subject(&p, Some(offered))
+        };
+        assess(spec, target, &s)
+    }
+
+    #[test]
+    fn latest_for_model_takes_the_newest_feed_release_for_the_model() {
+        let f = sample_feeds("2026-08-22", true);
+        let v = with_feeds(
+            &dev(),
+            &EligibilitySpec::default(),
+            &TargetSpec::LatestForModel,
+            &offer(),
+            &f,
+        );
+        assert!(v.eligible, "{:#?}", v.reasons);
+        // The device offers 17.6.1, not 26.6.1: the command carries ProductVersion, the primary
+        // build is recorded and both builds count.
+        assert_eq!(
+            v.target,
+            Some(ResolvedTarget {
+                product_key: None,
+                version: "26.6.1".into(),
+                build: Some("23G83".into()),
+                download_size: None,
+                install_size: None,
+            })
+        );
+        assert_eq!(v.feed_builds, ["23G83", "23G6083"]);
+        let j = v.target_json();
+        assert_eq!(j["feed_builds"], json!(["23G83", "23G6083"]));
+        assert_eq!(j["feed_date"], "2026-08-22");
+        // 21F90 is not in the ipsw.me file: unknown.
+        assert_eq!(j["can_restore_to_baseline"], Value::Null);
+    }
+
+    #[test]
+    fn latest_for_model_uses_the_build_the_device_offers() {
+        let f = sample_feeds("2026-08-22", true);
+        let o = vec![update("26.6.1", "23G6083", 7_000_000_000, 9_000_000_000)];
+        let v = with_feeds(
+            &Dev {
+                amount_free: Some(30 * GB),
+                ..dev()
+            },
+            &EligibilitySpec::default(),
+            &TargetSpec::LatestForModel,
+            &o,
+            &f,
+        );
+        assert!(v.eligible, "{:#?}", v.reasons);
+        let t = v.target.unwrap();
+        assert_eq!(t.product_key.as_deref(), Some("iOSUpdate23G6083"));
+        assert_eq!(t.build.as_deref(), Some("23G6083"));
+        assert_eq!(t.download_size, Some(7_000_000_000));
+    }
+
+    #[test]
+    fn latest_for_model_on_the_latest_build_is_not_newer_and_can_be_restored() {
+        let f = sample_feeds("2026-08-22", true);
+        let d = Dev {
+            version: Some("26.6.1"),
+            build: "23G83",
+            ..dev()
+        };
+        let v = with_feeds(
+            &d,
+            &EligibilitySpec::default(),
+            &TargetSpec::LatestForModel,
+            &[],
+            &f,
+        );
+        assert_eq!(
+            v.rules(),
+            [rule::NEWER_TARGET, rule::NEWER_TARGET_IN_FEED],
+            "{:#?}",
+            v.reasons
+        );
+        let r = v.reason(rule::NEWER_TARGET).unwrap();
+        assert!(
+            r.message.contains("26.6.1 (23G83, 23G6083)"),
+            "{}",
+            r.message
+        );
+        assert_eq!(v.target_json()["can_restore_to_baseline"], true);
+    }
+
+    #[test]
+    fn latest_for_model_without_a_release_or_a_feed_has_no_target() {
+        // Before anything was posted.
+        let f = sample_feeds("2024-01-01", true);
+        let spec = EligibilitySpec::default();
+        let v = with_feeds(&dev(), &spec, &TargetSpec::LatestForModel, &offer(), &f);
+        assert!(v.rules().contains(&rule::NO_TARGET), "{:#?}", v.reasons);
+        assert_eq!(v.target, None);
+        assert!(
+            v.reason(rule::NO_TARGET)
+                .unwrap()
+                .message
+                .contains("offers iPhone12,1 no iOS release on 2024-01-01")
+        );
+        // No gdmf feed at all.
+        let f = sample_feeds("2026-08-22", false);
+        let v = with_feeds(&dev(), &spec, &TargetSpec::LatestForModel, &offer(), &f);
+        assert_eq!(v.rules(), [rule::NO_TARGET]);
+    }
+
+    #[test]
+    fn newer_target_in_feed_excludes_a_model_the_feed_offers_nothing_newer() {
+        let spec = EligibilitySpec::default();
+        // 2026-08-22: 26.x is offered to iPhone12,1, newer than 17.5.1.
+        let f = sample_feeds("2026-08-22", true);
+        let v = with_feeds(&dev(), &spec, &TargetSpec::Latest, &offer(), &f);
+        assert!(v.eligible, "{:#?}", v.reasons);
+        // 2024-01-01: nothing posted yet; the device's own offer does not help.
+        let f = sample_feeds("2024-01-01", true);
+        let v = with_feeds(&dev(), &spec, &TargetSpec::Latest, &offer(), &f);
+        let r = only(&v, rule::NEWER_TARGET_IN_FEED);
+        assert_eq!(r.values["product_type"], "iPhone12,1");
+        assert_eq!(r.values["trial_date"], "2024-01-01");
+        assert!(
+            r.message.contains("nothing newer than iOS 17.5.1 (21F90)"),
+            "{}",
+            r.message
+        );
+        // 2026-12-01: every entry has expired.
+        let f = sample_feeds("2026-12-01", true);
+        let v = with_feeds(&dev(), &spec, &TargetSpec::Latest, &offer(), &f);
+        only(&v, rule::NEWER_TARGET_IN_FEED);
+        // On 26.6.1 only 26.6.1 and older are offered: nothing newer.
+        let f = sample_feeds("2026-08-22", true);
+        let d = Dev {
+            version: Some("26.6.1"),
+            build: "23G6083",
+            ..dev()
+        };
+        let o = vec![update("26.7", "23H5", 600_000_000, 1_500_000_000)];
+        let v = with_feeds(&d, &spec, &TargetSpec::Latest, &o, &f);
+        let r = only(&v, rule::NEWER_TARGET_IN_FEED);
+        assert_eq!(r.values["offered_in_feed"][0]["build"], "23G6083");
+        // The rule off, or no gdmf feed: no reason.
+        let off = EligibilitySpec {
+            newer_target_in_feed: false,
+            ..EligibilitySpec::default()
+        };
+        assert!(with_feeds(&d, &off, &TargetSpec::Latest, &o, &f).eligible);
+        let f = sample_feeds("2026-08-22", false);
+        let v = with_feeds(&d, &spec, &TargetSpec::Latest, &o, &f);
+        assert!(v.eligible, "{:#?}", v.reasons);
+        // ipsw.me only: 23G6083 is not listed, so restore is unknown, but the key is recorded.
+        assert_eq!(v.target_json()["can_restore_to_baseline"], Value::Null);
+        assert_eq!(v.target_json()["feed_date"], "2026-08-22");
+    }
+
+    #[test]
+    fn without_feeds_the_target_json_is_the_resolved_target() {
+        let v = run(&dev());
+        let j = v.target_json();
+        assert_eq!(j, serde_json::to_value(v.target.as_ref().unwrap()).unwrap());
+        assert!(j.get("can_restore_to_baseline").is_none());
     }
 }

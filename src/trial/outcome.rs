@@ -245,6 +245,12 @@ impl Facts {
         }
     }
 
+    /// Every build that counts as the target: `build`, plus the gdmf feed's other builds of
+    /// the same version (`feed_builds`, `latest_for_model`: the device picks one of them).
+    pub fn target_builds(&self) -> Vec<String> {
+        target_builds(&self.target)
+    }
+
     pub fn first_intent_seq(&self) -> Option<u64> {
         self.intents.first().map(|i| i.seq)
     }
@@ -602,10 +608,33 @@ fn not_dosed_reason(d: &Facts, run: &RunFacts) -> String {
     "no dose intent recorded".into()
 }
 
+/// The builds of an `EligibilityAssessed.target` (see [`Facts::target_builds`]).
+pub fn target_builds(target: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = target
+        .get("build")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    for b in target
+        .get("feed_builds")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+    {
+        if !out.iter().any(|x| x == b) {
+            out.push(b.to_string());
+        }
+    }
+    out
+}
+
 fn judge_device(d: &Facts, run: &RunFacts, arm_steps: &BTreeMap<String, u32>) -> DeviceOutcome {
     let starting_version = d.starting_version();
     let starting_build = d.starting_build();
     let target_build = d.target_field("build");
+    let target_builds = d.target_builds();
     let first_intent = d.first_intent_seq();
     let mut deviations = Vec::new();
 
@@ -616,9 +645,12 @@ fn judge_device(d: &Facts, run: &RunFacts, arm_steps: &BTreeMap<String, u32>) ->
         .filter(|b| first_intent.is_none_or(|s| b.seq > s))
         .collect();
     let last_seen = post.last().copied();
-    let is_new = |b: &str| match &target_build {
-        Some(t) => b == t,
-        None => starting_build.as_deref().is_some_and(|s| s != b),
+    let is_new = |b: &str| {
+        if target_builds.is_empty() {
+            starting_build.as_deref().is_some_and(|s| s != b)
+        } else {
+            target_builds.iter().any(|t| t == b)
+        }
     };
 
     let dosed_at = d
@@ -703,7 +735,7 @@ fn judge_device(d: &Facts, run: &RunFacts, arm_steps: &BTreeMap<String, u32>) ->
     let wrong = first_intent.is_some()
         && target_build.is_some()
         && last_seen.is_some_and(|b| {
-            Some(&b.build) != target_build.as_ref() && Some(&b.build) != starting_build.as_ref()
+            !target_builds.contains(&b.build) && Some(&b.build) != starting_build.as_ref()
         });
     if wrong && let Some(b) = last_seen {
         deviations.push(format!(

@@ -33,6 +33,23 @@ pub struct Protocol {
     pub checkpoints: Vec<CheckpointSpec>,
     #[serde(default)]
     pub stop: StopSpec,
+    /// Saved copies of Apple's version feeds (`crate::feeds`).
+    #[serde(default)]
+    pub feeds: Option<FeedsSpec>,
+}
+
+/// Saved feed files, relative to the protocol file; read offline, checked when the protocol is
+/// loaded.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FeedsSpec {
+    /// A saved gdmf pmv (`https://gdmf.apple.com/v2/pmv`).
+    pub gdmf: Option<PathBuf>,
+    /// Saved ipsw.me device files, one per model.
+    #[serde(default)]
+    pub ipsw: Vec<PathBuf>,
+    /// The trial date the feeds are read at (default: the run date).
+    pub date: Option<chrono::NaiveDate>,
 }
 
 /// Where the devices are: a simulated lab, or a real bench.
@@ -112,6 +129,9 @@ pub struct EligibilitySpec {
     pub exclude_shared_ipad_with_user: bool,
     /// Devices another protocol already dosed at their current build are excluded.
     pub not_already_dosed: bool,
+    /// With a gdmf feed: the feed must offer the device's model a release newer than the
+    /// device's version on the trial date.
+    pub newer_target_in_feed: bool,
 }
 
 impl Default for EligibilitySpec {
@@ -127,6 +147,7 @@ impl Default for EligibilitySpec {
             app_management_right: true,
             exclude_shared_ipad_with_user: true,
             not_already_dosed: true,
+            newer_target_in_feed: true,
         }
     }
 }
@@ -184,6 +205,10 @@ pub enum TargetSpec {
     ProductKey(String),
     /// The newest update the device itself offers (AvailableOSUpdates).
     Latest,
+    /// The newest iOS release the gdmf feed (`feeds.gdmf`) offers the device's model on the
+    /// trial date.
+    #[serde(alias = "latest-for-model")]
+    LatestForModel,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +350,43 @@ pub struct LoadedProtocol {
 
 impl LoadedProtocol {
     /// A path in the protocol (e.g. the fleet), resolved against the protocol's folder.
+    /// The protocol's feeds, read and parsed, at the trial date (`feeds.date`, else `run_date`).
+    /// `None`: the protocol names no feed.
+    pub fn load_feeds(
+        &self,
+        run_date: chrono::NaiveDate,
+    ) -> Result<Option<crate::feeds::TrialFeeds>, InputError> {
+        let Some(spec) = &self.protocol.feeds else {
+            return Ok(None);
+        };
+        let gdmf = match &spec.gdmf {
+            Some(g) => Some(crate::feeds::gdmf::load(&self.resolve(g))?),
+            None => None,
+        };
+        let mut ipsw: Vec<crate::feeds::IpswFeed> = Vec::new();
+        for f in &spec.ipsw {
+            let feed = crate::feeds::ipsw::load(&self.resolve(f))?;
+            if let Some(other) = ipsw.iter().find(|o| o.identifier == feed.identifier) {
+                return Err(InputError::at(
+                    &self.path,
+                    None,
+                    format!(
+                        "feeds.ipsw: {} and {} both describe {}",
+                        other.path.display(),
+                        feed.path.display(),
+                        feed.identifier
+                    ),
+                ));
+            }
+            ipsw.push(feed);
+        }
+        Ok(Some(crate::feeds::TrialFeeds {
+            gdmf,
+            ipsw,
+            date: spec.date.unwrap_or(run_date),
+        }))
+    }
+
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();
@@ -422,6 +484,14 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
     if let TargetSpec::ProductVersion(v) = &pr.target {
         version("target.product_version", v)?;
     }
+    let has_gdmf = pr.feeds.as_ref().is_some_and(|f| f.gdmf.is_some());
+    if pr.target == TargetSpec::LatestForModel && !has_gdmf {
+        return Err(err(
+            "target latest_for_model needs a gdmf feed: feeds: { gdmf: PATH }".into(),
+        ));
+    }
+    // Missing or malformed feed files are protocol errors (exit 2, before any run folder).
+    p.load_feeds(chrono::Utc::now().date_naive())?;
     match (&pr.lab.simulated, pr.lab.usbmuxd.is_empty(), &pr.lab.mdm) {
         (Some(sim), true, _) => {
             let fleet = p.resolve(&sim.fleet);

@@ -14,6 +14,7 @@ use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
 use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
+use crate::feeds::TrialFeeds;
 use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
@@ -377,6 +378,8 @@ struct Runner<'a> {
     asked_after_download: HashSet<String>,
     /// Set by Ctrl-C; checked between steps so the run stops at a clean point.
     interrupted: Arc<Interrupt>,
+    /// The protocol's feeds at the trial date.
+    feeds: Option<TrialFeeds>,
 }
 
 /// Ctrl-C, noticed between steps rather than killing the process mid-write.
@@ -516,20 +519,19 @@ impl Runner<'_> {
                 access_rights: None,
                 shared_ipad_user_logged_in: None,
                 dep_enrolled: None,
+                feeds: self.feeds.as_ref(),
             };
             let v = assess(
                 &self.p.protocol.eligibility,
                 &self.p.protocol.target,
                 &subject,
             );
+            let target = v.target_json();
             self.log(Event::EligibilityAssessed {
                 udid: p.udid.clone(),
                 eligible: v.eligible,
                 reasons: v.reasons,
-                target: v
-                    .target
-                    .map(|t| serde_json::to_value(t).expect("target serialises"))
-                    .unwrap_or(serde_json::Value::Null),
+                target,
             })?;
         }
         Ok(())
@@ -665,7 +667,7 @@ impl Runner<'_> {
                 product_version: None,
                 install_action: action,
             },
-            (TargetSpec::Latest, None) => UpdateItem {
+            (TargetSpec::Latest | TargetSpec::LatestForModel, None) => UpdateItem {
                 product_key: None,
                 product_version: d.target["version"].as_str().map(str::to_string),
                 install_action: action,
@@ -998,9 +1000,7 @@ impl Runner<'_> {
             }
         }
         // 2. Re-probe over USB.
-        let target_build = self.state.devices[udid].target["build"]
-            .as_str()
-            .map(str::to_string);
+        let target_builds = super::outcome::target_builds(&self.state.devices[udid].target);
         let mut now_build = None;
         if self.p.protocol.follow_up.reprobe {
             let entry = attached.iter().find(|a| a.entry.serial_number == udid);
@@ -1066,9 +1066,9 @@ impl Runner<'_> {
         // 4. Until / time limit.
         let d = &self.state.devices[udid];
         let done = match &self.p.protocol.follow_up.until {
-            UntilSpec::Updated => {
-                target_build.is_some() && now_build.is_some() && target_build == now_build
-            }
+            UntilSpec::Updated => now_build
+                .as_ref()
+                .is_some_and(|b| target_builds.contains(b)),
             UntilSpec::Downloaded => d.downloaded,
             UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
         };
@@ -1195,6 +1195,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             (d, false)
         }
     };
+    let feeds = load_feeds(p)?;
     let lab = connect_lab(p).await?;
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
     let state = replay(&loaded.entries);
@@ -1216,6 +1217,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         opts,
         asked_after_download: HashSet::new(),
         interrupted: Interrupt::install(),
+        feeds,
     };
     eprintln!(
         "lab run: {} ({}) — {}",
@@ -1282,6 +1284,12 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     })
 }
 
+/// The protocol's feeds at the trial date (`feeds.date`, else today, UTC).
+fn load_feeds(p: &LoadedProtocol) -> Result<Option<TrialFeeds>, RunError> {
+    p.load_feeds(chrono::Utc::now().date_naive())
+        .map_err(|e| RunError::BadInput(e.to_string()))
+}
+
 /// Run folders hold device identities and raw evidence: owner-only.
 fn create_private_dir(d: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -1305,6 +1313,7 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         path: scratch.clone(),
         source,
     })?;
+    let feeds = load_feeds(p)?;
     let lab = connect_lab(p).await?;
     let (journal, _) = Journal::open(&scratch.join("journal.jsonl"))?;
     let opts = RunOptions {
@@ -1324,6 +1333,7 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         opts: &opts,
         asked_after_download: HashSet::new(),
         interrupted: Arc::new(Interrupt::default()),
+        feeds,
     };
     r.log(Event::RunStarted {
         schema: SCHEMA_VERSION,
