@@ -41,35 +41,54 @@ fn lost_reason(o: &DeviceOutcome) -> Option<String> {
     })
 }
 
-fn count_by(rows: &mut Vec<Vec<String>>, stage: &str, arm: &str, reasons: Vec<String>) {
+/// The CONSORT counts of one arm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmFlow {
+    pub arm: String,
+    pub allocated: usize,
+    pub received: usize,
+    /// Why allocated devices did not receive the dose: (reason, count), sorted by reason.
+    pub not_received: Vec<(String, usize)>,
+    /// (reason, count), sorted by reason.
+    pub lost_to_follow_up: Vec<(String, usize)>,
+    pub analysed: usize,
+    /// Outcomes that occur, in the order of [`Outcome::ALL`].
+    pub outcomes: Vec<(Outcome, usize)>,
+}
+
+/// The CONSORT flow as data (what `flow.csv` and the HTML diagram show).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub enrolled: usize,
+    pub not_assessed: usize,
+    pub assessed: usize,
+    pub excluded: usize,
+    /// (rule, count), sorted by rule; a device failing several rules counts under each.
+    pub excluded_by_rule: Vec<(String, usize)>,
+    pub eligible: usize,
+    pub not_allocated: usize,
+    /// Arms in order of first allocation.
+    pub arms: Vec<ArmFlow>,
+}
+
+fn count_reasons(reasons: Vec<String>) -> Vec<(String, usize)> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in reasons {
         *counts.entry(r).or_default() += 1;
     }
-    for (reason, n) in counts {
-        rows.push(vec![stage.into(), arm.into(), n.to_string(), reason]);
-    }
+    counts.into_iter().collect()
 }
 
-pub fn render(entries: &[Entry]) -> String {
+/// Count the flow from the journal.
+pub fn counts(entries: &[Entry]) -> Flow {
     let run = outcome::gather(entries);
     let outcomes = outcome::judge(entries);
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let row = |stage: &str, arm: &str, n: usize, reason: &str| {
-        vec![stage.into(), arm.into(), n.to_string(), reason.into()]
-    };
     let devices = &run.devices;
-    rows.push(row("enrolled", "", devices.len(), ""));
     let assessed = devices.iter().filter(|d| d.assessed).count();
-    if assessed < devices.len() {
-        rows.push(row("not_assessed", "", devices.len() - assessed, ""));
-    }
-    rows.push(row("assessed", "", assessed, ""));
     let excluded: Vec<_> = devices
         .iter()
         .filter(|d| d.assessed && !d.eligible)
         .collect();
-    rows.push(row("excluded", "", excluded.len(), ""));
     let rules = excluded
         .iter()
         .flat_map(|d| {
@@ -81,51 +100,91 @@ pub fn render(entries: &[Entry]) -> String {
             r
         })
         .collect();
-    count_by(&mut rows, "excluded", "", rules);
     let eligible = devices.iter().filter(|d| d.assessed && d.eligible).count();
-    rows.push(row("eligible", "", eligible, ""));
-    let unallocated = devices
+    let not_allocated = devices
         .iter()
         .filter(|d| d.assessed && d.eligible && d.arm.is_none())
         .count();
-    if unallocated > 0 {
-        rows.push(row("not_allocated", "", unallocated, ""));
-    }
 
     // Arms in order of first allocation.
-    let mut arms: Vec<&str> = Vec::new();
+    let mut arm_names: Vec<&str> = Vec::new();
     for o in &outcomes {
         if let Some(a) = o.arm.as_deref()
-            && !arms.contains(&a)
+            && !arm_names.contains(&a)
         {
-            arms.push(a);
+            arm_names.push(a);
         }
     }
-    for arm in arms {
-        let group: Vec<&DeviceOutcome> = outcomes
-            .iter()
-            .filter(|o| o.arm.as_deref() == Some(arm))
-            .collect();
-        rows.push(row("allocated", arm, group.len(), ""));
-        let not_received: Vec<String> = group
-            .iter()
-            .filter_map(|o| not_received_reason(o))
-            .collect();
-        rows.push(row("received", arm, group.len() - not_received.len(), ""));
-        count_by(&mut rows, "not_received", arm, not_received);
-        count_by(
-            &mut rows,
-            "lost_to_follow_up",
-            arm,
-            group.iter().filter_map(|o| lost_reason(o)).collect(),
-        );
-        let analysed = group.iter().filter(|o| o.final_build.is_some()).count();
-        rows.push(row("analysed", arm, analysed, ""));
-        for oc in Outcome::ALL {
-            let n = group.iter().filter(|o| o.outcome == oc).count();
-            if n > 0 {
-                rows.push(row("outcome", arm, n, oc.as_str()));
+    let arms = arm_names
+        .into_iter()
+        .map(|arm| {
+            let group: Vec<&DeviceOutcome> = outcomes
+                .iter()
+                .filter(|o| o.arm.as_deref() == Some(arm))
+                .collect();
+            let not_received: Vec<String> = group
+                .iter()
+                .filter_map(|o| not_received_reason(o))
+                .collect();
+            ArmFlow {
+                arm: arm.to_string(),
+                allocated: group.len(),
+                received: group.len() - not_received.len(),
+                not_received: count_reasons(not_received),
+                lost_to_follow_up: count_reasons(
+                    group.iter().filter_map(|o| lost_reason(o)).collect(),
+                ),
+                analysed: group.iter().filter(|o| o.final_build.is_some()).count(),
+                outcomes: Outcome::ALL
+                    .iter()
+                    .map(|oc| (*oc, group.iter().filter(|o| o.outcome == *oc).count()))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
             }
+        })
+        .collect();
+    Flow {
+        enrolled: devices.len(),
+        not_assessed: devices.len() - assessed,
+        assessed,
+        excluded: excluded.len(),
+        excluded_by_rule: count_reasons(rules),
+        eligible,
+        not_allocated,
+        arms,
+    }
+}
+
+pub fn render(entries: &[Entry]) -> String {
+    let f = counts(entries);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let row = |stage: &str, arm: &str, n: usize, reason: &str| {
+        vec![stage.into(), arm.into(), n.to_string(), reason.into()]
+    };
+    let by = |rows: &mut Vec<Vec<String>>, stage: &str, arm: &str, counts: &[(String, usize)]| {
+        for (reason, n) in counts {
+            rows.push(row(stage, arm, *n, reason));
+        }
+    };
+    rows.push(row("enrolled", "", f.enrolled, ""));
+    if f.not_assessed > 0 {
+        rows.push(row("not_assessed", "", f.not_assessed, ""));
+    }
+    rows.push(row("assessed", "", f.assessed, ""));
+    rows.push(row("excluded", "", f.excluded, ""));
+    by(&mut rows, "excluded", "", &f.excluded_by_rule);
+    rows.push(row("eligible", "", f.eligible, ""));
+    if f.not_allocated > 0 {
+        rows.push(row("not_allocated", "", f.not_allocated, ""));
+    }
+    for a in &f.arms {
+        rows.push(row("allocated", &a.arm, a.allocated, ""));
+        rows.push(row("received", &a.arm, a.received, ""));
+        by(&mut rows, "not_received", &a.arm, &a.not_received);
+        by(&mut rows, "lost_to_follow_up", &a.arm, &a.lost_to_follow_up);
+        rows.push(row("analysed", &a.arm, a.analysed, ""));
+        for (oc, n) in &a.outcomes {
+            rows.push(row("outcome", &a.arm, *n, oc.as_str()));
         }
     }
     to_csv(&HEADER, &rows)

@@ -3,11 +3,13 @@
 //! Every report is a pure `render(&[Entry]) -> String` (no I/O, no clock): `lab report RUN_DIR`
 //! regenerates them byte for byte. CSV files are RFC 4180 (CRLF line ends, quoted where
 //! needed), header row first, rows in a stable order, floats with fixed precision. Every column
-//! is documented in `docs/reports.md`.
+//! is documented in `docs/reports.md`. `report.html` (`html::render`) is the same journal for
+//! people: header, CONSORT diagram, baseline, device timelines, outcomes, anomalies.
 
 pub mod adverse_events;
 pub mod devices;
 pub mod flow;
+pub mod html;
 pub mod observations;
 
 use crate::trial::journal::{self, Entry, JournalError};
@@ -36,6 +38,9 @@ pub const CSV_REPORTS: [(&str, Render); 4] = [
     ("adverse_events.csv", adverse_events::render),
 ];
 
+/// The HTML report's file name (written after the CSV files).
+pub const HTML_REPORT: &str = "report.html";
+
 /// Read `run_dir/journal.jsonl` (a torn last line is ignored) and write every report next to
 /// it, each through a temporary file and a rename so no report is ever half-written.
 pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
@@ -46,6 +51,10 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         write_atomic(&path, render(&loaded.entries).as_bytes())?;
         written.push(path);
     }
+    // Anomaly detectors plug in here: pass their (id, title, udid) links instead of `&[]`.
+    let path = run_dir.join(HTML_REPORT);
+    write_atomic(&path, html::render(&loaded.entries, &[]).as_bytes())?;
+    written.push(path);
     Ok(written)
 }
 
@@ -172,7 +181,7 @@ mod tests {
         text.push_str("{\"seq\":99,\"at\":\"x\",\"event\":\"run_fin");
         std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
         let paths = write_all(dir.path()).unwrap();
-        assert_eq!(paths.len(), 4);
+        assert_eq!(paths.len(), 5);
         let first: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let again = write_all(dir.path()).unwrap();
         let second: Vec<Vec<u8>> = again.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -187,6 +196,11 @@ mod tests {
         for ((name, render), bytes) in CSV_REPORTS.iter().zip(&first) {
             assert_eq!(render(&j.entries).as_bytes(), bytes.as_slice(), "{name}");
         }
+        assert_eq!(
+            html::render(&j.entries, &[]).as_bytes(),
+            first[4].as_slice(),
+            "report.html"
+        );
     }
 
     #[test]
