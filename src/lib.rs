@@ -6,6 +6,7 @@
 //! See `../shared/DESIGN.md` for the whole shape.
 
 pub mod cli;
+pub mod evidence;
 pub mod feeds;
 pub mod http_client;
 pub mod input;

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod flow;
 pub mod html;
 pub mod observations;
+pub mod radar;
 
 use crate::trial::journal::{self, Entry, JournalError};
 use std::io::Write;
@@ -41,8 +42,24 @@ pub const CSV_REPORTS: [(&str, Render); 4] = [
 /// The HTML report's file name (written after the CSV files).
 pub const HTML_REPORT: &str = "report.html";
 
+/// The anomalies of a run as links for the HTML report.
+pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
+    crate::evidence::anomalies::detect(entries)
+        .into_iter()
+        .map(|a| html::AnomalyLink {
+            id: a.detector.to_string(),
+            title: crate::evidence::anomalies::detector(a.detector)
+                .map(|d| d.title.to_string())
+                .unwrap_or_else(|| a.detector.to_string()),
+            udid: Some(a.udid),
+        })
+        .collect()
+}
+
 /// Read `run_dir/journal.jsonl` (a torn last line is ignored) and write every report next to
-/// it, each through a temporary file and a rename so no report is ever half-written.
+/// it, each through a temporary file and a rename so no report is ever half-written: the CSV
+/// projections, then the radar drafts (`radar/`, removed and written anew each time, absent when
+/// no detector fired; their steps come from the run folder's frozen `protocol.yaml`).
 pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let loaded = journal::read(&run_dir.join("journal.jsonl"))?;
     let mut written = Vec::new();
@@ -51,9 +68,28 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         write_atomic(&path, render(&loaded.entries).as_bytes())?;
         written.push(path);
     }
-    // Anomaly detectors plug in here: pass their (id, title, udid) links instead of `&[]`.
+    let protocol = std::fs::read_to_string(run_dir.join("protocol.yaml")).ok();
+    let drafts = radar::render(&loaded.entries, protocol.as_deref());
+    let dir = run_dir.join(radar::DIR);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    for (rel, bytes) in drafts {
+        let path = run_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
+    // The HTML report links every anomaly to its draft.
+    let links = anomaly_links(&loaded.entries);
     let path = run_dir.join(HTML_REPORT);
-    write_atomic(&path, html::render(&loaded.entries, &[]).as_bytes())?;
+    write_atomic(&path, html::render(&loaded.entries, &links).as_bytes())?;
     written.push(path);
     Ok(written)
 }
@@ -181,7 +217,14 @@ mod tests {
         text.push_str("{\"seq\":99,\"at\":\"x\",\"event\":\"run_fin");
         std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
         let paths = write_all(dir.path()).unwrap();
-        assert_eq!(paths.len(), 5);
+        // The CSVs, the radar drafts (the sample's IsDownloaded is an integer), then the HTML.
+        assert!(paths.len() > 5);
+        assert!(
+            paths[4..paths.len() - 1]
+                .iter()
+                .all(|p| p.starts_with(dir.path().join("radar")))
+        );
+        assert!(paths.last().unwrap().ends_with(HTML_REPORT));
         let first: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let again = write_all(dir.path()).unwrap();
         let second: Vec<Vec<u8>> = again.iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -196,11 +239,25 @@ mod tests {
         for ((name, render), bytes) in CSV_REPORTS.iter().zip(&first) {
             assert_eq!(render(&j.entries).as_bytes(), bytes.as_slice(), "{name}");
         }
+        let drafts = radar::render(&j.entries, None);
+        assert_eq!(drafts.len(), paths.len() - 5);
+        for ((rel, bytes), got) in drafts.iter().zip(&first[4..]) {
+            assert_eq!(bytes, got, "{}", rel.display());
+        }
         assert_eq!(
-            html::render(&j.entries, &[]).as_bytes(),
-            first[4].as_slice(),
+            html::render(&j.entries, &anomaly_links(&j.entries)).as_bytes(),
+            first.last().unwrap().as_slice(),
             "report.html"
         );
+        // A stale draft does not survive regeneration; no anomaly, no radar folder.
+        std::fs::write(dir.path().join("radar/stale.md"), "x").unwrap();
+        write_all(dir.path()).unwrap();
+        assert!(!dir.path().join("radar/stale.md").exists());
+        let mut clean = J::new();
+        clean.device("U1", false);
+        std::fs::write(dir.path().join("journal.jsonl"), journal_text(&clean)).unwrap();
+        assert_eq!(write_all(dir.path()).unwrap().len(), 5);
+        assert!(!dir.path().join("radar").exists());
     }
 
     #[test]

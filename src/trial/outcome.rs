@@ -194,6 +194,8 @@ pub(crate) struct Facts {
     pub host: String,
     pub device_id: u32,
     pub probe: Option<serde_json::Value>,
+    /// Seq of the (last) `BaselineRecorded`.
+    pub baseline_seq: Option<u64>,
     pub assessed: bool,
     pub eligible: bool,
     pub reasons: Vec<Reason>,
@@ -358,6 +360,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
             Event::BaselineRecorded { udid, probe } => {
                 if let Some(i) = dev(&index, udid) {
                     run.devices[i].probe = Some(probe.clone());
+                    run.devices[i].baseline_seq = Some(e.seq);
                 }
             }
             Event::EligibilityAssessed {

@@ -1,0 +1,696 @@
+//! `radar/`: one radar-ready draft per anomaly a run showed (`radar/<detector-id>.md`, the
+//! openradar layout: Title, Area, Classification, Reproducibility, Summary, Steps to Reproduce,
+//! Expected Results, Actual Results, Version/Build, Configuration, Regression, Notes), and the
+//! exact command and response plists as attachments (`radar/attachments/`), byte-identical to
+//! what the harness queued (`DoseIntent.command_b64`) and the device sent (`MdmResult.raw_b64`,
+//! `UpdatesOffered.updates.raw_b64`).
+//!
+//! Pure: the journal's entries and the text of the run's frozen `protocol.yaml` (for the steps)
+//! in, files out. No draft at all when no detector fired.
+
+use crate::evidence::{self, Anomaly, Detector, Scope, Tally};
+use crate::trial::journal::{Entry, Event};
+use crate::trial::outcome::{Facts, RunFacts, gather};
+use crate::trial::protocol::{Protocol, TargetSpec, UntilSpec};
+use base64::Engine;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The folder, relative to the run folder.
+pub const DIR: &str = "radar";
+
+/// Every draft and attachment: (path relative to the run folder, bytes), in a stable order.
+pub fn render(entries: &[Entry], protocol_yaml: Option<&str>) -> Vec<(PathBuf, Vec<u8>)> {
+    let anomalies = evidence::detect(entries);
+    if anomalies.is_empty() {
+        return Vec::new();
+    }
+    let tallies = evidence::situations(entries);
+    let run = gather(entries);
+    let protocol: Option<Protocol> =
+        protocol_yaml.and_then(|t| crate::input::parse_yaml(Path::new("protocol.yaml"), t).ok());
+    let raw = raw_plists(entries);
+    let lab_version = entries.iter().find_map(|e| match &e.event {
+        Event::RunStarted { lab_version, .. } => Some(lab_version.clone()),
+        _ => None,
+    });
+    let ctx = Ctx {
+        run: &run,
+        protocol: protocol.as_ref(),
+        raw: &raw,
+        lab_version,
+    };
+    let mut out = Vec::new();
+    let mut attachments: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    for det in evidence::DETECTORS {
+        let mine: Vec<&Anomaly> = anomalies.iter().filter(|a| a.detector == det.id).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let tally = tallies
+            .iter()
+            .find(|t| t.detector == det.id)
+            .expect("a tally per detector");
+        let mut files = Vec::new();
+        for a in &mine {
+            for (name, bytes, what) in attachments_of(a, &raw) {
+                files.push((name.clone(), what));
+                attachments.insert(Path::new(DIR).join("attachments").join(&name), bytes);
+            }
+        }
+        let text = draft(det, &mine, tally, &files, &ctx);
+        out.push((
+            Path::new(DIR).join(format!("{}.md", det.id)),
+            text.into_bytes(),
+        ));
+    }
+    out.extend(attachments);
+    out
+}
+
+struct Ctx<'a> {
+    run: &'a RunFacts,
+    protocol: Option<&'a Protocol>,
+    raw: &'a Raw,
+    lab_version: Option<String>,
+}
+
+/// Raw bytes in the journal: answers by seq, commands by (udid, CommandUUID).
+#[derive(Default)]
+struct Raw {
+    answers: HashMap<u64, Vec<u8>>,
+    commands: HashMap<(String, String), (String, Vec<u8>)>,
+}
+
+fn b64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+fn raw_plists(entries: &[Entry]) -> Raw {
+    let mut r = Raw::default();
+    for e in entries {
+        match &e.event {
+            Event::MdmResult { raw_b64, .. } => {
+                if let Some(b) = b64(raw_b64) {
+                    r.answers.insert(e.seq, b);
+                }
+            }
+            Event::UpdatesOffered { updates, .. } => {
+                if let Some(b) = updates
+                    .get("raw_b64")
+                    .and_then(|v| v.as_str())
+                    .and_then(b64)
+                {
+                    r.answers.insert(e.seq, b);
+                }
+            }
+            Event::DoseIntent {
+                udid,
+                command_uuid,
+                request_type,
+                command_b64,
+                ..
+            } => {
+                if let Some(b) = b64(command_b64) {
+                    r.commands
+                        .entry((udid.clone(), command_uuid.clone()))
+                        .or_insert((request_type.clone(), b));
+                }
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+/// A file-name-safe piece.
+fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// (file name, bytes, what it is) for one anomaly.
+fn attachments_of(a: &Anomaly, raw: &Raw) -> Vec<(String, Vec<u8>, String)> {
+    let Some(uuid) = &a.command_uuid else {
+        return Vec::new();
+    };
+    let stem = format!("{}-{}", safe(&a.udid), safe(uuid));
+    let mut out = Vec::new();
+    if let Some((rt, bytes)) = raw.commands.get(&(a.udid.clone(), uuid.clone())) {
+        out.push((
+            format!("{stem}-command.plist"),
+            bytes.clone(),
+            format!("the {rt} command as queued (CommandUUID {uuid})"),
+        ));
+    }
+    for (k, seq) in a.responses.iter().enumerate() {
+        let Some(bytes) = raw.answers.get(seq) else {
+            continue;
+        };
+        let name = if k == 0 {
+            format!("{stem}-response.plist")
+        } else {
+            format!("{stem}-response-{}.plist", k + 1)
+        };
+        out.push((
+            name,
+            bytes.clone(),
+            format!("the device's answer as received (journal.jsonl#seq={seq})"),
+        ));
+    }
+    out
+}
+
+fn cell(s: &str) -> String {
+    let s = s.replace('|', "\\|").replace(['\r', '\n'], " ");
+    if s.is_empty() { "unknown".into() } else { s }
+}
+
+fn baseline(d: &Facts, path: &str) -> String {
+    d.probe
+        .as_ref()
+        .and_then(|p| p.pointer(path))
+        .map(super::json_cell)
+        .unwrap_or_default()
+}
+
+fn version(d: &Facts) -> String {
+    d.starting_version().unwrap_or_default()
+}
+
+fn build(d: &Facts) -> String {
+    d.starting_build().unwrap_or_default()
+}
+
+fn model(d: &Facts) -> String {
+    let pt = baseline(d, "/baseline/product_type/value");
+    let name = baseline(d, "/baseline/marketing_name/value");
+    match (pt.is_empty(), name.is_empty()) {
+        (false, false) => format!("{name} ({pt})"),
+        (false, true) => pt,
+        _ => name,
+    }
+}
+
+fn passcode(d: &Facts) -> String {
+    let l = baseline(d, "/baseline/passcode/password_protected/value");
+    if l.is_empty() {
+        baseline(d, "/mdm/passcode_present/value")
+    } else {
+        l
+    }
+}
+
+fn power(d: &Facts) -> String {
+    let ext = baseline(d, "/baseline/battery/external_connected/value");
+    let level = baseline(d, "/baseline/battery/current_capacity/value");
+    let level = if level.is_empty() {
+        "unknown".to_string()
+    } else {
+        format!("{level} %")
+    };
+    if ext == "true" {
+        format!("external power, battery {level}")
+    } else {
+        format!("battery {level}")
+    }
+}
+
+fn dev<'a>(run: &'a RunFacts, udid: &str) -> Option<&'a Facts> {
+    run.devices.iter().find(|d| d.udid == udid)
+}
+
+fn seq_list(seqs: &[u64]) -> String {
+    seqs.iter()
+        .map(|s| format!("`journal.jsonl#seq={s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{s} s")
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+fn draft(
+    det: &Detector,
+    mine: &[&Anomaly],
+    tally: &Tally,
+    files: &[(String, String)],
+    ctx: &Ctx,
+) -> String {
+    let run = ctx.run;
+    let affected: Vec<&Facts> = mine.iter().filter_map(|a| dev(run, &a.udid)).collect();
+    let mut versions: Vec<String> = Vec::new();
+    for d in &affected {
+        let v = format!("iOS {} ({})", cell(&version(d)), cell(&build(d)));
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+    }
+    let short_versions: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for d in &affected {
+            let x = version(d);
+            if !x.is_empty() && !v.contains(&x) {
+                v.push(x);
+            }
+        }
+        v
+    };
+    let n = tally.showed.len();
+    let of = tally.in_situation.len();
+    let repro = evidence::reproducibility(n, of);
+
+    let mut s = String::new();
+    let title = if short_versions.is_empty() {
+        det.title.to_string()
+    } else {
+        format!("{} (iOS {})", det.title, short_versions.join(", "))
+    };
+    let _ = writeln!(s, "# {title}\n");
+    let _ = writeln!(s, "- **Title:** {title}");
+    let _ = writeln!(s, "- **Area:** Device Management");
+    let _ = writeln!(s, "- **Classification:** {}", det.classification);
+    let _ = writeln!(
+        s,
+        "- **Reproducibility:** {repro} ({n} of {of} devices in the same situation: {})",
+        det.situation
+    );
+    let _ = writeln!(s, "- **Detector:** `{}`", det.id);
+    let _ = writeln!(s, "- **Source:** {}", det.source);
+    if let Some(t) = &run.trial_id {
+        let _ = writeln!(
+            s,
+            "- **Trial:** `{t}` (protocol sha256 `{}`)",
+            run.protocol_sha256.as_deref().unwrap_or("unknown")
+        );
+    }
+
+    let _ = writeln!(s, "\n## Summary\n");
+    let _ = writeln!(
+        s,
+        "{} Seen on {n} of {of} devices in the same situation in a controlled trial run by `lab`.",
+        det.description
+    );
+
+    let _ = writeln!(s, "\n## Steps to Reproduce\n");
+    for (k, step) in steps(det, &affected, ctx).iter().enumerate() {
+        let _ = writeln!(s, "{}. {step}", k + 1);
+    }
+
+    let _ = writeln!(s, "\n## Expected Results\n\n{}", det.expected);
+
+    let _ = writeln!(s, "\n## Actual Results\n");
+    for a in mine {
+        let d = dev(run, &a.udid);
+        let who = d
+            .map(|d| format!("{}, iOS {} ({})", model(d), version(d), build(d)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "- `{}` ({}): {} Evidence: {}.",
+            a.udid,
+            who,
+            a.actual,
+            seq_list(&a.evidence)
+        );
+    }
+
+    let _ = writeln!(s, "\n## Version/Build\n");
+    let _ = writeln!(s, "{}", versions.join(", "));
+    if let Some(v) = &ctx.lab_version {
+        let _ = writeln!(s, "\nHarness: lab {v}.");
+    }
+
+    let _ = writeln!(s, "\n## Configuration\n");
+    let _ = writeln!(
+        s,
+        "Baseline of the affected devices (journal `BaselineRecorded`).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| UDID | Name | Model | iOS | Build | Supervised | Passcode | Battery % | Charging | External power | Free bytes (AmountDataAvailable) | Total disk bytes | MDM OSVersion | MDM BuildVersion | MDM BatteryLevel | MDM PasscodePresent | Arm |"
+    );
+    let _ = writeln!(s, "|{}", "---|".repeat(17));
+    for d in &affected {
+        let row = [
+            d.udid.clone(),
+            baseline(d, "/baseline/device_name/value"),
+            model(d),
+            version(d),
+            build(d),
+            baseline(d, "/baseline/supervision/device_is_chaperoned/value"),
+            passcode(d),
+            baseline(d, "/baseline/battery/current_capacity/value"),
+            baseline(d, "/baseline/battery/is_charging/value"),
+            baseline(d, "/baseline/battery/external_connected/value"),
+            baseline(d, "/baseline/disk/amount_data_available/value"),
+            baseline(d, "/baseline/disk/total_disk_capacity/value"),
+            baseline(d, "/mdm/os_version/value"),
+            baseline(d, "/mdm/build_version/value"),
+            baseline(d, "/mdm/battery_level/value"),
+            baseline(d, "/mdm/passcode_present/value"),
+            d.arm.clone().unwrap_or_default(),
+        ];
+        let _ = writeln!(
+            s,
+            "| {} |",
+            row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+        );
+    }
+
+    let _ = writeln!(s, "\n## Regression\n");
+    let _ = writeln!(
+        s,
+        "Devices in the same situation ({}), grouped by version, model, passcode and power state.\n",
+        det.situation
+    );
+    let _ = writeln!(
+        s,
+        "| iOS | Build | Model | Passcode | Power | Devices | Showed it |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let mut groups: Vec<([String; 5], usize, usize)> = Vec::new();
+    for u in &tally.in_situation {
+        let Some(d) = dev(run, u) else { continue };
+        let key = [version(d), build(d), model(d), passcode(d), power(d)];
+        let showed = tally.showed.contains(u) as usize;
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => {
+                g.1 += 1;
+                g.2 += showed;
+            }
+            None => groups.push((key, 1, showed)),
+        }
+    }
+    for (k, total, showed) in &groups {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {total} | {showed} of {total} |",
+            cell(&k[0]),
+            cell(&k[1]),
+            cell(&k[2]),
+            cell(&k[3]),
+            cell(&k[4]),
+        );
+    }
+    let did: Vec<String> = groups
+        .iter()
+        .filter(|g| g.2 > 0)
+        .map(|g| format!("iOS {} on {}", cell(&g.0[0]), cell(&g.0[2])))
+        .collect();
+    let did_not: Vec<String> = groups
+        .iter()
+        .filter(|g| g.2 < g.1)
+        .map(|g| format!("iOS {} on {}", cell(&g.0[0]), cell(&g.0[2])))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nShowed it: {}. Did not: {}.",
+        if did.is_empty() {
+            "none".into()
+        } else {
+            did.join("; ")
+        },
+        if did_not.is_empty() {
+            "none".into()
+        } else {
+            did_not.join("; ")
+        }
+    );
+
+    let _ = writeln!(s, "\n## Notes\n");
+    let _ = writeln!(s, "- Detector `{}`: {}", det.id, det.description);
+    let _ = writeln!(
+        s,
+        "- Expected Results quote Apple's documented schema and documentation; the evidence is in the run's `journal.jsonl` at the sequence numbers given under Actual Results."
+    );
+    let _ = writeln!(
+        s,
+        "- Reproducibility is n of N over the devices of this run in the same situation: Always = all, Sometimes = at least a third, Rarely = fewer."
+    );
+    if mine.iter().any(|a| {
+        a.command_uuid
+            .as_ref()
+            .is_some_and(|u| !ctx.raw.commands.contains_key(&(a.udid.clone(), u.clone())))
+    }) {
+        let _ = writeln!(
+            s,
+            "- Query commands (AvailableOSUpdates, OSUpdateStatus, DeviceInformation, SecurityInfo) carry no keys besides RequestType; the journal keeps the bytes of dose commands only, so only their answers are attached for those."
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Attachments are byte-identical to what the harness queued (`DoseIntent.command_b64`) and what the device sent (`MdmResult.raw_b64`). A sysdiagnose and an `mdmclient` log excerpt of the affected devices should be added by hand before filing."
+    );
+    let _ = writeln!(
+        s,
+        "- Generated by `lab report` from the run folder; regenerating gives the same bytes."
+    );
+
+    let _ = writeln!(s, "\n## Attachments\n");
+    if files.is_empty() {
+        let _ = writeln!(s, "None recorded in the journal.");
+    }
+    for (name, what) in files {
+        let _ = writeln!(s, "- `attachments/{name}`: {what}");
+    }
+    s
+}
+
+/// Steps to Reproduce: from the frozen protocol when it parses, else from the journal.
+fn steps(det: &Detector, affected: &[&Facts], ctx: &Ctx) -> Vec<String> {
+    let mut out = vec![
+        "Take a supervised iPhone enrolled in an MDM server and connected over USB, in the state given under Configuration.".to_string(),
+        "Record its baseline over lockdown (usbmuxd) and through the MDM (DeviceInformation, SecurityInfo), then send AvailableOSUpdates.".to_string(),
+    ];
+    if det.scope == Scope::Dose {
+        let p = ctx.protocol;
+        let target = match p.map(|p| &p.target) {
+            Some(TargetSpec::ProductVersion(v)) => format!("ProductVersion {v}"),
+            Some(TargetSpec::ProductKey(k)) => format!("ProductKey {k}"),
+            _ => {
+                "the ProductKey of the newest update the device's AvailableOSUpdates answer offers"
+                    .to_string()
+            }
+        };
+        let mut arms: Vec<String> = Vec::new();
+        for d in affected {
+            if let Some(a) = &d.arm
+                && !arms.contains(a)
+            {
+                arms.push(a.clone());
+            }
+        }
+        let specs: Vec<_> = p
+            .map(|p| {
+                p.arms
+                    .iter()
+                    .filter(|a| arms.contains(&a.name))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !specs.is_empty() {
+            for a in specs {
+                let mut step = format!(
+                    "Arm `{}`: send ScheduleOSUpdate with Updates = [{{{target}, InstallAction: {}}}].",
+                    a.name,
+                    a.install_action.as_str()
+                );
+                if let Some(f) = &a.follow_up_step {
+                    let _ = write!(
+                        step,
+                        " Once OSUpdateStatus reports IsDownloaded, send ScheduleOSUpdate again with InstallAction {}.",
+                        f.install_action.as_str()
+                    );
+                }
+                out.push(step);
+            }
+        } else {
+            // No (readable) protocol: the steps the journal shows were sent.
+            let mut seen: Vec<(u32, String)> = Vec::new();
+            for d in affected {
+                for i in d
+                    .intents
+                    .iter()
+                    .filter(|i| i.request_type == "ScheduleOSUpdate")
+                {
+                    let k = (i.step, i.install_action.clone());
+                    if !seen.contains(&k) {
+                        seen.push(k);
+                    }
+                }
+            }
+            seen.sort();
+            for (step, action) in seen {
+                out.push(format!(
+                    "Step {step}: send ScheduleOSUpdate with Updates = [{{{target}, InstallAction: {action}}}]."
+                ));
+            }
+        }
+        if let Some(p) = p {
+            let f = &p.follow_up;
+            let until = match &f.until {
+                UntilSpec::Updated => "the device reports the target build".to_string(),
+                UntilSpec::Downloaded => "OSUpdateStatus reports the update downloaded".into(),
+                UntilSpec::Status(st) => format!("OSUpdateStatus reports {st}"),
+            };
+            out.push(format!(
+                "Poll OSUpdateStatus every {}{} for up to {}, or until {until}.",
+                human(f.poll_interval.0),
+                if f.reprobe {
+                    " and re-read ProductVersion/BuildVersion over USB"
+                } else {
+                    ""
+                },
+                human(f.max_duration.0)
+            ));
+        } else {
+            out.push("Poll OSUpdateStatus and re-read the build over USB until the follow-up window closes.".into());
+        }
+    }
+    out.push(det.trigger.to_string());
+    if let Some(p) = ctx.protocol {
+        out.push(format!(
+            "The whole protocol is trial `{}` (\"{}\"), frozen in the run folder as `protocol.yaml`.",
+            p.id, p.title
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trial::outcome::testkit::J;
+    use plist::Value;
+
+    fn quirky() -> J {
+        let mut j = J::new();
+        j.device("U1", true)
+            .device("U2", true)
+            .allocate("U1", "a")
+            .allocate("U2", "a")
+            .consent(&["U1", "U2"])
+            .dose("U1", 1, "C1")
+            .dose("U2", 1, "C2")
+            .schedule_answer("U1", "C1", "Acknowledged")
+            .schedule_answer("U2", "C2", "Acknowledged")
+            .status("U1", "S1", 0.5, Value::Integer(0.into()))
+            .status("U2", "S2", 0.5, Value::Boolean(false));
+        j
+    }
+
+    #[test]
+    fn one_draft_per_detector_with_n_of_n_and_byte_identical_attachments() {
+        let j = quirky();
+        let files = render(&j.entries, None);
+        let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "radar/documented_type_mismatch.md",
+                "radar/attachments/U1-S1-response.plist"
+            ]
+        );
+        let md = String::from_utf8(files[0].1.clone()).unwrap();
+        assert!(
+            md.contains("- **Reproducibility:** Sometimes (1 of 2 devices"),
+            "{md}"
+        );
+        for h in [
+            "## Summary",
+            "## Steps to Reproduce",
+            "## Expected Results",
+            "## Actual Results",
+            "## Version/Build",
+            "## Configuration",
+            "## Regression",
+            "## Notes",
+            "- **Area:** Device Management",
+            "- **Classification:** Other Bug",
+        ] {
+            assert!(md.contains(h), "{h}\n{md}");
+        }
+        assert!(md.contains("| 15.7 | 19H12 | iPhone10,3 |"), "{md}");
+        assert!(md.contains("| 2 | 1 of 2 |"), "{md}");
+        // The attachment is the raw answer of the journal.
+        let raw = j
+            .entries
+            .iter()
+            .find_map(|e| match &e.event {
+                Event::MdmResult {
+                    command_uuid,
+                    raw_b64,
+                    ..
+                } if command_uuid == "S1" => b64(raw_b64),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(files[1].1, raw);
+        // Deterministic.
+        assert_eq!(render(&j.entries, None), files);
+    }
+
+    #[test]
+    fn dose_commands_are_attached_and_protocol_steps_are_used() {
+        let mut j = J::new();
+        j.device("U1", true)
+            .allocate("U1", "two-step")
+            .consent(&["U1"])
+            .dose("U1", 1, "C1")
+            .result("U1", "C1", Some("ScheduleOSUpdate"), "Error", |_| {})
+            .status("U1", "S1", 0.3, Value::Boolean(false));
+        let proto = "id: q\ntitle: Q\nlab: { usbmuxd: [\"/x\"] }\ntarget: latest\narms:\n  - name: two-step\n    install_action: Default\n    follow_up_step: { install_action: Default, when: downloaded }\nfollow_up: { poll_interval: 30s, max_duration: 1h }\n";
+        let files = render(&j.entries, Some(proto));
+        let md = files
+            .iter()
+            .find(|(p, _)| p.ends_with("schedule_error_but_proceeds.md"))
+            .map(|(_, b)| String::from_utf8(b.clone()).unwrap())
+            .unwrap();
+        assert!(md.contains("Arm `two-step`: send ScheduleOSUpdate"), "{md}");
+        assert!(md.contains("send ScheduleOSUpdate again with InstallAction Default"));
+        assert!(md.contains("every 30 s"), "{md}");
+        assert!(md.contains("for up to 1 h"), "{md}");
+        let cmd = files
+            .iter()
+            .find(|(p, _)| p.ends_with("attachments/U1-C1-command.plist"))
+            .unwrap();
+        assert_eq!(cmd.1, b"\0\0\0".to_vec(), "DoseIntent.command_b64 AAAA");
+        assert!(
+            files
+                .iter()
+                .any(|(p, _)| p.ends_with("attachments/U1-C1-response.plist"))
+        );
+    }
+
+    #[test]
+    fn nothing_when_nothing_was_seen() {
+        let mut j = J::new();
+        j.device("U1", true)
+            .allocate("U1", "a")
+            .consent(&["U1"])
+            .dose("U1", 1, "C1");
+        assert!(render(&j.entries, None).is_empty());
+        assert!(render(&[], None).is_empty());
+    }
+}
