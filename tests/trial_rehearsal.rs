@@ -28,7 +28,11 @@ fn rehearsal_protocol_and_fleet_load() {
     let sim = pr.lab.simulated.as_ref().expect("simulated lab");
     assert_eq!(sim.speed, 120.0);
     let names: Vec<&str> = pr.arms.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["default-two-step", "download-only"]);
+    assert_eq!(
+        names,
+        ["default-two-step", "download-only", "bug-reproduction"]
+    );
+    assert!(pr.arms[2].accept_known_bad && !pr.arms[0].accept_known_bad);
     // At speed 120 the follow-up lasts at most a minute of real time.
     let real = pr.follow_up.max_duration.0.as_secs_f64() / sim.speed;
     assert!(real <= 60.0, "{real}");
@@ -162,12 +166,16 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     assert_eq!(expect("R11"), ["known_bad_version"]);
     assert_eq!(expect("R12"), ["min_ios"]);
 
-    let a = allocate(&pr.arms, &eligible, pr.allocation_seed).unwrap();
+    // As the runner does: the bug-reproduction arm takes only waived known-bad devices.
+    let arms: Vec<_> = pr
+        .arms
+        .iter()
+        .filter(|a| !a.accept_known_bad)
+        .cloned()
+        .collect();
+    let a = allocate(&arms, &eligible, pr.allocation_seed).unwrap();
     assert_eq!(a.len(), 5);
     let n = |arm: &str| a.iter().filter(|(_, x)| x == arm).count();
     assert_eq!((n("default-two-step"), n("download-only")), (3, 2));
-    assert_eq!(
-        a,
-        allocate(&pr.arms, &eligible, pr.allocation_seed).unwrap()
-    );
+    assert_eq!(a, allocate(&arms, &eligible, pr.allocation_seed).unwrap());
 }

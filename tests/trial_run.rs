@@ -13,7 +13,22 @@ const SPEED: &str = "600";
 
 /// The rehearsal protocol pointed at an external simulated lab.
 fn protocol_for(sim: &Sim, dir: &Path, id: &str) -> PathBuf {
+    protocol_for_with(sim, dir, id, false)
+}
+
+fn protocol_for_with(sim: &Sim, dir: &Path, id: &str, keep_bug_reproduction: bool) -> PathBuf {
     let text = std::fs::read_to_string(repo_path("trials/rehearsal.yaml")).unwrap();
+    // These tests check issue 4's verdicts: the known-bad devices stay excluded, so the
+    // rehearsal's bug-reproduction arm (the last arm) is left out.
+    let text = match (
+        text.find("  # Bug reproduction"),
+        text.find("allocation_seed:"),
+    ) {
+        (Some(a), Some(b)) if a < b && !keep_bug_reproduction => {
+            format!("{}{}", &text[..a], &text[b..])
+        }
+        _ => text,
+    };
     let mut out = String::new();
     let mut skip = false;
     for line in text.lines() {
@@ -491,4 +506,57 @@ fn ctrl_c_stops_cleanly_with_the_journal_flushed_and_the_run_resumable() {
     let out = lab_run(&proto, &results).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     check_run(&sim, &dir);
+}
+
+#[test]
+fn the_rehearsal_reproduces_each_seeded_quirk_as_a_radar_draft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = Sim::start_with(
+        &repo_path("trials/fleets/rehearsal-12.yaml"),
+        &["--speed", SPEED],
+    );
+    let proto = protocol_for_with(&sim, tmp.path(), "repro", true);
+    let results = tmp.path().join("results");
+    let out = lab_run(&proto, &results).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = run_dir(&results);
+    let devices = rows(&dir.join("devices.csv"));
+    for v in ["11.3", "11.3.1", "11.4"] {
+        let d = devices.iter().find(|d| d["product_version"] == v).unwrap();
+        assert_eq!(d["arm"], "bug-reproduction", "{d:?}");
+        assert_eq!(d["eligible"], "true");
+        assert_eq!(d["exclusion_rules"], "known_bad_version_waived");
+    }
+    // The 10.2 device stays excluded: only known-bad versions are waived.
+    let old = devices
+        .iter()
+        .find(|d| d["product_version"] == "10.2")
+        .unwrap();
+    assert_eq!(old["exclusion_rules"], "min_ios");
+    let mut drafts: Vec<String> = std::fs::read_dir(dir.join("radar"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    drafts.sort();
+    assert_eq!(
+        drafts,
+        vec![
+            "documented_type_mismatch.md",
+            "schedule_error_but_proceeds.md",
+            "schedule_no_response.md"
+        ]
+    );
+    let d = std::fs::read_to_string(dir.join("radar/schedule_no_response.md")).unwrap();
+    assert!(d.contains("11.3.1"), "{d}");
+    assert!(d.contains("of 8 devices") || d.contains("of "), "{d}");
+    // Doses counted on the server: two per bug-reproduction device (Default, then Default).
+    let udids: Vec<String> = devices.iter().map(|d| d["udid"].clone()).collect();
+    let doses = doses_on_server(&sim, &udids);
+    for d in &devices {
+        if d["arm"] == "bug-reproduction" {
+            assert!(doses[&d["udid"]] <= 2, "{d:?}");
+        }
+    }
 }

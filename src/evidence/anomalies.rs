@@ -645,7 +645,22 @@ fn schedule_no_response(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             .as_ref()
             .filter(|(s, _)| s > enq_seq)
             .map(|(s, r)| (*s, format!("follow-up ended ({r})")));
-        let Some((close, why)) = [restart, build, ended]
+        // An answer without UpdateResults is Apple's sign of one given only after the install's
+        // restart (brief mdm.md §0.3): a restart the harness may have polled past.
+        let after_restart = d
+            .answers_to(&i.command_uuid)
+            .next()
+            .filter(|a| {
+                a.status == "Acknowledged"
+                    && a.report.as_ref().ok().and_then(update_results).is_none()
+            })
+            .map(|a| {
+                (
+                    a.seq,
+                    "the device restarted (its first answer carries no UpdateResults, as answers given after an install's restart do)".to_string(),
+                )
+            });
+        let Some((close, why)) = [restart, build, ended, after_restart]
             .into_iter()
             .flatten()
             .min_by_key(|x| x.0)

@@ -236,6 +236,7 @@ mod tests {
             install_action: InstallAction::Default,
             follow_up_step: None,
             allocation,
+            accept_known_bad: false,
         }
     }
 

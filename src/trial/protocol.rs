@@ -223,6 +223,11 @@ pub struct ArmSpec {
     pub follow_up_step: Option<FollowUpStep>,
     #[serde(default)]
     pub allocation: AllocationSpec,
+    /// A bug-reproduction arm: it takes the devices excluded *only* because they run a version
+    /// with known ScheduleOSUpdate bugs (rule `known_bad_version`), to reproduce those bugs on
+    /// purpose, and no other device. The waiver is recorded with each device's verdict.
+    #[serde(default)]
+    pub accept_known_bad: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -521,11 +521,43 @@ impl Runner<'_> {
                 dep_enrolled: None,
                 feeds: self.feeds.as_ref(),
             };
-            let v = assess(
+            let mut v = assess(
                 &self.p.protocol.eligibility,
                 &self.p.protocol.target,
                 &subject,
             );
+            // A bug-reproduction arm may take a device excluded only for its known-bad version:
+            // judge it again with that rule waived, and record the waiver as its reason.
+            let waiving: Vec<&str> = self
+                .p
+                .protocol
+                .arms
+                .iter()
+                .filter(|a| a.accept_known_bad)
+                .map(|a| a.name.as_str())
+                .collect();
+            if !v.eligible
+                && !waiving.is_empty()
+                && !v.reasons.is_empty()
+                && v.reasons.iter().all(|r| r.rule == "known_bad_version")
+            {
+                let mut spec = self.p.protocol.eligibility.clone();
+                spec.known_bad_versions = Some(Vec::new());
+                let again = assess(&spec, &self.p.protocol.target, &subject);
+                if again.eligible {
+                    let original = v.reasons.remove(0);
+                    v = again;
+                    v.reasons = vec![super::journal::Reason {
+                        rule: WAIVED_KNOWN_BAD.into(),
+                        message: format!(
+                            "{} Waived: taken by the bug-reproduction arm {} to reproduce it.",
+                            original.message.trim_end_matches('.'),
+                            waiving.join(", ")
+                        ),
+                        values: original.values,
+                    }];
+                }
+            }
             let target = v.target_json();
             self.log(Event::EligibilityAssessed {
                 udid: p.udid.clone(),
@@ -622,6 +654,18 @@ impl Runner<'_> {
         if self.state.devices.values().any(|d| d.arm.is_some()) {
             return Ok(());
         }
+        let waived: HashSet<String> = super::journal::read(self.journal.path())?
+            .entries
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::EligibilityAssessed { udid, reasons, .. }
+                    if reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD) =>
+                {
+                    Some(udid.clone())
+                }
+                _ => None,
+            })
+            .collect();
         let candidates: Vec<Candidate> = self
             .state
             .order
@@ -640,10 +684,27 @@ impl Runner<'_> {
             })
             .collect();
         let seed = self.p.protocol.allocation_seed;
-        let alloc = allocate(&self.p.protocol.arms, &candidates, seed).map_err(|e| {
-            RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
-        })?;
-        for (udid, arm) in alloc {
+        // Waived devices go only to bug-reproduction arms; the others only to the other arms.
+        let (repro, normal): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| waived.contains(&c.udid));
+        let (repro_arms, normal_arms): (Vec<_>, Vec<_>) = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .cloned()
+            .partition(|a| a.accept_known_bad);
+        let mut all = Vec::new();
+        for (arms, cands) in [(normal_arms, normal), (repro_arms, repro)] {
+            if arms.is_empty() || cands.is_empty() {
+                continue;
+            }
+            all.extend(allocate(&arms, &cands, seed).map_err(|e| {
+                RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
+            })?);
+        }
+        for (udid, arm) in all {
             self.log(Event::Allocated { udid, arm, seed })?;
         }
         Ok(())
@@ -1157,6 +1218,9 @@ impl Runner<'_> {
         Ok(())
     }
 }
+
+/// The reason recorded for a known-bad-version device a bug-reproduction arm takes.
+pub const WAIVED_KNOWN_BAD: &str = "known_bad_version_waived";
 
 /// A random version-4 UUID, upper case as Apple's CommandUUIDs usually are.
 pub fn uuid_v4() -> String {
