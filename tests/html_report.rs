@@ -293,7 +293,10 @@ fn report_html_is_valid_self_contained_and_complete() {
         std::fs::read_to_string(dir.path().join("report.html")).unwrap(),
         page
     );
-    assert_eq!(html::render(&entries, &[]), page);
+    assert_eq!(
+        html::render(&entries, &lab::report::anomaly_links(&entries)),
+        page
+    );
 
     // Valid HTML5: the parser reports no error.
     let doc = Html::parse_document(&page);
@@ -417,9 +420,16 @@ fn report_html_is_valid_self_contained_and_complete() {
     }
     assert_eq!(doc.select(&sel("table.per-device tbody tr")).count(), 5);
 
-    // Adverse events (the lost device) and anomalies (none passed).
+    // Adverse events (the lost device) and the anomalies the detectors found in this journal
+    // (Alpha's ScheduleOSUpdate was first answered only after its restart).
     assert!(text_of(&doc, "section#adverse-events").contains("device lost"));
-    assert!(text_of(&doc, "section#anomalies").contains("No anomalies"));
+    let anomalies = text_of(&doc, "section#anomalies");
+    assert!(anomalies.contains("schedule_no_response"), "{anomalies}");
+    assert_eq!(
+        doc.select(&sel("section#anomalies a[href^=\"radar/\"]"))
+            .count(),
+        lab::report::anomaly_links(&entries).len()
+    );
 }
 
 #[test]
