@@ -69,17 +69,69 @@ impl InputError {
 
 /// Read and parse a YAML file.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputError {
+    let text = read_text(path)?;
+    parse_yaml(path, &text)
+}
+
+/// Read a text file: "cannot read" with the OS's reason, or "not UTF-8 text" at the line and
+/// column of the first byte that is not.
+pub fn read_text(path: &Path) -> Result<String, InputError> {
+    let bytes = std::fs::read(path).map_err(|e| InputError {
         path: path.to_path_buf(),
         line: None,
         column: None,
         message: format!("cannot read: {e}"),
         snippet: None,
     })?;
-    parse_yaml(path, &text)
+    text_of(path, bytes)
+}
+
+/// The bytes as text, or where they stop being UTF-8.
+pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        // Columns count characters, as the YAML errors do.
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count() as u64
+            + 1;
+        InputError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "not UTF-8 text (byte 0x{:02X}); save the file as UTF-8",
+                bytes[at]
+            ),
+            snippet: None,
+        }
+    })
+}
+
+/// Nothing but blanks and comments.
+pub fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    })
 }
 
 pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, InputError> {
+    if is_blank(text) {
+        return Err(InputError::at(
+            path,
+            None,
+            "the file is empty (only blanks and comments)",
+        ));
+    }
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let loc = e.location();
         let mut msg = first_line_message(&e.to_string());
@@ -94,7 +146,7 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Inp
 }
 
 /// The mapping key nearest before (line, column): `level` in `battery: { level: lots }`.
-fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
+pub fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
     let src = text.lines().nth(line.checked_sub(1)? as usize)?;
     let upto: String = src
         .chars()
@@ -105,7 +157,7 @@ fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
         .strip_suffix(':')
         .map(str::len)
         .or_else(|| upto.rfind(": "))?;
-    let before = &upto[..colon];
+    let before = upto[..colon].trim_end().trim_end_matches('"');
     let start = before
         .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
         .map(|i| i + 1)
@@ -124,9 +176,17 @@ fn first_line_message(rendered: &str) -> String {
         Some(i) if first[..i].contains("line") && first[..i].contains("column") => &first[i + 2..],
         _ => first,
     };
+    // A trailing " at line L, column C" repeats what `InputError` prints.
+    let msg = match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains("column") => &msg[..i],
+        _ => msg,
+    };
     match msg {
-        "invalid u64" | "invalid u32" | "invalid u8" => "expected a whole number".to_string(),
-        "invalid bool" => "expected true or false".to_string(),
+        "invalid u64" | "invalid u32" | "invalid u8" | "invalid usize" => {
+            "expected a whole number".to_string()
+        }
+        "invalid bool" | "invalid boolean" => "expected true or false".to_string(),
+        "invalid floating point" | "invalid f64" => "expected a number".to_string(),
         other => other.to_string(),
     }
 }

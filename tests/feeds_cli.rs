@@ -91,7 +91,7 @@ fn malformed_feeds_exit_2_naming_file_line_and_column() {
         ),
         (
             "tests/bad_inputs/feeds/ipsw-signed-not-bool.json",
-            ":6:88: invalid type: string \"yes\", expected a boolean",
+            ":6:88: signed: invalid type: string \"yes\", expected a boolean",
         ),
     ];
     for (rel, want) in cases {

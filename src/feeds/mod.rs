@@ -89,6 +89,24 @@ impl From<FeedError> for InputError {
                 message,
             } => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // chrono's words for a date it cannot read.
+                let mut message = match message.as_str() {
+                    "input is out of range"
+                    | "input contains invalid characters"
+                    | "premature end of input"
+                    | "trailing input"
+                    | "no possible date and time matching input" => {
+                        format!("not a date (YYYY-MM-DD): {message}")
+                    }
+                    _ => message,
+                };
+                // Name the key the value belongs to, as the YAML errors do.
+                if let Some(key) = crate::input::key_at(&text, line as u64, column as u64)
+                    && !message.contains(&key)
+                    && !message.starts_with("not valid JSON")
+                {
+                    message = format!("{key}: {message}");
+                }
                 InputError {
                     path,
                     line: Some(line as u64),
@@ -103,10 +121,23 @@ impl From<FeedError> for InputError {
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, FeedError> {
-    std::fs::read_to_string(path).map_err(|e| FeedError::Read {
+    let bytes = std::fs::read(path).map_err(|e| FeedError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })
+    })?;
+    let text = crate::input::text_of(path, bytes).map_err(|e| FeedError::Parse {
+        path: path.to_path_buf(),
+        line: e.line.unwrap_or(1) as usize,
+        column: e.column.unwrap_or(1) as usize,
+        message: e.message,
+    })?;
+    if text.trim().is_empty() {
+        return Err(FeedError::at_start(
+            path,
+            "the file is empty (expected a gdmf pmv or an ipsw.me device file)",
+        ));
+    }
+    Ok(text)
 }
 
 /// A saved feed file of either kind.

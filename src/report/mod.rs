@@ -81,7 +81,12 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     for (rel, bytes) in drafts {
         let path = run_dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io(parent))?;
         }
         write_atomic(&path, &bytes)?;
         written.push(path);
@@ -104,12 +109,33 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
         .and_then(|n| n.to_str())
         .unwrap_or("report");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let mut f = create_private(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
+}
+
+/// Create (or truncate) a file only its owner can read: run folders hold device identities and
+/// raw evidence.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// Write a whole file, owner-only, and sync it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = create_private(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// RFC 4180 text: the header, then the rows.

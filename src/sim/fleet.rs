@@ -38,7 +38,7 @@ pub struct FleetFile {
     /// The update catalogue every device draws from unless its `update.catalogue` says
     /// otherwise (Apple's AvailableOSUpdates keys, brief mdm.md §2).
     #[serde(default)]
-    pub catalogue: Vec<CatalogEntrySpec>,
+    pub catalogue: Vec<Spanned<CatalogEntrySpec>>,
     /// How simulated devices behave as MDM clients.
     pub mdm: Option<FleetMdmSpec>,
     pub devices: Vec<Spanned<DeviceSpec>>,
@@ -47,7 +47,28 @@ pub struct FleetFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockSpec {
-    pub start: String,
+    pub start: Spanned<String>,
+}
+
+impl FleetFile {
+    /// Where simulated time starts: `clock.start` (RFC 3339), else now.
+    pub fn clock_start(&self, path: &Path) -> Result<chrono::DateTime<chrono::Utc>, InputError> {
+        let Some(c) = &self.clock else {
+            return Ok(chrono::Utc::now());
+        };
+        chrono::DateTime::parse_from_rfc3339(&c.start.value)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                InputError::at(
+                    path,
+                    Some(c.start.referenced),
+                    format!(
+                        "clock.start {:?} is not an RFC 3339 time (like 2026-11-27T22:30:00Z): {e}",
+                        c.start.value
+                    ),
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +381,14 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
     if f.devices.is_empty() {
         return Err(InputError::at(path, None, "the fleet has no devices"));
     }
+    f.clock_start(path)?;
+    // The shared catalogue is checked where it is written, not at the first device using it.
+    for e in &f.catalogue {
+        if let Err(m) = e.value.to_entry() {
+            return Err(InputError::at(path, Some(e.referenced), m));
+        }
+    }
+    let catalogue: Vec<CatalogEntrySpec> = f.catalogue.iter().map(|e| e.value.clone()).collect();
     for spanned in &f.devices {
         let d = &spanned.value;
         let loc = Some(spanned.referenced);
@@ -438,7 +467,7 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
             });
             let mut update = d.update.clone().unwrap_or_default();
             if update.catalogue.is_empty() {
-                update.catalogue = f.catalogue.clone();
+                update.catalogue = catalogue.clone();
             }
             if let Err(m) = update.config() {
                 return Err(err(format!("update: {m}")));

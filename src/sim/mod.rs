@@ -78,27 +78,10 @@ pub struct RunningSim {
 /// Load a fleet, bind the usbmuxd listeners, start the MDM side, and serve (on the current
 /// tokio runtime).
 pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, SimError> {
-    let text = std::fs::read_to_string(fleet_path).map_err(|e| InputError {
-        path: fleet_path.to_path_buf(),
-        line: None,
-        column: None,
-        message: format!("cannot read: {e}"),
-        snippet: None,
-    })?;
+    let text = crate::input::read_text(fleet_path)?;
     let file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     let seed = opts.seed.unwrap_or(file.seed);
-    let start_time = match &file.clock {
-        Some(c) => chrono::DateTime::parse_from_rfc3339(&c.start)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| {
-                InputError::at(
-                    fleet_path,
-                    None,
-                    format!("clock.start {:?} is not an RFC 3339 time: {e}", c.start),
-                )
-            })?,
-        None => chrono::Utc::now(),
-    };
+    let start_time = file.clock_start(fleet_path)?;
     let poll_interval = file
         .mdm
         .as_ref()

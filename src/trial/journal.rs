@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever an event changes shape incompatibly.
@@ -272,6 +273,7 @@ impl Journal {
             .create(true)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(io)?;
         if loaded.torn_tail.is_some() {

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,7 @@ impl Ledger {
             .create(true)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)
             .map_err(io)?;
         f.lock().map_err(io)?;

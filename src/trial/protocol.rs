@@ -420,8 +420,7 @@ pub fn load(path: &Path) -> Result<LoadedProtocol, InputError> {
         message: format!("cannot read: {e}"),
         snippet: None,
     })?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| InputError::at(path, None, "not UTF-8 text"))?;
+    let text = crate::input::text_of(path, bytes.clone())?;
     let protocol: Protocol = crate::input::parse_yaml(path, &text)?;
     let loaded = LoadedProtocol {
         path: path.to_path_buf(),
@@ -436,22 +435,38 @@ pub fn load(path: &Path) -> Result<LoadedProtocol, InputError> {
 /// Checks serde cannot express (each names the file and what is wrong).
 pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
     let pr = &p.protocol;
+    let text = String::from_utf8_lossy(&p.bytes);
     let err = |m: String| InputError::at(&p.path, None, m);
+    // An error found after parsing, pointed at where the YAML says it when that can be found.
+    let err_at = |m: String, loc: Option<(u64, u64)>| {
+        let mut e = err(m);
+        if let Some((line, column)) = loc {
+            e.line = Some(line);
+            e.column = Some(column);
+            e = e.with_source(&text);
+        }
+        e
+    };
     if pr.id.trim().is_empty()
         || !pr
             .id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     {
-        return Err(err(format!(
-            "id {:?} must be letters, digits, '-', '_' or '.' (it names the run folder)",
-            pr.id
-        )));
+        return Err(err_at(
+            format!(
+                "id {:?} must be letters, digits, '-', '_' or '.' (it names the run folder)",
+                pr.id
+            ),
+            locate_key(&text, "id").map(|k| (k.0, k.2)),
+        ));
     }
     if pr.arms.is_empty() {
-        return Err(err("arms: at least one arm is needed".into()));
+        return Err(err_at(
+            "arms: at least one arm is needed".into(),
+            locate_key(&text, "arms").map(|k| (k.0, k.1)),
+        ));
     }
-    let text = String::from_utf8_lossy(&p.bytes);
     let mut names = std::collections::HashSet::new();
     for a in &pr.arms {
         if !names.insert(a.name.as_str()) {
@@ -475,24 +490,45 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
             }
         }
     }
-    let version = |what: &str, v: &str| {
-        crate::version::Version::parse(v)
-            .map(|_| ())
-            .map_err(|e| err(format!("{what}: {e}")))
+    // A UDID listed in two arms' allocations.
+    let mut listed: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for a in &pr.arms {
+        for u in &a.allocation.udids {
+            if let Some(first) = listed.insert(u.as_str(), a.name.as_str())
+                && first != a.name
+            {
+                return Err(err_at(
+                    format!(
+                        "allocation: {u} is listed in arms {first:?} and {:?} (a device goes to one arm)",
+                        a.name
+                    ),
+                    locate_token(&text, u, 2),
+                ));
+            }
+        }
+    }
+    let version = |what: &str, key: &str, v: &str| {
+        crate::version::Version::parse(v).map(|_| ()).map_err(|e| {
+            err_at(
+                format!("{what}: {e}"),
+                locate_value(&text, key, v, 1).or_else(|| locate_token(&text, v, 1)),
+            )
+        })
     };
     if let Some(v) = &pr.eligibility.min_ios {
-        version("eligibility.min_ios", v)?;
+        version("eligibility.min_ios", "min_ios", v)?;
     }
     for v in pr.eligibility.known_bad_versions.iter().flatten() {
-        version("eligibility.known_bad_versions", v)?;
+        version("eligibility.known_bad_versions", "known_bad_versions", v)?;
     }
     if let TargetSpec::ProductVersion(v) = &pr.target {
-        version("target.product_version", v)?;
+        version("target.product_version", "product_version", v)?;
     }
     let has_gdmf = pr.feeds.as_ref().is_some_and(|f| f.gdmf.is_some());
     if pr.target == TargetSpec::LatestForModel && !has_gdmf {
-        return Err(err(
+        return Err(err_at(
             "target latest_for_model needs a gdmf feed: feeds: { gdmf: PATH }".into(),
+            locate_key(&text, "target").map(|k| (k.0, k.2)),
         ));
     }
     // Missing or malformed feed files are protocol errors (exit 2, before any run folder).
@@ -507,15 +543,19 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
                 )));
             }
             if !(sim.speed > 0.0 && sim.speed.is_finite()) {
-                return Err(err(format!(
-                    "lab.simulated.speed {} must be positive",
-                    sim.speed
-                )));
+                return Err(err_at(
+                    format!("lab.simulated.speed {} must be positive", sim.speed),
+                    locate_key(&text, "speed").map(|k| (k.0, k.2)),
+                ));
             }
+            // A malformed fleet is refused now, with its own file, line and column, before
+            // any run folder exists.
+            crate::sim::fleet::load(&fleet)?;
         }
         (Some(_), false, _) => {
-            return Err(err(
+            return Err(err_at(
                 "lab: give either simulated or usbmuxd (a real bench), not both".into(),
+                locate_key(&text, "usbmuxd").map(|k| (k.0, k.1)),
             ));
         }
         (None, true, _) => {
@@ -534,6 +574,51 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
         }
     }
     Ok(())
+}
+
+/// Line, key column and value column (1-based) of the first `key:` in block or flow style.
+fn locate_key(text: &str, key: &str) -> Option<(u64, u64, u64)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(key).map(|p| p + from) {
+            from = pos + key.len();
+            let before_ok = line[..pos]
+                .chars()
+                .last()
+                .is_none_or(|c| matches!(c, ' ' | '\t' | '-' | '{' | ','));
+            let Some(rest) = line[from..].strip_prefix(':') else {
+                continue;
+            };
+            if !before_ok || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let vstart = line.len() - rest.trim_start().len();
+            let col = |b: usize| line[..b].chars().count() as u64 + 1;
+            return Some((i as u64 + 1, col(pos), col(vstart)));
+        }
+    }
+    None
+}
+
+/// Line and column of the `nth` occurrence of `token` as a whole word (quoted or not).
+fn locate_token(text: &str, token: &str, nth: usize) -> Option<(u64, u64)> {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(pos) = line[from..].find(token).map(|p| p + from) {
+            from = pos + token.len();
+            let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-' || c == '.';
+            let before = line[..pos].chars().last().is_none_or(|c| !word(c));
+            let after = line[from..].chars().next().is_none_or(|c| !word(c));
+            if before && after {
+                seen += 1;
+                if seen == nth {
+                    return Some((i as u64 + 1, line[..pos].chars().count() as u64 + 1));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Line and column (1-based) of the `nth` (1-based) value `value` of key `key` in block or flow

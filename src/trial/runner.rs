@@ -311,18 +311,19 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
             enrolled_check: Some((url, key, n)),
         });
     }
-    let addrs =
-        UsbmuxAddr::parse_list(&lab.usbmuxd).map_err(|e| RunError::BadInput(e.to_string()))?;
+    let file = p.path.display();
+    let addrs = UsbmuxAddr::parse_list(&lab.usbmuxd)
+        .map_err(|e| RunError::BadInput(format!("{file}: lab.usbmuxd: {e}")))?;
     let mdm = lab
         .mdm
         .as_ref()
-        .ok_or_else(|| RunError::BadInput("lab.mdm is needed for a real bench".into()))?;
+        .ok_or_else(|| RunError::BadInput(format!("{file}: lab.mdm is needed for a real bench")))?;
     let key = std::env::var(&mdm.api_key_env)
         .ok()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
             RunError::BadInput(format!(
-                "the MDM API key is not in the environment variable {}",
+                "{file}: lab.mdm.api_key_env: the environment variable {} is not set (it holds the MDM API key)",
                 mdm.api_key_env
             ))
         })?;
@@ -330,7 +331,9 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
         MdmKind::Embedded => (Box::new(NanoMdm::embedded(&mdm.url, &key, timeout)), None),
         kind => {
             let wh = mdm.webhook.as_ref().ok_or_else(|| {
-                RunError::BadInput("lab.mdm.webhook is needed for nanomdm and micromdm".into())
+                RunError::BadInput(format!(
+                    "{file}: lab.mdm.webhook is needed for nanomdm and micromdm"
+                ))
             })?;
             let hmac = match &wh.hmac_key_env {
                 Some(n) => Some(
@@ -338,7 +341,9 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
                         .ok()
                         .filter(|k| !k.is_empty())
                         .ok_or_else(|| {
-                            RunError::BadInput(format!("environment variable {n} is not set"))
+                            RunError::BadInput(format!(
+                                "{file}: lab.mdm.webhook.hmac_key_env: the environment variable {n} is not set"
+                            ))
                         })?
                         .into_bytes(),
                 ),
@@ -1247,6 +1252,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             source,
         }
     };
+    // Everything that can be refused as bad input (feeds, the lab, the API key, the webhook) is
+    // checked before anything is written: a refused run leaves no folder behind.
+    let feeds = load_feeds(p)?;
+    let lab = connect_lab(p).await?;
     std::fs::create_dir_all(&opts.results_dir).map_err(results_err(&opts.results_dir))?;
     let (run_dir, resumed) = match find_unfinished(&opts.results_dir, &p.protocol.id, &p.sha256) {
         Some(d) => (d, true),
@@ -1255,12 +1264,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
             create_private_dir(&d).map_err(results_err(&d))?;
             let frozen = d.join("protocol.yaml");
-            std::fs::write(&frozen, &p.bytes).map_err(results_err(&frozen))?;
+            crate::report::write_private(&frozen, &p.bytes).map_err(results_err(&frozen))?;
             (d, false)
         }
     };
-    let feeds = load_feeds(p)?;
-    let lab = connect_lab(p).await?;
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
     let state = replay(&loaded.entries);
     // Devices of an in-process simulated lab exist only for this run: their doses go to a
