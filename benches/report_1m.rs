@@ -33,7 +33,10 @@ fn status_plist(udid: &str, uuid: &str, pct: f64, downloaded: bool) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
-    let total: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let devices: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.jsonl");
@@ -44,39 +47,108 @@ fn main() {
         let seq = seq.get();
         let e = Entry {
             seq,
-            at: format!("2026-11-27T10:{:02}:{:02}.{:03}Z", (seq / 60_000) % 60, (seq / 1000) % 60, seq % 1000),
+            at: format!(
+                "2026-11-27T10:{:02}:{:02}.{:03}Z",
+                (seq / 60_000) % 60,
+                (seq / 1000) % 60,
+                seq % 1000
+            ),
             event,
         };
         serde_json::to_writer(&mut *w, &e).unwrap();
         w.write_all(b"\n").unwrap();
     };
     let t0 = Instant::now();
-    put(&mut w, Event::RunStarted {
-        schema: SCHEMA_VERSION,
-        trial_id: "bench".into(),
-        protocol_sha256: "0".repeat(64),
-        lab_version: env!("CARGO_PKG_VERSION").into(),
-    });
+    put(
+        &mut w,
+        Event::RunStarted {
+            schema: SCHEMA_VERSION,
+            trial_id: "bench".into(),
+            protocol_sha256: "0".repeat(64),
+            lab_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    );
     let udid = |i: u64| format!("00008030-{i:016X}");
     for i in 0..devices {
         let u = udid(i);
-        put(&mut w, Event::DeviceDiscovered { udid: u.clone(), host: "127.0.0.1:27015".into(), device_id: i as u32 + 1 });
-        put(&mut w, Event::BaselineRecorded { udid: u.clone(), probe: serde_json::json!({"udid": u, "status": "ok", "baseline": {
+        put(
+            &mut w,
+            Event::DeviceDiscovered {
+                udid: u.clone(),
+                host: "127.0.0.1:27015".into(),
+                device_id: i as u32 + 1,
+            },
+        );
+        put(
+            &mut w,
+            Event::BaselineRecorded {
+                udid: u.clone(),
+                probe: serde_json::json!({"udid": u, "status": "ok", "baseline": {
             "product_version": {"value": "17.5.1", "source": {"via": "lockdown", "domain": null, "key": "ProductVersion"}},
-            "build_version": {"value": "21F90", "source": {"via": "lockdown", "domain": null, "key": "BuildVersion"}}}}) });
-        put(&mut w, Event::EligibilityAssessed { udid: u.clone(), eligible: i % 10 != 0, reasons: if i % 10 == 0 { vec![Reason { rule: "battery".into(), message: "low".into(), values: serde_json::Value::Null }] } else { vec![] },
-            target: serde_json::json!({"product_key": "iOSUpdate21G93", "version": "17.6.1", "build": "21G93"}) });
+            "build_version": {"value": "21F90", "source": {"via": "lockdown", "domain": null, "key": "BuildVersion"}}}}),
+            },
+        );
+        put(
+            &mut w,
+            Event::EligibilityAssessed {
+                udid: u.clone(),
+                eligible: i % 10 != 0,
+                reasons: if i % 10 == 0 {
+                    vec![Reason {
+                        rule: "battery".into(),
+                        message: "low".into(),
+                        values: serde_json::Value::Null,
+                    }]
+                } else {
+                    vec![]
+                },
+                target: serde_json::json!({"product_key": "iOSUpdate21G93", "version": "17.6.1", "build": "21G93"}),
+            },
+        );
     }
     for i in (0..devices).filter(|i| i % 10 != 0) {
         let u = udid(i);
-        put(&mut w, Event::Allocated { udid: u.clone(), arm: "default".into(), seed: 1 });
+        put(
+            &mut w,
+            Event::Allocated {
+                udid: u.clone(),
+                arm: "default".into(),
+                seed: 1,
+            },
+        );
     }
-    put(&mut w, Event::ConsentGiven { by: "flag".into(), udids: vec![] });
+    put(
+        &mut w,
+        Event::ConsentGiven {
+            by: "flag".into(),
+            udids: vec![],
+        },
+    );
     for i in (0..devices).filter(|i| i % 10 != 0) {
         let u = udid(i);
         let c = format!("dose-{i}");
-        put(&mut w, Event::DoseIntent { udid: u.clone(), arm: "default".into(), step: 1, command_uuid: c.clone(), request_type: "ScheduleOSUpdate".into(), install_action: "Default".into(), starting_build: "21F90".into(), command_b64: String::new() });
-        put(&mut w, Event::DoseEnqueued { udid: u, command_uuid: c, pushed: true, push_error: None });
+        put(
+            &mut w,
+            Event::DoseIntent {
+                udid: u.clone(),
+                arm: "default".into(),
+                step: 1,
+                command_uuid: c.clone(),
+                request_type: "ScheduleOSUpdate".into(),
+                install_action: "Default".into(),
+                starting_build: "21F90".into(),
+                command_b64: String::new(),
+            },
+        );
+        put(
+            &mut w,
+            Event::DoseEnqueued {
+                udid: u,
+                command_uuid: c,
+                pushed: true,
+                push_error: None,
+            },
+        );
     }
     let mut k = 0u64;
     while seq.get() < total.saturating_sub(devices) {
@@ -84,27 +156,63 @@ fn main() {
         let u = udid(i);
         let c = format!("st-{k}");
         let pct = ((k / devices) as f64 / 100.0).min(1.0);
-        put(&mut w, Event::MdmResult { udid: u.clone(), command_uuid: c.clone(), request_type: Some("OSUpdateStatus".into()), status: "Acknowledged".into(), raw_b64: status_plist(&u, &c, pct, pct >= 1.0), received_at: String::new() });
+        put(
+            &mut w,
+            Event::MdmResult {
+                udid: u.clone(),
+                command_uuid: c.clone(),
+                request_type: Some("OSUpdateStatus".into()),
+                status: "Acknowledged".into(),
+                raw_b64: status_plist(&u, &c, pct, pct >= 1.0),
+                received_at: String::new(),
+            },
+        );
         k += 1;
-        if k % 7 == 0 {
-            put(&mut w, Event::DeviceReprobed { udid: u, attached: true, product_version: Some("17.5.1".into()), build_version: Some("21F90".into()), error: None });
+        if k.is_multiple_of(7) {
+            put(
+                &mut w,
+                Event::DeviceReprobed {
+                    udid: u,
+                    attached: true,
+                    product_version: Some("17.5.1".into()),
+                    build_version: Some("21F90".into()),
+                    error: None,
+                },
+            );
         }
     }
     for i in (0..devices).filter(|i| i % 10 != 0) {
-        put(&mut w, Event::FollowUpEnded { udid: udid(i), reason: "time limit".into() });
+        put(
+            &mut w,
+            Event::FollowUpEnded {
+                udid: udid(i),
+                reason: "time limit".into(),
+            },
+        );
     }
     put(&mut w, Event::RunFinished);
     w.flush().unwrap();
     drop(w);
     let size = std::fs::metadata(&path).unwrap().len();
     let seq = seq.get();
-    eprintln!("journal: {seq} events, {:.0} MiB, generated in {:.1} s", size as f64 / 1048576.0, t0.elapsed().as_secs_f64());
+    eprintln!(
+        "journal: {seq} events, {:.0} MiB, generated in {:.1} s",
+        size as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
     let rss_before = rss_peak_kib();
     let t = Instant::now();
     let written = lab::report::write_all(dir.path()).unwrap();
     let wall = t.elapsed().as_secs_f64();
-    println!("lab report on {seq} journal events ({devices} devices, {:.0} MiB journal):", size as f64 / 1048576.0);
+    println!(
+        "lab report on {seq} journal events ({devices} devices, {:.0} MiB journal):",
+        size as f64 / 1048576.0
+    );
     println!("  all reports ({} files): {wall:.2} s wall", written.len());
-    println!("  peak RSS: {:.0} MiB (generator alone: {:.0} MiB)", rss_peak_kib() as f64 / 1024.0, rss_before as f64 / 1024.0);
+    println!(
+        "  peak RSS: {:.0} MiB (generator alone: {:.0} MiB)",
+        rss_peak_kib() as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
     println!("command: cargo bench --bench report_1m -- {total} {devices}");
 }
