@@ -953,7 +953,7 @@ struct LaneData {
     observations: Vec<(Time, String, String, String, String, u64)>,
 }
 
-fn lane_data(entries: &[Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
+fn lane_data(entries: &[&Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
     let mut l = LaneData::default();
     let mut base = Status::Enrolled;
     let mut detached = false;
@@ -1168,8 +1168,13 @@ fn timelines(
          <b style=\"color:#7b8794\">NotNow</b></span><span>▲ observation (orange: operator)</span><span>┃ follow-up ended (then the last status, faded)</span></div>\n",
     );
     let step = tick_step(span);
+    let per_device = crate::trial::journal::by_device(entries);
     for (i, (d, o)) in run.devices.iter().zip(outcomes).enumerate() {
-        let l = lane_data(entries, d, o);
+        let mine = per_device
+            .get(d.udid.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let l = lane_data(mine, d, o);
         let _ = write!(
             h,
             "<section class=\"lane\" id=\"dev-{}\" data-udid=\"{}\">\n<header><h3>{}. {}</h3>",

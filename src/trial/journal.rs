@@ -154,6 +154,56 @@ pub enum Event {
     RunFinished,
 }
 
+impl Event {
+    /// The device an event is about; `None` for run-level events.
+    pub fn udid(&self) -> Option<&str> {
+        use Event::*;
+        match self {
+            DeviceDiscovered { udid, .. }
+            | BaselineRecorded { udid, .. }
+            | UpdatesOffered { udid, .. }
+            | EligibilityAssessed { udid, .. }
+            | Allocated { udid, .. }
+            | DoseIntent { udid, .. }
+            | DoseEnqueued { udid, .. }
+            | DoseFailed { udid, .. }
+            | DoseUncertain { udid, .. }
+            | CommandSent { udid, .. }
+            | MdmResult { udid, .. }
+            | DeviceReprobed { udid, .. }
+            | FollowUpEnded { udid, .. } => Some(udid),
+            Observation { udid, .. } => udid.as_deref(),
+            RunStarted { .. }
+            | RunResumed { .. }
+            | ConsentGiven { .. }
+            | ConsentRefused { .. }
+            | StopRuleTriggered { .. }
+            | RunInterrupted
+            | RunFinished => None,
+        }
+    }
+}
+
+/// Entries grouped by device (run-level events go to every device's list), in journal order:
+/// projections that walk the journal once per device use it to stay linear.
+pub fn by_device(entries: &[Entry]) -> std::collections::HashMap<&str, Vec<&Entry>> {
+    let mut run_level: Vec<&Entry> = Vec::new();
+    let mut map: std::collections::HashMap<&str, Vec<&Entry>> = std::collections::HashMap::new();
+    for e in entries {
+        match e.event.udid() {
+            Some(u) => map.entry(u).or_default().push(e),
+            None => run_level.push(e),
+        }
+    }
+    if !run_level.is_empty() {
+        for list in map.values_mut() {
+            list.extend(run_level.iter().copied());
+            list.sort_by_key(|e| e.seq);
+        }
+    }
+    map
+}
+
 /// One journal line: sequence number, time, event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
