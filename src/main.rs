@@ -74,7 +74,19 @@ enum SimCommand {
     Serve(cli::sim::ServeArgs),
 }
 
+/// A file-size limit (`ulimit -f`, `prlimit --fsize`) would otherwise kill the process with
+/// SIGXFSZ in the middle of a journal append; ignored, the write fails with EFBIG and `lab`
+/// reports which file it could not write (exit 1), leaving the journal resumable.
+fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread exists,
+    // installs no handler code and touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> ExitCode {
+    ignore_sigxfsz();
     let args = Args::parse();
     let default_level = match args.verbose {
         0 => "warn",

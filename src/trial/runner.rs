@@ -5,8 +5,10 @@
 //! resumes where the last run stopped. Before a ScheduleOSUpdate goes to the MDM its intent is
 //! made durable in the journal *and* the lab-wide ledger; a device whose intent exists is never
 //! sent that step again. An intent without a recorded answer (a crash in between) is resolved
-//! from the MDM's own records when it exposes them, else marked *dose uncertain* and never
-//! re-sent.
+//! from the MDM's own records when it exposes them: queued → recorded as enqueued; absent from
+//! an MDM whose records are complete (the embedded server) → the interrupted enqueue is
+//! completed with the intent's own CommandUUID and bytes (the server refuses a duplicate
+//! CommandUUID); otherwise it is marked *dose uncertain* and never re-sent.
 
 use super::allocation::{Candidate, allocate};
 use super::eligibility::{Subject, assess};
@@ -262,7 +264,9 @@ fn find_unfinished(results: &Path, trial_id: &str, sha: &str) -> Option<PathBuf>
         let finished = super::journal::read(&d.join("journal.jsonl"))
             .map(|l| l.entries.iter().any(|e| e.event == Event::RunFinished))
             .unwrap_or(false);
-        same && !finished
+        // A run killed while writing its reports has `run_finished` but no `report.html` (the
+        // last report written, atomically): it is completed, not started again.
+        same && (!finished || !d.join(crate::report::HTML_REPORT).exists())
     })
 }
 
@@ -656,7 +660,7 @@ impl Runner<'_> {
     }
 
     fn allocate(&mut self) -> Result<(), RunError> {
-        if self.state.devices.values().any(|d| d.arm.is_some()) {
+        if self.state.consented.is_some() {
             return Ok(());
         }
         let waived: HashSet<String> = super::journal::read(self.journal.path())?
@@ -700,17 +704,34 @@ impl Runner<'_> {
             .iter()
             .cloned()
             .partition(|a| a.accept_known_bad);
-        let mut all = Vec::new();
+        let mut alloc = Vec::new();
         for (arms, cands) in [(normal_arms, normal), (repro_arms, repro)] {
             if arms.is_empty() || cands.is_empty() {
                 continue;
             }
-            all.extend(allocate(&arms, &cands, seed).map_err(|e| {
+            alloc.extend(allocate(&arms, &cands, seed).map_err(|e| {
                 RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
             })?);
         }
-        for (udid, arm) in all {
-            self.log(Event::Allocated { udid, arm, seed })?;
+        // The allocation is a pure function of the seed and the candidates: a run killed halfway
+        // through it logs the missing devices' arms on resume, and must agree with those logged.
+        for (udid, arm) in alloc {
+            match &self.state.devices[&udid].arm {
+                Some(a) if *a == arm => {}
+                Some(a) => {
+                    return Err(RunError::Lab(format!(
+                        "allocation of {udid}: the journal says arm {a}, the seed gives {arm}"
+                    )));
+                }
+                None => {
+                    self.log(Event::Allocated {
+                        udid: udid.clone(),
+                        arm: arm.clone(),
+                        seed,
+                    })?;
+                    self.state.devices.get_mut(&udid).expect("known").arm = Some(arm);
+                }
+            }
         }
         Ok(())
     }
@@ -892,6 +913,7 @@ impl Runner<'_> {
             .expect("device known")
             .doses
             .insert(step, (uuid.clone(), None));
+        test_pause("LAB_TEST_PAUSE_AFTER_INTENT_MS").await;
         if !violations.is_empty() {
             let msg = violations
                 .iter()
@@ -969,12 +991,159 @@ impl Runner<'_> {
                         "recovered after a crash: the MDM's records show the command queued".into(),
                     ),
                 })?;
+            } else if counts.is_ok() && self.mdm_history_is_authoritative() {
+                self.complete_interrupted_enqueue(&udid, &uuid).await?;
             } else {
                 self.log(Event::DoseUncertain {
                     udid,
                     command_uuid: uuid,
                     reason: "intent recorded, enqueue result unknown (the harness stopped in between); not re-sent".into(),
                 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The embedded MDM server (also behind an in-process simulated lab) lists every command it
+    /// ever queued (`/v1/history`) and refuses a second command with a CommandUUID it knows; the
+    /// webhook-fed backends (NanoMDM, MicroMDM) only know the answers that came back.
+    fn mdm_history_is_authoritative(&self) -> bool {
+        let lab = &self.p.protocol.lab;
+        lab.simulated.is_some()
+            || lab
+                .mdm
+                .as_ref()
+                .is_some_and(|m| m.kind == MdmKind::Embedded)
+    }
+
+    /// A crash between an intent and its enqueue, and the MDM's authoritative records do not
+    /// have the command: it never reached the server, so sending it now is its first and only
+    /// delivery, not a second dose. Sent with the intent's own CommandUUID and exact bytes (the
+    /// server refuses a CommandUUID it already has, so even a request of the dead harness
+    /// arriving late cannot make it two); if the bytes cannot be reproduced, or the outcome is
+    /// unclear, the dose is marked uncertain and never re-sent.
+    /// (Found by the crash campaign, `tests/crash_campaign.rs`: before, such a device was left
+    /// undosed as *dose uncertain* and its outcome differed from an uninterrupted run's.)
+    async fn complete_interrupted_enqueue(
+        &mut self,
+        udid: &str,
+        uuid: &str,
+    ) -> Result<(), RunError> {
+        let intent = super::journal::read(self.journal.path())?
+            .entries
+            .into_iter()
+            .find_map(|e| match e.event {
+                Event::DoseIntent {
+                    udid: u,
+                    step,
+                    command_uuid,
+                    install_action,
+                    starting_build,
+                    command_b64,
+                    ..
+                } if u == udid && command_uuid == uuid => {
+                    Some((step, install_action, starting_build, command_b64))
+                }
+                _ => None,
+            });
+        let uncertain = |reason: String| Event::DoseUncertain {
+            udid: udid.into(),
+            command_uuid: uuid.into(),
+            reason,
+        };
+        let Some((step, action, build, command_b64)) = intent else {
+            self.log(uncertain(
+                "intent not found in the journal; not re-sent".into(),
+            ))?;
+            return Ok(());
+        };
+        let cmd = InstallAction::parse(&action).map(|a| self.command_for(udid, a));
+        let same_bytes = cmd.as_ref().is_some_and(|c| {
+            base64::engine::general_purpose::STANDARD.encode(c.to_plist(uuid)) == command_b64
+        });
+        let (Some(cmd), true) = (cmd, same_bytes) else {
+            self.log(uncertain(
+                "intent recorded, enqueue result unknown, and the command cannot be reproduced byte for byte; not re-sent".into(),
+            ))?;
+            return Ok(());
+        };
+        let version = self.state.devices[udid]
+            .probe
+            .as_ref()
+            .and_then(|p| p["baseline"]["product_version"]["value"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), &version);
+        if !violations.is_empty() {
+            // `dose` would have refused it too (the crash came before its DoseFailed).
+            let msg = violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.log(Event::DoseFailed {
+                udid: udid.into(),
+                command_uuid: uuid.into(),
+                error: format!(
+                    "not sent: the command fails Apple's schema for iOS {version}: {msg}"
+                ),
+            })?;
+            return Ok(());
+        }
+        let rec = |kind| LedgerRecord {
+            udid: udid.to_string(),
+            starting_build: build.clone(),
+            kind,
+            command_uuid: uuid.to_string(),
+            step,
+            trial_id: self.p.protocol.id.clone(),
+            protocol_sha256: self.p.sha256.clone(),
+            run_dir: self.run_dir.display().to_string(),
+            at: chrono::Utc::now().to_rfc3339(),
+        };
+        // The kill may have come between the journal's intent and the ledger's: the ledger
+        // holds the intent durably before the command goes out, as in `dose`.
+        if !self
+            .ledger
+            .records()?
+            .iter()
+            .any(|r| r.command_uuid == uuid && r.kind == LedgerKind::Intent)
+        {
+            self.ledger.append(&rec(LedgerKind::Intent))?;
+        }
+        match self.lab.backend.enqueue(udid, &cmd, uuid).await {
+            Ok(q) => {
+                self.ledger.append(&rec(LedgerKind::Enqueued))?;
+                self.log(Event::DoseEnqueued {
+                    udid: udid.into(),
+                    command_uuid: uuid.into(),
+                    pushed: q.pushed,
+                    push_error: q.push_error,
+                })?;
+            }
+            Err(e) => {
+                // Refused (a late request of the dead harness got there first?) or no answer:
+                // the records decide; without them, uncertain.
+                let now_known = self
+                    .lab
+                    .backend
+                    .delivery_counts(udid)
+                    .await
+                    .map(|c| c.contains_key(uuid))
+                    .unwrap_or(false);
+                if now_known {
+                    self.ledger.append(&rec(LedgerKind::Enqueued))?;
+                    self.log(Event::DoseEnqueued {
+                        udid: udid.into(),
+                        command_uuid: uuid.into(),
+                        pushed: false,
+                        push_error: Some(format!("recovered after a crash: {e}")),
+                    })?;
+                } else {
+                    self.log(uncertain(format!(
+                        "intent recorded, the enqueue after the crash failed: {e}; not re-sent"
+                    )))?;
+                }
             }
         }
         Ok(())
@@ -1227,6 +1396,20 @@ impl Runner<'_> {
 /// The reason recorded for a known-bad-version device a bug-reproduction arm takes.
 pub const WAIVED_KNOWN_BAD: &str = "known_bad_version_waived";
 
+/// Test hook for the crash campaign (`tests/crash_campaign.rs`): when the environment variable
+/// `var` holds a number of milliseconds, sleep that long so a SIGKILL can land at this exact
+/// point. Unset (as in every real run), it does nothing. Hooks: `LAB_TEST_PAUSE_AFTER_INTENT_MS`
+/// (in `dose`, right after the intent is fsynced in the journal and the ledger, before the MDM
+/// call), `LAB_TEST_PAUSE_BEFORE_CONSENT_MS` (after allocation, before consent is recorded),
+/// `LAB_TEST_PAUSE_BEFORE_REPORTS_MS` (after `run_finished`, before the reports are written).
+async fn test_pause(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok())
+        && ms > 0
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// A random version-4 UUID, upper case as Apple's CommandUUIDs usually are.
 pub fn uuid_v4() -> String {
     let mut b = crate::tls::random_bytes(16);
@@ -1268,6 +1451,27 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             (d, false)
         }
     };
+    if resumed
+        && super::journal::read(&run_dir.join("journal.jsonl"))?
+            .entries
+            .iter()
+            .any(|e| e.event == Event::RunFinished)
+    {
+        // Killed after `run_finished`, while writing the reports: the journal is complete, so
+        // only the reports are written (nothing is sent, nothing is appended).
+        eprintln!(
+            "lab run: {} finished; writing its reports in {}",
+            p.protocol.id,
+            run_dir.display()
+        );
+        let reports =
+            crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
+        return Ok(RunSummary {
+            run_dir,
+            resumed,
+            reports,
+        });
+    }
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
     let state = replay(&loaded.entries);
     // Devices of an in-process simulated lab exist only for this run: their doses go to a
@@ -1309,12 +1513,15 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             protocol_sha256: p.sha256.clone(),
         })?;
     }
-    if r.state.devices.values().all(|d| d.eligible.is_none()) {
+    // Until allocation the baseline is (re)done for every device without a verdict, so a run
+    // killed halfway through the baseline assesses the rest on resume (not only when none was).
+    if r.state.consented.is_none() && r.state.devices.values().all(|d| d.arm.is_none()) {
         r.baseline().await?;
         r.state = replay(&super::journal::read(r.journal.path())?.entries);
     }
     r.allocate()?;
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    test_pause("LAB_TEST_PAUSE_BEFORE_CONSENT_MS").await;
     r.consent()?;
     let fresh = !r.state.devices.values().any(|d| !d.doses.is_empty());
     if fresh {
@@ -1346,6 +1553,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     r.follow_up().await?;
     r.checkpoint(super::protocol::CheckpointMoment::End, None)?;
     r.log(Event::RunFinished)?;
+    test_pause("LAB_TEST_PAUSE_BEFORE_REPORTS_MS").await;
     let reports =
         crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
     Ok(RunSummary {
