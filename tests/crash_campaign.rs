@@ -484,7 +484,7 @@ fn trial(
     for u in &udids {
         let doses = server_doses(&history[u]);
         let allowed = match arm_of.get(u).map(String::as_str) {
-            Some("default-two-step") => 2,
+            Some("default-two-step") | Some("bug-reproduction") => 2,
             Some(_) => 1,
             None => 0,
         };
@@ -686,16 +686,23 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
             _ => None,
         })
         .collect();
-    assert_eq!(arms.len(), 5, "every eligible device allocated");
+    assert_eq!(
+        arms.len(),
+        8,
+        "every eligible device allocated (3 by the bug-reproduction arm)"
+    );
     let udids = fleet_udids(&fleet);
     let history = server_history(&sim, &udids);
     for u in &udids {
-        let want = match arms.get(u).map(String::as_str) {
-            Some("default-two-step") => 2,
-            Some(_) => 1,
-            None => 0,
-        };
-        assert_eq!(server_doses(&history[u]).len(), want, "{u}");
+        let got = server_doses(&history[u]).len();
+        match arms.get(u).map(String::as_str) {
+            Some("default-two-step") => assert_eq!(got, 2, "{u}"),
+            // The second step follows a download the harness can see; an 11.3.1 device never
+            // answers, so it may get only the first.
+            Some("bug-reproduction") => assert!((1..=2).contains(&got), "{u}: {got}"),
+            Some(_) => assert_eq!(got, 1, "{u}"),
+            None => assert_eq!(got, 0, "{u}"),
+        }
     }
     assert!(dir.join("devices.csv").exists());
 }
