@@ -159,8 +159,9 @@ pub fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
         .or_else(|| upto.rfind(": "))?;
     let before = upto[..colon].trim_end().trim_end_matches('"');
     let start = before
-        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
-        .map(|i| i + 1)
+        .char_indices()
+        .rfind(|&(_, c)| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .map(|(i, c)| i + c.len_utf8())
         .unwrap_or(0);
     let key = before[start..].trim();
     (!key.is_empty()).then(|| key.to_string())
@@ -200,6 +201,18 @@ mod tests {
         let t = "a:\n  battery: { level: lots }\n";
         assert_eq!(key_at(t, 2, 21).as_deref(), Some("level"));
         assert_eq!(key_at(t, 1, 1), None);
+    }
+
+    #[test]
+    fn a_key_after_a_multibyte_character_is_found() {
+        // Fuzz target trial_protocol: the key scan stepped one byte past a non-key character,
+        // into the middle of '–' (3 bytes), and panicked.
+        assert_eq!(key_at("a: x–key: 1", 1, 11).as_deref(), Some("key"));
+        let raw =
+            include_str!("../tests/fuzz-regressions/trial_protocol-key-after-multibyte-char.yaml");
+        let e =
+            parse_yaml::<crate::trial::protocol::Protocol>(Path::new("p.yaml"), raw).unwrap_err();
+        assert_eq!(e.line, Some(2));
     }
 
     #[test]

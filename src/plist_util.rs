@@ -19,24 +19,25 @@ pub fn dict_to_xml(d: Dictionary) -> Vec<u8> {
 
 /// Parse an XML or binary plist. The error text is short and safe to show an operator.
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
+    // Like libimobiledevice: a binary plist starts with `bplist00`, anything else must be XML
+    // (brief §3.1). OpenStep/ASCII plists are refused so that noise never parses as a string.
+    // A binary plist is read as is: its trailer ends with the offset table's big-endian offset,
+    // whose last byte is 0 whenever that offset is a multiple of 256 (found by fuzzing).
+    if bytes.starts_with(b"bplist00") {
+        return Value::from_reader(Cursor::new(bytes)).map_err(|e| e.to_string());
+    }
     let trimmed = trim_nuls(bytes);
     if trimmed.is_empty() {
         return Err("empty plist".to_string());
     }
-    // Like libimobiledevice: a binary plist starts with `bplist00`, anything else must be XML
-    // (brief §3.1). OpenStep/ASCII plists are refused so that noise never parses as a string.
-    if trimmed.starts_with(b"bplist00") {
-        Value::from_reader(Cursor::new(trimmed)).map_err(|e| e.to_string())
-    } else {
-        let start = trimmed
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(0);
-        if trimmed[start] != b'<' {
-            return Err("neither an XML nor a binary plist".to_string());
-        }
-        Value::from_reader_xml(Cursor::new(trimmed)).map_err(|e| e.to_string())
+    let start = trimmed
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    if trimmed[start] != b'<' {
+        return Err("neither an XML nor a binary plist".to_string());
     }
+    Value::from_reader_xml(Cursor::new(trimmed)).map_err(|e| e.to_string())
 }
 
 /// Parse and require a dictionary at the top.
@@ -136,6 +137,26 @@ mod tests {
         let mut padded = xml.clone();
         padded.push(0);
         assert_eq!(parse_dict(&padded).unwrap(), d);
+    }
+
+    #[test]
+    fn binary_plist_ending_in_a_nul_byte_parses() {
+        // Regression (fuzz target lockdown_frame): a binary plist whose offset table starts at a
+        // multiple of 256 ends with a 0 byte; trimming it as XML padding broke the trailer.
+        let mut found = 0;
+        for n in 0..600 {
+            let mut d = Dictionary::new();
+            d.insert("HostID".into(), "x".repeat(n).into());
+            let mut bin = Vec::new();
+            Value::Dictionary(d.clone())
+                .to_writer_binary(&mut bin)
+                .unwrap();
+            if bin.last() == Some(&0) {
+                found += 1;
+                assert_eq!(parse_dict(&bin).unwrap(), d, "{n}-byte string");
+            }
+        }
+        assert!(found > 0, "no binary plist ending in 0 was produced");
     }
 
     #[test]

@@ -125,6 +125,21 @@ impl fmt::Debug for PairRecord {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_record_whose_binary_form_ends_in_a_nul_byte_reads_back() {
+        // Fuzz target lockdown_frame: this record's binary plist (as usbmuxd stores it) ends
+        // with a 0 byte, which the plist reader used to strip as XML padding.
+        let raw = include_bytes!(
+            "../../tests/fuzz-regressions/lockdown_frame-pair-record-binary-trailer.plist"
+        );
+        let r = PairRecord::from_bytes(raw).unwrap();
+        let bin = r.to_plist_bytes();
+        assert_eq!(bin.last(), Some(&0));
+        let again = PairRecord::from_bytes(&bin).unwrap();
+        assert_eq!(again.host_id, r.host_id);
+        assert_eq!(again.to_plist_bytes(), bin);
+    }
+
     fn sample() -> PairRecord {
         PairRecord {
             host_id: "33852EE6-D5BC-4DFE-9170-42A325FB0211".into(),

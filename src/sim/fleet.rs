@@ -475,7 +475,7 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
             let model_number = d
                 .model_number
                 .clone()
-                .unwrap_or_else(|| format!("M{}2", &serial[..3.min(serial.len())]));
+                .unwrap_or_else(|| format!("M{}2", serial.chars().take(3).collect::<String>()));
             out.push(SimDeviceSpec {
                 name,
                 udid,
@@ -584,6 +584,15 @@ devices:
         );
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn a_non_ascii_serial_gets_a_model_number() {
+        // Regression: the default model number took the serial's first 3 *bytes*, which split
+        // a multi-byte character (serial "ééé") and panicked.
+        let text = "devices:\n  - name: A\n    product_type: iPhone12,1\n    serial: \"ééé\"\n    ios: { version: \"17.5.1\", build: 21F90 }\n    disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 87 }\n";
+        let d = parse(Path::new("f.yaml"), text).unwrap();
+        assert_eq!(d[0].model_number, "Mééé2");
     }
 
     #[test]
