@@ -84,40 +84,6 @@ struct Figures {
     violations: Vec<String>,
 }
 
-/// The rehearsal protocol pointed at an external simulated lab and another fleet.
-fn protocol_for(sim: &Sim, dir: &Path, id: &str, max_duration: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo_path("trials/rehearsal.yaml")).unwrap();
-    let mut out = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line.starts_with("lab:") {
-            out.push_str(&format!(
-                "lab:\n  usbmuxd: [\"{}\"]\n  mdm: {{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}\n  time_scale: {SPEED}\n",
-                sim.addr,
-                sim.mdm_url.as_ref().unwrap()
-            ));
-            skip = true;
-            continue;
-        }
-        if skip && line.starts_with("  ") {
-            continue;
-        }
-        skip = false;
-        let line = if line.starts_with("id:") {
-            format!("id: {id}")
-        } else if line.trim_start().starts_with("max_duration:") {
-            format!("  max_duration: {max_duration}")
-        } else {
-            line.to_string()
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let p = dir.join(format!("{id}.yaml"));
-    std::fs::write(&p, out).unwrap();
-    p
-}
-
 fn lab_run(protocol: &Path, results: &Path) -> Command {
     let mut c = Command::new(lab_bin());
     c.args(["run", "--yes", "--results"])
@@ -705,4 +671,17 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
         }
     }
     assert!(dir.join("devices.csv").exists());
+}
+
+/// The rehearsal protocol pointed at an external simulated lab.
+fn protocol_for(sim: &Sim, dir: &Path, id: &str, max_duration: &str) -> PathBuf {
+    bench_protocol(
+        "trials/rehearsal.yaml",
+        sim,
+        SPEED,
+        dir,
+        Some(id),
+        Some(max_duration),
+        false,
+    )
 }

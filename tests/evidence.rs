@@ -8,52 +8,10 @@ mod common;
 use base64::Engine;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const SPEED: &str = "600";
-
-/// The quirks protocol pointed at an external simulated lab.
-fn protocol_for(sim: &Sim, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo_path("trials/quirks.yaml")).unwrap();
-    let mut out = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line.starts_with("lab:") {
-            out.push_str(&format!(
-                "lab:\n  usbmuxd: [\"{}\"]\n  mdm: {{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}\n  time_scale: {SPEED}\n",
-                sim.addr,
-                sim.mdm_url.as_ref().unwrap()
-            ));
-            skip = true;
-            continue;
-        }
-        if skip && line.starts_with("  ") {
-            continue;
-        }
-        skip = false;
-        out.push_str(line);
-        out.push('\n');
-    }
-    let p = dir.join("quirks.yaml");
-    std::fs::write(&p, out).unwrap();
-    p
-}
-
-fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
 
 /// Every file under `dir`, relative path → bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -108,7 +66,15 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let sim = Sim::start_with(&repo_path("trials/fleets/quirks.yaml"), &["--speed", SPEED]);
-    let proto = protocol_for(&sim, tmp.path());
+    let proto = bench_protocol(
+        "trials/quirks.yaml",
+        &sim,
+        SPEED,
+        tmp.path(),
+        None,
+        None,
+        false,
+    );
     let results = tmp.path().join("results");
     let out = Command::new(lab_bin())
         .args(["run", "--yes", "--results"])
@@ -125,7 +91,7 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
         .find(|p| p.is_dir())
         .expect("a run folder");
 
-    let devices = rows(&dir.join("devices.csv"));
+    let devices = csv_rows(&dir.join("devices.csv"));
     assert_eq!(devices.len(), 8);
     let udid = |prefix: &str| {
         devices

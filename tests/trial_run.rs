@@ -11,55 +11,6 @@ use std::time::{Duration, Instant};
 
 const SPEED: &str = "600";
 
-/// The rehearsal protocol pointed at an external simulated lab.
-fn protocol_for(sim: &Sim, dir: &Path, id: &str) -> PathBuf {
-    protocol_for_with(sim, dir, id, false)
-}
-
-fn protocol_for_with(sim: &Sim, dir: &Path, id: &str, keep_bug_reproduction: bool) -> PathBuf {
-    let text = std::fs::read_to_string(repo_path("trials/rehearsal.yaml")).unwrap();
-    // These tests check issue 4's verdicts: the known-bad devices stay excluded, so the
-    // rehearsal's bug-reproduction arm (the last arm) is left out.
-    let text = match (
-        text.find("  # Bug reproduction"),
-        text.find("allocation_seed:"),
-    ) {
-        (Some(a), Some(b)) if a < b && !keep_bug_reproduction => {
-            format!("{}{}", &text[..a], &text[b..])
-        }
-        _ => text,
-    };
-    let mut out = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line.starts_with("lab:") {
-            out.push_str(&format!(
-                "lab:\n  usbmuxd: [\"{}\"]\n  mdm: {{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}\n  time_scale: {SPEED}\n",
-                sim.addr,
-                sim.mdm_url.as_ref().unwrap()
-            ));
-            skip = true;
-            continue;
-        }
-        if skip && line.starts_with("  ") {
-            continue;
-        }
-        skip = false;
-        let line = if line.starts_with("id:") {
-            format!("id: {id}")
-        } else if line.trim_start().starts_with("max_duration:") {
-            "  max_duration: 1h".to_string()
-        } else {
-            line.to_string()
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let p = dir.join(format!("{id}.yaml"));
-    std::fs::write(&p, out).unwrap();
-    p
-}
-
 fn lab_run(protocol: &Path, results: &Path) -> Command {
     let mut c = Command::new(lab_bin());
     c.args(["run", "--yes", "--results"])
@@ -76,21 +27,6 @@ fn run_dir(results: &Path) -> PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.is_dir())
         .expect("a run folder")
-}
-
-fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 /// ScheduleOSUpdate commands the MDM server queued for each device (its own history).
@@ -140,7 +76,7 @@ fn summary(
 }
 
 fn check_run(sim: &Sim, dir: &Path) -> Vec<BTreeMap<String, String>> {
-    let devices = rows(&dir.join("devices.csv"));
+    let devices = csv_rows(&dir.join("devices.csv"));
     assert_eq!(devices.len(), 12);
     let by_name = |n: &str| {
         devices
@@ -340,7 +276,7 @@ fn sigkill_during_follow_up_then_rerun_resumes_without_a_second_dose() {
     let results2 = tmp.path().join("results2");
     let out = lab_run(&proto2, &results2).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let clean = rows(&run_dir(&results2).join("devices.csv"));
+    let clean = csv_rows(&run_dir(&results2).join("devices.csv"));
     assert_eq!(summary(&crashed), summary(&clean));
     // Every column equal apart from times, CommandUUIDs, the lab's addresses (two labs, two
     // protocol hashes) and the live MDM status fields that depend on when polls happened.
@@ -520,7 +456,7 @@ fn the_rehearsal_reproduces_each_seeded_quirk_as_a_radar_draft() {
     let out = lab_run(&proto, &results).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = run_dir(&results);
-    let devices = rows(&dir.join("devices.csv"));
+    let devices = csv_rows(&dir.join("devices.csv"));
     for v in ["11.3", "11.3.1", "11.4"] {
         let d = devices.iter().find(|d| d["product_version"] == v).unwrap();
         assert_eq!(d["arm"], "bug-reproduction", "{d:?}");
@@ -559,4 +495,30 @@ fn the_rehearsal_reproduces_each_seeded_quirk_as_a_radar_draft() {
             assert!(doses[&d["udid"]] <= 2, "{d:?}");
         }
     }
+}
+
+/// The rehearsal pointed at the external sim, without its bug-reproduction arm (these tests check
+/// issue 4's verdicts: the known-bad devices stay excluded).
+fn protocol_for(sim: &Sim, dir: &Path, id: &str) -> PathBuf {
+    bench_protocol(
+        "trials/rehearsal.yaml",
+        sim,
+        SPEED,
+        dir,
+        Some(id),
+        Some("1h"),
+        true,
+    )
+}
+
+fn protocol_for_with(sim: &Sim, dir: &Path, id: &str, keep_bug_reproduction: bool) -> PathBuf {
+    bench_protocol(
+        "trials/rehearsal.yaml",
+        sim,
+        SPEED,
+        dir,
+        Some(id),
+        Some("1h"),
+        !keep_bug_reproduction,
+    )
 }

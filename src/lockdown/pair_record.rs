@@ -145,7 +145,7 @@ mod tests {
             host_id: "33852EE6-D5BC-4DFE-9170-42A325FB0211".into(),
             system_buid: "F7E1B3C2-0000-0000-0000-000000000001".into(),
             host_certificate: b"-----BEGIN CERTIFICATE-----".to_vec(),
-            host_private_key: b"-----BEGIN PRIVATE KEY-----SECRET".to_vec(),
+            host_private_key: b"not-a-real-key-SECRET".to_vec(),
             root_certificate: b"root".to_vec(),
             root_private_key: b"ROOTSECRET".to_vec(),
             device_certificate: b"dev".to_vec(),

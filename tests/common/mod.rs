@@ -151,3 +151,80 @@ pub fn have_libimobiledevice() -> bool {
     }
     ok
 }
+
+/// A protocol from `trials/` pointed at an external simulated lab (`lab sim serve`), the way a
+/// real bench is described: its `lab:` block becomes the sim's usbmuxd address and embedded MDM
+/// (key in `LAB_MDM_API_KEY`) with `time_scale: speed`. `id` and `max_duration` replace the
+/// protocol's own when given; `drop_bug_reproduction` leaves out the rehearsal's
+/// bug-reproduction arm (the comment block before `allocation_seed:`).
+pub fn bench_protocol(
+    source: &str,
+    sim: &Sim,
+    speed: &str,
+    dir: &Path,
+    id: Option<&str>,
+    max_duration: Option<&str>,
+    drop_bug_reproduction: bool,
+) -> PathBuf {
+    let text = std::fs::read_to_string(repo_path(source)).unwrap();
+    let text = match (
+        text.find("  # Bug reproduction"),
+        text.find("allocation_seed:"),
+    ) {
+        (Some(a), Some(b)) if a < b && drop_bug_reproduction => {
+            format!("{}{}", &text[..a], &text[b..])
+        }
+        _ => text,
+    };
+    let mut out = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.starts_with("lab:") {
+            out.push_str(&format!(
+                "lab:\n  usbmuxd: [\"{}\"]\n  mdm: {{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}\n  time_scale: {speed}\n",
+                sim.addr,
+                sim.mdm_url.as_ref().expect("the sim runs an MDM")
+            ));
+            skip = true;
+            continue;
+        }
+        if skip && line.starts_with("  ") {
+            continue;
+        }
+        skip = false;
+        let line = match (id, max_duration) {
+            (Some(id), _) if line.starts_with("id:") => format!("id: {id}"),
+            (_, Some(m)) if line.trim_start().starts_with("max_duration:") => {
+                format!("  max_duration: {m}")
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let name = id.map(str::to_string).unwrap_or_else(|| {
+        Path::new(source)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "protocol".into())
+    });
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+/// A CSV report as rows of column → value.
+pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
