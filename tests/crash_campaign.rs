@@ -117,21 +117,6 @@ fn journal_text(results: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 /// The MDM server's own history for each device.
 fn server_history(sim: &Sim, udids: &[String]) -> BTreeMap<String, serde_json::Value> {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -332,7 +317,7 @@ fn reference_run(c: &Campaign, tmp: &Path) -> (Vec<BTreeMap<String, String>>, Ve
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = &run_dirs(&results)[0];
     (
-        rows(&dir.join("devices.csv")),
+        csv_rows(&dir.join("devices.csv")),
         std::fs::read(dir.join("flow.csv")).unwrap(),
     )
 }
@@ -481,7 +466,7 @@ fn trial(
         ));
         return;
     }
-    let devices = rows(&dir.join("devices.csv"));
+    let devices = csv_rows(&dir.join("devices.csv"));
     if devices.len() != reference.0.len() {
         f.violations.push(format!(
             "trial {n}: devices.csv has {} rows, the uninterrupted run {}",
