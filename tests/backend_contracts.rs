@@ -10,6 +10,7 @@
 //!
 //! The contract is written once ([`contract`]) over `&dyn MdmBackend` and run per backend.
 
+mod common;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::{ca, device_cert};
 use lab::mdm::backend::{BackendError, CommandResult, MdmBackend, MicroMdm, NanoMdm};
 use lab::mdm::webhook_receiver::WebhookReceiver;
 use lab::mdm::{
@@ -27,10 +29,6 @@ use lab::mdm::{
 use lab::mdm_server::identity::{IdentityCa, cert_header_value};
 use lab::mdm_server::push::NoPush;
 use lab::mdm_server::{ServerConfig, Store};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    PKCS_ECDSA_P256_SHA256,
-};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,28 +48,6 @@ const SHORT: Duration = Duration::from_millis(500);
 const SLOW: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------------ identities (from mdm_server.rs)
-
-struct Ca {
-    pem: String,
-    params: CertificateParams,
-    key: KeyPair,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca { pem, params, key }
-}
-
-fn device_cert(ca: &Ca) -> Vec<u8> {
-    let issuer = Issuer::new(ca.params.clone(), &ca.key);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.signed_by(&key, &issuer).unwrap().der().to_vec()
-}
 
 // ------------------------------------------------------------------ scripted device
 

@@ -2,6 +2,7 @@
 //! loop, webhooks with HMAC, identity binding, bad input, and durability across a SIGKILL.
 
 mod common;
+use common::{Ca, ca, device_cert};
 use lab::mdm::backend::{MdmBackend, NanoMdm};
 use lab::mdm::webhook_receiver::WebhookReceiver;
 use lab::mdm::{CHECKIN_CONTENT_TYPE, CheckinMessage, Command, parse_envelope, report_dict};
@@ -9,38 +10,12 @@ use lab::mdm_server::identity::{IdentityCa, cert_header_value};
 use lab::mdm_server::push::{Apns, NoPush};
 use lab::mdm_server::{ServerConfig, Store};
 use plist::Value;
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    PKCS_ECDSA_P256_SHA256,
-};
 use std::sync::Arc;
 use std::time::Duration;
 
 const API_KEY: &str = "test-api-key-not-secret";
 const HMAC_KEY: &[u8] = b"webhook-hmac-key";
 const CERT_HEADER: &str = "X-Client-Cert";
-
-struct Ca {
-    pem: String,
-    params: CertificateParams,
-    key: KeyPair,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca { pem, params, key }
-}
-
-fn device_cert(ca: &Ca) -> Vec<u8> {
-    let issuer = Issuer::new(ca.params.clone(), &ca.key);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.signed_by(&key, &issuer).unwrap().der().to_vec()
-}
 
 /// A scripted device: raw HTTP PUTs of check-ins and reports.
 struct Device {

@@ -7,7 +7,6 @@ use crate::plist_util::type_name;
 use crate::trial::journal::{Entry, Event};
 use crate::trial::outcome::decode_report;
 use plist::Value;
-use std::collections::HashMap;
 
 pub const HEADER: [&str; 9] = [
     "time",
@@ -144,27 +143,7 @@ fn mdm_rows(rows: &mut Rows, request_type: Option<&str>, status: &str, raw_b64: 
 }
 
 pub fn render(entries: &[Entry]) -> String {
-    let mut request_types: HashMap<&str, &str> = HashMap::new();
-    for e in entries {
-        match &e.event {
-            Event::DoseIntent {
-                command_uuid,
-                request_type,
-                ..
-            }
-            | Event::CommandSent {
-                command_uuid,
-                request_type,
-                ..
-            } => {
-                request_types.insert(command_uuid, request_type);
-            }
-            Event::UpdatesOffered { command_uuid, .. } => {
-                request_types.insert(command_uuid, "AvailableOSUpdates");
-            }
-            _ => {}
-        }
-    }
+    let request_types = crate::trial::journal::request_types(entries);
     let mut all = Vec::new();
     for e in entries {
         let r = seq_ref(e.seq);

@@ -184,6 +184,33 @@ impl Event {
     }
 }
 
+/// CommandUUID → RequestType of every command the harness sent (device replies carry none,
+/// MDM brief §0.6): dose intents, follow-up commands, and AvailableOSUpdates at baseline.
+pub fn request_types(entries: &[Entry]) -> std::collections::HashMap<&str, &str> {
+    let mut m = std::collections::HashMap::new();
+    for e in entries {
+        match &e.event {
+            Event::DoseIntent {
+                command_uuid,
+                request_type,
+                ..
+            }
+            | Event::CommandSent {
+                command_uuid,
+                request_type,
+                ..
+            } => {
+                m.insert(command_uuid.as_str(), request_type.as_str());
+            }
+            Event::UpdatesOffered { command_uuid, .. } => {
+                m.insert(command_uuid.as_str(), "AvailableOSUpdates");
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
 /// Entries grouped by device (run-level events go to every device's list), in journal order:
 /// projections that walk the journal once per device use it to stay linear.
 pub fn by_device(entries: &[Entry]) -> std::collections::HashMap<&str, Vec<&Entry>> {

@@ -305,27 +305,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
     let mut run = RunFacts::default();
     let mut index: HashMap<String, usize> = HashMap::new();
     // CommandUUID → RequestType: reports carry none (MDM brief §0.6).
-    let mut request_types: HashMap<&str, &str> = HashMap::new();
-    for e in entries {
-        match &e.event {
-            Event::DoseIntent {
-                command_uuid,
-                request_type,
-                ..
-            }
-            | Event::CommandSent {
-                command_uuid,
-                request_type,
-                ..
-            } => {
-                request_types.insert(command_uuid, request_type);
-            }
-            Event::UpdatesOffered { command_uuid, .. } => {
-                request_types.insert(command_uuid, "AvailableOSUpdates");
-            }
-            _ => {}
-        }
-    }
+    let request_types = crate::trial::journal::request_types(entries);
     for e in entries {
         let dev = |index: &HashMap<String, usize>, udid: &str| index.get(udid).copied();
         match &e.event {

@@ -228,3 +228,31 @@ pub fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> 
         })
         .collect()
 }
+
+/// A test CA for MDM device identity certificates.
+pub struct Ca {
+    pub pem: String,
+    pub params: rcgen::CertificateParams,
+    pub key: rcgen::KeyPair,
+}
+
+pub fn ca() -> Ca {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca { pem, params, key }
+}
+
+/// A client-auth certificate (DER) signed by `ca`.
+pub fn device_cert(ca: &Ca) -> Vec<u8> {
+    use rcgen::{
+        CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
+    let issuer = Issuer::new(ca.params.clone(), &ca.key);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.signed_by(&key, &issuer).unwrap().der().to_vec()
+}
