@@ -94,6 +94,7 @@ async fn server(
         identity_ca: Some(IdentityCa::from_pem(ca.pem.as_bytes()).unwrap()),
         webhook_url: webhook,
         webhook_hmac_key: Some(HMAC_KEY.to_vec()),
+        faults: None,
         push: Arc::new(NoPush),
     };
     lab::mdm_server::start("127.0.0.1:0", Arc::new(Store::open(db).unwrap()), cfg)
@@ -371,6 +372,7 @@ async fn enqueue_pushes_through_apns_over_http2() {
         identity_ca: Some(IdentityCa::from_pem(ca.pem.as_bytes()).unwrap()),
         webhook_url: None,
         webhook_hmac_key: None,
+        faults: None,
         push: Arc::new(
             Apns::new(
                 standin.push_cert_pem.as_bytes(),

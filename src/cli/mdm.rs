@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// MDM push private key (PEM).
     #[arg(long, value_name = "PEM")]
     apns_key: Option<PathBuf>,
+    /// Inject faults (a YAML file: API errors, slow answers, dropped connections, lost or
+    /// duplicated webhooks) to rehearse a flaky MDM; see `src/mdm_server/faults.rs`.
+    #[arg(long, value_name = "FAULTS.yaml")]
+    faults: Option<PathBuf>,
     /// APNs base URL.
     #[arg(long, default_value = crate::mdm_server::push::APNS_PRODUCTION)]
     apns_url: String,
@@ -85,6 +89,12 @@ pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
         ),
         None => None,
     };
+    let faults = match &a.faults {
+        Some(p) => Some(Arc::new(
+            crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
+        )),
+        None => None,
+    };
     let store =
         Store::open(&a.db).map_err(|e| CliError::Failed(format!("{}: {e}", a.db.display())))?;
     let cfg = ServerConfig {
@@ -94,6 +104,7 @@ pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
         webhook_url: a.webhook_url.clone(),
         webhook_hmac_key,
         push,
+        faults,
     };
     let server = crate::mdm_server::start(&a.listen, Arc::new(store), cfg)
         .await

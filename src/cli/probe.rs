@@ -76,6 +76,8 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
                 mdm: crate::sim::SimMdm::Embedded {
                     listen: "127.0.0.1:0".into(),
                     api_key: sim_key.clone(),
+                    faults: None,
+                    webhook_url: None,
                 },
             };
             let sim = crate::sim::start(fleet, opts).await.map_err(|e| match e {

@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// written to a file readable only by you and its path is printed.
     #[arg(long, default_value = "LAB_MDM_API_KEY")]
     mdm_api_key_env: String,
+    /// Make the embedded MDM inject faults (see `src/mdm_server/faults.rs`).
+    #[arg(long, value_name = "FAULTS.yaml", conflicts_with_all = ["no_mdm", "mdm_url"])]
+    mdm_faults: Option<PathBuf>,
+    /// Make the embedded MDM post MicroMDM-format webhooks here (as NanoMDM's `-webhook-url`).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["no_mdm", "mdm_url"])]
+    mdm_webhook_url: Option<String>,
 }
 
 /// Where the simulator listens when no address is given: loopback TCP, the one form every
@@ -78,9 +84,17 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 k
             }
         };
+        let faults = match &a.mdm_faults {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
+            )),
+            None => None,
+        };
         sim::SimMdm::Embedded {
             listen: a.mdm.clone(),
             api_key,
+            faults,
+            webhook_url: a.mdm_webhook_url.clone(),
         }
     };
     let opts = sim::SimOptions {

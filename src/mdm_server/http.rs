@@ -11,6 +11,7 @@
 // an axum `Response` is irrelevant on this path.
 #![allow(clippy::result_large_err)]
 
+use super::faults::WebhookFate;
 use super::identity::{self, IdentityCa, IdentityError};
 use super::push::{PushTarget, SharedPush};
 use super::store::{ReportFate, Store, StoreError};
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub webhook_url: Option<String>,
     pub webhook_hmac_key: Option<Vec<u8>>,
     pub push: SharedPush,
+    /// Injected faults (tests and rehearsals of a flaky MDM; `None` on a real bench).
+    pub faults: Option<Arc<super::faults::Faults>>,
 }
 
 #[derive(Clone)]
@@ -62,7 +65,8 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let faults = state.cfg.faults.clone().filter(|f| !f.is_empty());
+    let r = Router::new()
         .route("/mdm", put(mdm).post(mdm))
         .route("/checkin", put(checkin_only).post(checkin_only))
         .route("/v1/enqueue/{ids}", put(enqueue).post(enqueue))
@@ -71,7 +75,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/enrollments", get(enrollments))
         .route("/v1/reports/rejected", get(rejected))
         .route("/version", get(version))
-        .with_state(state)
+        .with_state(state);
+    match faults {
+        Some(f) => r.layer(axum::middleware::from_fn_with_state(
+            f,
+            super::faults::inject,
+        )),
+        None => r,
+    }
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -235,9 +246,17 @@ async fn handle_report(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Respo
     let report = match parse_report(body) {
         Ok(r) => r,
         Err(e) => {
-            // Garbage is kept, raw, as evidence; the queue is untouched.
+            // Garbage is kept, raw, as evidence; the queue is untouched. It cannot name its
+            // enrollment, but the identity certificate that came with it can.
             let note = format!("malformed report: {e}");
-            if let Err(e) = st.store.record_report(None, None, None, body, Some(&note)) {
+            let from = presented_identity(st, headers)
+                .ok()
+                .flatten()
+                .and_then(|fp| st.store.enrollment_by_fingerprint(&fp).ok().flatten());
+            if let Err(e) = st
+                .store
+                .record_report(from.as_deref(), None, None, body, Some(&note))
+            {
                 return internal(e);
             }
             return text(StatusCode::BAD_REQUEST, note);
@@ -327,6 +346,21 @@ fn send_webhook(st: &AppState, ev: WebhookEvent) {
         Ok(b) => b,
         Err(_) => return,
     };
+    let carries_result = ev
+        .acknowledge_event
+        .as_ref()
+        .is_some_and(|a| a.command_uuid.as_deref().is_some_and(|u| !u.is_empty()));
+    let fate = st
+        .cfg
+        .faults
+        .as_ref()
+        .map(|f| f.webhook_fate(carries_result))
+        .unwrap_or(WebhookFate::Send);
+    let copies = match fate {
+        WebhookFate::Send => 1,
+        WebhookFate::Lose => return,
+        WebhookFate::Duplicate => 2,
+    };
     let mut req = st
         .http
         .post(url)
@@ -335,10 +369,13 @@ fn send_webhook(st: &AppState, ev: WebhookEvent) {
         req = req.header(webhook::HMAC_HEADER, webhook::hmac_signature(key, &body));
     }
     tokio::spawn(async move {
-        match req.body(body).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = %r.status(), "webhook receiver answered non-2xx"),
-            Err(e) => tracing::warn!(error = %e, "webhook not delivered"),
+        for _ in 0..copies {
+            let Some(req) = req.try_clone() else { return };
+            match req.body(body.clone()).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = %r.status(), "webhook receiver answered non-2xx"),
+                Err(e) => tracing::warn!(error = %e, "webhook not delivered"),
+            }
         }
     });
 }
@@ -570,11 +607,17 @@ async fn enrollments(State(st): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn rejected(State(st): State<AppState>, headers: HeaderMap) -> Response {
+/// `GET /v1/reports/rejected[?id=ENROLLMENT]`: reports the server could not attribute to a
+/// queued command (malformed, unknown CommandUUID), raw.
+async fn rejected(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_api_auth(&st, &headers) {
         return r;
     }
-    match st.store.rejected_reports(None) {
+    match st.store.rejected_reports(q.get("id").map(String::as_str)) {
         Ok(v) => axum::Json(serde_json::json!({ "reports": v })).into_response(),
         Err(e) => internal(e),
     }

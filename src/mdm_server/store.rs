@@ -480,6 +480,18 @@ impl Store {
         })
     }
 
+    /// The enrollment whose identity certificate has this fingerprint, if any.
+    pub fn enrollment_by_fingerprint(&self, fingerprint: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT id FROM enrollments WHERE cert_fingerprint = ?1 LIMIT 1",
+                params![fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+    }
+
     /// Reports the server could not attribute to a queued command (malformed, unknown UUID).
     pub fn rejected_reports(&self, id: Option<&str>) -> Result<Vec<ReportRecord>> {
         self.with(|c| {

@@ -43,7 +43,15 @@ pub enum SimMdm {
     None,
     /// `lab`'s embedded MDM server, started with the lab on `listen`, its API protected by
     /// `api_key`; pushes go through the simulated APNs.
-    Embedded { listen: String, api_key: String },
+    Embedded {
+        listen: String,
+        api_key: String,
+        /// Faults the server injects (`lab sim serve --mdm-faults`, protocol
+        /// `lab.simulated.mdm_faults`).
+        faults: Option<Arc<crate::mdm_server::faults::Faults>>,
+        /// Where the server posts MicroMDM-format webhooks (`--mdm-webhook-url`).
+        webhook_url: Option<String>,
+    },
     /// Any NanoMDM-compatible server at this base URL (devices PUT to `{url}/mdm`, sending their
     /// identity certificate in `X-Client-Cert`); no push reaches them, they poll.
     External { base_url: String },
@@ -125,7 +133,12 @@ async fn start_mdm(
         .expect("identity generation thread")
         .map_err(|e| SimError::Mdm(e.to_string()))?;
     let (url, server, apns) = match mode {
-        SimMdm::Embedded { listen, api_key } => {
+        SimMdm::Embedded {
+            listen,
+            api_key,
+            faults,
+            webhook_url,
+        } => {
             let standin = apns::start("127.0.0.1:0")
                 .await
                 .map_err(|e| SimError::Mdm(e.to_string()))?;
@@ -143,9 +156,10 @@ async fn start_mdm(
                     crate::mdm_server::identity::IdentityCa::from_pem(ids.ca_pem.as_bytes())
                         .map_err(SimError::Mdm)?,
                 ),
-                webhook_url: None,
+                webhook_url: webhook_url.clone(),
                 webhook_hmac_key: None,
                 push: Arc::new(push),
+                faults: faults.clone(),
             };
             let store = crate::mdm_server::Store::open_in_memory()
                 .map_err(|e| SimError::Mdm(e.to_string()))?;

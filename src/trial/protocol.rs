@@ -64,6 +64,31 @@ pub struct LabSpec {
     /// A bench that runs this many times faster than real time (a `lab sim serve --speed N`
     /// lab): follow-up intervals are divided by it. Default 1.
     pub time_scale: Option<f64>,
+    /// How the harness calls the MDM's API: timeout, bounded retries with backoff.
+    #[serde(default)]
+    pub mdm_api: MdmApiSpec,
+}
+
+/// Timeouts and retries of MDM API calls. A retry of a ScheduleOSUpdate is sent only when the
+/// MDM's own records prove the first attempt was not queued (see `trial::runner`); attempts
+/// are spaced `backoff`, `2 × backoff`, `4 × backoff`, … apart (real time, not scaled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MdmApiSpec {
+    pub timeout: DurationSpec,
+    /// Attempts per call, the first included (≥ 1).
+    pub attempts: u32,
+    pub backoff: DurationSpec,
+}
+
+impl Default for MdmApiSpec {
+    fn default() -> Self {
+        MdmApiSpec {
+            timeout: DurationSpec(std::time::Duration::from_secs(15)),
+            attempts: 4,
+            backoff: DurationSpec(std::time::Duration::from_secs(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +99,9 @@ pub struct SimulatedLabSpec {
     #[serde(default = "one")]
     pub speed: f64,
     pub seed: Option<u64>,
+    /// Faults the simulated lab's MDM server injects (relative to the protocol file; see
+    /// `src/mdm_server/faults.rs`), to rehearse a flaky MDM.
+    pub mdm_faults: Option<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -465,6 +493,22 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
         return Err(err_at(
             "arms: at least one arm is needed".into(),
             locate_key(&text, "arms").map(|k| (k.0, k.1)),
+        ));
+    }
+    let api = &pr.lab.mdm_api;
+    if api.attempts == 0 || api.attempts > 20 {
+        return Err(err_at(
+            format!(
+                "lab.mdm_api.attempts {} must be between 1 and 20 (the first attempt included)",
+                api.attempts
+            ),
+            locate_key(&text, "attempts").map(|k| (k.0, k.2)),
+        ));
+    }
+    if api.timeout.0 < std::time::Duration::from_millis(100) {
+        return Err(err_at(
+            "lab.mdm_api.timeout must be at least 100ms".into(),
+            locate_key(&text, "timeout").map(|k| (k.0, k.2)),
         ));
     }
     let mut names = std::collections::HashSet::new();

@@ -84,6 +84,8 @@ struct Dev {
     downloaded: bool,
     last_status: Option<String>,
     last_reprobe: Option<(bool, Option<String>, Option<String>)>,
+    /// The MDM's numbers of the rejected reports already journaled.
+    rejected_seen: HashSet<i64>,
     ended: bool,
     first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -95,6 +97,25 @@ struct State {
     devices: BTreeMap<String, Dev>,
     order: Vec<String>,
     finished: bool,
+}
+
+/// An MDM answer that says for sure the command was not queued: a 4xx other than 408
+/// (timeout), 409 (`lab`'s server: that CommandUUID is already queued) and 429 (busy).
+fn is_refusal(e: &crate::mdm::backend::BackendError) -> bool {
+    matches!(e, crate::mdm::backend::BackendError::Refused { status, .. }
+        if (400..500).contains(status) && ![408, 409, 429].contains(status))
+}
+
+/// Observation kind of a report the MDM kept but could not attribute (malformed, wrong
+/// CommandUUID); its key is `report N: note`, its value the raw bytes in base64.
+const REJECTED_REPORT: &str = "mdm_rejected_report";
+
+fn rejected_report_key(id: i64, note: &str) -> String {
+    format!("report {id}: {note}")
+}
+
+fn rejected_report_id(key: &str) -> Option<i64> {
+    key.strip_prefix("report ")?.split(':').next()?.parse().ok()
 }
 
 fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
@@ -218,6 +239,20 @@ fn replay(entries: &[Entry]) -> State {
             Event::FollowUpEnded { udid, .. } => {
                 s.devices.entry(udid.clone()).or_default().ended = true
             }
+            Event::Observation {
+                udid: Some(udid),
+                kind,
+                key,
+                ..
+            } if kind == REJECTED_REPORT => {
+                if let Some(id) = rejected_report_id(key) {
+                    s.devices
+                        .entry(udid.clone())
+                        .or_default()
+                        .rejected_seen
+                        .insert(id);
+                }
+            }
             Event::RunFinished => s.finished = true,
             _ => {}
         }
@@ -282,9 +317,16 @@ struct LabHandle {
 
 async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
     let lab = &p.protocol.lab;
-    let timeout = Duration::from_secs(15);
+    let timeout = lab.mdm_api.timeout.0;
     if let Some(sim) = &lab.simulated {
         let key = crate::tls::random_secret();
+        let faults = match &sim.mdm_faults {
+            Some(f) => Some(Arc::new(
+                crate::mdm_server::faults::Faults::load(&p.resolve(f))
+                    .map_err(|e| RunError::BadInput(e.to_string()))?,
+            )),
+            None => None,
+        };
         let opts = crate::sim::SimOptions {
             listen: vec![UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address")],
             speed: sim.speed,
@@ -292,6 +334,8 @@ async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
             mdm: crate::sim::SimMdm::Embedded {
                 listen: "127.0.0.1:0".into(),
                 api_key: key.clone(),
+                faults,
+                webhook_url: None,
             },
         };
         let running = crate::sim::start(&p.resolve(&sim.fleet), opts)
@@ -930,36 +974,164 @@ impl Runner<'_> {
             })?;
             return Ok(());
         }
-        match self.lab.backend.enqueue(udid, &cmd, &uuid).await {
-            Ok(q) => {
-                self.ledger.append(&rec(LedgerKind::Enqueued))?;
-                self.log(Event::DoseEnqueued {
+        let template = rec(LedgerKind::Intent);
+        self.send_dose(udid, &cmd, &uuid, template).await
+    }
+
+    /// Enqueue a dose whose intent is durable, with bounded retries.
+    ///
+    /// An attempt that fails without a clear refusal (timeout, dropped connection, HTTP 5xx,
+    /// an answer that cannot be read) may still have queued the command, so before any retry
+    /// the MDM's own records are asked: queued → the dose is recorded as enqueued; proven not
+    /// queued → the same command (same CommandUUID, same bytes — the server refuses a
+    /// CommandUUID it already has, so a late first attempt cannot make two) is sent again after
+    /// a backoff; no records to ask (NanoMDM, MicroMDM) → dose uncertain, never re-sent. Every
+    /// failed attempt is journaled as an observation.
+    async fn send_dose(
+        &mut self,
+        udid: &str,
+        cmd: &Command,
+        uuid: &str,
+        template: LedgerRecord,
+    ) -> Result<(), RunError> {
+        let rec = |kind| LedgerRecord {
+            kind,
+            at: chrono::Utc::now().to_rfc3339(),
+            ..template.clone()
+        };
+        let api = self.p.protocol.lab.mdm_api.clone();
+        let mut wait = api.backoff.0;
+        for attempt in 1..=api.attempts {
+            let err = match self.lab.backend.enqueue(udid, cmd, uuid).await {
+                Ok(q) => {
+                    self.ledger.append(&rec(LedgerKind::Enqueued))?;
+                    self.log(Event::DoseEnqueued {
+                        udid: udid.into(),
+                        command_uuid: uuid.into(),
+                        pushed: q.pushed,
+                        push_error: q.push_error,
+                    })?;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            self.log(Event::Observation {
+                udid: Some(udid.into()),
+                source: "harness".into(),
+                kind: "mdm_api_error".into(),
+                key: format!(
+                    "enqueue {} {uuid} (attempt {attempt} of {})",
+                    cmd.request_type(),
+                    api.attempts
+                ),
+                value: err.to_string(),
+            })?;
+            if matches!(err, crate::mdm::backend::BackendError::NotConnected { .. }) {
+                // Never sent: retrying cannot make a second dose.
+                if attempt < api.attempts {
+                    self.check_interrupt()?;
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                    continue;
+                }
+                self.ledger.append(&rec(LedgerKind::Failed))?;
+                self.log(Event::DoseFailed {
                     udid: udid.into(),
-                    command_uuid: uuid,
-                    pushed: q.pushed,
-                    push_error: q.push_error,
+                    command_uuid: uuid.into(),
+                    error: format!("not sent in {} attempts: {err}", api.attempts),
                 })?;
+                return Ok(());
             }
-            Err(e) => {
-                // A timeout may still have queued it: only the MDM's records can tell.
-                let uncertain = matches!(e, crate::mdm::backend::BackendError::Timeout { .. });
-                if uncertain {
+            if is_refusal(&err) {
+                self.ledger.append(&rec(LedgerKind::Failed))?;
+                self.log(Event::DoseFailed {
+                    udid: udid.into(),
+                    command_uuid: uuid.into(),
+                    error: err.to_string(),
+                })?;
+                return Ok(());
+            }
+            match self.ask_records(udid, uuid).await? {
+                Some(true) => {
+                    self.ledger.append(&rec(LedgerKind::Enqueued))?;
+                    self.log(Event::DoseEnqueued {
+                        udid: udid.into(),
+                        command_uuid: uuid.into(),
+                        pushed: false,
+                        push_error: Some(format!(
+                            "the enqueue call failed ({err}) but the MDM's records show the command queued; not re-sent"
+                        )),
+                    })?;
+                    return Ok(());
+                }
+                None => {
                     self.log(Event::DoseUncertain {
                         udid: udid.into(),
-                        command_uuid: uuid,
-                        reason: e.to_string(),
+                        command_uuid: uuid.into(),
+                        reason: format!(
+                            "{err}; the MDM's records cannot tell whether it was queued; not re-sent"
+                        ),
                     })?;
-                } else {
-                    self.ledger.append(&rec(LedgerKind::Failed))?;
-                    self.log(Event::DoseFailed {
-                        udid: udid.into(),
-                        command_uuid: uuid,
-                        error: e.to_string(),
-                    })?;
+                    return Ok(());
+                }
+                Some(false) if attempt < api.attempts => {
+                    self.check_interrupt()?;
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                }
+                Some(false) => {
+                    if matches!(err, crate::mdm::backend::BackendError::Timeout { .. }) {
+                        // A request that timed out may still be on its way to the server.
+                        self.log(Event::DoseUncertain {
+                            udid: udid.into(),
+                            command_uuid: uuid.into(),
+                            reason: format!(
+                                "not in the MDM's records after {} attempts, the last timed out ({err}); it may still arrive; not re-sent",
+                                api.attempts
+                            ),
+                        })?;
+                    } else {
+                        self.ledger.append(&rec(LedgerKind::Failed))?;
+                        self.log(Event::DoseFailed {
+                            udid: udid.into(),
+                            command_uuid: uuid.into(),
+                            error: format!(
+                                "not queued after {} attempts (the MDM's records confirm): {err}",
+                                api.attempts
+                            ),
+                        })?;
+                    }
+                    return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// The MDM's records on one command, asked with bounded retries (failed asks are
+    /// observations too). `None`: the MDM keeps no such records, or never answered.
+    async fn ask_records(&mut self, udid: &str, uuid: &str) -> Result<Option<bool>, RunError> {
+        let api = self.p.protocol.lab.mdm_api.clone();
+        let mut wait = api.backoff.0;
+        for attempt in 1..=api.attempts {
+            match self.lab.backend.queued(udid, uuid).await {
+                Ok(known) => return Ok(known),
+                Err(e) => {
+                    self.log(Event::Observation {
+                        udid: Some(udid.into()),
+                        source: "harness".into(),
+                        kind: "mdm_api_error".into(),
+                        key: format!("records of {uuid} (attempt {attempt} of {})", api.attempts),
+                        value: e.to_string(),
+                    })?;
+                    if attempt < api.attempts {
+                        tokio::time::sleep(wait).await;
+                        wait = wait.saturating_mul(2);
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Intents without an answer (crash between intent and enqueue): ask the MDM's records.
@@ -977,43 +1149,32 @@ impl Runner<'_> {
             })
             .collect();
         for (udid, uuid) in pending {
-            let counts = self.lab.backend.delivery_counts(&udid).await;
-            let known = counts
-                .as_ref()
-                .map(|c| c.contains_key(&uuid))
-                .unwrap_or(false);
-            if known {
-                self.log(Event::DoseEnqueued {
-                    udid,
-                    command_uuid: uuid,
-                    pushed: false,
-                    push_error: Some(
-                        "recovered after a crash: the MDM's records show the command queued".into(),
-                    ),
-                })?;
-            } else if counts.is_ok() && self.mdm_history_is_authoritative() {
-                self.complete_interrupted_enqueue(&udid, &uuid).await?;
-            } else {
-                self.log(Event::DoseUncertain {
-                    udid,
-                    command_uuid: uuid,
-                    reason: "intent recorded, enqueue result unknown (the harness stopped in between); not re-sent".into(),
-                })?;
+            // `lab`'s own server (also behind an in-process simulated lab) lists every command
+            // it ever queued and refuses a second command with a CommandUUID it knows; the
+            // webhook-fed NanoMDM and MicroMDM only know the answers that came back.
+            match self.ask_records(&udid, &uuid).await? {
+                Some(true) => {
+                    self.log(Event::DoseEnqueued {
+                        udid,
+                        command_uuid: uuid,
+                        pushed: false,
+                        push_error: Some(
+                            "recovered after a crash: the MDM's records show the command queued"
+                                .into(),
+                        ),
+                    })?;
+                }
+                Some(false) => self.complete_interrupted_enqueue(&udid, &uuid).await?,
+                None => {
+                    self.log(Event::DoseUncertain {
+                        udid,
+                        command_uuid: uuid,
+                        reason: "intent recorded, enqueue result unknown (the harness stopped in between); not re-sent".into(),
+                    })?;
+                }
             }
         }
         Ok(())
-    }
-
-    /// The embedded MDM server (also behind an in-process simulated lab) lists every command it
-    /// ever queued (`/v1/history`) and refuses a second command with a CommandUUID it knows; the
-    /// webhook-fed backends (NanoMDM, MicroMDM) only know the answers that came back.
-    fn mdm_history_is_authoritative(&self) -> bool {
-        let lab = &self.p.protocol.lab;
-        lab.simulated.is_some()
-            || lab
-                .mdm
-                .as_ref()
-                .is_some_and(|m| m.kind == MdmKind::Embedded)
     }
 
     /// A crash between an intent and its enqueue, and the MDM's authoritative records do not
@@ -1127,9 +1288,10 @@ impl Runner<'_> {
                 let now_known = self
                     .lab
                     .backend
-                    .delivery_counts(udid)
+                    .queued(udid, uuid)
                     .await
-                    .map(|c| c.contains_key(uuid))
+                    .ok()
+                    .flatten()
                     .unwrap_or(false);
                 if now_known {
                     self.ledger.append(&rec(LedgerKind::Enqueued))?;
@@ -1202,14 +1364,63 @@ impl Runner<'_> {
         }
     }
 
-    async fn poll_device(
-        &mut self,
-        udid: &str,
-        attached: &[probe::AttachedDevice],
-        max: Duration,
-    ) -> Result<(), RunError> {
-        // 1. New MDM answers.
-        let results = self.lab.backend.results(udid).await.unwrap_or_default();
+    /// Journal the MDM's new answers for a device, the backend's notes (lost or duplicated
+    /// webhooks) and the reports the MDM rejected. A failed call is an observation.
+    async fn collect_results(&mut self, udid: &str) -> Result<(), RunError> {
+        let results = match self.lab.backend.results(udid).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.log(Event::Observation {
+                    udid: Some(udid.into()),
+                    source: "harness".into(),
+                    kind: "mdm_api_error".into(),
+                    key: "results".into(),
+                    value: e.to_string(),
+                })?;
+                Vec::new()
+            }
+        };
+        for n in self.lab.backend.take_notes() {
+            self.log(Event::Observation {
+                udid: Some(n.udid),
+                source: "harness".into(),
+                kind: n.kind.into(),
+                key: n.key,
+                value: n.value,
+            })?;
+        }
+        match self.lab.backend.rejected(udid).await {
+            Ok(rejected) => {
+                for r in rejected {
+                    if self.state.devices[udid].rejected_seen.contains(&r.id) {
+                        continue;
+                    }
+                    // Garbage from the device is evidence: kept raw.
+                    self.log(Event::Observation {
+                        udid: Some(udid.into()),
+                        source: "mdm".into(),
+                        kind: REJECTED_REPORT.into(),
+                        key: rejected_report_key(r.id, &r.note),
+                        value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                    })?;
+                    self.state
+                        .devices
+                        .get_mut(udid)
+                        .expect("known")
+                        .rejected_seen
+                        .insert(r.id);
+                }
+            }
+            Err(e) => {
+                self.log(Event::Observation {
+                    udid: Some(udid.into()),
+                    source: "harness".into(),
+                    kind: "mdm_api_error".into(),
+                    key: "rejected reports".into(),
+                    value: e.to_string(),
+                })?;
+            }
+        }
         for r in results {
             let key = result_key(&r.command_uuid, &r.status, &r.received_at);
             if self.state.devices[udid].results.contains(&key) {
@@ -1234,6 +1445,37 @@ impl Runner<'_> {
                 apply_status(d, &raw_b64);
             }
         }
+        Ok(())
+    }
+
+    /// After the follow-up: wait for webhooks still in flight, then journal every answer not yet
+    /// journaled (a report that came as the last device finished is evidence too).
+    async fn final_sweep(&mut self) -> Result<(), RunError> {
+        let dosed: Vec<String> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| !self.state.devices[*u].doses.is_empty())
+            .cloned()
+            .collect();
+        if dosed.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(self.lab.backend.settle_time()).await;
+        for u in dosed {
+            self.collect_results(&u).await?;
+        }
+        Ok(())
+    }
+
+    async fn poll_device(
+        &mut self,
+        udid: &str,
+        attached: &[probe::AttachedDevice],
+        max: Duration,
+    ) -> Result<(), RunError> {
+        // 1. New MDM answers (a failed call is an observation; the next poll asks again).
+        self.collect_results(udid).await?;
         // 2. Re-probe over USB.
         let target_builds = super::outcome::target_builds(&self.state.devices[udid].target);
         let mut now_build = None;
@@ -1327,19 +1569,30 @@ impl Runner<'_> {
         // 5. Ask for the update status (one outstanding at a time: the MDM queue is in order).
         if self.state.devices[udid].outstanding.is_none() {
             let uuid = format!("lab-status-{}", crate::tls::random_secret());
-            if self
+            match self
                 .lab
                 .backend
                 .enqueue(udid, &Command::OSUpdateStatus, &uuid)
                 .await
-                .is_ok()
             {
-                self.log(Event::CommandSent {
-                    udid: udid.into(),
-                    command_uuid: uuid.clone(),
-                    request_type: "OSUpdateStatus".into(),
-                })?;
-                self.state.devices.get_mut(udid).expect("known").outstanding = Some(uuid);
+                Ok(_) => {
+                    self.log(Event::CommandSent {
+                        udid: udid.into(),
+                        command_uuid: uuid.clone(),
+                        request_type: "OSUpdateStatus".into(),
+                    })?;
+                    self.state.devices.get_mut(udid).expect("known").outstanding = Some(uuid);
+                }
+                // A status query is harmless: the next poll sends a fresh one.
+                Err(e) => {
+                    self.log(Event::Observation {
+                        udid: Some(udid.into()),
+                        source: "harness".into(),
+                        kind: "mdm_api_error".into(),
+                        key: format!("enqueue OSUpdateStatus {uuid}"),
+                        value: e.to_string(),
+                    })?;
+                }
             }
         }
         Ok(())
@@ -1551,6 +1804,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         r.checkpoint(super::protocol::CheckpointMoment::AfterDose, None)?;
     }
     r.follow_up().await?;
+    r.final_sweep().await?;
     r.checkpoint(super::protocol::CheckpointMoment::End, None)?;
     r.log(Event::RunFinished)?;
     test_pause("LAB_TEST_PAUSE_BEFORE_REPORTS_MS").await;
