@@ -283,7 +283,9 @@ pub const MDM_FAULT_REQUEST_TYPES: &[&str] = &[
 /// sends a spoiled report instead of its real one. The embedded MDM server answers HTTP 400
 /// and keeps the command queued, so the device gets it again on its next connect and, the
 /// fault spent, answers properly. A spoiled ScheduleOSUpdate is therefore acted on twice (two
-/// deliveries, both counted by the server), as if the server had sent it twice.
+/// deliveries, both counted by the server), as if the server had sent it twice. A command
+/// the device does not answer at all (the 11.3.1 ScheduleOSUpdate quirk) spends no fault:
+/// there is no report to spoil.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdmFault {
     pub kind: MdmFaultKind,
