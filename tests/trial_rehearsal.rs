@@ -108,6 +108,7 @@ fn probe(lab: &SimLab, i: usize) -> DeviceProbe {
         ),
         mdm: None,
         disagreements: Vec::new(),
+        device_time: None,
     }
 }
 

@@ -136,6 +136,27 @@ pub struct DeviceProbe {
     /// Facts lockdown and the MDM report differently.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disagreements: Vec<super::mdm_side::Disagreement>,
+    /// The device's clock when it answered the global-domain GetValue of this probe: lockdown
+    /// `TimeIntervalSince1970`, seconds since 1970-01-01 UTC (a real on current iOS, an
+    /// integer on old versions; both accepted). Compared with the host's clock, or with the
+    /// previous probe's, it shows a device clock that jumped. `None` when the key was not read
+    /// (no session: real devices do not give it pre-session; or the probe failed). Not part
+    /// of the [`Baseline`]: it describes the moment, not the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_time: Option<f64>,
+}
+
+/// `TimeIntervalSince1970` from a global-domain reply, integer or real; `None` when absent,
+/// of another type, or not finite.
+pub fn device_time(global: &DomainReply) -> Option<f64> {
+    match global.as_ref().ok()?.get("TimeIntervalSince1970")? {
+        plist::Value::Real(r) if r.is_finite() => Some(*r),
+        plist::Value::Integer(i) => i
+            .as_signed()
+            .map(|n| n as f64)
+            .or_else(|| i.as_unsigned().map(|n| n as f64)),
+        _ => None,
+    }
 }
 
 fn lockdown_failure(stage: &str, e: &LockdownError) -> Failure {
@@ -207,6 +228,7 @@ pub async fn probe_device(
     let [global, disk, battery, chaperone] = &replies;
     let baseline =
         Baseline::from_replies(&host, entry, global, disk, battery, chaperone, port_path);
+    let device_time = device_time(global);
     DeviceProbe {
         host,
         device_id: entry.device_id,
@@ -217,6 +239,7 @@ pub async fn probe_device(
         baseline,
         mdm: None,
         disagreements: Vec::new(),
+        device_time,
     }
 }
 
@@ -363,6 +386,7 @@ pub async fn probe_all(
                         elapsed_ms: deadline.as_millis() as u64,
                         mdm: None,
                         disagreements: Vec::new(),
+                        device_time: None,
                     }
                 }
             };
@@ -378,4 +402,36 @@ pub async fn probe_all(
     }
     out.sort_by_key(|x| x.0);
     out.into_iter().map(|x| x.1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plist::{Dictionary, Value};
+
+    fn global(v: Option<Value>) -> DomainReply {
+        let mut d = Dictionary::new();
+        d.insert("ProductVersion".into(), "17.5.1".into());
+        if let Some(v) = v {
+            d.insert("TimeIntervalSince1970".into(), v);
+        }
+        Ok(d)
+    }
+
+    #[test]
+    fn device_time_takes_reals_and_integers() {
+        assert_eq!(
+            device_time(&global(Some(Value::Real(1_795_905_000.25)))),
+            Some(1_795_905_000.25)
+        );
+        // Old iOS versions send an integer.
+        assert_eq!(
+            device_time(&global(Some(Value::Integer(1_795_905_000u64.into())))),
+            Some(1_795_905_000.0)
+        );
+        assert_eq!(device_time(&global(None)), None);
+        assert_eq!(device_time(&global(Some("soon".into()))), None);
+        assert_eq!(device_time(&global(Some(Value::Real(f64::NAN)))), None);
+        assert_eq!(device_time(&Err("no session".into())), None);
+    }
 }

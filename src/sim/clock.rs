@@ -4,6 +4,13 @@
 //! The update state machine ([`super::os_update`]) never reads a clock itself: every call takes
 //! `now` as an argument. [`Clock`] is how the caller gets that `now`: [`VirtualClock`] in the
 //! running lab, [`ManualClock`] in tests, so that tests set explicit times and never sleep.
+//!
+//! A fleet can make the lab's clock jump (`clock.jumps`, issue 6): a device whose clock is set
+//! forward or back (by a user, NTP, a dead RTC battery) while a trial runs. [`VirtualClock`]
+//! applies every jump whose `after` has passed, so everything that reads `lab.clock` (the
+//! OS-update state machine, the 1–3 AM install window, the MDM agents, lockdownd's
+//! `TimeIntervalSince1970`) sees the same jumped time. Real-time scheduling (poll intervals,
+//! attach/detach timers) does not jump: it is the host's time, not the device's.
 
 use chrono::{DateTime, Duration as ChronoDuration, FixedOffset, NaiveDateTime, Utc};
 use std::sync::Mutex;
@@ -14,12 +21,22 @@ pub trait Clock {
     fn now(&self) -> DateTime<Utc>;
 }
 
-/// Simulated time = `start` + real time elapsed since `origin` × `speed`.
+/// A step of the simulated clock: once `after` of simulated time has run (as the clock would
+/// read without jumps), the clock reads `by` later (`by` negative: earlier) from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockJump {
+    pub after: Duration,
+    pub by: ChronoDuration,
+}
+
+/// Simulated time = `start` + real time elapsed since `origin` × `speed`, plus every
+/// [`ClockJump`] whose `after` has passed.
 #[derive(Debug, Clone)]
 pub struct VirtualClock {
     start: DateTime<Utc>,
     origin: Instant,
     speed: f64,
+    jumps: Vec<ClockJump>,
 }
 
 impl VirtualClock {
@@ -41,7 +58,18 @@ impl VirtualClock {
             start,
             origin,
             speed,
+            jumps: Vec::new(),
         }
+    }
+
+    /// The same clock with these jumps (any order: the offsets of passed jumps add up).
+    pub fn with_jumps(mut self, jumps: Vec<ClockJump>) -> Self {
+        self.jumps = jumps;
+        self
+    }
+
+    pub fn jumps(&self) -> &[ClockJump] {
+        &self.jumps
     }
 
     pub fn speed(&self) -> f64 {
@@ -52,10 +80,25 @@ impl VirtualClock {
         self.start
     }
 
-    /// Simulated time at the real instant `real` (instants before the origin map to `start`).
+    /// Simulated time at the real instant `real` (instants before the origin map to `start`),
+    /// jumps included. A backward jump can make this earlier than an earlier reading: callers
+    /// must not assume time only moves forward.
     pub fn at(&self, real: Instant) -> DateTime<Utc> {
-        let elapsed = real.saturating_duration_since(self.origin);
-        after(self.start, elapsed.mul_f64(self.speed))
+        let elapsed = real
+            .saturating_duration_since(self.origin)
+            .mul_f64(self.speed);
+        let offset = self.jumps.iter().filter(|j| j.after <= elapsed).fold(
+            ChronoDuration::zero(),
+            |acc, j| {
+                acc.checked_add(&j.by)
+                    .unwrap_or(if j.by < ChronoDuration::zero() {
+                        ChronoDuration::MIN
+                    } else {
+                        ChronoDuration::MAX
+                    })
+            },
+        );
+        shift(after(self.start, elapsed), offset)
     }
 
     /// How long to wait in real time for `sim` to pass in simulated time.
@@ -113,6 +156,16 @@ pub fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// `t + d` for a signed `d`, saturating at either end of representable time.
+pub fn shift(t: DateTime<Utc>, d: ChronoDuration) -> DateTime<Utc> {
+    t.checked_add_signed(d)
+        .unwrap_or(if d < ChronoDuration::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+}
+
 /// The device's wall-clock time: UTC plus a fixed offset. A fixed offset (no DST rules) is
 /// enough for the one place local time matters, the 1–3 AM "Later" install window
 /// (rdar 45414727), and keeps the simulation free of time-zone data.
@@ -124,11 +177,16 @@ pub fn local_time(utc: DateTime<Utc>, offset_minutes: i32) -> NaiveDateTime {
     }
 }
 
+/// The device's offset from UTC in seconds, as [`local_time`] applies it (0 when out of range).
+pub fn offset_seconds(offset_minutes: i32) -> i32 {
+    FixedOffset::east_opt(offset_minutes.saturating_mul(60))
+        .map(|o| o.local_minus_utc())
+        .unwrap_or(0)
+}
+
 /// The UTC instant of a device-local wall-clock time.
 pub fn from_local(local: NaiveDateTime, offset_minutes: i32) -> DateTime<Utc> {
-    let secs = FixedOffset::east_opt(offset_minutes.saturating_mul(60))
-        .map(|o| o.local_minus_utc())
-        .unwrap_or(0);
+    let secs = offset_seconds(offset_minutes);
     DateTime::<Utc>::from_naive_utc_and_offset(local, Utc) - ChronoDuration::seconds(secs.into())
 }
 
@@ -154,6 +212,44 @@ mod tests {
         );
         assert_eq!(VirtualClock::new(t0(), -3.0).speed(), 1.0);
         assert!(c.now() >= t0());
+    }
+
+    #[test]
+    fn virtual_clock_applies_every_jump_that_has_passed() {
+        let origin = Instant::now();
+        let c = VirtualClock::with_origin(t0(), 60.0, origin).with_jumps(vec![
+            ClockJump {
+                after: Duration::from_secs(40 * 60),
+                by: -ChronoDuration::minutes(30),
+            },
+            ClockJump {
+                after: Duration::from_secs(10 * 60),
+                by: ChronoDuration::hours(3),
+            },
+        ]);
+        let real = |secs: u64| origin + Duration::from_secs(secs);
+        // 9 simulated minutes (9 real seconds at 60×): no jump yet.
+        assert_eq!(c.at(real(9)), t0() + ChronoDuration::minutes(9));
+        // 10 minutes: +3 h.
+        assert_eq!(
+            c.at(real(10)),
+            t0() + ChronoDuration::minutes(10) + ChronoDuration::hours(3)
+        );
+        // 40 minutes: +3 h − 30 min; the reading went back from the one just before.
+        let before = c.at(real(39));
+        let after_back = c.at(real(40));
+        assert_eq!(
+            after_back,
+            t0() + ChronoDuration::minutes(40) + ChronoDuration::minutes(150)
+        );
+        assert!(after_back < before, "a backward jump moves the clock back");
+        assert_eq!(c.jumps().len(), 2);
+        // Jumps past the end of time saturate instead of panicking.
+        let far = VirtualClock::with_origin(t0(), 1.0, origin).with_jumps(vec![ClockJump {
+            after: Duration::ZERO,
+            by: ChronoDuration::MIN,
+        }]);
+        assert_eq!(far.at(origin), DateTime::<Utc>::MIN_UTC);
     }
 
     #[test]

@@ -13,8 +13,18 @@
 //!     activation_state: Activated
 //!     count: 3               # three such devices, named "Bench iPhone 1..3"
 //!     detach_after: 30s      # leaves the lab 30 s (simulated) after start
+//!     reattach_after: 2m     # and comes back 2 min after leaving, with a new DeviceID
+//!     mdm_fault: { kind: wrong_command_uuid, on: OSUpdateStatus, times: 1 }
+//! clock:
+//!   start: "2026-11-27T22:30:00Z"
+//!   jumps: [ { after: 10m, by: 3h }, { after: 40m, by: -30m } ]
 //! ```
 //! Everything in `trials/README.md`.
+//!
+//! Fault injection on the device side (issue 6): `reattach_after` (a device unplugged
+//! mid-download that comes back), `clock.jumps` (a device clock set forward or back, see
+//! [`super::clock`]), `mdm_fault` (an MDM client whose report the server cannot use, see
+//! [`MdmFault`]); `fault` covers lockdownd.
 
 use crate::input::{InputError, load_yaml, parse_yaml};
 use crate::models;
@@ -47,24 +57,60 @@ pub struct FleetFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockSpec {
-    pub start: Spanned<String>,
+    /// RFC 3339; default: now.
+    pub start: Option<Spanned<String>>,
+    /// Steps of the device clocks (all devices share the lab's clock).
+    #[serde(default)]
+    pub jumps: Vec<Spanned<ClockJumpSpec>>,
+}
+
+/// `{ after: 10m, by: -30m }`: once `after` of simulated time has run since the start (as the
+/// clock would read without jumps), the clock reads `by` later (earlier when negative).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockJumpSpec {
+    pub after: DurationSpec,
+    pub by: SignedDurationSpec,
 }
 
 impl FleetFile {
+    /// The clock's jumps, checked (a jump by zero is refused: it would test nothing).
+    pub fn clock_jumps(&self, path: &Path) -> Result<Vec<super::clock::ClockJump>, InputError> {
+        let Some(c) = &self.clock else {
+            return Ok(Vec::new());
+        };
+        c.jumps
+            .iter()
+            .map(|j| {
+                if j.value.by.0.is_zero() {
+                    return Err(InputError::at(
+                        path,
+                        Some(j.referenced),
+                        "clock jump: `by` is zero; give a signed duration like 3h or -30m",
+                    ));
+                }
+                Ok(super::clock::ClockJump {
+                    after: j.value.after.0,
+                    by: j.value.by.0,
+                })
+            })
+            .collect()
+    }
+
     /// Where simulated time starts: `clock.start` (RFC 3339), else now.
     pub fn clock_start(&self, path: &Path) -> Result<chrono::DateTime<chrono::Utc>, InputError> {
-        let Some(c) = &self.clock else {
+        let Some(c) = self.clock.as_ref().and_then(|c| c.start.as_ref()) else {
             return Ok(chrono::Utc::now());
         };
-        chrono::DateTime::parse_from_rfc3339(&c.start.value)
+        chrono::DateTime::parse_from_rfc3339(&c.value)
             .map(|t| t.with_timezone(&chrono::Utc))
             .map_err(|e| {
                 InputError::at(
                     path,
-                    Some(c.start.referenced),
+                    Some(c.referenced),
                     format!(
                         "clock.start {:?} is not an RFC 3339 time (like 2026-11-27T22:30:00Z): {e}",
-                        c.start.value
+                        c.value
                     ),
                 )
             })
@@ -106,8 +152,13 @@ pub struct DeviceSpec {
     pub attach_after: Option<DurationSpec>,
     /// Detaches after this long (simulated time).
     pub detach_after: Option<DurationSpec>,
+    /// Comes back this long (simulated time) after `detach_after` detached it: a device
+    /// unplugged mid-download and plugged in again. Needs `detach_after`.
+    pub reattach_after: Option<Spanned<DurationSpec>>,
     /// Misbehaviour of this device's lockdownd, for testing the harness.
     pub fault: Option<Fault>,
+    /// Misbehaviour of this device's MDM client (see [`MdmFault`]).
+    pub mdm_fault: Option<Spanned<MdmFaultSpec>>,
     /// OS-update behaviour: catalogue, simulated user, timings (see `sim::os_update`).
     pub update: Option<UpdateBehaviourSpec>,
     /// Values the device reports through the MDM instead of the true ones (DeviceInformation
@@ -196,6 +247,52 @@ pub enum Fault {
     TlsFailure,
 }
 
+/// How a faulty MDM client spoils its report (`mdm_fault.kind`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MdmFaultKind {
+    /// The report body is not a plist (the real report cut off inside its closing tags).
+    MalformedReport,
+    /// The real report, but with a made-up CommandUUID the server never queued.
+    WrongCommandUuid,
+}
+
+/// `mdm_fault: { kind: wrong_command_uuid, on: OSUpdateStatus, times: 1 }` as written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MdmFaultSpec {
+    pub kind: MdmFaultKind,
+    /// RequestType of the commands to spoil; absent: any.
+    pub on: Option<String>,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+/// RequestTypes the simulated MDM client implements; `mdm_fault.on` must name one of them
+/// (a misspelt `on` would otherwise silently never fire).
+pub const MDM_FAULT_REQUEST_TYPES: &[&str] = &[
+    "ScheduleOSUpdate",
+    "OSUpdateStatus",
+    "AvailableOSUpdates",
+    "DeviceInformation",
+    "SecurityInfo",
+];
+
+/// A simulated device's MDM client misbehaving: for the first `times` commands whose
+/// RequestType is `on` (any when `None`), the device carries the command out as usual but
+/// sends a spoiled report instead of its real one. The embedded MDM server answers HTTP 400
+/// and keeps the command queued, so the device gets it again on its next connect and, the
+/// fault spent, answers properly. A spoiled ScheduleOSUpdate is therefore acted on twice (two
+/// deliveries, both counted by the server), as if the server had sent it twice. A command
+/// the device does not answer at all (the 11.3.1 ScheduleOSUpdate quirk) spends no fault:
+/// there is no report to spoil.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdmFault {
+    pub kind: MdmFaultKind,
+    pub on: Option<String>,
+    pub times: u32,
+}
+
 /// A byte count: an integer, or a string with a unit (`64 GB`, `512MB`, `1.5 TB`, `32 GiB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "NumberOrString")]
@@ -216,6 +313,46 @@ enum NumberOrString {
     N(u64),
     F(f64),
     S(String),
+}
+
+/// A signed duration (clock jumps): a [`DurationSpec`] with an optional leading `-`
+/// (`3h`, `-30m`, `-1800`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SignedNumberOrString")]
+pub struct SignedDurationSpec(pub chrono::Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SignedNumberOrString {
+    I(i64),
+    F(f64),
+    S(String),
+}
+
+impl TryFrom<SignedNumberOrString> for SignedDurationSpec {
+    type Error = String;
+    fn try_from(v: SignedNumberOrString) -> Result<Self, String> {
+        let (negative, magnitude) = match v {
+            SignedNumberOrString::I(n) => (n < 0, Duration::from_secs(n.unsigned_abs())),
+            SignedNumberOrString::F(f) if f.is_finite() && f.abs() <= 1e9 => {
+                (f < 0.0, Duration::from_secs_f64(f.abs()))
+            }
+            SignedNumberOrString::F(f) => return Err(format!("{f} is not a duration")),
+            SignedNumberOrString::S(s) => {
+                let t = s.trim();
+                let (negative, rest) = match t.strip_prefix('-') {
+                    Some(r) => (true, r),
+                    None => (false, t.strip_prefix('+').unwrap_or(t)),
+                };
+                (
+                    negative,
+                    parse_duration(rest).map_err(|e| format!("{s:?}: {e}"))?,
+                )
+            }
+        };
+        let d = super::clock::to_chrono(magnitude);
+        Ok(SignedDurationSpec(if negative { -d } else { d }))
+    }
 }
 
 impl TryFrom<u64> for Percent {
@@ -336,7 +473,10 @@ pub struct SimDeviceSpec {
     pub bluetooth_address: String,
     pub attach_after: Option<Duration>,
     pub detach_after: Option<Duration>,
+    /// Back this long after the detach (needs `detach_after`).
+    pub reattach_after: Option<Duration>,
     pub fault: Option<Fault>,
+    pub mdm_fault: Option<MdmFault>,
     pub update: UpdateBehaviourSpec,
     pub mdm_overrides: std::collections::BTreeMap<String, MdmValue>,
 }
@@ -382,6 +522,7 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
         return Err(InputError::at(path, None, "the fleet has no devices"));
     }
     f.clock_start(path)?;
+    f.clock_jumps(path)?;
     // The shared catalogue is checked where it is written, not at the first device using it.
     for e in &f.catalogue {
         if let Err(m) = e.value.to_entry() {
@@ -418,6 +559,48 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
                 d.ios.version
             )));
         }
+        if let Some(r) = &d.reattach_after
+            && d.detach_after.is_none()
+        {
+            return Err(InputError::at(
+                path,
+                Some(r.referenced),
+                format!(
+                    "device {:?}: reattach_after needs detach_after (a device comes back only after it left)",
+                    d.name
+                ),
+            ));
+        }
+        let mdm_fault = match &d.mdm_fault {
+            None => None,
+            Some(m) => {
+                let at = |msg: String| {
+                    InputError::at(
+                        path,
+                        Some(m.referenced),
+                        format!("device {:?}: mdm_fault: {msg}", d.name),
+                    )
+                };
+                if m.value.times == 0 {
+                    return Err(at(
+                        "times is 0, so the fault never fires; leave mdm_fault out instead".into(),
+                    ));
+                }
+                if let Some(on) = &m.value.on
+                    && !MDM_FAULT_REQUEST_TYPES.contains(&on.as_str())
+                {
+                    return Err(at(format!(
+                        "on: {on:?} is not a RequestType the simulated device answers ({})",
+                        MDM_FAULT_REQUEST_TYPES.join(", ")
+                    )));
+                }
+                Some(MdmFault {
+                    kind: m.value.kind,
+                    on: m.value.on.clone(),
+                    times: m.value.times,
+                })
+            }
+        };
         let model = models::lookup(&d.product_type);
         let class = model.map(|m| m.device_class.clone()).unwrap_or_else(|| {
             d.product_type
@@ -505,7 +688,9 @@ fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
                 bluetooth_address: mac(&h[26..32]),
                 attach_after: d.attach_after.map(|x| x.0),
                 detach_after: d.detach_after.map(|x| x.0),
+                reattach_after: d.reattach_after.as_ref().map(|x| x.value.0),
                 fault: d.fault,
+                mdm_fault: mdm_fault.clone(),
                 update,
                 mdm_overrides: d.mdm_overrides.clone(),
             });
@@ -593,6 +778,104 @@ devices:
         let text = "devices:\n  - name: A\n    product_type: iPhone12,1\n    serial: \"ééé\"\n    ios: { version: \"17.5.1\", build: 21F90 }\n    disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 87 }\n";
         let d = parse(Path::new("f.yaml"), text).unwrap();
         assert_eq!(d[0].model_number, "Mééé2");
+    }
+
+    fn one_device(extra: &str) -> String {
+        format!(
+            "devices:\n  - name: x\n    product_type: iPhone12,1\n    ios: {{ version: '17.0', build: A }}\n    disk: {{ total: 1 GB, free: 0 }}\n    battery: {{ level: 5 }}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn reattach_after_needs_detach_after() {
+        let d = parse(
+            Path::new("f.yaml"),
+            &one_device("    detach_after: 5s\n    reattach_after: 2m\n"),
+        )
+        .unwrap();
+        assert_eq!(d[0].reattach_after, Some(Duration::from_secs(120)));
+        assert_eq!(d[0].detach_after, Some(Duration::from_secs(5)));
+
+        let e = err(&one_device("    reattach_after: 2m\n"));
+        assert_eq!((e.line, e.column), (Some(7), Some(21)), "{e}");
+        assert!(e.message.contains("needs detach_after"), "{e}");
+        let e = err(&one_device(
+            "    detach_after: 5s\n    reattach_after: soon\n",
+        ));
+        assert_eq!(e.line, Some(8), "{e}");
+    }
+
+    #[test]
+    fn mdm_fault_is_parsed_and_checked() {
+        let d = parse(
+            Path::new("f.yaml"),
+            &one_device("    mdm_fault: { kind: wrong_command_uuid, on: OSUpdateStatus }\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            d[0].mdm_fault,
+            Some(MdmFault {
+                kind: MdmFaultKind::WrongCommandUuid,
+                on: Some("OSUpdateStatus".into()),
+                times: 1
+            })
+        );
+        let d = parse(
+            Path::new("f.yaml"),
+            &one_device("    mdm_fault: { kind: malformed_report, times: 3 }\n"),
+        )
+        .unwrap();
+        let f = d[0].mdm_fault.clone().unwrap();
+        assert_eq!(
+            (f.kind, f.on, f.times),
+            (MdmFaultKind::MalformedReport, None, 3)
+        );
+
+        let e = err(&one_device(
+            "    mdm_fault: { kind: malformed_report, times: 0 }\n",
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("never fires"), "{e}");
+        let e = err(&one_device(
+            "    mdm_fault: { kind: malformed_report, on: OSUpdateStatuss }\n",
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("OSUpdateStatuss"), "{e}");
+        let e = err(&one_device("    mdm_fault: { kind: sulk }\n"));
+        assert_eq!(e.line, Some(7), "{e}");
+        let e = err(&one_device(
+            "    mdm_fault:\n      kind: malformed_report\n      colour: red\n",
+        ));
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn clock_jumps_are_signed_and_located() {
+        let text = format!(
+            "clock:\n  start: \"2026-11-27T22:30:00Z\"\n  jumps:\n    - {{ after: 10m, by: 3h }}\n    - {{ after: 40m, by: -30m }}\n    - {{ after: 50m, by: -90 }}\n{}",
+            one_device("")
+        );
+        let f: FleetFile = crate::input::parse_yaml(Path::new("f.yaml"), &text).unwrap();
+        let j = f.clock_jumps(Path::new("f.yaml")).unwrap();
+        assert_eq!(j.len(), 3);
+        assert_eq!(j[0].after, Duration::from_secs(600));
+        assert_eq!(j[0].by, chrono::Duration::hours(3));
+        assert_eq!(j[1].by, -chrono::Duration::minutes(30));
+        assert_eq!(j[2].by, -chrono::Duration::seconds(90));
+        assert!(parse(Path::new("f.yaml"), &text).is_ok());
+
+        let bad = |jumps: &str| err(&format!("clock:\n  jumps:\n{jumps}{}", one_device("")));
+        let e = bad("    - { after: 10m, by: 0s }\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("zero"), "{e}");
+        let e = bad("    - { after: 10m, by: -3 fortnights }\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unknown unit"), "{e}");
+        let e = bad("    - { after: -10m, by: 1h }\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = bad("    - { after: 10m }\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("by"), "{e}");
     }
 
     #[test]

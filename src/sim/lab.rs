@@ -1,5 +1,10 @@
 //! The simulated lab's state: its devices, which are attached, their usbmuxd ids, pair records,
 //! and the attach/detach event stream that `Listen` clients follow.
+//!
+//! Timed attach/detach follow the fleet: `attach_after`, `detach_after` (counted from the
+//! attach), and `reattach_after` (counted from the detach; usbmuxd gives the device a fresh
+//! DeviceID, as a re-plug does). Detaching is USB only: the device's MDM client
+//! ([`super::mdm_device`]) goes on checking in over the network while it is unplugged.
 
 use super::fleet::SimDeviceSpec;
 use super::identity::{self, DeviceIdentity};
@@ -80,6 +85,17 @@ impl SimLab {
         speed: f64,
         start: chrono::DateTime<chrono::Utc>,
     ) -> Result<Arc<SimLab>, identity::IdentityError> {
+        Self::new_with_jumps(specs, seed, speed, start, Vec::new())
+    }
+
+    /// As [`SimLab::new`], with a clock that jumps (`clock.jumps` of the fleet).
+    pub fn new_with_jumps(
+        specs: Vec<SimDeviceSpec>,
+        seed: u64,
+        speed: f64,
+        start: chrono::DateTime<chrono::Utc>,
+        jumps: Vec<super::clock::ClockJump>,
+    ) -> Result<Arc<SimLab>, identity::IdentityError> {
         let buid = identity::uuid_from(seed, "system-buid");
         let ids = identity::generate(seed, &buid, &specs)?;
         let devices = specs
@@ -108,7 +124,7 @@ impl SimLab {
             devices,
             buid,
             speed: if speed > 0.0 { speed } else { 1.0 },
-            clock: super::clock::VirtualClock::new(start, speed),
+            clock: super::clock::VirtualClock::new(start, speed).with_jumps(jumps),
             seed,
             state: Mutex::new(State {
                 attached: HashMap::new(),
@@ -131,8 +147,17 @@ impl SimLab {
         }
     }
 
-    /// Attach every device that has no `attach_after`, and schedule the timed attach/detach.
+    /// Attach every device that has no `attach_after`, schedule the timed attach, detach and
+    /// reattach, and log each clock jump when it happens.
     pub fn start(self: &Arc<Self>) {
+        for j in self.clock.jumps() {
+            let real = self.real(j.after);
+            let by = j.by;
+            tokio::spawn(async move {
+                tokio::time::sleep(real).await;
+                tracing::info!(by_seconds = by.num_seconds(), "simulated clock jumped");
+            });
+        }
         for (i, d) in self.devices.iter().enumerate() {
             match d.spec.attach_after {
                 None => {
@@ -149,10 +174,16 @@ impl SimLab {
             }
             if let Some(after) = d.spec.detach_after {
                 let lab = self.clone();
-                let real = self.real(after + d.spec.attach_after.unwrap_or_default());
+                let detach_at = after.saturating_add(d.spec.attach_after.unwrap_or_default());
+                let reattach = d.spec.reattach_after.map(|r| self.real(r));
+                let real = self.real(detach_at);
                 tokio::spawn(async move {
                     tokio::time::sleep(real).await;
                     lab.detach(i);
+                    if let Some(back) = reattach {
+                        tokio::time::sleep(back).await;
+                        lab.attach(i);
+                    }
                 });
             }
         }
@@ -258,5 +289,45 @@ impl SimLab {
             v.push(r.host_id);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn a_reattached_device_comes_back_with_a_fresh_device_id() {
+        let text = "devices:\n  - name: Unplugged\n    product_type: iPhone12,1\n    ios: { version: \"17.5.1\", build: 21F90 }\n    disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 80 }\n    detach_after: 2s\n    reattach_after: 3s\n";
+        let specs = super::super::fleet::parse(Path::new("f.yaml"), text).unwrap();
+        // 100× speed: detach after 20 ms, back 30 ms later.
+        let lab = SimLab::new(specs, 1, 100.0, chrono::Utc::now()).unwrap();
+        let (now, mut rx) = lab.subscribe();
+        assert!(now.is_empty());
+        lab.start();
+        async fn next(rx: &mut broadcast::Receiver<MuxEvent>) -> MuxEvent {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("event in time")
+                .expect("event")
+        }
+        let MuxEvent::Attached(first) = next(&mut rx).await else {
+            panic!("attached first")
+        };
+        let MuxEvent::Detached { device_id } = next(&mut rx).await else {
+            panic!("then detached")
+        };
+        assert_eq!(device_id, first.device_id);
+        assert!(lab.list().is_empty());
+        let MuxEvent::Attached(again) = next(&mut rx).await else {
+            panic!("then attached again")
+        };
+        assert_eq!(again.serial_number, first.serial_number);
+        assert_ne!(
+            again.device_id, first.device_id,
+            "a re-plug gets a new DeviceID"
+        );
+        assert_eq!(lab.list(), vec![again]);
     }
 }

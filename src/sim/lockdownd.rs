@@ -1,10 +1,15 @@
 //! A simulated device's lockdownd (brief §3, §5.3, §8): QueryType, GetValue with pre-session
 //! restrictions, StartSession checking HostID then TLS on the same stream, StopSession, and
 //! the faults a fleet can ask for.
+//!
+//! The global domain also answers `TimeIntervalSince1970` and `TimeZoneOffsetFromUTC` (session
+//! only), read from the lab's simulated clock at each GetValue so that clock jumps show
+//! (`values::clock_values`; what libimobiledevice's `idevicedate` reads).
 
+use super::clock::Clock;
 use super::fleet::Fault;
 use super::lab::{SimDevice, SimLab};
-use super::values::{PRE_SESSION_BY_KEY, PRE_SESSION_DOMAINS, PRE_SESSION_KEYS};
+use super::values::{PRE_SESSION_BY_KEY, PRE_SESSION_DOMAINS, PRE_SESSION_KEYS, clock_values};
 use crate::io::BoxIo;
 use crate::lockdown::SERVICE_TYPE;
 use crate::lockdown::frame;
@@ -105,7 +110,7 @@ async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(),
                 conn.write(d).await?;
             }
             "GetValue" => {
-                let d = get_value(&dev, &req, session_id.is_some());
+                let d = get_value(&lab, &dev, &req, session_id.is_some());
                 conn.write(d).await?;
             }
             "StartSession" => {
@@ -281,8 +286,9 @@ async fn hold_open(conn: &mut Conn) {
     }
 }
 
-/// GetValue with a real device's pre-session restrictions (brief §6).
-fn get_value(dev: &SimDevice, req: &Dictionary, in_session: bool) -> Dictionary {
+/// GetValue with a real device's pre-session restrictions (brief §6). The clock keys are
+/// added to the global domain here, at the moment of the request.
+fn get_value(lab: &SimLab, dev: &SimDevice, req: &Dictionary, in_session: bool) -> Dictionary {
     let domain = get_str(req, "Domain");
     let key = get_str(req, "Key");
     let mut d = reply_to("GetValue");
@@ -292,10 +298,16 @@ fn get_value(dev: &SimDevice, req: &Dictionary, in_session: bool) -> Dictionary 
     if let Some(k) = key {
         d.insert("Key".into(), k.into());
     }
-    let Some(values) = dev.domain(domain) else {
+    let Some(mut values) = dev.domain(domain) else {
         d.insert("Error".into(), "MissingValue".into());
         return d;
     };
+    if domain.is_none() {
+        let offset = dev.spec.update.local_offset_minutes;
+        for (k, v) in clock_values(lab.clock.now(), offset) {
+            values.insert(k.into(), v);
+        }
+    }
     let domain_open = in_session || domain.is_some_and(|x| PRE_SESSION_DOMAINS.contains(&x));
     let value = match (domain, key) {
         (None, None) if in_session => Some(Value::Dictionary(values.clone())),

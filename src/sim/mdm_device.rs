@@ -6,11 +6,24 @@
 //! the OS-update commands (`os_update`), anything else with `Error` 12021 in
 //! `MCMDMErrorDomain`, as real devices do (brief mdm.md §3, mdmb). When an update restarts the
 //! device it leaves usbmuxd, stops checking in, and comes back with its new version on both
-//! lockdown and MDM.
+//! lockdown and MDM. A USB detach (`detach_after`) is not a restart: the device goes on
+//! checking in over the network while unplugged.
+//!
+//! A fleet's `mdm_fault` (issue 6) makes the client spoil its report for the first `times`
+//! commands of a RequestType: it carries the command out as usual, then sends either a body
+//! that is not a plist (`malformed_report`: its real report cut off in its closing tags) or
+//! its real report with a made-up CommandUUID (`wrong_command_uuid`). The MDM server answers HTTP 400 and keeps
+//! the command queued; the connection ends there ([`MdmAgent::connect`] returns the error, the
+//! run loop logs it), and on the next poll or push the device gets the command again and, the
+//! fault spent, answers properly. For OSUpdateStatus, AvailableOSUpdates, DeviceInformation
+//! and SecurityInfo the spoiled delivery changes nothing on the device; a spoiled
+//! ScheduleOSUpdate has been acted on, so its re-delivery is a second ScheduleOSUpdate (two
+//! deliveries in the server's history): a `Default` may then move on from downloading to
+//! installing, as two real sends would.
 
 use super::apns::Registry;
 use super::clock::Clock;
-use super::fleet::NetworkKind;
+use super::fleet::{MdmFaultKind, NetworkKind};
 use super::lab::SimLab;
 use super::os_update::{DeviceUpdateState, OsUpdateSim, Outcome, UpdateEvent};
 use super::quirks::QuirkTable;
@@ -87,6 +100,37 @@ pub struct MdmAgent {
     target: MdmTarget,
     http: reqwest::Client,
     wake: Arc<Notify>,
+    /// How many more reports the fleet's `mdm_fault` spoils.
+    faults_left: Mutex<u32>,
+    /// Spoiled reports so far (names the made-up CommandUUIDs).
+    faults_sent: Mutex<u64>,
+}
+
+/// `report` spoiled as `kind` says; `n` numbers the spoiled reports of this device (it makes
+/// each made-up CommandUUID distinct).
+fn spoil_report(kind: MdmFaultKind, report: &mut Dictionary, udid: &str, n: u64) -> Vec<u8> {
+    match kind {
+        MdmFaultKind::MalformedReport => {
+            let mut xml = crate::plist_util::dict_to_xml(std::mem::take(report));
+            // Cut inside the closing `</dict>`: everything the device meant to say is there
+            // (useful evidence), but the document never ends, so no plist parser accepts it.
+            let cut = xml
+                .windows(7)
+                .rposition(|w| w == b"</dict>")
+                .map(|i| i + 3)
+                .unwrap_or(xml.len() / 2);
+            xml.truncate(cut);
+            xml
+        }
+        MdmFaultKind::WrongCommandUuid => {
+            let real = crate::plist_util::get_str(report, "CommandUUID")
+                .unwrap_or("")
+                .to_string();
+            let made_up = super::identity::uuid_from(n, &format!("mdm-fault/{udid}/{real}"));
+            report.insert("CommandUUID".into(), made_up.into());
+            crate::plist_util::dict_to_xml(std::mem::take(report))
+        }
+    }
 }
 
 fn real_value(v: f64) -> Value {
@@ -106,6 +150,7 @@ impl MdmAgent {
         let seed = super::quirks::device_seed(lab.seed, &spec.udid);
         let token = Sha256::digest(format!("apns-token/{}", spec.udid).as_bytes()).to_vec();
         let push_magic = super::identity::uuid_from(lab.seed, &format!("push-magic/{}", spec.udid));
+        let faults_left = spec.mdm_fault.as_ref().map(|f| f.times).unwrap_or(0);
         let wake = match &target.apns {
             Some(r) => r.register(&token, &push_magic),
             None => Arc::new(Notify::new()),
@@ -127,7 +172,38 @@ impl MdmAgent {
             target,
             http: crate::http_client::client(Duration::from_secs(15)),
             wake,
+            faults_left: Mutex::new(faults_left),
+            faults_sent: Mutex::new(0),
         }
+    }
+
+    /// The fault to apply to the report on a command of this RequestType, if the fleet's
+    /// `mdm_fault` covers it and is not spent (spends one).
+    fn take_fault(&self, request_type: &str) -> Option<MdmFaultKind> {
+        let f = self.lab.devices[self.index].spec.mdm_fault.as_ref()?;
+        if f.on.as_deref().is_some_and(|on| on != request_type) {
+            return None;
+        }
+        let mut left = self.faults_left.lock().unwrap_or_else(|p| p.into_inner());
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        Some(f.kind)
+    }
+
+    /// The bytes a faulty client sends instead of `report`.
+    fn spoil(&self, kind: MdmFaultKind, mut report: Dictionary) -> Vec<u8> {
+        let n = {
+            let mut g = self.faults_sent.lock().unwrap_or_else(|p| p.into_inner());
+            *g += 1;
+            *g
+        };
+        let uuid = crate::plist_util::get_str(&report, "CommandUUID")
+            .unwrap_or("")
+            .to_string();
+        tracing::info!(udid = %self.udid, command_uuid = %uuid, ?kind, "mdm_fault: sending a spoiled report");
+        spoil_report(kind, &mut report, &self.udid, n)
     }
 
     fn os(&self) -> std::sync::MutexGuard<'_, OsUpdateSim> {
@@ -194,13 +270,13 @@ impl MdmAgent {
         if self.os().offline(now) {
             return Ok(0);
         }
-        let mut report = report_dict(&self.udid, None, "Idle");
+        let mut report = crate::plist_util::dict_to_xml(report_dict(&self.udid, None, "Idle"));
         let mut answered = 0;
         loop {
-            let (code, body) = self
-                .put(COMMAND_CONTENT_TYPE, crate::plist_util::dict_to_xml(report))
-                .await?;
+            let (code, body) = self.put(COMMAND_CONTENT_TYPE, report).await?;
             if code != 200 {
+                // E.g. 400 for a report spoiled by `mdm_fault`: the server keeps the command
+                // queued, and the next poll or push connects again.
                 return Err(format!(
                     "server answered HTTP {code}: {}",
                     String::from_utf8_lossy(&body)
@@ -216,7 +292,7 @@ impl MdmAgent {
                     "ErrorChain".into(),
                     error_chain(&[(12001, "MCMDMErrorDomain", "Invalid command")]),
                 );
-                report = r;
+                report = crate::plist_util::dict_to_xml(r);
                 continue;
             };
             let now = self.lab.clock.now();
@@ -226,7 +302,10 @@ impl MdmAgent {
                     for (k, v) in body {
                         r.insert(k, v);
                     }
-                    report = r;
+                    report = match self.take_fault(&env.request_type) {
+                        Some(kind) => self.spoil(kind, r),
+                        None => crate::plist_util::dict_to_xml(r),
+                    };
                     answered += 1;
                 }
                 // 11.3.1: no response at all (rdar 40161553): the connection just ends.
@@ -421,5 +500,89 @@ impl MdmAgent {
                 tracing::debug!(udid = %self.udid, error = %e, "command connection failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mdm::report::parse_report;
+    use std::path::Path;
+
+    fn agent(fault: &str) -> MdmAgent {
+        let text = format!(
+            "devices:\n  - name: Faulty\n    product_type: iPhone12,1\n    ios: {{ version: \"17.5.1\", build: 21F90 }}\n    disk: {{ total: 64 GB, free: 20 GB }}\n    battery: {{ level: 80 }}\n    mdm_fault: {fault}\n"
+        );
+        let specs = super::super::fleet::parse(Path::new("f.yaml"), &text).unwrap();
+        let lab = SimLab::new(specs, 3, 1.0, chrono::Utc::now()).unwrap();
+        let target = MdmTarget {
+            base_url: "http://127.0.0.1:9".into(),
+            apns: None,
+            poll_interval: Duration::from_secs(60),
+            topic: "com.apple.mgmt.External.test".into(),
+        };
+        MdmAgent::new(lab, 0, b"not a real certificate", target)
+    }
+
+    #[test]
+    fn a_fault_fires_on_its_request_type_only_and_is_spent_after_times() {
+        let a = agent("{ kind: wrong_command_uuid, on: OSUpdateStatus, times: 2 }");
+        assert_eq!(a.take_fault("DeviceInformation"), None);
+        for _ in 0..2 {
+            assert_eq!(
+                a.take_fault("OSUpdateStatus"),
+                Some(MdmFaultKind::WrongCommandUuid)
+            );
+        }
+        assert_eq!(a.take_fault("OSUpdateStatus"), None, "spent");
+
+        let any = agent("{ kind: malformed_report }");
+        assert_eq!(
+            any.take_fault("SecurityInfo"),
+            Some(MdmFaultKind::MalformedReport)
+        );
+        assert_eq!(
+            any.take_fault("OSUpdateStatus"),
+            None,
+            "times defaults to 1"
+        );
+    }
+
+    #[test]
+    fn spoiled_reports_are_unparsable_or_carry_a_made_up_uuid() {
+        let mut real = report_dict("UDID-1", Some("cmd-1"), "Acknowledged");
+        real.insert("OSUpdateStatus".into(), Value::Array(Vec::new()));
+        let good = parse_report(&crate::plist_util::dict_to_xml(real.clone())).unwrap();
+
+        let bad = spoil_report(
+            MdmFaultKind::MalformedReport,
+            &mut real.clone(),
+            "UDID-1",
+            1,
+        );
+        assert!(bad.starts_with(b"<?xml"), "real XML, cut off");
+        assert!(parse_report(&bad).is_err());
+
+        let wrong = spoil_report(
+            MdmFaultKind::WrongCommandUuid,
+            &mut real.clone(),
+            "UDID-1",
+            1,
+        );
+        let r = parse_report(&wrong).unwrap();
+        assert_ne!(r.command_uuid, good.command_uuid);
+        assert!(r.command_uuid.as_deref().is_some_and(|u| u.len() == 36));
+        assert_eq!(r.status, good.status);
+        let again = spoil_report(
+            MdmFaultKind::WrongCommandUuid,
+            &mut real.clone(),
+            "UDID-1",
+            2,
+        );
+        assert_ne!(
+            parse_report(&again).unwrap().command_uuid,
+            r.command_uuid,
+            "each spoiled report gets its own made-up UUID"
+        );
     }
 }

@@ -90,6 +90,7 @@ pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, Si
     let file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     let seed = opts.seed.unwrap_or(file.seed);
     let start_time = file.clock_start(fleet_path)?;
+    let jumps = file.clock_jumps(fleet_path)?;
     let poll_interval = file
         .mdm
         .as_ref()
@@ -98,9 +99,11 @@ pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, Si
         .unwrap_or(std::time::Duration::from_secs(60));
     let specs = fleet::parse(fleet_path, &text)?;
     let speed = opts.speed;
-    let lab = tokio::task::spawn_blocking(move || lab::SimLab::new(specs, seed, speed, start_time))
-        .await
-        .expect("identity generation thread")?;
+    let lab = tokio::task::spawn_blocking(move || {
+        lab::SimLab::new_with_jumps(specs, seed, speed, start_time, jumps)
+    })
+    .await
+    .expect("identity generation thread")?;
     let mut addrs = Vec::new();
     for a in &opts.listen {
         let l = usbmuxd::Listener::bind(a)

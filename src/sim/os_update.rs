@@ -18,6 +18,12 @@
 //! codecs later.
 //!
 //! Rules where the sources are silent are marked **Assumption** in the doc comments.
+//!
+//! Time may go backwards (a fleet's `clock.jumps`, see [`super::clock`]): nothing here
+//! subtracts instants without checking their order or converts a negative duration. Deadlines
+//! are instants on the device clock, so after a backward jump an install, a restart or the
+//! 1–3 AM "Later" window is simply due later (when the clock reaches it again), and a forward
+//! jump can make them due at once; a download keeps its progress (see `account_download`).
 
 use super::clock::{after, from_local, local_time};
 use super::fleet::{Bytes, DurationSpec, NetworkKind, SimDeviceSpec};
@@ -662,11 +668,19 @@ impl OsUpdateSim {
         }
     }
 
+    /// Credits download progress from `progress_at` to `to`. The simulation has no time but
+    /// the device clock, so a forward clock jump completes part of a download at once; a
+    /// backward one never takes progress away, and counting resumes from the earlier time
+    /// (otherwise the download would freeze until the clock caught up again).
     fn account_download(&mut self, to: DateTime<Utc>) {
         let Some(from) = self.progress_at else {
             return;
         };
-        if to <= from {
+        if to < from {
+            self.progress_at = Some(to);
+            return;
+        }
+        if to == from {
             return;
         }
         if let Phase::Downloading { idx, done } = self.phase
@@ -1590,6 +1604,87 @@ mod tests {
         let ev = s.tick(c.now());
         assert!(ev.contains(&UpdateEvent::Downloaded), "{ev:?}");
         c
+    }
+
+    #[test]
+    fn the_clock_going_backwards_delays_deadlines_and_keeps_download_progress() {
+        let mut s = sim();
+        let c = ManualClock::new(t0());
+        ok(
+            &schedule(&mut s, c.now(), "a", "Default"),
+            "DownloadOnly",
+            "Downloading",
+        );
+        c.advance(secs(50));
+        assert_eq!(s.tick(c.now()), vec![UpdateEvent::DownloadProgress(0.5)]);
+        // Back 30 min mid-download: no panic, no progress lost, no events.
+        c.set(c.now() - ChronoDuration::minutes(30));
+        assert_eq!(s.tick(c.now()), vec![]);
+        let (_, pct, st) = status_one(&status(&mut s, c.now()));
+        assert_eq!((pct, st.as_str()), (0.5, "Downloading"));
+        // The rest takes 50 s from the earlier time, not 30 min more.
+        c.advance(secs(50));
+        assert_eq!(
+            s.tick(c.now()),
+            vec![UpdateEvent::DownloadProgress(1.0), UpdateEvent::Downloaded]
+        );
+        ok(
+            &schedule(&mut s, c.now(), "b", "Default"),
+            "InstallASAP",
+            "Installing",
+        );
+        assert_eq!(s.tick(c.now()), vec![UpdateEvent::InstallStarted]);
+        let install_end = c.now() + ChronoDuration::seconds(600);
+        // Back 1 h mid-install: the install ends when the clock reaches its end again.
+        c.set(c.now() - ChronoDuration::hours(1));
+        assert_eq!(s.tick(c.now()), vec![]);
+        assert!(!s.offline(c.now()));
+        assert_eq!(status_one(&status(&mut s, c.now())).2, "Installing");
+        c.set(install_end - ChronoDuration::seconds(1));
+        assert_eq!(s.tick(c.now()), vec![]);
+        c.set(install_end);
+        let back = install_end + ChronoDuration::seconds(180);
+        assert_eq!(
+            s.tick(c.now()),
+            vec![UpdateEvent::RestartBegins { back_at: back }]
+        );
+        // Back again while restarting: still rebooting (no reply, no panic) until `back`
+        // comes round, so this restart lasts 10 min longer.
+        c.set(install_end - ChronoDuration::minutes(10));
+        assert!(s.offline(c.now()));
+        assert_eq!(status(&mut s, c.now()), Outcome::NoReply);
+        assert_eq!(s.tick(c.now()), vec![]);
+        c.set(back);
+        assert_eq!(
+            s.tick(c.now()),
+            vec![UpdateEvent::RestartEnds {
+                version: "17.6".into(),
+                build: "21G80".into()
+            }]
+        );
+        assert_eq!(s.version(), ("17.6", "21G80"));
+    }
+
+    #[test]
+    fn a_backward_jump_before_the_night_window_keeps_the_scheduled_install() {
+        let mut s = passcode_sim(UserBehaviour::Later, Quirks::none());
+        let c = downloaded(&mut s);
+        schedule(&mut s, c.now(), "b", "Default");
+        let at = s
+            .tick(c.now())
+            .into_iter()
+            .find_map(|e| match e {
+                UpdateEvent::InstallScheduled { at } => Some(at),
+                _ => None,
+            })
+            .expect("the user picked Later");
+        // The device clock is set back a day: the install waits for 1–3 AM by that clock.
+        c.set(c.now() - ChronoDuration::days(1));
+        assert_eq!(s.tick(c.now()), vec![]);
+        c.set(at - ChronoDuration::seconds(1));
+        assert_eq!(s.tick(c.now()), vec![]);
+        c.set(at);
+        assert_eq!(s.tick(c.now()), vec![UpdateEvent::InstallStarted]);
     }
 
     #[test]

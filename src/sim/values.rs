@@ -3,6 +3,7 @@
 //! Which keys exist, their types and which are readable before a session follow brief §6.
 
 use super::fleet::{NetworkKind, SimDeviceSpec};
+use chrono::{DateTime, Utc};
 use plist::{Dictionary, Value};
 
 /// Keys of the global domain a real device returns before a session (brief §6, from public
@@ -41,6 +42,28 @@ pub const PRE_SESSION_BY_KEY: &[&str] = &["DevicePublicKey"];
 
 /// Domains readable pre-session (brief §6: `com.apple.mobile.iTunes`).
 pub const PRE_SESSION_DOMAINS: &[&str] = &["com.apple.mobile.iTunes"];
+
+/// Global-domain keys that tell the device's clock. They are not stored with the other values
+/// but read from the lab's simulated clock at the moment of each GetValue (see
+/// [`clock_values`]), so a clock jump (`clock.jumps`) shows at once.
+pub const CLOCK_KEYS: &[&str] = &["TimeIntervalSince1970", "TimeZoneOffsetFromUTC"];
+
+/// The device's clock as lockdownd reports it: `TimeIntervalSince1970` (real, seconds since
+/// 1970 UTC, fractional) and `TimeZoneOffsetFromUTC` (real, seconds east of UTC; here the
+/// fleet's `update.local_offset_minutes`, 0 by default). `TimeIntervalSince1970` in the global
+/// domain is what libimobiledevice's `idevicedate` reads (and sets) to show the device's date
+/// (tools/idevicedate.c: `lockdownd_get_value(client, NULL, "TimeIntervalSince1970", …)`);
+/// current iOS sends it as a real, old versions as an integer.
+pub fn clock_values(now: DateTime<Utc>, offset_minutes: i32) -> [(&'static str, Value); 2] {
+    let secs = now.timestamp() as f64 + f64::from(now.timestamp_subsec_micros()) / 1e6;
+    [
+        ("TimeIntervalSince1970", Value::Real(secs)),
+        (
+            "TimeZoneOffsetFromUTC",
+            Value::Real(f64::from(super::clock::offset_seconds(offset_minutes))),
+        ),
+    ]
+}
 
 fn int(n: u64) -> Value {
     Value::Integer(n.into())
@@ -162,4 +185,22 @@ pub fn domains(
         (Some("com.apple.mobile.iTunes".into()), itunes),
         (Some("com.apple.mobile.wireless_lockdown".into()), wireless),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn clock_values_are_reals_in_seconds() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 27, 22, 30, 0).unwrap()
+            + chrono::Duration::milliseconds(250);
+        let [(k1, v1), (k2, v2)] = clock_values(t, -300);
+        assert_eq!((k1, k2), (CLOCK_KEYS[0], CLOCK_KEYS[1]));
+        assert_eq!(v1, Value::Real(t.timestamp() as f64 + 0.25));
+        assert_eq!(v2, Value::Real(-18_000.0));
+        // Out-of-range offsets count as UTC, as the 1–3 AM window does.
+        assert_eq!(clock_values(t, 100_000)[1].1, Value::Real(0.0));
+    }
 }

@@ -1120,6 +1120,7 @@ mod tests {
                 baseline,
                 mdm: None,
                 disagreements: Vec::new(),
+                device_time: None,
             }
         }
     }
