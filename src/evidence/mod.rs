@@ -7,6 +7,7 @@
 //! The ids are documented in `docs/reports.md` ("Anomalies and radar drafts").
 
 pub mod anomalies;
+pub mod clock;
 
 pub use anomalies::{
     Anomaly, DETECTORS, Detector, Scope, Tally, detect, detector, reproducibility, situations,

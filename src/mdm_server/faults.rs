@@ -227,9 +227,17 @@ impl Faults {
             return WebhookFate::Send;
         }
         let n = self.result_webhooks.fetch_add(1, Ordering::SeqCst) + 1;
-        let fate = if self.webhooks.lose_every.is_some_and(|k| n.is_multiple_of(k)) {
+        let fate = if self
+            .webhooks
+            .lose_every
+            .is_some_and(|k| n.is_multiple_of(k))
+        {
             WebhookFate::Lose
-        } else if self.webhooks.duplicate_every.is_some_and(|k| n.is_multiple_of(k)) {
+        } else if self
+            .webhooks
+            .duplicate_every
+            .is_some_and(|k| n.is_multiple_of(k))
+        {
             WebhookFate::Duplicate
         } else {
             WebhookFate::Send

@@ -24,7 +24,7 @@ use crate::mdm::webhook_receiver::WebhookReceiver;
 use crate::probe::{self, DeviceProbe, ProbeOptions, ProbeStatus, mdm_side};
 use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
 use base64::Engine;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -429,6 +429,9 @@ struct Runner<'a> {
     run_dir: PathBuf,
     opts: &'a RunOptions,
     asked_after_download: HashSet<String>,
+    /// Each device's last clock reading in the follow-up: host instant, device seconds since
+    /// 1970 (not journaled: after a resume the first re-probe starts afresh).
+    clock_readings: HashMap<String, (Instant, f64)>,
     /// Set by Ctrl-C; checked between steps so the run stops at a clean point.
     interrupted: Arc<Interrupt>,
     /// The protocol's feeds at the trial date.
@@ -1448,6 +1451,41 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// A device clock that moved differently from the host's since the last reading is an
+    /// observation (`device_clock_jump`): the install window and deferrals run on it.
+    fn check_clock(&mut self, udid: &str, at: Instant, device_time: f64) -> Result<(), RunError> {
+        let prev = self
+            .clock_readings
+            .insert(udid.to_string(), (at, device_time));
+        let Some((prev_at, prev_time)) = prev else {
+            return Ok(());
+        };
+        let real = at.saturating_duration_since(prev_at).as_secs_f64();
+        let Some(jump) =
+            crate::evidence::clock::clock_jump(real, device_time - prev_time, self.lab.time_scale)
+        else {
+            return Ok(());
+        };
+        let when = |t: f64| {
+            chrono::DateTime::from_timestamp_millis((t * 1000.0) as i64)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| format!("{t}"))
+        };
+        self.log(Event::Observation {
+            udid: Some(udid.into()),
+            source: "device".into(),
+            kind: "device_clock_jump".into(),
+            key: "TimeIntervalSince1970".into(),
+            value: format!(
+                "the device clock moved {} more than the host's between two probes ({} → {})",
+                crate::evidence::clock::describe(jump),
+                when(prev_time),
+                when(device_time)
+            ),
+        })?;
+        Ok(())
+    }
+
     /// After the follow-up: wait for webhooks still in flight, then journal every answer not yet
     /// journaled (a report that came as the last device finished is evidence too).
     async fn final_sweep(&mut self) -> Result<(), RunError> {
@@ -1488,6 +1526,7 @@ impl Runner<'_> {
                         addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
                         timeout: Duration::from_secs(5),
                     };
+                    let before = Instant::now();
                     let p: DeviceProbe = probe::probe_device(
                         &client,
                         &a.entry,
@@ -1498,6 +1537,11 @@ impl Runner<'_> {
                         None,
                     )
                     .await;
+                    // The reading was taken somewhere within the probe: take the middle.
+                    let at = before + before.elapsed() / 2;
+                    if let Some(t) = p.device_time {
+                        self.check_clock(udid, at, t)?;
+                    }
                     (
                         true,
                         p.baseline.product_version.value.clone(),
@@ -1744,6 +1788,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         run_dir: run_dir.clone(),
         opts,
         asked_after_download: HashSet::new(),
+        clock_readings: HashMap::new(),
         interrupted: Interrupt::install(),
         feeds,
     };
@@ -1865,6 +1910,7 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         run_dir: scratch.clone(),
         opts: &opts,
         asked_after_download: HashSet::new(),
+        clock_readings: HashMap::new(),
         interrupted: Arc::new(Interrupt::default()),
         feeds,
     };
