@@ -328,6 +328,7 @@ pub struct Journal {
     file: File,
     next_seq: u64,
     expected_len: u64,
+    foreign_appends: u64,
 }
 
 impl Journal {
@@ -364,6 +365,7 @@ impl Journal {
                 file,
                 next_seq,
                 expected_len: loaded.valid_len,
+                foreign_appends: 0,
             },
             loaded,
         ))
@@ -371,6 +373,18 @@ impl Journal {
 
     /// Append one event and make it durable (fsync) before returning.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let mut v = self.append_all(vec![event])?;
+        Ok(v.pop().expect("one event appended"))
+    }
+
+    /// Append several events in order and make them durable with one fsync before returning
+    /// (group commit): the events a caller observed together are all on disk before it acts on
+    /// any of them. A crash mid-batch leaves a prefix of it (and perhaps a torn line, cut on the
+    /// next open), as separate appends would.
+    pub fn append_all(&mut self, events: Vec<Event>) -> Result<Vec<Entry>, JournalError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let path = self.path.clone();
         let io = |source| JournalError::Io {
             path: path.clone(),
@@ -381,27 +395,53 @@ impl Journal {
             let len = self.file.metadata().map_err(io)?.len();
             if len != self.expected_len {
                 // Another process appended: continue its numbering.
+                self.foreign_appends += 1;
                 let loaded = read(&self.path)?;
                 self.next_seq = loaded.entries.last().map(|e| e.seq + 1).unwrap_or(1);
                 if loaded.torn_tail.is_some() {
                     self.file.set_len(loaded.valid_len).map_err(io)?;
                 }
             }
-            let entry = Entry {
-                seq: self.next_seq,
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                event,
-            };
-            let mut line = serde_json::to_string(&entry).expect("events serialise");
-            line.push('\n');
-            self.file.write_all(line.as_bytes()).map_err(io)?;
+            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut buf = Vec::new();
+            let mut entries = Vec::with_capacity(events.len());
+            for (i, event) in events.into_iter().enumerate() {
+                let entry = Entry {
+                    seq: self.next_seq + i as u64,
+                    at: at.clone(),
+                    event,
+                };
+                serde_json::to_writer(&mut buf, &entry).expect("events serialise");
+                buf.push(b'\n');
+                entries.push(entry);
+            }
+            self.file.write_all(&buf).map_err(io)?;
             self.file.sync_data().map_err(io)?;
             self.expected_len = self.file.metadata().map_err(io)?.len();
-            self.next_seq += 1;
-            Ok(entry)
+            self.next_seq += entries.len() as u64;
+            Ok(entries)
         })();
         let _ = self.file.unlock();
         result
+    }
+
+    /// Has another process (`lab observe`) appended since this journal's last append?
+    pub fn appended_by_others(&self) -> Result<bool, JournalError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
+        Ok(len != self.expected_len)
+    }
+
+    /// How many times another process (`lab observe`) was found to have appended since this
+    /// journal was opened.
+    pub fn foreign_appends(&self) -> u64 {
+        self.foreign_appends
     }
 
     pub fn path(&self) -> &Path {
@@ -448,6 +488,26 @@ mod tests {
         assert_eq!(loaded.entries.len(), 3);
         assert!(loaded.torn_tail.is_none());
         assert_eq!(loaded.entries[2].event, Event::RunFinished);
+    }
+
+    #[test]
+    fn a_batch_is_numbered_in_order_and_sees_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let (mut a, _) = Journal::open(&p).unwrap();
+        let (mut b, _) = Journal::open(&p).unwrap();
+        let got = a
+            .append_all(vec![Event::RunFinished, Event::RunInterrupted])
+            .unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(a.append_all(Vec::new()).unwrap().is_empty());
+        assert!(!a.appended_by_others().unwrap());
+        b.append(Event::RunFinished).unwrap();
+        assert!(a.appended_by_others().unwrap());
+        a.append_all(vec![Event::RunFinished]).unwrap();
+        assert_eq!(a.foreign_appends(), 1);
+        let seqs: Vec<u64> = read(&p).unwrap().entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
 
     #[test]

@@ -107,14 +107,26 @@ impl Ledger {
 
     /// Append a record durably, under the lock.
     pub fn append(&self, rec: &LedgerRecord) -> Result<(), LedgerError> {
+        self.append_all(std::slice::from_ref(rec))
+    }
+
+    /// Append records durably with one fsync, under the lock (group commit: every intent of a
+    /// batch is on disk before any of its commands is sent).
+    pub fn append_all(&self, recs: &[LedgerRecord]) -> Result<(), LedgerError> {
+        if recs.is_empty() {
+            return Ok(());
+        }
         let mut f = self.open_locked()?;
         let io = |source| LedgerError::Io {
             path: self.path.clone(),
             source,
         };
-        let mut line = serde_json::to_string(rec).expect("ledger records serialise");
-        line.push('\n');
-        f.write_all(line.as_bytes()).map_err(io)?;
+        let mut buf = Vec::new();
+        for rec in recs {
+            serde_json::to_writer(&mut buf, rec).expect("ledger records serialise");
+            buf.push(b'\n');
+        }
+        f.write_all(&buf).map_err(io)?;
         f.sync_data().map_err(io)?;
         let _ = f.unlock();
         Ok(())
@@ -149,5 +161,9 @@ mod tests {
         assert_eq!(l.for_device("A", "21F90").unwrap().len(), 2);
         assert!(l.for_device("A", "21G93").unwrap().is_empty());
         assert_eq!(l.records().unwrap().len(), 3);
+        l.append_all(&[rec("C", LedgerKind::Intent), rec("C", LedgerKind::Enqueued)])
+            .unwrap();
+        assert_eq!(l.for_device("C", "21F90").unwrap().len(), 2);
+        assert_eq!(l.records().unwrap().len(), 5);
     }
 }

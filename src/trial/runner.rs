@@ -436,6 +436,10 @@ struct Runner<'a> {
     interrupted: Arc<Interrupt>,
     /// The protocol's feeds at the trial date.
     feeds: Option<TrialFeeds>,
+    /// The stop rule must be judged again (something was logged since its last verdict).
+    stop_dirty: bool,
+    /// The stop rule has triggered.
+    stop_triggered: bool,
 }
 
 /// Ctrl-C, noticed between steps rather than killing the process mid-write.
@@ -481,9 +485,31 @@ impl Runner<'_> {
     }
 
     fn log(&mut self, event: Event) -> Result<Entry, RunError> {
-        let e = self.journal.append(event)?;
-        self.progress.on(&e);
-        Ok(e)
+        let mut v = self.log_all(vec![event])?;
+        Ok(v.pop().expect("one event logged"))
+    }
+
+    /// Log events observed or decided together with one fsync (group commit): all of them are
+    /// durable before the caller acts on any.
+    fn log_all(&mut self, events: Vec<Event>) -> Result<Vec<Entry>, RunError> {
+        // Severe adverse events (the stop rule) come from observations and outcomes; queueing a
+        // command or an allocation adds none, so those leave the stop rule's last verdict valid.
+        if events.iter().any(|e| {
+            !matches!(
+                e,
+                Event::DoseIntent { .. }
+                    | Event::DoseEnqueued { .. }
+                    | Event::CommandSent { .. }
+                    | Event::Allocated { .. }
+            )
+        }) {
+            self.stop_dirty = true;
+        }
+        let entries = self.journal.append_all(events)?;
+        for e in &entries {
+            self.progress.on(e);
+        }
+        Ok(entries)
     }
 
     fn real(&self, simulated: Duration) -> Duration {
@@ -516,13 +542,15 @@ impl Runner<'_> {
         if new.is_empty() && self.state.devices.is_empty() {
             return Err(RunError::Lab("no devices attached".into()));
         }
-        for d in &new {
-            self.log(Event::DeviceDiscovered {
+        let discovered: Vec<Event> = new
+            .iter()
+            .map(|d| Event::DeviceDiscovered {
                 udid: d.entry.serial_number.clone(),
                 host: d.host.clone(),
                 device_id: d.entry.device_id,
-            })?;
-        }
+            })
+            .collect();
+        self.log_all(discovered)?;
         let probes = probe::probe_all(
             new.into_iter().map(|d| (d, None)).collect(),
             ProbeOptions {
@@ -532,177 +560,135 @@ impl Runner<'_> {
         )
         .await;
         let wait = Duration::from_secs(30);
-        for mut p in probes {
+        // The ledger is read once for the whole baseline, not once per device.
+        let ledger_records = self.ledger.records()?;
+        let mut probes = probes.into_iter();
+        loop {
+            let chunk: Vec<DeviceProbe> = probes.by_ref().take(CONCURRENCY).collect();
+            if chunk.is_empty() {
+                break;
+            }
             self.check_interrupt()?;
-            if p.status != ProbeStatus::Failed {
-                let version = p.baseline.product_version.get().cloned();
-                let facts =
-                    mdm_side::query(self.lab.backend.as_ref(), &p.udid, version.as_deref(), wait)
-                        .await;
-                p.disagreements = mdm_side::compare(&p.baseline, &facts);
-                p.mdm = Some(facts);
+            // The MDM side of a chunk of devices concurrently (each waits for its device to
+            // check in and answer) …
+            let answers = {
+                let backend = self.lab.backend.as_ref();
+                crate::join::join_all(
+                    chunk
+                        .iter()
+                        .map(|p| async move {
+                            if p.status == ProbeStatus::Failed {
+                                return None;
+                            }
+                            let version = p.baseline.product_version.get().cloned();
+                            let facts =
+                                mdm_side::query(backend, &p.udid, version.as_deref(), wait).await;
+                            let offered = available_updates(backend, &p.udid, version, wait).await;
+                            Some((facts, offered))
+                        })
+                        .collect(),
+                )
+                .await
+            };
+            // … then recorded in order, one fsync for the chunk, before anything acts on them.
+            let mut events = Vec::new();
+            for (mut p, answer) in chunk.into_iter().zip(answers) {
+                let (offered, offered_error, offered_event) = match answer {
+                    Some((facts, (event, offered, error))) => {
+                        p.disagreements = mdm_side::compare(&p.baseline, &facts);
+                        p.mdm = Some(facts);
+                        (offered, error, event)
+                    }
+                    None => (None, Some("no baseline".into()), None),
+                };
+                let probe_json = serde_json::to_value(&p).expect("probe serialises");
+                events.push(Event::BaselineRecorded {
+                    udid: p.udid.clone(),
+                    probe: probe_json,
+                });
+                events.extend(offered_event);
+                let ledger_hits: Vec<LedgerRecord> = match p.baseline.build_version.get() {
+                    Some(b) => ledger_records
+                        .iter()
+                        .filter(|r| r.udid == p.udid && r.starting_build == *b)
+                        // Any other run, this protocol's included: a finished run is not
+                        // resumed, and its devices must not be dosed again.
+                        .filter(|r| {
+                            r.run_dir != self.run_dir.display().to_string()
+                                && r.kind != LedgerKind::Failed
+                        })
+                        .cloned()
+                        .collect(),
+                    None => Vec::new(),
+                };
+                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits));
             }
-            let probe_json = serde_json::to_value(&p).expect("probe serialises");
-            self.log(Event::BaselineRecorded {
-                udid: p.udid.clone(),
-                probe: probe_json,
-            })?;
-            let (offered, offered_error) = if p.status != ProbeStatus::Failed {
-                let v = p.baseline.product_version.get().cloned();
-                self.available_updates(&p.udid, v, wait).await?
-            } else {
-                (None, Some("no baseline".into()))
-            };
-            let ledger_hits: Vec<LedgerRecord> = match p.baseline.build_version.get() {
-                Some(b) => self
-                    .ledger
-                    .for_device(&p.udid, b)?
-                    .into_iter()
-                    // Any other run, this protocol's included: a finished run is not resumed, and
-                    // its devices must not be dosed again.
-                    .filter(|r| {
-                        r.run_dir != self.run_dir.display().to_string()
-                            && r.kind != LedgerKind::Failed
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let subject = Subject {
-                probe: &p,
-                offered: offered.as_deref(),
-                offered_error,
-                dosed_by_other_protocols: ledger_hits,
-                access_rights: None,
-                shared_ipad_user_logged_in: None,
-                dep_enrolled: None,
-                feeds: self.feeds.as_ref(),
-            };
-            let mut v = assess(
-                &self.p.protocol.eligibility,
-                &self.p.protocol.target,
-                &subject,
-            );
-            // A bug-reproduction arm may take a device excluded only for its known-bad version:
-            // judge it again with that rule waived, and record the waiver as its reason.
-            let waiving: Vec<&str> = self
-                .p
-                .protocol
-                .arms
-                .iter()
-                .filter(|a| a.accept_known_bad)
-                .map(|a| a.name.as_str())
-                .collect();
-            if !v.eligible
-                && !waiving.is_empty()
-                && !v.reasons.is_empty()
-                && v.reasons.iter().all(|r| r.rule == "known_bad_version")
-            {
-                let mut spec = self.p.protocol.eligibility.clone();
-                spec.known_bad_versions = Some(Vec::new());
-                let again = assess(&spec, &self.p.protocol.target, &subject);
-                if again.eligible {
-                    let original = v.reasons.remove(0);
-                    v = again;
-                    v.reasons = vec![super::journal::Reason {
-                        rule: WAIVED_KNOWN_BAD.into(),
-                        message: format!(
-                            "{} Waived: taken by the bug-reproduction arm {} to reproduce it.",
-                            original.message.trim_end_matches('.'),
-                            waiving.join(", ")
-                        ),
-                        values: original.values,
-                    }];
-                }
-            }
-            let target = v.target_json();
-            self.log(Event::EligibilityAssessed {
-                udid: p.udid.clone(),
-                eligible: v.eligible,
-                reasons: v.reasons,
-                target,
-            })?;
+            self.log_all(events)?;
         }
         Ok(())
     }
 
-    async fn available_updates(
-        &mut self,
-        udid: &str,
-        version: Option<String>,
-        wait: Duration,
-    ) -> Result<(Option<Vec<AvailableUpdate>>, Option<String>), RunError> {
-        let uuid = format!("lab-avail-{}", crate::tls::random_secret());
-        if let Some(v) = &version {
-            let violations =
-                crate::mdm::schema::validate_command(&Command::AvailableOSUpdates.to_dict(), v);
-            if !violations.is_empty() {
-                return Ok((
-                    None,
-                    Some(format!(
-                        "AvailableOSUpdates not sent: not available on iOS {v}"
-                    )),
-                ));
-            }
-        }
-        if let Err(e) = self
-            .lab
-            .backend
-            .enqueue(udid, &Command::AvailableOSUpdates, &uuid)
-            .await
+    /// The eligibility verdict of one device (with the bug-reproduction waiver).
+    fn assess(
+        &self,
+        p: &DeviceProbe,
+        offered: Option<&[AvailableUpdate]>,
+        offered_error: Option<String>,
+        ledger_hits: Vec<LedgerRecord>,
+    ) -> Event {
+        let subject = Subject {
+            probe: p,
+            offered,
+            offered_error,
+            dosed_by_other_protocols: ledger_hits,
+            access_rights: None,
+            shared_ipad_user_logged_in: None,
+            dep_enrolled: None,
+            feeds: self.feeds.as_ref(),
+        };
+        let mut v = assess(
+            &self.p.protocol.eligibility,
+            &self.p.protocol.target,
+            &subject,
+        );
+        // A bug-reproduction arm may take a device excluded only for its known-bad version:
+        // judge it again with that rule waived, and record the waiver as its reason.
+        let waiving: Vec<&str> = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .filter(|a| a.accept_known_bad)
+            .map(|a| a.name.as_str())
+            .collect();
+        if !v.eligible
+            && !waiving.is_empty()
+            && !v.reasons.is_empty()
+            && v.reasons.iter().all(|r| r.rule == "known_bad_version")
         {
-            return Ok((
-                None,
-                Some(format!("AvailableOSUpdates could not be sent: {e}")),
-            ));
+            let mut spec = self.p.protocol.eligibility.clone();
+            spec.known_bad_versions = Some(Vec::new());
+            let again = assess(&spec, &self.p.protocol.target, &subject);
+            if again.eligible {
+                let original = v.reasons.remove(0);
+                v = again;
+                v.reasons = vec![super::journal::Reason {
+                    rule: WAIVED_KNOWN_BAD.into(),
+                    message: format!(
+                        "{} Waived: taken by the bug-reproduction arm {} to reproduce it.",
+                        original.message.trim_end_matches('.'),
+                        waiving.join(", ")
+                    ),
+                    values: original.values,
+                }];
+            }
         }
-        let start = Instant::now();
-        loop {
-            let results = self.lab.backend.results(udid).await.unwrap_or_default();
-            if let Some(r) = results
-                .iter()
-                .find(|r| r.command_uuid == uuid && r.status != "NotNow")
-            {
-                let rep = parse_report(&r.raw).ok();
-                let updates = rep.as_ref().and_then(available_os_updates);
-                self.log(Event::UpdatesOffered {
-                    udid: udid.to_string(),
-                    command_uuid: uuid.clone(),
-                    updates: serde_json::json!({
-                        "status": r.status,
-                        "raw_b64": base64::engine::general_purpose::STANDARD.encode(&r.raw),
-                        "updates": updates.as_ref().map(|u| u.iter().map(|x| serde_json::json!({
-                            "product_key": x.product_key, "version": x.version, "build": x.build,
-                            "download_size": x.download_size, "install_size": x.install_size,
-                        })).collect::<Vec<_>>()),
-                    }),
-                })?;
-                let err = (r.status != "Acknowledged").then(|| {
-                    let chain = rep
-                        .map(|x| {
-                            x.error_chain
-                                .iter()
-                                .map(|c| {
-                                    format!(
-                                        "{} {}",
-                                        c.domain.clone().unwrap_or_default(),
-                                        c.code.unwrap_or_default()
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(" → ")
-                        })
-                        .unwrap_or_default();
-                    format!("AvailableOSUpdates answered {} {chain}", r.status)
-                });
-                return Ok((updates, err));
-            }
-            if start.elapsed() > wait {
-                return Ok((
-                    None,
-                    Some(format!("AvailableOSUpdates unanswered within {wait:?}")),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let target = v.target_json();
+        Event::EligibilityAssessed {
+            udid: p.udid.clone(),
+            eligible: v.eligible,
+            reasons: v.reasons,
+            target,
         }
     }
 
@@ -762,6 +748,7 @@ impl Runner<'_> {
         }
         // The allocation is a pure function of the seed and the candidates: a run killed halfway
         // through it logs the missing devices' arms on resume, and must agree with those logged.
+        let mut events = Vec::new();
         for (udid, arm) in alloc {
             match &self.state.devices[&udid].arm {
                 Some(a) if *a == arm => {}
@@ -771,15 +758,16 @@ impl Runner<'_> {
                     )));
                 }
                 None => {
-                    self.log(Event::Allocated {
+                    events.push(Event::Allocated {
                         udid: udid.clone(),
                         arm: arm.clone(),
                         seed,
-                    })?;
+                    });
                     self.state.devices.get_mut(&udid).expect("known").arm = Some(arm);
                 }
             }
         }
+        self.log_all(events)?;
         Ok(())
     }
 
@@ -890,11 +878,22 @@ impl Runner<'_> {
         let Some(k) = self.p.protocol.stop.severe_adverse_events else {
             return Ok(false);
         };
+        if self.stop_triggered {
+            return Ok(true);
+        }
+        // Judged again only when something that could add a severe adverse event was logged
+        // since (by this run, or by `lab observe` from another process): re-reading the whole
+        // journal before every dose made dosing quadratic in the number of devices.
+        if !self.stop_dirty && !self.journal.appended_by_others()? {
+            return Ok(false);
+        }
+        self.stop_dirty = false;
         let entries = super::journal::read(self.journal.path())?.entries;
         if entries
             .iter()
             .any(|e| matches!(e.event, Event::StopRuleTriggered { .. }))
         {
+            self.stop_triggered = true;
             return Ok(true);
         }
         let n = crate::report::adverse_events::devices_with_severe_events(&entries);
@@ -905,80 +904,152 @@ impl Runner<'_> {
                     "{n} devices had a severe adverse event (limit {k}): no more doses"
                 ),
             })?;
+            self.stop_triggered = true;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Send step `step` to a device: intent (journal + ledger, fsynced) → MDM → answer.
-    async fn dose(&mut self, udid: &str, step: u32, action: InstallAction) -> Result<(), RunError> {
-        if self.state.devices[udid].doses.contains_key(&step) {
+    /// Send each `(udid, step, action)` of a batch (at most [`CONCURRENCY`]): every intent
+    /// (journal + ledger, fsynced once for the batch) → the MDM, concurrently → the answers.
+    /// A step a device already has an intent for is never sent again.
+    async fn dose_many(
+        &mut self,
+        items: Vec<(String, u32, InstallAction)>,
+    ) -> Result<(), RunError> {
+        let items: Vec<_> = items
+            .into_iter()
+            .filter(|(udid, step, _)| !self.state.devices[udid].doses.contains_key(step))
+            .collect();
+        if items.is_empty() || self.stopped()? {
             return Ok(());
         }
-        if self.stopped()? {
-            return Ok(());
+        struct Prepared {
+            udid: String,
+            version: String,
+            cmd: Command,
+            violations: Vec<String>,
+            rec: LedgerRecord,
         }
-        let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
-        let probe = self.state.devices[udid].probe.clone().unwrap_or_default();
-        let version = probe["baseline"]["product_version"]["value"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let build = probe["baseline"]["build_version"]["value"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let cmd = self.command_for(udid, action);
-        let uuid = format!("lab-dose-{}", uuid_v4());
-        let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), &version);
-        let bytes = cmd.to_plist(&uuid);
-        self.log(Event::DoseIntent {
-            udid: udid.into(),
-            arm: arm.clone(),
-            step,
-            command_uuid: uuid.clone(),
-            request_type: cmd.request_type().into(),
-            install_action: action.as_str().into(),
-            starting_build: build.clone(),
-            command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
-        })?;
-        let rec = |kind| LedgerRecord {
-            udid: udid.to_string(),
-            starting_build: build.clone(),
-            kind,
-            command_uuid: uuid.clone(),
-            step,
-            trial_id: self.p.protocol.id.clone(),
-            protocol_sha256: self.p.sha256.clone(),
-            run_dir: self.run_dir.display().to_string(),
-            at: chrono::Utc::now().to_rfc3339(),
-        };
-        self.ledger.append(&rec(LedgerKind::Intent))?;
-        self.state
-            .devices
-            .get_mut(udid)
-            .expect("device known")
-            .doses
-            .insert(step, (uuid.clone(), None));
+        let mut intents = Vec::new();
+        let mut prepared = Vec::new();
+        for (udid, step, action) in items {
+            let d = &self.state.devices[&udid];
+            let arm = d.arm.clone().unwrap_or_default();
+            let probe = d.probe.clone().unwrap_or_default();
+            let version = probe["baseline"]["product_version"]["value"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let build = probe["baseline"]["build_version"]["value"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let cmd = self.command_for(&udid, action);
+            let uuid = format!("lab-dose-{}", uuid_v4());
+            let violations: Vec<String> =
+                crate::mdm::schema::validate_command(&cmd.to_dict(), &version)
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect();
+            let bytes = cmd.to_plist(&uuid);
+            intents.push(Event::DoseIntent {
+                udid: udid.clone(),
+                arm,
+                step,
+                command_uuid: uuid.clone(),
+                request_type: cmd.request_type().into(),
+                install_action: action.as_str().into(),
+                starting_build: build.clone(),
+                command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+            let rec = LedgerRecord {
+                udid: udid.clone(),
+                starting_build: build,
+                kind: LedgerKind::Intent,
+                command_uuid: uuid.clone(),
+                step,
+                trial_id: self.p.protocol.id.clone(),
+                protocol_sha256: self.p.sha256.clone(),
+                run_dir: self.run_dir.display().to_string(),
+                at: chrono::Utc::now().to_rfc3339(),
+            };
+            self.state
+                .devices
+                .get_mut(&udid)
+                .expect("device known")
+                .doses
+                .insert(step, (uuid, None));
+            prepared.push(Prepared {
+                udid,
+                version,
+                cmd,
+                violations,
+                rec,
+            });
+        }
+        self.log_all(intents)?;
+        let recs: Vec<LedgerRecord> = prepared.iter().map(|x| x.rec.clone()).collect();
+        self.ledger.append_all(&recs)?;
         test_pause("LAB_TEST_PAUSE_AFTER_INTENT_MS").await;
-        if !violations.is_empty() {
-            let msg = violations
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.ledger.append(&rec(LedgerKind::Failed))?;
-            self.log(Event::DoseFailed {
-                udid: udid.into(),
-                command_uuid: uuid,
-                error: format!(
-                    "not sent: the command fails Apple's schema for iOS {version}: {msg}"
-                ),
-            })?;
-            return Ok(());
+        let answers = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                prepared
+                    .iter()
+                    .map(|x| async move {
+                        if !x.violations.is_empty() {
+                            return None;
+                        }
+                        Some(backend.enqueue(&x.udid, &x.cmd, &x.rec.command_uuid).await)
+                    })
+                    .collect(),
+            )
+            .await
+        };
+        let mut recs = Vec::new();
+        let mut events = Vec::new();
+        let mut failed = Vec::new();
+        let with = |r: &LedgerRecord, kind| LedgerRecord {
+            kind,
+            at: chrono::Utc::now().to_rfc3339(),
+            ..r.clone()
+        };
+        for (x, answer) in prepared.into_iter().zip(answers) {
+            let (udid, command_uuid) = (x.udid.clone(), x.rec.command_uuid.clone());
+            match answer {
+                None => {
+                    recs.push(with(&x.rec, LedgerKind::Failed));
+                    events.push(Event::DoseFailed {
+                        udid,
+                        command_uuid,
+                        error: format!(
+                            "not sent: the command fails Apple's schema for iOS {}: {}",
+                            x.version,
+                            x.violations.join("; ")
+                        ),
+                    });
+                }
+                Some(Ok(q)) => {
+                    recs.push(with(&x.rec, LedgerKind::Enqueued));
+                    events.push(Event::DoseEnqueued {
+                        udid,
+                        command_uuid,
+                        pushed: q.pushed,
+                        push_error: q.push_error,
+                    });
+                }
+                // Rare: handled one device at a time, with the MDM's records and retries.
+                Some(Err(e)) => failed.push((x, e)),
+            }
         }
-        let template = rec(LedgerKind::Intent);
-        self.send_dose(udid, &cmd, &uuid, template).await
+        self.ledger.append_all(&recs)?;
+        self.log_all(events)?;
+        for (x, e) in failed {
+            self.send_dose(&x.udid, &x.cmd, &x.rec.command_uuid.clone(), x.rec, Some(e))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Enqueue a dose whose intent is durable, with bounded retries.
@@ -996,6 +1067,7 @@ impl Runner<'_> {
         cmd: &Command,
         uuid: &str,
         template: LedgerRecord,
+        mut first_error: Option<crate::mdm::backend::BackendError>,
     ) -> Result<(), RunError> {
         let rec = |kind| LedgerRecord {
             kind,
@@ -1005,7 +1077,11 @@ impl Runner<'_> {
         let api = self.p.protocol.lab.mdm_api.clone();
         let mut wait = api.backoff.0;
         for attempt in 1..=api.attempts {
-            let err = match self.lab.backend.enqueue(udid, cmd, uuid).await {
+            let answer = match first_error.take() {
+                Some(e) => Err(e),
+                None => self.lab.backend.enqueue(udid, cmd, uuid).await,
+            };
+            let err = match answer {
                 Ok(q) => {
                     self.ledger.append(&rec(LedgerKind::Enqueued))?;
                     self.log(Event::DoseEnqueued {
@@ -1343,19 +1419,21 @@ impl Runner<'_> {
                 })
                 .cloned()
                 .collect();
+            let mut ended = Vec::new();
             for u in unanswered_dosed {
-                self.log(Event::FollowUpEnded {
+                ended.push(Event::FollowUpEnded {
                     udid: u.clone(),
                     reason: "no dose reached the MDM".into(),
-                })?;
+                });
                 self.state.devices.get_mut(&u).expect("known").ended = true;
             }
+            self.log_all(ended)?;
             if active.is_empty() {
                 return Ok(());
             }
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
-            for udid in active {
-                self.poll_device(&udid, &attached, max).await?;
+            for batch in active.chunks(CONCURRENCY) {
+                self.poll_devices(batch, &attached, max).await?;
             }
             self.check_interrupt()?;
             let flag = self.interrupted.clone();
@@ -1453,25 +1531,19 @@ impl Runner<'_> {
 
     /// A device clock that moved differently from the host's since the last reading is an
     /// observation (`device_clock_jump`): the install window and deferrals run on it.
-    fn check_clock(&mut self, udid: &str, at: Instant, device_time: f64) -> Result<(), RunError> {
-        let prev = self
+    fn clock_reading(&mut self, udid: &str, at: Instant, device_time: f64) -> Option<Event> {
+        let (prev_at, prev_time) = self
             .clock_readings
-            .insert(udid.to_string(), (at, device_time));
-        let Some((prev_at, prev_time)) = prev else {
-            return Ok(());
-        };
+            .insert(udid.to_string(), (at, device_time))?;
         let real = at.saturating_duration_since(prev_at).as_secs_f64();
-        let Some(jump) =
-            crate::evidence::clock::clock_jump(real, device_time - prev_time, self.lab.time_scale)
-        else {
-            return Ok(());
-        };
+        let jump =
+            crate::evidence::clock::clock_jump(real, device_time - prev_time, self.lab.time_scale)?;
         let when = |t: f64| {
             chrono::DateTime::from_timestamp_millis((t * 1000.0) as i64)
                 .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| format!("{t}"))
         };
-        self.log(Event::Observation {
+        Some(Event::Observation {
             udid: Some(udid.into()),
             source: "device".into(),
             kind: "device_clock_jump".into(),
@@ -1482,8 +1554,7 @@ impl Runner<'_> {
                 when(prev_time),
                 when(device_time)
             ),
-        })?;
-        Ok(())
+        })
     }
 
     /// After the follow-up: wait for webhooks still in flight, then journal every answer not yet
@@ -1505,141 +1576,271 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
 
-    async fn poll_device(
+impl Runner<'_> {
+    /// One follow-up poll of a batch of devices (at most [`CONCURRENCY`]): their new MDM answers,
+    /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
+    /// and only then acted on (second step, end of follow-up, the next status query). A failed
+    /// MDM call is an observation; the next poll asks again.
+    async fn poll_devices(
         &mut self,
-        udid: &str,
+        udids: &[String],
         attached: &[probe::AttachedDevice],
         max: Duration,
     ) -> Result<(), RunError> {
-        // 1. New MDM answers (a failed call is an observation; the next poll asks again).
-        self.collect_results(udid).await?;
-        // 2. Re-probe over USB.
-        let target_builds = super::outcome::target_builds(&self.state.devices[udid].target);
-        let mut now_build = None;
-        if self.p.protocol.follow_up.reprobe {
-            let entry = attached.iter().find(|a| a.entry.serial_number == udid);
-            let (att, ver, build, err) = match entry {
-                None => (false, None, None, None),
-                Some(a) => {
-                    let client = UsbmuxClient {
-                        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
-                        timeout: Duration::from_secs(5),
-                    };
-                    let before = Instant::now();
-                    let p: DeviceProbe = probe::probe_device(
-                        &client,
-                        &a.entry,
-                        &ProbeOptions {
-                            timeout: Duration::from_secs(5),
-                            ..ProbeOptions::default()
-                        },
-                        None,
-                    )
-                    .await;
-                    // The reading was taken somewhere within the probe: take the middle.
-                    let at = before + before.elapsed() / 2;
-                    if let Some(t) = p.device_time {
-                        self.check_clock(udid, at, t)?;
-                    }
-                    (
-                        true,
-                        p.baseline.product_version.value.clone(),
-                        p.baseline.build_version.value.clone(),
-                        p.failure.map(|f| f.message),
-                    )
-                }
+        let reprobe = self.p.protocol.follow_up.reprobe;
+        let fetched = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                udids
+                    .iter()
+                    .map(|udid| async move {
+                        let results = backend.results(udid).await;
+                        let rejected = backend.rejected(udid).await;
+                        let usb = if reprobe {
+                            Some(reprobe_device(udid, attached).await)
+                        } else {
+                            None
+                        };
+                        (results, rejected, usb)
+                    })
+                    .collect(),
+            )
+            .await
+        };
+        // 1. New MDM answers and 2. the re-probes over USB, recorded before anything acts on them.
+        let mut events = Vec::new();
+        let mut now_builds = Vec::new();
+        let api_error =
+            |udid: &str, key: &str, e: &crate::mdm::backend::BackendError| Event::Observation {
+                udid: Some(udid.into()),
+                source: "harness".into(),
+                kind: "mdm_api_error".into(),
+                key: key.into(),
+                value: e.to_string(),
             };
-            now_build = build.clone();
-            let snapshot = (att, ver.clone(), build.clone());
-            if self.state.devices[udid].last_reprobe.as_ref() != Some(&snapshot) {
-                self.log(Event::DeviceReprobed {
-                    udid: udid.into(),
-                    attached: att,
-                    product_version: ver,
-                    build_version: build,
-                    error: err,
-                })?;
-                self.state
-                    .devices
-                    .get_mut(udid)
-                    .expect("known")
-                    .last_reprobe = Some(snapshot);
+        for (udid, (results, rejected, usb)) in udids.iter().zip(fetched) {
+            let results = results.unwrap_or_else(|e| {
+                events.push(api_error(udid, "results", &e));
+                Vec::new()
+            });
+            match rejected {
+                Ok(rejected) => {
+                    let d = self.state.devices.get_mut(udid).expect("known");
+                    for r in rejected {
+                        if d.rejected_seen.insert(r.id) {
+                            // Garbage from the device is evidence: kept raw.
+                            events.push(Event::Observation {
+                                udid: Some(udid.clone()),
+                                source: "mdm".into(),
+                                kind: REJECTED_REPORT.into(),
+                                key: rejected_report_key(r.id, &r.note),
+                                value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                            });
+                        }
+                    }
+                }
+                Err(e) => events.push(api_error(udid, "rejected reports", &e)),
+            }
+            for r in results {
+                let key = result_key(&r.command_uuid, &r.status, &r.received_at);
+                if self.state.devices[udid].results.contains(&key) {
+                    continue;
+                }
+                let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
+                let d = self.state.devices.get_mut(udid).expect("known");
+                d.results.insert(key);
+                if d.outstanding.as_deref() == Some(r.command_uuid.as_str()) && r.status != "NotNow"
+                {
+                    d.outstanding = None;
+                }
+                if r.request_type.as_deref() == Some("OSUpdateStatus") {
+                    apply_status(d, &raw_b64);
+                }
+                events.push(Event::MdmResult {
+                    udid: udid.clone(),
+                    command_uuid: r.command_uuid,
+                    request_type: r.request_type,
+                    status: r.status,
+                    raw_b64,
+                    received_at: r.received_at,
+                });
+            }
+            let mut now_build = None;
+            if let Some(u) = usb {
+                now_build = u.build.clone();
+                if let Some((at, t)) = u.clock
+                    && let Some(ev) = self.clock_reading(udid, at, t)
+                {
+                    events.push(ev);
+                }
+                let snapshot = (u.attached, u.version.clone(), u.build.clone());
+                let d = self.state.devices.get_mut(udid).expect("known");
+                if d.last_reprobe.as_ref() != Some(&snapshot) {
+                    d.last_reprobe = Some(snapshot);
+                    events.push(Event::DeviceReprobed {
+                        udid: udid.clone(),
+                        attached: u.attached,
+                        product_version: u.version,
+                        build_version: u.build,
+                        error: u.error,
+                    });
+                }
+            }
+            now_builds.push(now_build);
+        }
+        for n in self.lab.backend.take_notes() {
+            events.push(Event::Observation {
+                udid: Some(n.udid),
+                source: "harness".into(),
+                kind: n.kind.into(),
+                key: n.key,
+                value: n.value,
+            });
+        }
+        self.log_all(events)?;
+        // 3. The protocol's follow-up step, once downloaded (and the after-download questions).
+        let mut second = Vec::new();
+        for udid in udids {
+            if self.state.devices[udid].downloaded && !self.asked_after_download.contains(udid) {
+                self.asked_after_download.insert(udid.to_string());
+                self.checkpoint(super::protocol::CheckpointMoment::AfterDownload, Some(udid))?;
+            }
+            let arm = self.state.devices[udid].arm.clone();
+            let step2 = arm
+                .as_ref()
+                .and_then(|a| self.p.protocol.arms.iter().find(|x| &x.name == a))
+                .and_then(|a| a.follow_up_step.clone());
+            if let Some(s) = step2
+                && s.when == StepTrigger::Downloaded
+                && self.state.devices[udid].downloaded
+                && !self.state.devices[udid].doses.contains_key(&2)
+            {
+                second.push((udid.clone(), 2, s.install_action));
             }
         }
-        // 3. The protocol's follow-up step, once downloaded (and the after-download questions).
-        if self.state.devices[udid].downloaded && !self.asked_after_download.contains(udid) {
-            self.asked_after_download.insert(udid.to_string());
-            self.checkpoint(super::protocol::CheckpointMoment::AfterDownload, Some(udid))?;
-        }
-        let arm = self.state.devices[udid].arm.clone();
-        let step2 = arm
-            .as_ref()
-            .and_then(|a| self.p.protocol.arms.iter().find(|x| &x.name == a))
-            .and_then(|a| a.follow_up_step.clone());
-        if let Some(s) = step2
-            && s.when == StepTrigger::Downloaded
-            && self.state.devices[udid].downloaded
-            && !self.state.devices[udid].doses.contains_key(&2)
-        {
-            self.dose(udid, 2, s.install_action).await?;
-        }
+        self.dose_many(second).await?;
         // 4. Until / time limit.
-        let d = &self.state.devices[udid];
-        let done = match &self.p.protocol.follow_up.until {
-            UntilSpec::Updated => now_build
-                .as_ref()
-                .is_some_and(|b| target_builds.contains(b)),
-            UntilSpec::Downloaded => d.downloaded,
-            UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
-        };
-        let elapsed = d
-            .first_dose_at
-            .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default())
-            .unwrap_or_default();
-        if done || elapsed > max {
-            let reason = if done {
-                format!("{:?} reached", self.p.protocol.follow_up.until).to_lowercase()
-            } else {
-                "follow-up time limit".into()
+        let mut ended = Vec::new();
+        let mut ask = Vec::new();
+        for (udid, now_build) in udids.iter().zip(now_builds) {
+            let d = &self.state.devices[udid];
+            let done = match &self.p.protocol.follow_up.until {
+                UntilSpec::Updated => now_build
+                    .as_ref()
+                    .is_some_and(|b| super::outcome::target_builds(&d.target).contains(b)),
+                UntilSpec::Downloaded => d.downloaded,
+                UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
             };
-            self.log(Event::FollowUpEnded {
-                udid: udid.into(),
-                reason,
-            })?;
-            self.state.devices.get_mut(udid).expect("known").ended = true;
-            return Ok(());
+            let elapsed = d
+                .first_dose_at
+                .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            if done || elapsed > max {
+                let reason = if done {
+                    format!("{:?} reached", self.p.protocol.follow_up.until).to_lowercase()
+                } else {
+                    "follow-up time limit".into()
+                };
+                ended.push(Event::FollowUpEnded {
+                    udid: udid.clone(),
+                    reason,
+                });
+                self.state.devices.get_mut(udid).expect("known").ended = true;
+            } else if d.outstanding.is_none() {
+                ask.push((
+                    udid.clone(),
+                    format!("lab-status-{}", crate::tls::random_secret()),
+                ));
+            }
         }
+        self.log_all(ended)?;
         // 5. Ask for the update status (one outstanding at a time: the MDM queue is in order).
-        if self.state.devices[udid].outstanding.is_none() {
-            let uuid = format!("lab-status-{}", crate::tls::random_secret());
-            match self
-                .lab
-                .backend
-                .enqueue(udid, &Command::OSUpdateStatus, &uuid)
-                .await
-            {
+        let sent = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                ask.iter()
+                    .map(|(udid, uuid)| async move {
+                        backend.enqueue(udid, &Command::OSUpdateStatus, uuid).await
+                    })
+                    .collect(),
+            )
+            .await
+        };
+        let mut events = Vec::new();
+        for ((udid, uuid), answer) in ask.into_iter().zip(sent) {
+            match answer {
                 Ok(_) => {
-                    self.log(Event::CommandSent {
-                        udid: udid.into(),
+                    events.push(Event::CommandSent {
+                        udid: udid.clone(),
                         command_uuid: uuid.clone(),
                         request_type: "OSUpdateStatus".into(),
-                    })?;
-                    self.state.devices.get_mut(udid).expect("known").outstanding = Some(uuid);
+                    });
+                    self.state
+                        .devices
+                        .get_mut(&udid)
+                        .expect("known")
+                        .outstanding = Some(uuid);
                 }
                 // A status query is harmless: the next poll sends a fresh one.
-                Err(e) => {
-                    self.log(Event::Observation {
-                        udid: Some(udid.into()),
-                        source: "harness".into(),
-                        kind: "mdm_api_error".into(),
-                        key: format!("enqueue OSUpdateStatus {uuid}"),
-                        value: e.to_string(),
-                    })?;
-                }
+                Err(e) => events.push(api_error(
+                    &udid,
+                    &format!("enqueue OSUpdateStatus {uuid}"),
+                    &e,
+                )),
             }
         }
+        self.log_all(events)?;
         Ok(())
+    }
+}
+
+/// A follow-up re-probe over USB.
+struct Reprobe {
+    attached: bool,
+    version: Option<String>,
+    build: Option<String>,
+    /// Why the probe failed.
+    error: Option<String>,
+    /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
+    /// (the middle of the probe).
+    clock: Option<(Instant, f64)>,
+}
+
+/// Re-probe a device over USB during follow-up.
+async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Reprobe {
+    let Some(a) = attached.iter().find(|a| a.entry.serial_number == udid) else {
+        return Reprobe {
+            attached: false,
+            version: None,
+            build: None,
+            error: None,
+            clock: None,
+        };
+    };
+    let client = UsbmuxClient {
+        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
+        timeout: Duration::from_secs(5),
+    };
+    let before = Instant::now();
+    let p: DeviceProbe = probe::probe_device(
+        &client,
+        &a.entry,
+        &ProbeOptions {
+            timeout: Duration::from_secs(5),
+            ..ProbeOptions::default()
+        },
+        None,
+    )
+    .await;
+    let at = before + before.elapsed() / 2;
+    Reprobe {
+        attached: true,
+        version: p.baseline.product_version.value.clone(),
+        build: p.baseline.build_version.value.clone(),
+        error: p.failure.map(|f| f.message),
+        clock: p.device_time.map(|t| (at, t)),
     }
 }
 
@@ -1690,8 +1891,96 @@ impl Runner<'_> {
     }
 }
 
+/// Ask a device what it offers (AvailableOSUpdates) and wait for the answer: the event recording
+/// it (for the caller to log), the parsed offer, and why there is none.
+async fn available_updates(
+    backend: &dyn MdmBackend,
+    udid: &str,
+    version: Option<String>,
+    wait: Duration,
+) -> (Option<Event>, Option<Vec<AvailableUpdate>>, Option<String>) {
+    let uuid = format!("lab-avail-{}", crate::tls::random_secret());
+    if let Some(v) = &version {
+        let violations =
+            crate::mdm::schema::validate_command(&Command::AvailableOSUpdates.to_dict(), v);
+        if !violations.is_empty() {
+            return (
+                None,
+                None,
+                Some(format!(
+                    "AvailableOSUpdates not sent: not available on iOS {v}"
+                )),
+            );
+        }
+    }
+    if let Err(e) = backend
+        .enqueue(udid, &Command::AvailableOSUpdates, &uuid)
+        .await
+    {
+        return (
+            None,
+            None,
+            Some(format!("AvailableOSUpdates could not be sent: {e}")),
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let results = backend.results(udid).await.unwrap_or_default();
+        if let Some(r) = results
+            .iter()
+            .find(|r| r.command_uuid == uuid && r.status != "NotNow")
+        {
+            let rep = parse_report(&r.raw).ok();
+            let updates = rep.as_ref().and_then(available_os_updates);
+            let event = Event::UpdatesOffered {
+                udid: udid.to_string(),
+                command_uuid: uuid.clone(),
+                updates: serde_json::json!({
+                    "status": r.status,
+                    "raw_b64": base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                    "updates": updates.as_ref().map(|u| u.iter().map(|x| serde_json::json!({
+                        "product_key": x.product_key, "version": x.version, "build": x.build,
+                        "download_size": x.download_size, "install_size": x.install_size,
+                    })).collect::<Vec<_>>()),
+                }),
+            };
+            let err = (r.status != "Acknowledged").then(|| {
+                let chain = rep
+                    .map(|x| {
+                        x.error_chain
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{} {}",
+                                    c.domain.clone().unwrap_or_default(),
+                                    c.code.unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    })
+                    .unwrap_or_default();
+                format!("AvailableOSUpdates answered {} {chain}", r.status)
+            });
+            return (Some(event), updates, err);
+        }
+        if start.elapsed() > wait {
+            return (
+                None,
+                None,
+                Some(format!("AvailableOSUpdates unanswered within {wait:?}")),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The reason recorded for a known-bad-version device a bug-reproduction arm takes.
 pub const WAIVED_KNOWN_BAD: &str = "known_bad_version_waived";
+
+/// How many devices the harness talks to at once (MDM queries, enqueues, re-probes), and the
+/// size of a group commit of the journal.
+const CONCURRENCY: usize = 64;
 
 /// Test hook for the crash campaign (`tests/crash_campaign.rs`): when the environment variable
 /// `var` holds a number of milliseconds, sleep that long so a SIGKILL can land at this exact
@@ -1791,6 +2080,8 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         clock_readings: HashMap::new(),
         interrupted: Interrupt::install(),
         feeds,
+        stop_dirty: true,
+        stop_triggered: false,
     };
     eprintln!(
         "lab run: {} ({}) — {}",
@@ -1833,16 +2124,22 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         .iter()
         .filter_map(|u| r.state.devices[u].arm.clone().map(|a| (u.clone(), a)))
         .collect();
-    for (udid, arm) in allocated {
-        let action = p
-            .protocol
-            .arms
+    for batch in allocated.chunks(CONCURRENCY) {
+        let items = batch
             .iter()
-            .find(|a| a.name == arm)
-            .map(|a| a.install_action)
-            .unwrap_or(InstallAction::Default);
+            .map(|(udid, arm)| {
+                let action = p
+                    .protocol
+                    .arms
+                    .iter()
+                    .find(|a| &a.name == arm)
+                    .map(|a| a.install_action)
+                    .unwrap_or(InstallAction::Default);
+                (udid.clone(), 1, action)
+            })
+            .collect();
         r.check_interrupt()?;
-        r.dose(&udid, 1, action).await?;
+        r.dose_many(items).await?;
     }
     r.state = replay(&super::journal::read(r.journal.path())?.entries);
     if fresh {
@@ -1913,6 +2210,8 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
         clock_readings: HashMap::new(),
         interrupted: Arc::new(Interrupt::default()),
         feeds,
+        stop_dirty: true,
+        stop_triggered: false,
     };
     r.log(Event::RunStarted {
         schema: SCHEMA_VERSION,
