@@ -69,8 +69,10 @@ pub struct CommandResult {
 /// (not a plist, an unknown CommandUUID), exactly as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedReport {
-    /// The MDM's own number for it (stable: used to record each one once).
+    /// The MDM's own number for it (stable, increasing: used to record each one once).
     pub id: i64,
+    /// The device it came from, where the MDM could tell (by its identity certificate).
+    pub udid: Option<String>,
     pub note: String,
     pub received_at: String,
     pub raw: Vec<u8>,
@@ -122,12 +124,10 @@ pub trait MdmBackend: Send + Sync {
         udid: &'a str,
         command_uuid: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, BackendError>>;
-    /// Reports the MDM could not attribute to a command queued for this device (where it keeps
-    /// them; empty otherwise).
-    fn rejected<'a>(
-        &'a self,
-        _udid: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RejectedReport>, BackendError>> {
+    /// Reports the MDM could not attribute to a queued command, numbered above `after`, of
+    /// every device (one call per follow-up round, however many devices): where the MDM keeps
+    /// them; empty otherwise.
+    fn rejected(&self, _after: i64) -> BoxFuture<'_, Result<Vec<RejectedReport>, BackendError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
     /// Faults noticed since the last call (lost or duplicated webhooks).
@@ -677,16 +677,13 @@ impl MdmBackend for NanoMdm {
         })
     }
 
-    fn rejected<'a>(
-        &'a self,
-        udid: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RejectedReport>, BackendError>> {
+    fn rejected(&self, after: i64) -> BoxFuture<'_, Result<Vec<RejectedReport>, BackendError>> {
         Box::pin(async move {
             if *self.history_api.lock().unwrap_or_else(|p| p.into_inner()) != Some(true) {
                 // Only `lab`'s own server keeps rejected reports (it is the one with a history).
                 return Ok(Vec::new());
             }
-            let url_path = format!("/v1/reports/rejected?id={}", urlencode(udid));
+            let url_path = format!("/v1/reports/rejected?after={after}");
             let v = self.get_json(&url_path).await?;
             let bad = |reason: &str| BackendError::BadResponse {
                 url: format!("{}{url_path}", self.base),
@@ -699,6 +696,7 @@ impl MdmBackend for NanoMdm {
             {
                 out.push(RejectedReport {
                     id: r["id"].as_i64().ok_or_else(|| bad("a report without id"))?,
+                    udid: r["enrollment_id"].as_str().map(str::to_string),
                     note: r["note"].as_str().unwrap_or("").to_string(),
                     received_at: r["received_at"].as_str().unwrap_or("").to_string(),
                     raw: base64::engine::general_purpose::STANDARD
@@ -723,19 +721,6 @@ impl MdmBackend for NanoMdm {
             None => Duration::ZERO,
         }
     }
-}
-
-/// Percent-encode a path or query component (UDIDs are `[0-9A-F-]`, but a test may use any).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// MicroMDM v1: JSON commands, HTTP 201, results by webhook (brief §5.2).

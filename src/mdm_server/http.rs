@@ -607,8 +607,8 @@ async fn enrollments(State(st): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-/// `GET /v1/reports/rejected[?id=ENROLLMENT]`: reports the server could not attribute to a
-/// queued command (malformed, unknown CommandUUID), raw.
+/// `GET /v1/reports/rejected[?id=ENROLLMENT][&after=N]`: reports the server could not
+/// attribute to a queued command (malformed, unknown CommandUUID), raw, numbered above N.
 async fn rejected(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -617,7 +617,15 @@ async fn rejected(
     if let Err(r) = check_api_auth(&st, &headers) {
         return r;
     }
-    match st.store.rejected_reports(q.get("id").map(String::as_str)) {
+    let after = match q.get("after").map(|a| a.parse::<i64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "after must be a number"),
+    };
+    match st
+        .store
+        .rejected_reports(q.get("id").map(String::as_str), after)
+    {
         Ok(v) => axum::Json(serde_json::json!({ "reports": v })).into_response(),
         Err(e) => internal(e),
     }

@@ -128,6 +128,9 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportRecord {
     pub id: i64,
+    /// Set in the rejected-reports list (where reports of every enrollment are mixed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_id: Option<String>,
     pub status: Option<String>,
     pub received_at: String,
     pub note: Option<String>,
@@ -467,6 +470,7 @@ impl Store {
                     .query_map(params![id, h.command_uuid], |r| {
                         Ok(ReportRecord {
                             id: r.get(0)?,
+                            enrollment_id: None,
                             status: r.get(1)?,
                             received_at: r.get(2)?,
                             note: r.get(3)?,
@@ -492,16 +496,19 @@ impl Store {
         })
     }
 
-    /// Reports the server could not attribute to a queued command (malformed, unknown UUID).
-    pub fn rejected_reports(&self, id: Option<&str>) -> Result<Vec<ReportRecord>> {
+    /// Reports the server could not attribute to a queued command (malformed, unknown UUID),
+    /// of one enrollment or all, numbered above `after` (so a poller asks only for new ones).
+    pub fn rejected_reports(&self, id: Option<&str>, after: i64) -> Result<Vec<ReportRecord>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, status, received_at, note, raw FROM reports
-                 WHERE note IS NOT NULL AND (?1 IS NULL OR enrollment_id = ?1) ORDER BY id",
+                "SELECT id, status, received_at, note, raw, enrollment_id FROM reports
+                 WHERE note IS NOT NULL AND (?1 IS NULL OR enrollment_id = ?1) AND id > ?2
+                 ORDER BY id",
             )?;
-            let rows = st.query_map(params![id], |r| {
+            let rows = st.query_map(params![id, after], |r| {
                 Ok(ReportRecord {
                     id: r.get(0)?,
+                    enrollment_id: r.get(5)?,
                     status: r.get(1)?,
                     received_at: r.get(2)?,
                     note: r.get(3)?,
@@ -608,7 +615,7 @@ mod tests {
         );
         // V still has its own copy of A.
         assert_eq!(s.queued_count("V").unwrap(), 1);
-        let rejected = s.rejected_reports(Some("U")).unwrap();
+        let rejected = s.rejected_reports(Some("U"), 0).unwrap();
         assert_eq!(rejected.len(), 2);
         assert_eq!(rejected[1].raw, b"3");
     }

@@ -84,8 +84,6 @@ struct Dev {
     downloaded: bool,
     last_status: Option<String>,
     last_reprobe: Option<(bool, Option<String>, Option<String>)>,
-    /// The MDM's numbers of the rejected reports already journaled.
-    rejected_seen: HashSet<i64>,
     ended: bool,
     first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -97,6 +95,8 @@ struct State {
     devices: BTreeMap<String, Dev>,
     order: Vec<String>,
     finished: bool,
+    /// The highest number of a rejected report already journaled (the MDM numbers them).
+    rejected_max: i64,
 }
 
 /// An MDM answer that says for sure the command was not queued: a 4xx other than 408
@@ -239,18 +239,9 @@ fn replay(entries: &[Entry]) -> State {
             Event::FollowUpEnded { udid, .. } => {
                 s.devices.entry(udid.clone()).or_default().ended = true
             }
-            Event::Observation {
-                udid: Some(udid),
-                kind,
-                key,
-                ..
-            } if kind == REJECTED_REPORT => {
+            Event::Observation { kind, key, .. } if kind == REJECTED_REPORT => {
                 if let Some(id) = rejected_report_id(key) {
-                    s.devices
-                        .entry(udid.clone())
-                        .or_default()
-                        .rejected_seen
-                        .insert(id);
+                    s.rejected_max = s.rejected_max.max(id);
                 }
             }
             Event::RunFinished => s.finished = true,
@@ -1432,6 +1423,7 @@ impl Runner<'_> {
                 return Ok(());
             }
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+            self.collect_rejected().await?;
             for batch in active.chunks(CONCURRENCY) {
                 self.poll_devices(batch, &attached, max).await?;
             }
@@ -1469,38 +1461,6 @@ impl Runner<'_> {
                 key: n.key,
                 value: n.value,
             })?;
-        }
-        match self.lab.backend.rejected(udid).await {
-            Ok(rejected) => {
-                for r in rejected {
-                    if self.state.devices[udid].rejected_seen.contains(&r.id) {
-                        continue;
-                    }
-                    // Garbage from the device is evidence: kept raw.
-                    self.log(Event::Observation {
-                        udid: Some(udid.into()),
-                        source: "mdm".into(),
-                        kind: REJECTED_REPORT.into(),
-                        key: rejected_report_key(r.id, &r.note),
-                        value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
-                    })?;
-                    self.state
-                        .devices
-                        .get_mut(udid)
-                        .expect("known")
-                        .rejected_seen
-                        .insert(r.id);
-                }
-            }
-            Err(e) => {
-                self.log(Event::Observation {
-                    udid: Some(udid.into()),
-                    source: "harness".into(),
-                    kind: "mdm_api_error".into(),
-                    key: "rejected reports".into(),
-                    value: e.to_string(),
-                })?;
-            }
         }
         for r in results {
             let key = result_key(&r.command_uuid, &r.status, &r.received_at);
@@ -1557,6 +1517,39 @@ impl Runner<'_> {
         })
     }
 
+    /// Journal the reports the MDM rejected since the last look (malformed, unknown
+    /// CommandUUID): one call for the whole lab. Garbage from a device is evidence: kept raw.
+    async fn collect_rejected(&mut self) -> Result<(), RunError> {
+        let events = match self.lab.backend.rejected(self.state.rejected_max).await {
+            Ok(rejected) => {
+                let after = self.state.rejected_max;
+                let fresh: Vec<_> = rejected.into_iter().filter(|r| r.id > after).collect();
+                if let Some(max) = fresh.iter().map(|r| r.id).max() {
+                    self.state.rejected_max = max;
+                }
+                fresh
+                    .into_iter()
+                    .map(|r| Event::Observation {
+                        udid: r.udid,
+                        source: "mdm".into(),
+                        kind: REJECTED_REPORT.into(),
+                        key: rejected_report_key(r.id, &r.note),
+                        value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                    })
+                    .collect()
+            }
+            Err(e) => vec![Event::Observation {
+                udid: None,
+                source: "harness".into(),
+                kind: "mdm_api_error".into(),
+                key: "rejected reports".into(),
+                value: e.to_string(),
+            }],
+        };
+        self.log_all(events)?;
+        Ok(())
+    }
+
     /// After the follow-up: wait for webhooks still in flight, then journal every answer not yet
     /// journaled (a report that came as the last device finished is evidence too).
     async fn final_sweep(&mut self) -> Result<(), RunError> {
@@ -1574,6 +1567,7 @@ impl Runner<'_> {
         for u in dosed {
             self.collect_results(&u).await?;
         }
+        self.collect_rejected().await?;
         Ok(())
     }
 }
@@ -1597,13 +1591,12 @@ impl Runner<'_> {
                     .iter()
                     .map(|udid| async move {
                         let results = backend.results(udid).await;
-                        let rejected = backend.rejected(udid).await;
                         let usb = if reprobe {
                             Some(reprobe_device(udid, attached).await)
                         } else {
                             None
                         };
-                        (results, rejected, usb)
+                        (results, usb)
                     })
                     .collect(),
             )
@@ -1620,29 +1613,11 @@ impl Runner<'_> {
                 key: key.into(),
                 value: e.to_string(),
             };
-        for (udid, (results, rejected, usb)) in udids.iter().zip(fetched) {
+        for (udid, (results, usb)) in udids.iter().zip(fetched) {
             let results = results.unwrap_or_else(|e| {
                 events.push(api_error(udid, "results", &e));
                 Vec::new()
             });
-            match rejected {
-                Ok(rejected) => {
-                    let d = self.state.devices.get_mut(udid).expect("known");
-                    for r in rejected {
-                        if d.rejected_seen.insert(r.id) {
-                            // Garbage from the device is evidence: kept raw.
-                            events.push(Event::Observation {
-                                udid: Some(udid.clone()),
-                                source: "mdm".into(),
-                                kind: REJECTED_REPORT.into(),
-                                key: rejected_report_key(r.id, &r.note),
-                                value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
-                            });
-                        }
-                    }
-                }
-                Err(e) => events.push(api_error(udid, "rejected reports", &e)),
-            }
             for r in results {
                 let key = result_key(&r.command_uuid, &r.status, &r.received_at);
                 if self.state.devices[udid].results.contains(&key) {
