@@ -99,7 +99,7 @@ fn merge(devices: &[AttachedDevice], usb: &UsbScan) -> Vec<DeviceRow> {
 
 pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
     let addrs = usbmuxd_addrs(flags)?;
-    let timeout = Duration::from_secs_f64(a.timeout.max(0.1));
+    let timeout = super::seconds_arg(a.timeout, 0.1, 3600.0);
     if a.watch {
         return watch(addrs, timeout, a.json, a.watch_for).await;
     }

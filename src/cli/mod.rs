@@ -52,3 +52,10 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
         serde_json::to_string_pretty(v).expect("report types serialise")
     );
 }
+
+/// A number of seconds from the command line, kept within `lo..=hi` (NaN, which clap accepts as
+/// a float, is taken as `lo`): a `Duration` from an unchecked float panics.
+pub fn seconds_arg(v: f64, lo: f64, hi: f64) -> std::time::Duration {
+    let v = if v.is_nan() { lo } else { v.clamp(lo, hi) };
+    std::time::Duration::from_secs_f64(v)
+}

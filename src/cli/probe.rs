@@ -64,7 +64,7 @@ struct ProbeReport {
 }
 
 pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
-    let timeout = Duration::from_secs_f64(a.timeout.clamp(0.05, 3600.0));
+    let timeout = super::seconds_arg(a.timeout, 0.05, 3600.0);
     let sim_key = crate::tls::random_secret();
     let (addrs, _sim) = match &a.sim {
         Some(fleet) => {
@@ -162,7 +162,7 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
                     ))
                 })?,
         };
-        let wait = Duration::from_secs_f64(a.mdm_wait.clamp(0.1, 3600.0));
+        let wait = super::seconds_arg(a.mdm_wait, 0.1, 3600.0);
         let backend: Box<dyn MdmBackend> = match kind {
             MdmKind::Embedded => Box::new(NanoMdm::embedded(&url, &key, timeout)),
             MdmKind::Nanomdm | MdmKind::Micromdm => {

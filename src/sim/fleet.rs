@@ -381,9 +381,11 @@ impl TryFrom<NumberOrString> for DurationSpec {
     fn try_from(v: NumberOrString) -> Result<Self, String> {
         match v {
             NumberOrString::N(n) => Ok(DurationSpec(Duration::from_secs(n))),
-            NumberOrString::F(f) if f >= 0.0 && f.is_finite() => {
+            // Found by fuzzing (`sim_fleet`): `60E216` overflowed `Duration` and panicked.
+            NumberOrString::F(f) if f >= 0.0 && f <= MAX_DURATION_SECS => {
                 Ok(DurationSpec(Duration::from_secs_f64(f)))
             }
+            NumberOrString::F(f) if f > MAX_DURATION_SECS => Err(format!("{f} s is too long")),
             NumberOrString::F(f) => Err(format!("{f} is not a duration")),
             NumberOrString::S(s) => parse_duration(&s).map(DurationSpec),
         }
@@ -422,6 +424,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(v.round() as u64)
 }
 
+/// The longest duration a file may give (about 31 years): anything longer is a typo.
+const MAX_DURATION_SECS: f64 = 1e9;
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -438,7 +443,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs > 1e9 {
+    if !secs.is_finite() || secs > MAX_DURATION_SECS {
         return Err(format!("{s:?} is too long"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -886,5 +891,24 @@ devices:
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("2 fortnights").is_err());
+    }
+
+    #[test]
+    fn a_huge_number_of_seconds_is_an_error_not_a_panic() {
+        // Found by fuzzing (`sim_fleet`); the crashing input is kept in tests/fuzz-regressions.
+        for text in [
+            "mdm: { poll_interval: 60E216 }\ndevices: []\n",
+            include_str!("../../tests/fuzz-regressions/sim_fleet-huge-float-duration.yaml"),
+        ] {
+            let e = parse(Path::new("fleet.yaml"), text).unwrap_err().to_string();
+            assert!(e.contains("fleet.yaml"), "{e}");
+        }
+        let e = parse(
+            Path::new("fleet.yaml"),
+            "mdm: { poll_interval: 60E216 }\ndevices: []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("too long"), "{e}");
     }
 }
