@@ -382,7 +382,7 @@ impl TryFrom<NumberOrString> for DurationSpec {
         match v {
             NumberOrString::N(n) => Ok(DurationSpec(Duration::from_secs(n))),
             // Found by fuzzing (`sim_fleet`): `60E216` overflowed `Duration` and panicked.
-            NumberOrString::F(f) if f >= 0.0 && f <= MAX_DURATION_SECS => {
+            NumberOrString::F(f) if (0.0..=MAX_DURATION_SECS).contains(&f) => {
                 Ok(DurationSpec(Duration::from_secs_f64(f)))
             }
             NumberOrString::F(f) if f > MAX_DURATION_SECS => Err(format!("{f} s is too long")),
