@@ -103,7 +103,7 @@ fn derive(d: &Facts, o: &DeviceOutcome, out: &mut Vec<Ae>) {
                 .iter()
                 .rev()
                 .find(|x| x.0 < a.seq)
-                .is_some_and(|x| x.1 == "Installing");
+                .is_some_and(|x| &*x.1 == "Installing");
         let mut ev = intents.clone();
         ev.push(a.seq);
         out.push(Ae {

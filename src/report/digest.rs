@@ -54,8 +54,12 @@ impl Digest {
     pub fn of_entries(entries: &[Entry]) -> Digest {
         let types = RequestTypes::whole(journal::request_types(entries));
         let mut b = Builder::new(types, None);
-        for (i, e) in entries.iter().enumerate() {
-            b.push(i as u64, e)
+        for e in entries {
+            let report = match &e.event {
+                Event::MdmResult { raw_b64, .. } => Some(decode_report(raw_b64)),
+                _ => None,
+            };
+            b.push(e, report.as_ref())
                 .expect("no observations are written, nothing can fail");
         }
         b.finish(RawIndex::default())
@@ -97,17 +101,10 @@ impl Digest {
             journal: Some(path.to_path_buf()),
             ..RawIndex::default()
         };
-        let mut failed = None;
-        journal::stream(path, |offset, e| {
-            raw.note(offset, &e);
-            if let Err(err) = b.push(offset, &e) {
-                failed.get_or_insert(err);
-            }
-            Ok(())
+        stream_decoded(path, |offset, e, report| {
+            raw.note(offset, e);
+            b.push(e, report).map_err(io)
         })?;
-        if let Some(err) = failed {
-            return Err(io(err));
-        }
         if let Some(sink) = b.obs.take() {
             sink.finish().map_err(io)?;
         }
@@ -283,7 +280,8 @@ impl<'w> Builder<'w> {
         id
     }
 
-    fn push(&mut self, _offset: u64, e: &Entry) -> std::io::Result<()> {
+    /// Take in the next entry; an `MdmResult` comes with its raw plist decoded.
+    fn push(&mut self, e: &Entry, report: Option<&Result<Report, String>>) -> std::io::Result<()> {
         let at = html::parse_instant(&e.at);
         self.head.push(e, at);
         let lane = e.event.udid().map(|u| self.lane_id(u));
@@ -328,15 +326,22 @@ impl<'w> Builder<'w> {
                 Some(t) => Some(self.g.strings.get(t)),
                 None => self.types.label(command_uuid),
             };
-            let report: Result<Report, String> = decode_report(raw_b64);
+            let decoded;
+            let report = match report {
+                Some(r) => r,
+                None => {
+                    decoded = decode_report(raw_b64);
+                    &decoded
+                }
+            };
             if let Some(obs) = &mut self.obs {
-                obs.event(e, Some((rt.as_deref(), &report)))?;
+                obs.event(e, Some((rt.as_deref(), report)))?;
             }
             let fact = self
                 .g
                 .device(udid)
                 .map(|i| self.g.devices()[i].answers.len() as u32);
-            self.g.push(e, Some((&report, rt.as_deref())));
+            self.g.push(e, Some((report, rt.as_deref())));
             if let (Some(lane), Some(at)) = (lane, at) {
                 let lane_rt = match request_type {
                     Some(_) => rt.clone(),
@@ -439,6 +444,82 @@ impl<'w> Builder<'w> {
             raw,
         }
     }
+}
+
+/// Entries of a journal handed on in batches from the thread that reads and decodes them.
+type Batch = Vec<(u64, Entry, Option<Result<Report, String>>)>;
+
+/// [`journal::stream`] with each `MdmResult`'s raw plist decoded, on a second thread: reading
+/// JSON and parsing plists is most of the work, and it needs nothing from the entries before.
+/// `each` sees the entries in journal order; its error stops the reading and is returned.
+/// Batches go back to the reading thread to be dropped: memory is freed by the thread that
+/// allocated it (the allocator's arenas are per thread, and a cross-thread free takes a lock).
+fn stream_decoded(
+    path: &Path,
+    mut each: impl FnMut(u64, &Entry, Option<&Result<Report, String>>) -> Result<(), ReportError>,
+) -> Result<journal::Tail, ReportError> {
+    const BATCH: usize = 512;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch: Batch = Vec::with_capacity(BATCH);
+            let tail = journal::stream(path, |offset, e| {
+                let report = match &e.event {
+                    Event::MdmResult { raw_b64, .. } => Some(decode_report(raw_b64)),
+                    _ => None,
+                };
+                batch.push((offset, e, report));
+                if batch.len() == BATCH {
+                    let next = match back_rx.try_recv() {
+                        Ok(mut done) => {
+                            done.clear();
+                            done
+                        }
+                        Err(_) => Vec::with_capacity(BATCH),
+                    };
+                    let full = std::mem::replace(&mut batch, next);
+                    if tx.send(full).is_err() {
+                        // The consumer failed and said why; stop reading.
+                        return Err(journal::JournalError::Io {
+                            path: path.to_path_buf(),
+                            source: std::io::Error::other("report stopped"),
+                        });
+                    }
+                }
+                Ok(())
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            drop(tx);
+            // Drop what comes back until the consumer is done.
+            for done in back_rx {
+                drop(done);
+            }
+            tail
+        });
+        let mut failed = None;
+        for batch in rx {
+            if failed.is_none() {
+                for (offset, e, report) in &batch {
+                    if let Err(err) = each(*offset, e, report.as_ref()) {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            if back_tx.send(batch).is_err() || failed.is_some() {
+                break;
+            }
+        }
+        drop(back_tx);
+        let tail = reader.join().expect("the journal reader does not panic");
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(tail?),
+        }
+    })
 }
 
 /// Where the raw plists of a journal are, to read again the few a radar draft attaches: byte

@@ -1048,11 +1048,7 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
     let mut detached = false;
     let mut dosed = false;
     let downloaded: HashSet<u64> = d.downloaded.iter().map(|x| x.0).collect();
-    let statuses: HashMap<u64, &str> = d
-        .update_statuses
-        .iter()
-        .map(|(s, v)| (*s, v.as_str()))
-        .collect();
+    let statuses: HashMap<u64, &str> = d.update_statuses.iter().map(|(s, v)| (*s, &**v)).collect();
     let mut builds: HashMap<u64, &outcome::BuildSeen> = HashMap::new();
     for b in &d.builds {
         builds.entry(b.seq).or_insert(b);

@@ -390,10 +390,13 @@ pub(crate) struct Facts {
     pub answers: Vec<Answer>,
     pub builds: Vec<BuildSeen>,
     pub attaches: Vec<Attach>,
-    /// OSUpdateStatus answers reporting an item downloaded: (seq, time).
+    /// OSUpdateStatus answers reporting an item downloaded: (seq, time). The time is empty
+    /// where it cannot be the first download after the first dose (the only one read).
     pub downloaded: Vec<(u64, String)>,
+    /// A time was kept for a download after the first dose.
+    download_time_taken: bool,
     /// Last OSUpdateStatus item status seen: (seq, status).
-    pub update_statuses: Vec<(u64, String)>,
+    pub update_statuses: Vec<(u64, Rc<str>)>,
     pub follow_up_end: Option<(u64, String)>,
     /// Operator/harness observations about this device: (seq, time, source, kind, key, value).
     pub observations: Vec<(u64, String, String, String, String, String)>,
@@ -480,10 +483,15 @@ pub(crate) struct RunFacts {
     pub finished: bool,
 }
 
+/// The report in a journalled `raw_b64`: the common shape through the fast reader
+/// (`report_xml`), anything else through `mdm::report::parse_report`; the same either way.
 pub(crate) fn decode_report(raw_b64: &str) -> Result<Report, String> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(raw_b64.trim())
         .map_err(|e| format!("raw_b64 is not base64: {e}"))?;
+    if let Some(r) = super::report_xml::parse_report(&raw) {
+        return Ok(r);
+    }
     parse_report(&raw).map_err(|e| e.to_string())
 }
 
@@ -662,6 +670,8 @@ impl Gatherer {
                     return;
                 };
                 let d = &mut run.devices[i];
+                let strings = &mut self.strings;
+                let facts = ReportFacts::of(report, request_type, strings);
                 if status == "Acknowledged"
                     && let Ok(r) = report
                 {
@@ -674,9 +684,21 @@ impl Gatherer {
                     };
                     match request_type {
                         Some("OSUpdateStatus") => {
-                            let items = os_update_status(r).unwrap_or_default();
-                            if items.iter().any(|x| x.is_downloaded.value == Some(true)) {
-                                d.downloaded.push((e.seq, at()));
+                            let items = facts.os_items.as_deref().unwrap_or_default();
+                            if items.iter().any(|x| x.is_downloaded == Some(true)) {
+                                // Only the first download reported after the first dose has
+                                // its time read (`download_complete_at`); the first dose is
+                                // the first intent journalled, so once it is known, later
+                                // entries need no time (a million of them would add up).
+                                let time = match d.intents.first() {
+                                    None => at(),
+                                    Some(i0) if e.seq > i0.seq && !d.download_time_taken => {
+                                        d.download_time_taken = true;
+                                        at()
+                                    }
+                                    Some(_) => String::new(),
+                                };
+                                d.downloaded.push((e.seq, time));
                             }
                             if let Some(s) = items.iter().rev().find_map(|x| x.status.clone()) {
                                 d.update_statuses.push((e.seq, s));
@@ -700,13 +722,12 @@ impl Gatherer {
                         _ => {}
                     }
                 }
-                let strings = &mut self.strings;
                 d.answers.push(Answer {
                     seq: e.seq,
                     command_uuid: command_uuid.as_str().into(),
                     request_type: request_type.map(|t| strings.get(t)),
                     status: strings.get(status),
-                    report: ReportFacts::of(report, request_type, strings),
+                    report: facts,
                 });
             }
             Event::DeviceReprobed {
