@@ -2,6 +2,9 @@
 //!
 //!   cargo bench --bench report_1m [-- EVENTS [DEVICES]]      (default 1 000 000 events, 1 000 devices)
 //!
+//! With `REPORT_1M_DIR=DIR` the journal and the reports are written to `DIR` and kept (to diff
+//! the reports of two builds); otherwise a temporary folder is used.
+//!
 //! The journal is synthetic but shaped like a real run: per device discovery, baseline,
 //! eligibility, allocation, dose, then OSUpdateStatus answers (raw plists) and re-probes until
 //! the event budget is spent. Written without fsync (it is input, not a run).
@@ -38,8 +41,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let devices: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("REPORT_1M_DIR").map(std::path::PathBuf::from);
+    if let Some(k) = &keep {
+        std::fs::create_dir_all(k).unwrap();
+    }
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    let path = dir.join("journal.jsonl");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let seq = std::cell::Cell::new(0u64);
     let put = |w: &mut std::io::BufWriter<std::fs::File>, event: Event| {
@@ -202,7 +210,7 @@ fn main() {
     );
     let rss_before = rss_peak_kib();
     let t = Instant::now();
-    let written = lab::report::write_all(dir.path()).unwrap();
+    let written = lab::report::write_all(dir).unwrap();
     let wall = t.elapsed().as_secs_f64();
     println!(
         "lab report on {seq} journal events ({devices} devices, {:.0} MiB journal):",

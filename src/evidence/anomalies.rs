@@ -6,12 +6,9 @@
 //! tells, per detector, which devices were in the situation the detector judges (the `N` of a
 //! radar's "n of N") and which of them showed the anomaly (the `n`). Both are pure.
 
-use crate::mdm::report::{
-    OsUpdateStatusItem, Report, ReportStatus, available_os_updates, lenient_bool, lenient_real,
-    os_update_status, update_results,
-};
+use crate::mdm::report::ReportStatus;
 use crate::trial::journal::{Entry, Event};
-use crate::trial::outcome::{Answer, Facts, RunFacts, decode_report, gather};
+use crate::trial::outcome::{Answer, AvailFacts, Facts, OsItem, RunFacts, decode_report, gather};
 use std::collections::{BTreeSet, HashMap};
 
 /// Whether a detector looks at the baseline (before any dose) or at the doses and follow-up.
@@ -202,33 +199,62 @@ pub fn reproducibility(n: usize, of: usize) -> &'static str {
 
 /// Every anomaly in the journal: detectors in `DETECTORS` order, devices in discovery order.
 pub fn detect(entries: &[Entry]) -> Vec<Anomaly> {
-    run(entries)
-        .into_iter()
-        .flat_map(|(_, findings)| findings.into_iter().filter_map(|f| f.anomaly))
-        .collect()
+    Findings::of_entries(entries).anomalies()
 }
 
 /// Per detector (in `DETECTORS` order), who was in the situation and who showed it.
 pub fn situations(entries: &[Entry]) -> Vec<Tally> {
-    run(entries)
-        .into_iter()
-        .map(|(det, findings)| {
-            let mut t = Tally {
-                detector: det.id,
-                in_situation: Vec::new(),
-                showed: Vec::new(),
-            };
-            for f in findings {
-                if f.in_situation || f.anomaly.is_some() {
-                    t.in_situation.push(f.udid.clone());
+    Findings::of_entries(entries).tallies()
+}
+
+/// What every detector found on every device: computed once per report run and read by the
+/// radar drafts (anomalies and tallies) and the HTML report (links).
+pub(crate) struct Findings(Vec<(&'static Detector, Vec<Finding>)>);
+
+impl Findings {
+    fn of_entries(entries: &[Entry]) -> Findings {
+        let facts = gather(entries);
+        let offered = offered_answers(entries);
+        Findings::of(&facts, offered)
+    }
+
+    /// Run the detectors over the gathered facts and the `UpdatesOffered` answers of the
+    /// journal (journal order; see [`offered_answer`]).
+    pub fn of(facts: &RunFacts, offered: Vec<(String, Avail)>) -> Findings {
+        let ctx = Ctx {
+            avail: avail_answers(offered, facts),
+        };
+        Findings(run(facts, &ctx))
+    }
+
+    pub fn anomalies(&self) -> Vec<Anomaly> {
+        self.0
+            .iter()
+            .flat_map(|(_, findings)| findings.iter().filter_map(|f| f.anomaly.clone()))
+            .collect()
+    }
+
+    pub fn tallies(&self) -> Vec<Tally> {
+        self.0
+            .iter()
+            .map(|(det, findings)| {
+                let mut t = Tally {
+                    detector: det.id,
+                    in_situation: Vec::new(),
+                    showed: Vec::new(),
+                };
+                for f in findings {
+                    if f.in_situation || f.anomaly.is_some() {
+                        t.in_situation.push(f.udid.clone());
+                    }
+                    if f.anomaly.is_some() {
+                        t.showed.push(f.udid.clone());
+                    }
                 }
-                if f.anomaly.is_some() {
-                    t.showed.push(f.udid);
-                }
-            }
-            t
-        })
-        .collect()
+                t
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,11 +265,38 @@ struct Finding {
     anomaly: Option<Anomaly>,
 }
 
-/// An AvailableOSUpdates answer (from `UpdatesOffered` or an `MdmResult`), first per UUID.
-struct Avail {
+/// An AvailableOSUpdates answer (from `UpdatesOffered` or an `MdmResult`), first per UUID;
+/// `report` is `None` when its plist is unreadable.
+pub(crate) struct Avail {
     seq: u64,
     uuid: String,
-    report: Result<Report, String>,
+    report: Option<AvailFacts>,
+}
+
+/// The AvailableOSUpdates answer an `UpdatesOffered` event carries (`updates.raw_b64`), with
+/// its device, decoded once.
+pub(crate) fn offered_answer(e: &Entry) -> Option<(String, Avail)> {
+    if let Event::UpdatesOffered {
+        udid,
+        command_uuid,
+        updates,
+    } = &e.event
+        && let Some(b64) = updates.get("raw_b64").and_then(|v| v.as_str())
+    {
+        return Some((
+            udid.clone(),
+            Avail {
+                seq: e.seq,
+                uuid: command_uuid.clone(),
+                report: decode_report(b64).ok().map(|r| AvailFacts::of(&r)),
+            },
+        ));
+    }
+    None
+}
+
+fn offered_answers(entries: &[Entry]) -> Vec<(String, Avail)> {
+    entries.iter().filter_map(offered_answer).collect()
 }
 
 struct Ctx {
@@ -278,11 +331,7 @@ fn checks() -> [(&'static str, Check); 10] {
     ]
 }
 
-fn run(entries: &[Entry]) -> Vec<(&'static Detector, Vec<Finding>)> {
-    let facts: RunFacts = gather(entries);
-    let ctx = Ctx {
-        avail: avail_answers(entries, &facts),
-    };
+fn run(facts: &RunFacts, ctx: &Ctx) -> Vec<(&'static Detector, Vec<Finding>)> {
     checks()
         .into_iter()
         .map(|(id, check)| {
@@ -291,7 +340,7 @@ fn run(entries: &[Entry]) -> Vec<(&'static Detector, Vec<Finding>)> {
                 .devices
                 .iter()
                 .map(|d| {
-                    let (in_situation, found) = check(d, &ctx);
+                    let (in_situation, found) = check(d, ctx);
                     Finding {
                         udid: d.udid.clone(),
                         in_situation,
@@ -315,7 +364,7 @@ fn run(entries: &[Entry]) -> Vec<(&'static Detector, Vec<Finding>)> {
         .collect()
 }
 
-fn avail_answers(entries: &[Entry], facts: &RunFacts) -> HashMap<String, Vec<Avail>> {
+fn avail_answers(offered: Vec<(String, Avail)>, facts: &RunFacts) -> HashMap<String, Vec<Avail>> {
     let mut out: HashMap<String, Vec<Avail>> = HashMap::new();
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut push = |udid: &str, a: Avail| {
@@ -324,26 +373,10 @@ fn avail_answers(entries: &[Entry], facts: &RunFacts) -> HashMap<String, Vec<Ava
         }
     };
     // Journal order: UpdatesOffered (baseline) and MdmResult answers interleave by seq.
-    let mut all: Vec<(u64, String, Avail)> = Vec::new();
-    for e in entries {
-        if let Event::UpdatesOffered {
-            udid,
-            command_uuid,
-            updates,
-        } = &e.event
-            && let Some(b64) = updates.get("raw_b64").and_then(|v| v.as_str())
-        {
-            all.push((
-                e.seq,
-                udid.clone(),
-                Avail {
-                    seq: e.seq,
-                    uuid: command_uuid.clone(),
-                    report: decode_report(b64),
-                },
-            ));
-        }
-    }
+    let mut all: Vec<(u64, String, Avail)> = offered
+        .into_iter()
+        .map(|(udid, a)| (a.seq, udid, a))
+        .collect();
     for d in &facts.devices {
         for a in &d.answers {
             if a.request_type.as_deref() == Some("AvailableOSUpdates") {
@@ -352,8 +385,8 @@ fn avail_answers(entries: &[Entry], facts: &RunFacts) -> HashMap<String, Vec<Ava
                     d.udid.clone(),
                     Avail {
                         seq: a.seq,
-                        uuid: a.command_uuid.clone(),
-                        report: a.report.clone(),
+                        uuid: a.command_uuid.to_string(),
+                        report: a.report.rare.as_ref().and_then(|r| r.avail.clone()),
                     },
                 ));
             }
@@ -370,14 +403,13 @@ fn after_first_dose(d: &Facts, seq: u64) -> bool {
     d.first_intent_seq().is_some_and(|s| seq > s)
 }
 
-/// OSUpdateStatus answers (Acknowledged, readable) with their items.
-fn status_answers(d: &Facts) -> impl Iterator<Item = (&Answer, Vec<OsUpdateStatusItem>)> {
+/// OSUpdateStatus answers (readable, with an `OSUpdateStatus` array) with their items.
+fn status_answers(d: &Facts) -> impl Iterator<Item = (&Answer, &[OsItem])> {
     d.answers.iter().filter_map(|a| {
         if a.request_type.as_deref() != Some("OSUpdateStatus") {
             return None;
         }
-        let r = a.report.as_ref().ok()?;
-        Some((a, os_update_status(r)?))
+        Some((a, a.report.os_items.as_deref()?))
     })
 }
 
@@ -442,67 +474,18 @@ fn documented_type_mismatch(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
             continue;
         }
         situation = true;
-        for it in &items {
-            if let Some(dev) = &it.is_downloaded.deviation {
-                note(
-                    a.seq,
-                    &a.command_uuid,
-                    format!("OSUpdateStatus IsDownloaded: {dev}"),
-                    &mut notes,
-                );
-            }
-            if let Some(dev) = &it.download_percent_complete.deviation {
-                note(
-                    a.seq,
-                    &a.command_uuid,
-                    format!("OSUpdateStatus DownloadPercentComplete: {dev}"),
-                    &mut notes,
-                );
-            }
+        for what in a.report.type_notes() {
+            note(a.seq, &a.command_uuid, what.clone(), &mut notes);
         }
     }
     for a in ctx.avail.get(&d.udid).into_iter().flatten() {
-        let Ok(r) = &a.report else { continue };
-        let Some(items) = r.body.get("AvailableOSUpdates").and_then(|v| v.as_array()) else {
-            continue;
-        };
-        if items.is_empty() {
+        let Some(r) = &a.report else { continue };
+        if !r.has_items {
             continue;
         }
         situation = true;
-        for it in items.iter().filter_map(|v| v.as_dictionary()) {
-            for key in [
-                "IsCritical",
-                "RestartRequired",
-                "AllowsInstallLater",
-                "IsSecurityResponse",
-            ] {
-                if let Some(v) = it.get(key)
-                    && let Some(dev) = lenient_bool(Some(v)).deviation
-                {
-                    note(
-                        a.seq,
-                        &a.uuid,
-                        format!("AvailableOSUpdates {key}: {dev}"),
-                        &mut notes,
-                    );
-                }
-            }
-            for key in ["DownloadSize", "InstallSize"] {
-                if let Some(v) = it.get(key)
-                    && !matches!(v, plist::Value::Integer(_))
-                {
-                    let dev = lenient_real(Some(v), None)
-                        .deviation
-                        .unwrap_or_else(|| "not an integer".into());
-                    note(
-                        a.seq,
-                        &a.uuid,
-                        format!("AvailableOSUpdates {key}: {dev} (documented <integer>)"),
-                        &mut notes,
-                    );
-                }
-            }
+        for what in &r.type_notes {
+            note(a.seq, &a.uuid, what.clone(), &mut notes);
         }
     }
     let found = first.map(|(uuid, seq)| Found {
@@ -528,14 +511,10 @@ fn schedule_error_but_proceeds(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
         let Some(err) = answers.iter().find(|a| {
             a.is_final()
                 && (ReportStatus::parse(&a.status) == ReportStatus::Error
-                    || a.report
-                        .as_ref()
-                        .ok()
-                        .and_then(update_results)
-                        .is_some_and(|r| {
-                            r.iter()
-                                .any(|x| x.install_action.as_deref() == Some("Error"))
-                        }))
+                    || a.report.update_results().is_some_and(|r| {
+                        r.iter()
+                            .any(|x| x.install_action.as_deref() == Some("Error"))
+                    }))
         }) else {
             continue;
         };
@@ -545,7 +524,7 @@ fn schedule_error_but_proceeds(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
         for (a, items) in status_answers(d).filter(|(a, _)| a.seq > err.seq) {
             if let Some(it) = items.iter().find(|it| {
                 matches!(it.status.as_deref(), Some("Downloading" | "Installing"))
-                    || (!downloaded_before && it.is_downloaded.value == Some(true))
+                    || (!downloaded_before && it.is_downloaded == Some(true))
             }) {
                 proof = Some((
                     a.seq,
@@ -553,10 +532,9 @@ fn schedule_error_but_proceeds(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
                         "OSUpdateStatus then reported {} (IsDownloaded {}, {:.0} % downloaded)",
                         it.status.as_deref().unwrap_or("?"),
                         it.is_downloaded
-                            .value
                             .map(|b| b.to_string())
                             .unwrap_or_else(|| "?".into()),
-                        it.download_percent_complete.value.unwrap_or(0.0) * 100.0
+                        it.download_percent_complete.unwrap_or(0.0) * 100.0
                     ),
                 ));
                 break;
@@ -586,26 +564,23 @@ fn schedule_error_but_proceeds(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             ));
         }
         if let Some((seq, what)) = proof {
-            let chain = err
-                .report
-                .as_ref()
-                .ok()
-                .map(|r| {
-                    r.error_chain
-                        .iter()
-                        .map(|c| {
-                            format!(
-                                "{} {}",
-                                c.domain.as_deref().unwrap_or("?"),
-                                c.code.map(|x| x.to_string()).unwrap_or_default()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" → ")
-                })
-                .filter(|s| !s.is_empty())
-                .map(|s| format!(" (ErrorChain {s})"))
-                .unwrap_or_default();
+            let chain = Some(
+                err.report
+                    .error_chain()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c.domain.as_deref().unwrap_or("?"),
+                            c.code.map(|x| x.to_string()).unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+            )
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" (ErrorChain {s})"))
+            .unwrap_or_default();
             return (
                 true,
                 Some(Found {
@@ -651,8 +626,8 @@ fn schedule_no_response(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             .answers_to(&i.command_uuid)
             .next()
             .filter(|a| {
-                a.status == "Acknowledged"
-                    && a.report.as_ref().ok().and_then(update_results).is_none()
+                &*a.status == "Acknowledged"
+                    && a.report.update_results().is_none()
             })
             .map(|a| {
                 (
@@ -681,7 +656,7 @@ fn schedule_no_response(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             Some(a) => format!(
                 " The first answer, {}{}, came only after that.",
                 a.status,
-                if a.report.as_ref().ok().and_then(update_results).is_none() {
+                if a.report.update_results().is_none() {
                     " without UpdateResults"
                 } else {
                     ""
@@ -741,7 +716,7 @@ fn installing_while_scheduled(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
                     ", and the device neither restarted nor changed build during follow-up"
                 }
             ),
-            command_uuid: Some(first.command_uuid.clone()),
+            command_uuid: Some(first.command_uuid.to_string()),
             responses: vec![first.seq],
         }),
     )
@@ -761,9 +736,7 @@ fn install_after_further_command(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
         let until = intents.get(k + 1).map(|n| n.seq).unwrap_or(u64::MAX);
         let answered = d.answers_to(&i.command_uuid).find(|a| {
             a.report
-                .as_ref()
-                .ok()
-                .and_then(update_results)
+                .update_results()
                 .is_some_and(|r| r.iter().any(|x| x.status.as_deref() == Some("Installing")))
         });
         let detach = first_detach_after(d, i.seq).filter(|s| *s < until);
@@ -816,10 +789,10 @@ fn install_action_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
     let mut situation = false;
     for i in schedule_intents(d) {
         for a in d.answers_to(&i.command_uuid) {
-            let Some(results) = a.report.as_ref().ok().and_then(update_results) else {
+            let Some(results) = a.report.update_results() else {
                 continue;
             };
-            for r in &results {
+            for r in results {
                 let Some(got) = r.install_action.as_deref() else {
                     continue;
                 };
@@ -851,14 +824,24 @@ fn install_action_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
 
 fn command_redelivered(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
     let situation = d.answers.iter().any(Answer::is_final);
+    // Answers grouped by CommandUUID, in order of first answer (one pass: a device may have
+    // answered a million status polls).
     let mut order: Vec<&str> = Vec::new();
+    let mut by_uuid: HashMap<&str, Vec<&Answer>> = HashMap::new();
     for a in &d.answers {
-        if !a.command_uuid.is_empty() && !order.contains(&a.command_uuid.as_str()) {
-            order.push(&a.command_uuid);
+        if a.command_uuid.is_empty() {
+            continue;
         }
+        by_uuid
+            .entry(&a.command_uuid)
+            .or_insert_with(|| {
+                order.push(&a.command_uuid);
+                Vec::new()
+            })
+            .push(a);
     }
     for uuid in order {
-        let answers: Vec<&Answer> = d.answers_to(uuid).collect();
+        let answers = &by_uuid[uuid];
         let Some(k) = answers.iter().position(|a| a.is_final()) else {
             continue;
         };
@@ -878,7 +861,7 @@ fn command_redelivered(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             .collect();
         evidence.push(answers[k].seq);
         evidence.extend(again.iter().map(|a| a.seq));
-        let statuses: Vec<&str> = again.iter().map(|a| a.status.as_str()).collect();
+        let statuses: Vec<&str> = again.iter().map(|a| &*a.status).collect();
         return (
             true,
             Some(Found {
@@ -946,7 +929,7 @@ fn baseline_disagreement(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
                 "At baseline lockdown and the MDM disagreed: {}.",
                 text.join("; ")
             ),
-            command_uuid: answer.map(|a| a.command_uuid.clone()),
+            command_uuid: answer.map(|a| a.command_uuid.to_string()),
             responses: answer.map(|a| vec![a.seq]).unwrap_or_default(),
         }),
     )
@@ -968,15 +951,10 @@ fn acknowledged_not_updated(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
         }) else {
             continue;
         };
-        let promised = ack
-            .report
-            .as_ref()
-            .ok()
-            .and_then(update_results)
-            .is_some_and(|r| {
-                r.iter()
-                    .any(|x| x.install_action.as_deref() == Some("InstallASAP"))
-            });
+        let promised = ack.report.update_results().is_some_and(|r| {
+            r.iter()
+                .any(|x| x.install_action.as_deref() == Some("InstallASAP"))
+        });
         let asks_install = i.install_action == "InstallASAP"
             || (i.install_action == "Default" && downloaded_before)
             || promised;
@@ -1016,11 +994,10 @@ fn acknowledged_not_updated(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
 fn available_updates_error_2213(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
     let mut situation = false;
     for a in ctx.avail.get(&d.udid).into_iter().flatten() {
-        let Ok(r) = &a.report else { continue };
+        let Some(r) = &a.report else { continue };
         let is_2213 =
             r.status == ReportStatus::Error && r.error_chain.iter().any(|c| c.code == Some(2213));
-        let empty = r.status == ReportStatus::Acknowledged
-            && available_os_updates(r).is_some_and(|u| u.is_empty());
+        let empty = r.status == ReportStatus::Acknowledged && r.empty_list;
         if empty {
             situation = true;
         }

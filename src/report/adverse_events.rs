@@ -13,7 +13,7 @@
 
 use super::{seq_refs, to_csv};
 use crate::trial::journal::Entry;
-use crate::trial::outcome::{self, DeviceOutcome, Facts, Outcome};
+use crate::trial::outcome::{self, DeviceOutcome, Facts, Outcome, RunFacts};
 
 pub const HEADER: [&str; 11] = [
     "udid",
@@ -103,7 +103,7 @@ fn derive(d: &Facts, o: &DeviceOutcome, out: &mut Vec<Ae>) {
                 .iter()
                 .rev()
                 .find(|x| x.0 < a.seq)
-                .is_some_and(|x| x.1 == "Installing");
+                .is_some_and(|x| &*x.1 == "Installing");
         let mut ev = intents.clone();
         ev.push(a.seq);
         out.push(Ae {
@@ -206,7 +206,7 @@ fn observed(d: &Facts, arm: &str, out: &mut Vec<Ae>) {
 /// Devices with at least one severe adverse event so far (the protocol's stop rule counts them).
 pub fn devices_with_severe_events(entries: &[Entry]) -> usize {
     let run = outcome::gather(entries);
-    let outcomes = outcome::judge(entries);
+    let outcomes = outcome::judge_run(&run, &Default::default());
     let mut aes = Vec::new();
     for (d, o) in run.devices.iter().zip(&outcomes) {
         derive(d, o, &mut aes);
@@ -223,9 +223,14 @@ pub fn devices_with_severe_events(entries: &[Entry]) -> usize {
 
 pub fn render(entries: &[Entry]) -> String {
     let run = outcome::gather(entries);
-    let outcomes = outcome::judge(entries);
+    let outcomes = outcome::judge_run(&run, &Default::default());
+    render_of(&run, &outcomes)
+}
+
+/// [`render`] from facts already gathered and judged.
+pub(crate) fn render_of(run: &RunFacts, outcomes: &[DeviceOutcome]) -> String {
     let mut aes = Vec::new();
-    for (d, o) in run.devices.iter().zip(&outcomes) {
+    for (d, o) in run.devices.iter().zip(outcomes) {
         derive(d, o, &mut aes);
     }
     aes.sort_by(|a, b| (a.first_seq, &a.udid, &a.term).cmp(&(b.first_seq, &b.udid, &b.term)));

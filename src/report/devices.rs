@@ -2,7 +2,7 @@
 
 use super::{json_cell, opt, secs, to_csv};
 use crate::trial::journal::Entry;
-use crate::trial::outcome::{self, Facts, Intent, MAX_ARM_STEPS};
+use crate::trial::outcome::{self, Facts, Intent, MAX_ARM_STEPS, RunFacts};
 use serde_json::Value;
 
 /// Baseline fields of the probe record: column name and path under `baseline`. Each gets a
@@ -200,20 +200,28 @@ fn step_cells(d: &Facts, intent: Option<&Intent>) -> Vec<String> {
         result,
         answers
             .first()
-            .map(|a| a.status.clone())
+            .map(|a| a.status.to_string())
             .unwrap_or_default(),
-        answers.last().map(|a| a.status.clone()).unwrap_or_default(),
+        answers
+            .last()
+            .map(|a| a.status.to_string())
+            .unwrap_or_default(),
         outcome::update_results_of(d, &i.command_uuid).unwrap_or_default(),
     ]
 }
 
 pub fn render(entries: &[Entry]) -> String {
     let run = outcome::gather(entries);
-    let outcomes = outcome::judge(entries);
+    let outcomes = outcome::judge_run(&run, &Default::default());
+    render_of(&run, &outcomes)
+}
+
+/// [`render`] from facts already gathered and judged.
+pub(crate) fn render_of(run: &RunFacts, outcomes: &[outcome::DeviceOutcome]) -> String {
     let header = header();
     let null = Value::Null;
     let mut rows = Vec::new();
-    for (d, o) in run.devices.iter().zip(&outcomes) {
+    for (d, o) in run.devices.iter().zip(outcomes) {
         let probe = d.probe.as_ref().unwrap_or(&null);
         let baseline = probe.get("baseline").unwrap_or(&null);
         let (mut missing, mut notes) = (Vec::new(), Vec::new());

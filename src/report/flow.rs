@@ -3,7 +3,7 @@
 
 use super::to_csv;
 use crate::trial::journal::Entry;
-use crate::trial::outcome::{self, DeviceOutcome, Outcome};
+use crate::trial::outcome::{self, DeviceOutcome, Outcome, RunFacts};
 use std::collections::BTreeMap;
 
 pub const HEADER: [&str; 4] = ["stage", "arm", "count", "reason"];
@@ -82,7 +82,12 @@ fn count_reasons(reasons: Vec<String>) -> Vec<(String, usize)> {
 /// Count the flow from the journal.
 pub fn counts(entries: &[Entry]) -> Flow {
     let run = outcome::gather(entries);
-    let outcomes = outcome::judge(entries);
+    let outcomes = outcome::judge_run(&run, &Default::default());
+    counts_of(&run, &outcomes)
+}
+
+/// [`counts`] from facts already gathered and judged.
+pub(crate) fn counts_of(run: &RunFacts, outcomes: &[DeviceOutcome]) -> Flow {
     let devices = &run.devices;
     let assessed = devices.iter().filter(|d| d.assessed).count();
     let excluded: Vec<_> = devices
@@ -108,7 +113,7 @@ pub fn counts(entries: &[Entry]) -> Flow {
 
     // Arms in order of first allocation.
     let mut arm_names: Vec<&str> = Vec::new();
-    for o in &outcomes {
+    for o in outcomes {
         if let Some(a) = o.arm.as_deref()
             && !arm_names.contains(&a)
         {
@@ -156,7 +161,11 @@ pub fn counts(entries: &[Entry]) -> Flow {
 }
 
 pub fn render(entries: &[Entry]) -> String {
-    let f = counts(entries);
+    render_flow(&counts(entries))
+}
+
+/// `flow.csv` of the counts.
+pub(crate) fn render_flow(f: &Flow) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let row = |stage: &str, arm: &str, n: usize, reason: &str| {
         vec![stage.into(), arm.into(), n.to_string(), reason.into()]

@@ -10,12 +10,13 @@
 //! Every string that comes from the journal (device names, MDM values, operator notes) is
 //! escaped. Nothing depends on the clock: the same journal gives the same bytes.
 
-use super::{adverse_events, flow};
+use super::flow;
 use crate::trial::journal::{Entry, Event};
 use crate::trial::outcome::{self, DeviceOutcome, Facts, Outcome, RunFacts};
-use chrono::{DateTime, FixedOffset};
-use std::collections::{BTreeMap, HashMap};
+use chrono::{DateTime, FixedOffset, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
+use std::rc::Rc;
 
 /// An anomaly to list (and link to its draft, `radar/<id>.md`). The detectors live in
 /// `evidence::anomalies`; `report::write_all` passes what they found.
@@ -64,8 +65,16 @@ fn clip(s: &str, n: usize) -> String {
 
 type Time = DateTime<FixedOffset>;
 
+/// A moment, whatever offset it was written with (lanes only compare and subtract them).
+pub(crate) type Instant = DateTime<Utc>;
+
 fn parse_time(s: &str) -> Option<Time> {
     DateTime::parse_from_rfc3339(s).ok()
+}
+
+/// An entry's time as an [`Instant`], when it parses.
+pub(crate) fn parse_instant(s: &str) -> Option<Instant> {
+    parse_time(s).map(|t| t.with_timezone(&Utc))
 }
 
 /// Signed seconds as `T+1h02m`, `T+3m05s`, `T+12s`, `T−4s` (relative to the first dose).
@@ -264,11 +273,24 @@ footer{margin-top:30px;color:var(--muted);font-size:12px;border-top:1px solid va
 
 /// Render `report.html` from the journal and the anomalies found (may be empty).
 pub fn render(entries: &[Entry], anomalies: &[AnomalyLink]) -> String {
-    let run = outcome::gather(entries);
-    let outcomes = outcome::judge(entries);
-    let flow = flow::counts(entries);
-    let head = Head::of(entries);
-    let t0 = first_dose_time(entries);
+    let digest = super::digest::Digest::of_entries(entries);
+    let mut out = Vec::new();
+    render_to(&digest, anomalies, &mut out).expect("writing to memory");
+    String::from_utf8(out).expect("HTML is UTF-8")
+}
+
+/// [`render`] from a journal already read, written piece by piece (a long run's report is
+/// larger than it is worth holding).
+pub(crate) fn render_to(
+    digest: &super::digest::Digest,
+    anomalies: &[AnomalyLink],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let run = &digest.run;
+    let outcomes = &digest.outcomes;
+    let flow = flow::counts_of(run, outcomes);
+    let head = &digest.head;
+    let t0 = head.first_dose_time();
 
     let mut h = String::new();
     let title = format!(
@@ -282,30 +304,30 @@ pub fn render(entries: &[Entry], anomalies: &[AnomalyLink]) -> String {
          <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n",
         esc(&title)
     );
-    header(&mut h, &head, &run, &outcomes, t0.as_ref());
+    header(&mut h, head, run, outcomes, t0.as_ref());
     consort(&mut h, &flow);
-    baseline(&mut h, &run, &outcomes);
-    timelines(&mut h, entries, &run, &outcomes, t0.as_ref(), anomalies);
-    outcomes_section(&mut h, &run, &outcomes);
-    adverse(&mut h, entries, &run);
-    anomalies_section(&mut h, &run, anomalies);
+    baseline(&mut h, run, outcomes);
+    timelines(&mut h, digest, t0.as_ref(), anomalies, out)?;
+    outcomes_section(&mut h, run, outcomes);
+    adverse(&mut h, &digest.adverse_events, run);
+    anomalies_section(&mut h, run, anomalies);
     let _ = write!(
         h,
         "<footer>A projection of <code>journal.jsonl</code> ({} events, last seq {}); \
          regenerate with <code>lab report RUN_DIR</code>. Columns and outcome rules: \
          <code>docs/reports.md</code>.</footer>\n</main>\n</body>\n</html>\n",
-        entries.len(),
-        entries.last().map(|e| e.seq).unwrap_or(0)
+        head.events, head.last_seq
     );
-    h
+    out.write_all(h.as_bytes())
 }
 
-/// The run-level facts of the header.
+/// The run-level facts of the header, and what the timelines need of the whole journal,
+/// gathered one entry at a time ([`Head::push`]).
 #[derive(Default)]
-struct Head {
+pub(crate) struct Head {
     trial_id: Option<String>,
     protocol_sha256: Option<String>,
-    lab_version: Option<String>,
+    pub(crate) lab_version: Option<String>,
     started: Option<String>,
     last: Option<String>,
     resumed: usize,
@@ -315,76 +337,99 @@ struct Head {
     notes: Vec<(u64, String, String, String, String, String)>,
     consent: Option<String>,
     stop_rules: Vec<(String, String)>,
+    /// Entries, and the seq of the last one.
+    events: usize,
+    last_seq: u64,
+    /// Times of the first `DoseEnqueued`, the first `DoseIntent`, the first entry.
+    first_enqueued: Option<String>,
+    first_intent: Option<String>,
+    /// Earliest and latest parseable entry times.
+    earliest: Option<Instant>,
+    latest: Option<Instant>,
 }
 
 impl Head {
-    fn of(entries: &[Entry]) -> Head {
-        let mut h = Head {
-            started: entries.first().map(|e| e.at.clone()),
-            last: entries.last().map(|e| e.at.clone()),
-            ..Head::default()
-        };
-        for e in entries {
-            match &e.event {
-                Event::RunStarted {
-                    trial_id,
-                    protocol_sha256,
-                    lab_version,
-                    ..
-                } if h.trial_id.is_none() => {
-                    h.trial_id = Some(trial_id.clone());
-                    h.protocol_sha256 = Some(protocol_sha256.clone());
-                    h.lab_version = Some(lab_version.clone());
-                }
-                Event::RunResumed { .. } => {
-                    h.resumed += 1;
-                    h.finished = false;
-                }
-                Event::RunInterrupted => h.interrupted += 1,
-                Event::RunFinished => h.finished = true,
-                Event::ConsentGiven { by, udids } => {
-                    h.consent = Some(format!("given by {by} for {} device(s)", udids.len()));
-                }
-                Event::ConsentRefused { reason } => {
-                    h.consent = Some(format!("refused: {reason}"));
-                }
-                Event::StopRuleTriggered { rule, message } => {
-                    h.stop_rules.push((rule.clone(), message.clone()));
-                }
-                Event::Observation {
-                    udid: None,
-                    source,
-                    kind,
-                    key,
-                    value,
-                } => {
-                    if kind == FEED_HASH_KIND {
-                        h.feeds.push((key.clone(), value.clone()));
-                    } else {
-                        h.notes.push((
-                            e.seq,
-                            e.at.clone(),
-                            source.clone(),
-                            kind.clone(),
-                            key.clone(),
-                            value.clone(),
-                        ));
-                    }
-                }
-                _ => {}
-            }
+    /// Take in the next entry; `at` is its time, parsed.
+    pub(crate) fn push(&mut self, e: &Entry, at: Option<Instant>) {
+        let h = self;
+        if h.events == 0 {
+            h.started = Some(e.at.clone());
         }
-        h
+        h.events += 1;
+        h.last_seq = e.seq;
+        match &mut h.last {
+            Some(l) => l.clone_from(&e.at),
+            None => h.last = Some(e.at.clone()),
+        }
+        if let Some(t) = at {
+            h.earliest = Some(h.earliest.map_or(t, |x| x.min(t)));
+            h.latest = Some(h.latest.map_or(t, |x| x.max(t)));
+        }
+        match &e.event {
+            Event::RunStarted {
+                trial_id,
+                protocol_sha256,
+                lab_version,
+                ..
+            } if h.trial_id.is_none() => {
+                h.trial_id = Some(trial_id.clone());
+                h.protocol_sha256 = Some(protocol_sha256.clone());
+                h.lab_version = Some(lab_version.clone());
+            }
+            Event::RunResumed { .. } => {
+                h.resumed += 1;
+                h.finished = false;
+            }
+            Event::RunInterrupted => h.interrupted += 1,
+            Event::RunFinished => h.finished = true,
+            Event::ConsentGiven { by, udids } => {
+                h.consent = Some(format!("given by {by} for {} device(s)", udids.len()));
+            }
+            Event::ConsentRefused { reason } => {
+                h.consent = Some(format!("refused: {reason}"));
+            }
+            Event::StopRuleTriggered { rule, message } => {
+                h.stop_rules.push((rule.clone(), message.clone()));
+            }
+            Event::Observation {
+                udid: None,
+                source,
+                kind,
+                key,
+                value,
+            } => {
+                if kind == FEED_HASH_KIND {
+                    h.feeds.push((key.clone(), value.clone()));
+                } else {
+                    h.notes.push((
+                        e.seq,
+                        e.at.clone(),
+                        source.clone(),
+                        kind.clone(),
+                        key.clone(),
+                        value.clone(),
+                    ));
+                }
+            }
+            Event::DoseEnqueued { .. } if h.first_enqueued.is_none() => {
+                h.first_enqueued = Some(e.at.clone());
+            }
+            Event::DoseIntent { .. } if h.first_intent.is_none() => {
+                h.first_intent = Some(e.at.clone());
+            }
+            _ => {}
+        }
     }
-}
 
-/// Time zero: the first dose's `DoseEnqueued` (else its first `DoseIntent`, else the first event).
-fn first_dose_time(entries: &[Entry]) -> Option<Time> {
-    let find = |f: fn(&Event) -> bool| entries.iter().find(|e| f(&e.event));
-    find(|e| matches!(e, Event::DoseEnqueued { .. }))
-        .or_else(|| find(|e| matches!(e, Event::DoseIntent { .. })))
-        .or_else(|| entries.first())
-        .and_then(|e| parse_time(&e.at))
+    /// Time zero: the first dose's `DoseEnqueued` (else its first `DoseIntent`, else the first
+    /// event).
+    fn first_dose_time(&self) -> Option<Time> {
+        self.first_enqueued
+            .as_deref()
+            .or(self.first_intent.as_deref())
+            .or(self.started.as_deref())
+            .and_then(parse_time)
+    }
 }
 
 fn device_name(d: &Facts) -> String {
@@ -937,111 +982,120 @@ fn baseline(h: &mut String, run: &RunFacts, outcomes: &[DeviceOutcome]) {
 // ---------------------------------------------------------------------------------------------
 // Swimlanes.
 
+/// One journal entry as a device's lane reads it: the entries of the device and the run-level
+/// ones (`journal::by_device`) whose time parses, reduced to what [`lane_data`] looks at.
+#[derive(Debug)]
+pub(crate) struct LaneEv {
+    pub seq: u64,
+    pub at: Instant,
+    pub kind: LaneKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum LaneKind {
+    Discovered,
+    Eligibility(bool),
+    Command(Rc<str>),
+    /// `DoseEnqueued` (ok) or `DoseFailed`/`DoseUncertain` of a command.
+    Dose {
+        uuid: Box<str>,
+        ok: bool,
+    },
+    /// An `MdmResult`: its time (`received_at` when it parses) and request type (its own, else
+    /// that of the device's command with its CommandUUID sent so far).
+    Answer {
+        at: Instant,
+        request_type: Option<Rc<str>>,
+        answer: LaneAnswer,
+    },
+    Reprobe {
+        attached: bool,
+    },
+    /// source, kind, key, value.
+    Observation(Box<[String; 4]>),
+    FollowUpEnded,
+    /// Any other entry of the device, or a run-level one.
+    Other,
+}
+
+/// Which answer: the device's `answers[i]` once it was discovered, else the answer's own
+/// status and CommandUUID.
+#[derive(Debug)]
+pub(crate) enum LaneAnswer {
+    Fact(u32),
+    Early(Box<(Rc<str>, Box<str>)>),
+}
+
 /// What one device's lane shows, in journal order.
 #[derive(Default)]
 struct LaneData {
     /// (time, status) changes.
-    changes: Vec<(Time, Status)>,
-    end: Option<Time>,
+    changes: Vec<(Instant, Status)>,
+    end: Option<Instant>,
     /// (time, step, install action, ok).
-    doses: Vec<(Time, u32, String, bool)>,
+    doses: Vec<(Instant, u32, String, bool)>,
     /// (time, request type).
-    commands: Vec<(Time, String)>,
+    commands: Vec<(Instant, Rc<str>)>,
     /// (time, request type, status).
-    answers: Vec<(Time, String, String)>,
+    answers: Vec<(Instant, Rc<str>, Rc<str>)>,
     /// (time, source, kind, key, value, seq).
-    observations: Vec<(Time, String, String, String, String, u64)>,
+    observations: Vec<(Instant, String, String, String, String, u64)>,
 }
 
-fn lane_data(entries: &[&Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
+fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
     let mut l = LaneData::default();
     let mut base = Status::Enrolled;
     let mut detached = false;
     let mut dosed = false;
-    let downloaded: Vec<u64> = d.downloaded.iter().map(|x| x.0).collect();
-    let statuses: HashMap<u64, &str> = d
-        .update_statuses
-        .iter()
-        .map(|(s, v)| (*s, v.as_str()))
-        .collect();
+    let downloaded: HashSet<u64> = d.downloaded.iter().map(|x| x.0).collect();
+    let statuses: HashMap<u64, &str> = d.update_statuses.iter().map(|(s, v)| (*s, &**v)).collect();
+    let mut builds: HashMap<u64, &outcome::BuildSeen> = HashMap::new();
+    for b in &d.builds {
+        builds.entry(b.seq).or_insert(b);
+    }
     let dose_uuids = d.dose_uuids();
-    let mut request_types: HashMap<&str, &str> = HashMap::new();
-    for e in entries {
-        let Some(at) = parse_time(&e.at) else {
-            continue;
-        };
-        let mine = |u: &str| u == d.udid;
+    let unknown: Rc<str> = Rc::from("unknown");
+    for e in events {
+        let at = e.at;
         let mut at_used = at;
-        match &e.event {
-            Event::EligibilityAssessed { udid, eligible, .. } if mine(udid) => {
+        match &e.kind {
+            LaneKind::Eligibility(eligible) => {
                 base = if *eligible {
                     Status::Eligible
                 } else {
                     Status::Excluded
                 };
             }
-            Event::DoseIntent {
-                udid,
-                command_uuid,
-                request_type,
-                ..
-            } if mine(udid) => {
-                request_types.insert(command_uuid, request_type);
-            }
-            Event::CommandSent {
-                udid,
-                command_uuid,
-                request_type,
-            } if mine(udid) => {
-                request_types.insert(command_uuid, request_type);
+            LaneKind::Command(request_type) => {
                 l.commands.push((at, request_type.clone()));
             }
-            Event::UpdatesOffered {
-                udid, command_uuid, ..
-            } if mine(udid) => {
-                request_types.insert(command_uuid, "AvailableOSUpdates");
-            }
-            Event::DoseEnqueued {
-                udid, command_uuid, ..
-            }
-            | Event::DoseFailed {
-                udid, command_uuid, ..
-            }
-            | Event::DoseUncertain {
-                udid, command_uuid, ..
-            } if mine(udid) => {
-                let ok = matches!(e.event, Event::DoseEnqueued { .. });
-                if let Some(i) = d.intents.iter().find(|i| &i.command_uuid == command_uuid) {
-                    l.doses.push((at, i.step, i.install_action.clone(), ok));
+            LaneKind::Dose { uuid, ok } => {
+                if let Some(i) = d.intents.iter().find(|i| *i.command_uuid == **uuid) {
+                    l.doses.push((at, i.step, i.install_action.clone(), *ok));
                 }
-                if ok && !dosed {
+                if *ok && !dosed {
                     dosed = true;
                     base = Status::Dosed;
                 }
             }
-            Event::MdmResult {
-                udid,
-                command_uuid,
+            LaneKind::Answer {
+                at: received,
                 request_type,
-                status,
-                received_at,
-                ..
-            } if mine(udid) => {
-                if let Some(t) = parse_time(received_at) {
-                    at_used = t;
-                }
-                let rt = request_type
-                    .clone()
-                    .or_else(|| {
-                        request_types
-                            .get(command_uuid.as_str())
-                            .map(|s| s.to_string())
-                    })
-                    .unwrap_or_else(|| "unknown".into());
+                answer,
+            } => {
+                at_used = *received;
+                let (status, uuid) = match answer {
+                    LaneAnswer::Fact(i) => {
+                        let a = &d.answers[*i as usize];
+                        (&a.status, &a.command_uuid)
+                    }
+                    LaneAnswer::Early(x) => (&x.0, &x.1),
+                };
+                let rt = request_type.clone().unwrap_or_else(|| unknown.clone());
                 l.answers.push((at_used, rt, status.clone()));
                 detached = false;
-                if dose_uuids.contains(command_uuid.as_str())
-                    && matches!(status.as_str(), "Error" | "CommandFormatError")
+                if dose_uuids.contains(&**uuid)
+                    && matches!(&**status, "Error" | "CommandFormatError")
                     && !matches!(base, Status::Updated | Status::WrongVersion)
                 {
                     base = Status::Error;
@@ -1058,16 +1112,11 @@ fn lane_data(entries: &[&Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
                     }
                 }
             }
-            Event::DeviceReprobed { udid, attached, .. } if mine(udid) => {
+            LaneKind::Reprobe { attached } => {
                 detached = !*attached;
             }
-            Event::Observation {
-                udid: Some(udid),
-                source,
-                kind,
-                key,
-                value,
-            } if mine(udid) => {
+            LaneKind::Observation(o) => {
+                let [source, kind, key, value] = &**o;
                 l.observations.push((
                     at,
                     source.clone(),
@@ -1077,13 +1126,13 @@ fn lane_data(entries: &[&Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
                     e.seq,
                 ));
             }
-            Event::FollowUpEnded { udid, .. } if mine(udid) => {
+            LaneKind::FollowUpEnded => {
                 l.end = Some(at);
             }
-            _ => {}
+            LaneKind::Discovered | LaneKind::Other => {}
         }
         // A build report after the dose settles the status.
-        if dosed && let Some(b) = d.builds.iter().find(|b| b.seq == e.seq) {
+        if dosed && let Some(b) = builds.get(&e.seq) {
             if o.target_build.as_deref() == Some(b.build.as_str())
                 || (o.target_build.is_none()
                     && o.starting_build.as_deref().is_some_and(|s| s != b.build))
@@ -1096,7 +1145,7 @@ fn lane_data(entries: &[&Entry], d: &Facts, o: &DeviceOutcome) -> LaneData {
         let now = if detached { Status::Detached } else { base };
         match l.changes.last() {
             None => {
-                if matches!(&e.event, Event::DeviceDiscovered { udid, .. } if mine(udid)) {
+                if matches!(e.kind, LaneKind::Discovered) {
                     l.changes.push((at, now));
                 }
             }
@@ -1128,20 +1177,19 @@ const PLOT_R: f64 = 1188.0;
 
 fn timelines(
     h: &mut String,
-    entries: &[Entry],
-    run: &RunFacts,
-    outcomes: &[DeviceOutcome],
+    digest: &super::digest::Digest,
     t0: Option<&Time>,
     anomalies: &[AnomalyLink],
-) {
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let (run, outcomes) = (&digest.run, &digest.outcomes);
     h.push_str("<section id=\"timelines\">\n<h2>Device timelines</h2>\n");
-    let times: Vec<Time> = entries.iter().filter_map(|e| parse_time(&e.at)).collect();
-    let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else {
+    let (Some(first), Some(last)) = (&digest.head.earliest, &digest.head.latest) else {
         h.push_str("<p>No events.</p>\n</section>\n");
-        return;
+        return Ok(());
     };
-    let t0 = t0.copied().unwrap_or(*first);
-    let secs = |t: &Time| (*t - t0).num_milliseconds() as f64 / 1000.0;
+    let t0 = t0.map(|t| t.with_timezone(&Utc)).unwrap_or(*first);
+    let secs = |t: &Instant| (*t - t0).num_milliseconds() as f64 / 1000.0;
     let lo = secs(first).min(0.0);
     let hi = secs(last).max(lo + 1.0);
     let span = hi - lo;
@@ -1168,13 +1216,11 @@ fn timelines(
          <b style=\"color:#7b8794\">NotNow</b></span><span>▲ observation (orange: operator)</span><span>┃ follow-up ended (then the last status, faded)</span></div>\n",
     );
     let step = tick_step(span);
-    let per_device = crate::trial::journal::by_device(entries);
     for (i, (d, o)) in run.devices.iter().zip(outcomes).enumerate() {
-        let mine = per_device
-            .get(d.udid.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let l = lane_data(mine, d, o);
+        // What is written so far goes out before each lane: a long run has a million answers.
+        out.write_all(h.as_bytes())?;
+        h.clear();
+        let l = lane_data(&digest.lane(i), d, o);
         let _ = write!(
             h,
             "<section class=\"lane\" id=\"dev-{}\" data-udid=\"{}\">\n<header><h3>{}. {}</h3>",
@@ -1419,6 +1465,7 @@ fn timelines(
         h.push_str("</section>\n");
     }
     h.push_str("</section>\n");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1530,9 +1577,8 @@ fn outcomes_section(h: &mut String, run: &RunFacts, outcomes: &[DeviceOutcome]) 
     h.push_str("</tbody></table>\n</section>\n");
 }
 
-fn adverse(h: &mut String, entries: &[Entry], run: &RunFacts) {
+fn adverse(h: &mut String, text: &str, run: &RunFacts) {
     h.push_str("<section id=\"adverse-events\">\n<h2>Adverse events</h2>\n");
-    let text = adverse_events::render(entries);
     let mut r = csv::ReaderBuilder::new().from_reader(text.as_bytes());
     let header: Vec<String> = r
         .headers()

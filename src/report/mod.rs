@@ -8,12 +8,13 @@
 
 pub mod adverse_events;
 pub mod devices;
+mod digest;
 pub mod flow;
 pub mod html;
 pub mod observations;
 pub mod radar;
 
-use crate::trial::journal::{self, Entry, JournalError};
+use crate::trial::journal::{Entry, JournalError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,7 +45,11 @@ pub const HTML_REPORT: &str = "report.html";
 
 /// The anomalies of a run as links for the HTML report.
 pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
-    crate::evidence::anomalies::detect(entries)
+    links(crate::evidence::anomalies::detect(entries))
+}
+
+fn links(anomalies: Vec<crate::evidence::Anomaly>) -> Vec<html::AnomalyLink> {
+    anomalies
         .into_iter()
         .map(|a| html::AnomalyLink {
             id: a.detector.to_string(),
@@ -60,21 +65,42 @@ pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
 /// it, each through a temporary file and a rename so no report is ever half-written: the CSV
 /// projections, then the radar drafts (`radar/`, removed and written anew each time, absent when
 /// no detector fired; their steps come from the run folder's frozen `protocol.yaml`).
+///
+/// The journal is read once, as a stream (see `digest`): `observations.csv` is written while it
+/// is read, the other reports from what the pass kept.
 pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    let loaded = journal::read(&run_dir.join("journal.jsonl"))?;
-    let mut written = Vec::new();
-    for (name, render) in CSV_REPORTS {
-        let path = run_dir.join(name);
-        write_atomic(&path, render(&loaded.entries).as_bytes())?;
-        written.push(path);
-    }
-    let protocol = std::fs::read_to_string(run_dir.join("protocol.yaml")).ok();
-    let drafts = radar::render(&loaded.entries, protocol.as_deref());
-    let dir = run_dir.join(radar::DIR);
+    let journal_path = run_dir.join("journal.jsonl");
+    let obs_path = run_dir.join(CSV_REPORTS[1].0);
+    let obs_tmp = tmp_path(&obs_path);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Io { path, source }
     };
+    let mut obs = create_private(&obs_tmp).map_err(io(&obs_tmp))?;
+    let digest = match digest::Digest::read(&journal_path, &mut obs) {
+        Ok(d) => d,
+        Err(e) => {
+            drop(obs);
+            let _ = std::fs::remove_file(&obs_tmp);
+            return Err(e);
+        }
+    };
+    let mut batch = Batch::default();
+    batch.write(&run_dir.join(CSV_REPORTS[0].0), |w| {
+        w.write_all(devices::render_of(&digest.run, &digest.outcomes).as_bytes())
+    })?;
+    batch.adopt(obs, obs_tmp, obs_path);
+    let flow = flow::counts_of(&digest.run, &digest.outcomes);
+    batch.write(&run_dir.join(CSV_REPORTS[2].0), |w| {
+        w.write_all(flow::render_flow(&flow).as_bytes())
+    })?;
+    batch.write(&run_dir.join(CSV_REPORTS[3].0), |w| {
+        w.write_all(digest.adverse_events.as_bytes())
+    })?;
+
+    let protocol = std::fs::read_to_string(run_dir.join("protocol.yaml")).ok();
+    let drafts = radar::render_digest(&digest, protocol.as_deref(), None)?;
+    let dir = run_dir.join(radar::DIR);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
@@ -88,33 +114,85 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
                 .create(parent)
                 .map_err(io(parent))?;
         }
-        write_atomic(&path, &bytes)?;
-        written.push(path);
+        batch.write(&path, |w| w.write_all(&bytes))?;
     }
     // The HTML report links every anomaly to its draft.
-    let links = anomaly_links(&loaded.entries);
-    let path = run_dir.join(HTML_REPORT);
-    write_atomic(&path, html::render(&loaded.entries, &links).as_bytes())?;
-    written.push(path);
-    Ok(written)
+    let links = links(digest.findings.anomalies());
+    batch.write(&run_dir.join(HTML_REPORT), |w| {
+        html::render_to(&digest, &links, w)
+    })?;
+    batch.commit(run_dir)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+fn tmp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("report");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = create_private(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Reports written under temporary names, made durable, then renamed into place, in order.
+/// A run's reports can be a thousand radar attachments: one filesystem sync for all of them
+/// (`syncfs`, on Linux) instead of a disk flush per file, with the same guarantee that no file
+/// is renamed into place before its bytes are on disk.
+#[derive(Default)]
+struct Batch {
+    /// (temporary, final) paths.
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Batch {
+    fn write(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), ReportError> {
+        let io = |source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = tmp_path(path);
+        let f = create_private(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        write(&mut w).map_err(io)?;
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        self.adopt(f, tmp, path.to_path_buf());
+        Ok(())
+    }
+
+    /// A report already written to `tmp` through `f`.
+    fn adopt(&mut self, f: std::fs::File, tmp: PathBuf, path: PathBuf) {
+        #[cfg(not(target_os = "linux"))]
+        let _ = f.sync_all();
+        drop(f);
+        self.files.push((tmp, path));
+    }
+
+    /// Make every file durable, then rename them into place; the final paths, in order.
+    fn commit(self, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReportError::Io { path, source }
+        };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let d = std::fs::File::open(dir).map_err(io(dir))?;
+            // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+            if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+                return Err(io(dir)(std::io::Error::last_os_error()));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = dir;
+        let mut written = Vec::with_capacity(self.files.len());
+        for (tmp, path) in self.files {
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
 }
 
 /// Create (or truncate) a file only its owner can read: run folders hold device identities and
@@ -284,6 +362,61 @@ mod tests {
         std::fs::write(dir.path().join("journal.jsonl"), journal_text(&clean)).unwrap();
         assert_eq!(write_all(dir.path()).unwrap().len(), 5);
         assert!(!dir.path().join("radar").exists());
+    }
+
+    /// A streamed read labels an answer with the commands seen so far; when a command is
+    /// journalled after an answer to it, the reports must still be those of the whole journal.
+    #[test]
+    fn an_answer_journalled_before_its_command_reads_as_the_whole_journal_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = sample();
+        j.result("U1", "S9", None, "Acknowledged", |d| {
+            let mut item = plist::Dictionary::new();
+            item.insert("IsDownloaded".into(), Value::Integer(1.into()));
+            item.insert("Status".into(), "Downloading".into());
+            d.insert(
+                "OSUpdateStatus".into(),
+                Value::Array(vec![Value::Dictionary(item)]),
+            );
+        });
+        j.push(crate::trial::journal::Event::CommandSent {
+            udid: "U1".into(),
+            command_uuid: "S9".into(),
+            request_type: "OSUpdateStatus".into(),
+        });
+        std::fs::write(dir.path().join("journal.jsonl"), journal_text(&j)).unwrap();
+        let paths = write_all(dir.path()).unwrap();
+        let obs = std::fs::read_to_string(&paths[1]).unwrap();
+        assert_eq!(obs, observations::render(&j.entries));
+        assert!(obs.contains("OSUpdateStatus[0].IsDownloaded"), "{obs}");
+        assert_eq!(
+            std::fs::read_to_string(paths.last().unwrap()).unwrap(),
+            html::render(&j.entries, &anomaly_links(&j.entries))
+        );
+        for ((name, render), path) in CSV_REPORTS.iter().zip(&paths) {
+            assert_eq!(
+                render(&j.entries),
+                std::fs::read_to_string(path).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_journal_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = journal_text(&sample());
+        text.push_str("not json\n{\"seq\":99}\n");
+        std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
+        assert!(matches!(
+            write_all(dir.path()),
+            Err(ReportError::Journal(JournalError::Corrupt { .. }))
+        ));
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["journal.jsonl".to_string()]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `observations.csv`: the observation series — every MDM answer, USB re-probe and
 //! operator/harness observation, in journal order, each pointing back at its journal line.
 
-use super::{seq_ref, to_csv};
+use super::seq_ref;
 use crate::mdm::report::{Report, lenient_bool, lenient_real, query_responses};
 use crate::plist_util::type_name;
 use crate::trial::journal::{Entry, Event};
 use crate::trial::outcome::decode_report;
 use plist::Value;
+use std::fmt::Write as _;
 
 pub const HEADER: [&str; 9] = [
     "time",
@@ -20,29 +21,36 @@ pub const HEADER: [&str; 9] = [
     "raw_ref",
 ];
 
-struct Rows<'a> {
-    rows: Vec<Vec<String>>,
-    time: String,
-    udid: &'a str,
-    source: &'a str,
-    kind: String,
-    command_uuid: &'a str,
-    r: String,
+/// Writes the rows of one journal event at a time (the series of a long run does not fit in
+/// memory as rows of strings).
+pub(crate) struct Sink<W: std::io::Write> {
+    w: csv::Writer<W>,
 }
 
-impl Rows<'_> {
-    fn push(&mut self, key: &str, value: String, raw_type: &str) {
-        self.rows.push(vec![
-            self.time.clone(),
-            self.udid.to_string(),
-            self.source.to_string(),
-            self.kind.clone(),
-            key.to_string(),
+/// The cells every row of one event shares.
+struct Rows<'a, W: std::io::Write> {
+    w: &'a mut csv::Writer<W>,
+    time: &'a str,
+    udid: &'a str,
+    source: &'a str,
+    kind: &'a str,
+    command_uuid: &'a str,
+    r: &'a str,
+}
+
+impl<W: std::io::Write> Rows<'_, W> {
+    fn push(&mut self, key: &str, value: &str, raw_type: &str) -> csv::Result<()> {
+        self.w.write_record([
+            self.time,
+            self.udid,
+            self.source,
+            self.kind,
+            key,
             value,
-            raw_type.to_string(),
-            self.command_uuid.to_string(),
-            self.r.clone(),
-        ]);
+            raw_type,
+            self.command_uuid,
+            self.r,
+        ])
     }
 }
 
@@ -55,20 +63,21 @@ fn dicts<'a>(report: &'a Report, key: &str) -> Vec<&'a plist::Dictionary> {
         .unwrap_or_default()
 }
 
-fn s(d: &plist::Dictionary, k: &str) -> String {
-    d.get(k)
-        .and_then(Value::as_string)
-        .unwrap_or_default()
-        .to_string()
+fn s<'a>(d: &'a plist::Dictionary, k: &str) -> &'a str {
+    d.get(k).and_then(Value::as_string).unwrap_or_default()
 }
 
-fn mdm_rows(rows: &mut Rows, request_type: Option<&str>, status: &str, raw_b64: &str) {
-    rows.push("Status", status.to_string(), "");
-    let report = match decode_report(raw_b64) {
+fn mdm_rows<W: std::io::Write>(
+    rows: &mut Rows<W>,
+    request_type: Option<&str>,
+    status: &str,
+    report: &Result<Report, String>,
+) -> csv::Result<()> {
+    rows.push("Status", status, "")?;
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
-            rows.push("raw", format!("unreadable: {e}"), "");
-            return;
+            return rows.push("raw", &format!("unreadable: {e}"), "");
         }
     };
     for (i, e) in report.error_chain.iter().enumerate() {
@@ -81,100 +90,123 @@ fn mdm_rows(rows: &mut Rows, request_type: Option<&str>, status: &str, raw_b64: 
                 .or(e.localized_description.as_deref())
                 .unwrap_or("")
         );
-        rows.push(&format!("ErrorChain[{i}]"), v, "");
+        rows.push(&format!("ErrorChain[{i}]"), &v, "")?;
     }
     match request_type {
         Some("ScheduleOSUpdate") => {
-            for (i, d) in dicts(&report, "UpdateResults").into_iter().enumerate() {
+            for (i, d) in dicts(report, "UpdateResults").into_iter().enumerate() {
                 let v = format!(
                     "{}:{}:{}",
                     s(d, "ProductKey"),
                     s(d, "InstallAction"),
                     s(d, "Status")
                 );
-                rows.push(&format!("UpdateResults[{i}]"), v, "");
+                rows.push(&format!("UpdateResults[{i}]"), &v, "")?;
             }
         }
         Some("OSUpdateStatus") => {
-            for (i, d) in dicts(&report, "OSUpdateStatus").into_iter().enumerate() {
-                let k = |x: &str| format!("OSUpdateStatus[{i}].{x}");
-                rows.push(&k("ProductKey"), s(d, "ProductKey"), "");
-                rows.push(&k("Status"), s(d, "Status"), "");
+            let mut k = String::new();
+            for (i, d) in dicts(report, "OSUpdateStatus").into_iter().enumerate() {
+                let mut key = |x: &str| {
+                    k.clear();
+                    let _ = write!(k, "OSUpdateStatus[{i}].{x}");
+                    k.clone()
+                };
+                rows.push(&key("ProductKey"), s(d, "ProductKey"), "")?;
+                rows.push(&key("Status"), s(d, "Status"), "")?;
                 let pct = d.get("DownloadPercentComplete");
                 let v = lenient_real(pct, None)
                     .value
                     .map(|x| format!("{x:.4}"))
                     .unwrap_or_default();
                 rows.push(
-                    &k("DownloadPercentComplete"),
-                    v,
+                    &key("DownloadPercentComplete"),
+                    &v,
                     pct.map(type_name).unwrap_or("absent"),
-                );
+                )?;
                 let dl = d.get("IsDownloaded");
-                let v = lenient_bool(dl)
-                    .value
-                    .map(|b| b.to_string())
-                    .unwrap_or_default();
-                rows.push(&k("IsDownloaded"), v, dl.map(type_name).unwrap_or("absent"));
+                let v = match lenient_bool(dl).value {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "",
+                };
+                rows.push(
+                    &key("IsDownloaded"),
+                    v,
+                    dl.map(type_name).unwrap_or("absent"),
+                )?;
             }
         }
         Some("DeviceInformation") => {
-            if let Some(q) = query_responses(&report) {
+            if let Some(q) = query_responses(report) {
                 for key in ["OSVersion", "BuildVersion"] {
                     if let Some(v) = q.get(key) {
-                        rows.push(key, v.as_string().unwrap_or_default().into(), type_name(v));
+                        rows.push(key, v.as_string().unwrap_or_default(), type_name(v))?;
                     }
                 }
             }
         }
         Some("AvailableOSUpdates") => {
-            for (i, d) in dicts(&report, "AvailableOSUpdates").into_iter().enumerate() {
+            for (i, d) in dicts(report, "AvailableOSUpdates").into_iter().enumerate() {
                 let v = format!(
                     "{}:{}:{}",
                     s(d, "ProductKey"),
                     s(d, "Version"),
                     s(d, "Build")
                 );
-                rows.push(&format!("AvailableOSUpdates[{i}]"), v, "");
+                rows.push(&format!("AvailableOSUpdates[{i}]"), &v, "")?;
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
-pub fn render(entries: &[Entry]) -> String {
-    let request_types = crate::trial::journal::request_types(entries);
-    let mut all = Vec::new();
-    for e in entries {
+impl<W: std::io::Write> Sink<W> {
+    /// Start the file: the header row.
+    pub fn new(w: W) -> csv::Result<Sink<W>> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .buffer_capacity(1 << 16)
+            .from_writer(w);
+        w.write_record(HEADER)?;
+        Ok(Sink { w })
+    }
+
+    /// The rows of one entry; an `MdmResult` comes with its request type (its own, else the
+    /// one of its CommandUUID) and its decoded report.
+    pub fn event(
+        &mut self,
+        e: &Entry,
+        answer: Option<(Option<&str>, &Result<Report, String>)>,
+    ) -> csv::Result<()> {
         let r = seq_ref(e.seq);
         match &e.event {
             Event::MdmResult {
                 udid,
                 command_uuid,
-                request_type,
                 status,
-                raw_b64,
                 received_at,
+                ..
             } => {
-                let rt = request_type
-                    .as_deref()
-                    .or_else(|| request_types.get(command_uuid.as_str()).copied());
+                let Some((rt, report)) = answer else {
+                    return Ok(());
+                };
                 let time = if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
-                    received_at.clone()
+                    received_at
                 } else {
-                    e.at.clone()
+                    &e.at
                 };
                 let mut rows = Rows {
-                    rows: Vec::new(),
+                    w: &mut self.w,
                     time,
                     udid,
                     source: "mdm",
-                    kind: rt.unwrap_or("unknown").to_string(),
+                    kind: rt.unwrap_or("unknown"),
                     command_uuid,
-                    r,
+                    r: &r,
                 };
-                mdm_rows(&mut rows, rt, status, raw_b64);
-                all.extend(rows.rows);
+                mdm_rows(&mut rows, rt, status, report)?;
             }
             Event::DeviceReprobed {
                 udid,
@@ -184,25 +216,24 @@ pub fn render(entries: &[Entry]) -> String {
                 error,
             } => {
                 let mut rows = Rows {
-                    rows: Vec::new(),
-                    time: e.at.clone(),
+                    w: &mut self.w,
+                    time: &e.at,
                     udid,
                     source: "usb",
-                    kind: "reprobe".into(),
+                    kind: "reprobe",
                     command_uuid: "",
-                    r,
+                    r: &r,
                 };
-                rows.push("attached", attached.to_string(), "");
+                rows.push("attached", if *attached { "true" } else { "false" }, "")?;
                 for (k, v) in [
                     ("product_version", product_version),
                     ("build_version", build_version),
                     ("error", error),
                 ] {
                     if let Some(v) = v {
-                        rows.push(k, v.clone(), "");
+                        rows.push(k, v, "")?;
                     }
                 }
-                all.extend(rows.rows);
             }
             Event::Observation {
                 udid,
@@ -212,21 +243,51 @@ pub fn render(entries: &[Entry]) -> String {
                 value,
             } => {
                 let mut rows = Rows {
-                    rows: Vec::new(),
-                    time: e.at.clone(),
+                    w: &mut self.w,
+                    time: &e.at,
                     udid: udid.as_deref().unwrap_or(""),
                     source,
-                    kind: kind.clone(),
+                    kind,
                     command_uuid: "",
-                    r,
+                    r: &r,
                 };
-                rows.push(key, value.clone(), "");
-                all.extend(rows.rows);
+                rows.push(key, value, "")?;
             }
             _ => {}
         }
+        Ok(())
     }
-    to_csv(&HEADER, &all)
+
+    /// Flush the rows and hand back the writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        self.w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+pub fn render(entries: &[Entry]) -> String {
+    let request_types = crate::trial::journal::request_types(entries);
+    let mut sink = Sink::new(Vec::new()).expect("writing to memory");
+    for e in entries {
+        let report;
+        let mut answer = None;
+        if let Event::MdmResult {
+            command_uuid,
+            request_type,
+            raw_b64,
+            ..
+        } = &e.event
+        {
+            let rt = request_type
+                .as_deref()
+                .or_else(|| request_types.get(command_uuid.as_str()).copied());
+            report = decode_report(raw_b64);
+            answer = Some((rt, &report));
+        }
+        sink.event(e, answer).expect("writing to memory");
+    }
+    String::from_utf8(sink.finish().expect("writing to memory")).expect("CSV of strings is UTF-8")
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@
 //! Pure: the journal's entries and the text of the run's frozen `protocol.yaml` (for the steps)
 //! in, files out. No draft at all when no detector fired.
 
+use super::digest::{Digest, Raw};
 use crate::evidence::{self, Anomaly, Detector, Scope, Tally};
-use crate::trial::journal::{Entry, Event};
-use crate::trial::outcome::{Facts, RunFacts, gather};
+use crate::trial::journal::{Entry, JournalError};
+use crate::trial::outcome::{Facts, RunFacts};
 use crate::trial::protocol::{Protocol, TargetSpec, UntilSpec};
-use base64::Engine;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -22,21 +22,37 @@ pub const DIR: &str = "radar";
 
 /// Every draft and attachment: (path relative to the run folder, bytes), in a stable order.
 pub fn render(entries: &[Entry], protocol_yaml: Option<&str>) -> Vec<(PathBuf, Vec<u8>)> {
-    let anomalies = evidence::detect(entries);
+    let digest = Digest::of_entries(entries);
+    render_digest(&digest, protocol_yaml, Some(entries)).expect("entries in memory are read")
+}
+
+/// [`render`] from a journal already read: the attachments are read again from the journal
+/// (from `entries` when the digest was made from entries in memory).
+pub(crate) fn render_digest(
+    digest: &Digest,
+    protocol_yaml: Option<&str>,
+    entries: Option<&[Entry]>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, JournalError> {
+    let anomalies = digest.findings.anomalies();
     if anomalies.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let tallies = evidence::situations(entries);
-    let run = gather(entries);
+    let tallies = digest.findings.tallies();
+    let run = &digest.run;
     let protocol: Option<Protocol> =
         protocol_yaml.and_then(|t| crate::input::parse_yaml(Path::new("protocol.yaml"), t).ok());
-    let raw = raw_plists(entries);
-    let lab_version = entries.iter().find_map(|e| match &e.event {
-        Event::RunStarted { lab_version, .. } => Some(lab_version.clone()),
-        _ => None,
-    });
+    let seqs: BTreeSet<u64> = anomalies
+        .iter()
+        .flat_map(|a| a.responses.iter().copied())
+        .collect();
+    let commands: BTreeSet<(String, String)> = anomalies
+        .iter()
+        .filter_map(|a| Some((a.udid.clone(), a.command_uuid.clone()?)))
+        .collect();
+    let raw = digest.raw.fetch(entries, &seqs, &commands)?;
+    let lab_version = digest.head.lab_version.clone();
     let ctx = Ctx {
-        run: &run,
+        run,
         protocol: protocol.as_ref(),
         raw: &raw,
         lab_version,
@@ -66,7 +82,7 @@ pub fn render(entries: &[Entry], protocol_yaml: Option<&str>) -> Vec<(PathBuf, V
         ));
     }
     out.extend(attachments);
-    out
+    Ok(out)
 }
 
 struct Ctx<'a> {
@@ -74,56 +90,6 @@ struct Ctx<'a> {
     protocol: Option<&'a Protocol>,
     raw: &'a Raw,
     lab_version: Option<String>,
-}
-
-/// Raw bytes in the journal: answers by seq, commands by (udid, CommandUUID).
-#[derive(Default)]
-struct Raw {
-    answers: HashMap<u64, Vec<u8>>,
-    commands: HashMap<(String, String), (String, Vec<u8>)>,
-}
-
-fn b64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()
-}
-
-fn raw_plists(entries: &[Entry]) -> Raw {
-    let mut r = Raw::default();
-    for e in entries {
-        match &e.event {
-            Event::MdmResult { raw_b64, .. } => {
-                if let Some(b) = b64(raw_b64) {
-                    r.answers.insert(e.seq, b);
-                }
-            }
-            Event::UpdatesOffered { updates, .. } => {
-                if let Some(b) = updates
-                    .get("raw_b64")
-                    .and_then(|v| v.as_str())
-                    .and_then(b64)
-                {
-                    r.answers.insert(e.seq, b);
-                }
-            }
-            Event::DoseIntent {
-                udid,
-                command_uuid,
-                request_type,
-                command_b64,
-                ..
-            } => {
-                if let Some(b) = b64(command_b64) {
-                    r.commands
-                        .entry((udid.clone(), command_uuid.clone()))
-                        .or_insert((request_type.clone(), b));
-                }
-            }
-            _ => {}
-        }
-    }
-    r
 }
 
 /// A file-name-safe piece.
@@ -581,6 +547,8 @@ fn steps(det: &Detector, affected: &[&Facts], ctx: &Ctx) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::digest::b64;
+    use crate::trial::journal::Event;
     use crate::trial::outcome::testkit::J;
     use plist::Value;
 

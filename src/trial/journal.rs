@@ -268,13 +268,39 @@ pub struct Loaded {
 }
 
 pub fn read(path: &Path) -> Result<Loaded, JournalError> {
+    let mut entries = Vec::new();
+    let tail = stream(path, |_, e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    Ok(Loaded {
+        entries,
+        torn_tail: tail.torn_tail,
+        valid_len: tail.valid_len,
+    })
+}
+
+/// How a streamed journal ended (see [`stream`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tail {
+    pub torn_tail: Option<String>,
+    pub valid_len: u64,
+}
+
+/// Read a journal one line at a time, handing each entry and the byte offset of its line to
+/// `each`, in order, without holding the journal in memory (a long run's journal is larger than
+/// what a report needs of it). Same rules as [`read`]: a torn last line is returned, not handed
+/// on; a corrupt line or another schema is an error.
+pub fn stream(
+    path: &Path,
+    mut each: impl FnMut(u64, Entry) -> Result<(), JournalError>,
+) -> Result<Tail, JournalError> {
     let io = |source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     };
     let f = File::open(path).map_err(io)?;
-    let mut r = BufReader::new(f);
-    let mut entries = Vec::new();
+    let mut r = BufReader::with_capacity(1 << 16, f);
     let mut valid_len = 0u64;
     let mut torn_tail = None;
     let mut line = String::new();
@@ -301,7 +327,7 @@ pub fn read(path: &Path) -> Result<Loaded, JournalError> {
                         found: *schema,
                     });
                 }
-                entries.push(e);
+                each(valid_len, e)?;
                 valid_len += got as u64;
             }
             Err(e) => {
@@ -313,10 +339,27 @@ pub fn read(path: &Path) -> Result<Loaded, JournalError> {
             }
         }
     }
-    Ok(Loaded {
-        entries,
+    Ok(Tail {
         torn_tail,
         valid_len,
+    })
+}
+
+/// The entry on the line that starts at byte `offset` (as [`stream`] gave it).
+pub fn entry_at(path: &Path, offset: u64) -> Result<Entry, JournalError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(f).read_line(&mut line).map_err(io)?;
+    serde_json::from_str(line.trim_end()).map_err(|e| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        line: 0,
+        reason: format!("at byte {offset}: {e}"),
     })
 }
 

@@ -8,4 +8,5 @@ pub mod ledger;
 pub mod outcome;
 pub mod progress;
 pub mod protocol;
+mod report_xml;
 pub mod runner;

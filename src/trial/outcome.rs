@@ -24,12 +24,14 @@
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
 use crate::mdm::report::{
-    Report, ReportStatus, os_update_status, parse_report, query_responses, update_results,
+    ErrorChainItem, Report, ReportStatus, UpdateResult, available_os_updates, lenient_bool,
+    lenient_real, os_update_status, parse_report, query_responses, update_results,
 };
 use crate::trial::journal::{Entry, Event, Reason};
 use base64::Engine;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 
 /// How many ScheduleOSUpdate steps an arm may have at most (a first command and an optional
 /// `follow_up_step`, see `protocol::ArmSpec`): the journal does not carry the arm's shape.
@@ -131,10 +133,14 @@ pub fn judge_with_arm_steps(
     entries: &[Entry],
     arm_steps: &BTreeMap<String, u32>,
 ) -> Vec<DeviceOutcome> {
-    let run = gather(entries);
+    judge_run(&gather(entries), arm_steps)
+}
+
+/// [`judge_with_arm_steps`] over facts already gathered.
+pub(crate) fn judge_run(run: &RunFacts, arm_steps: &BTreeMap<String, u32>) -> Vec<DeviceOutcome> {
     run.devices
         .iter()
-        .map(|d| judge_device(d, &run, arm_steps))
+        .map(|d| judge_device(d, run, arm_steps))
         .collect()
 }
 
@@ -156,19 +162,198 @@ pub(crate) struct Intent {
     pub uncertain: Option<(u64, String)>,
 }
 
-/// An MDM answer of this device.
+/// An MDM answer of this device. The raw plist is not kept: it is read once, when the journal
+/// is, and reduced to [`ReportFacts`] (a run of a million answers would not fit otherwise).
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub seq: u64,
-    pub command_uuid: String,
-    pub request_type: Option<String>,
-    pub status: String,
-    pub report: Result<Report, String>,
+    pub command_uuid: Box<str>,
+    pub request_type: Option<Rc<str>>,
+    pub status: Rc<str>,
+    pub report: ReportFacts,
 }
 
 impl Answer {
     pub fn is_final(&self) -> bool {
-        ReportStatus::parse(&self.status).is_final()
+        is_final_status(&self.status)
+    }
+}
+
+/// `ReportStatus::parse(s).is_final()` without building the status.
+pub(crate) fn is_final_status(s: &str) -> bool {
+    matches!(s, "Acknowledged" | "Error" | "CommandFormatError")
+}
+
+/// What the judgement, the detectors and the reports need of one answer's plist: the parsed
+/// report is dropped once these are taken from it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReportFacts {
+    /// The `OSUpdateStatus` items, when the answer is to an OSUpdateStatus command and carries
+    /// the array.
+    pub os_items: Option<Box<[OsItem]>>,
+    /// Facts only a few answers have (dose answers, errors, AvailableOSUpdates).
+    pub rare: Option<Box<RareFacts>>,
+}
+
+/// One `OSUpdateStatus` item, as the detectors read it (`mdm::report::os_update_status`).
+#[derive(Debug, Clone)]
+pub(crate) struct OsItem {
+    pub status: Option<Rc<str>>,
+    pub is_downloaded: Option<bool>,
+    pub download_percent_complete: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RareFacts {
+    pub error_chain: Vec<ErrorChainItem>,
+    /// `mdm::report::update_results` of the report.
+    pub update_results: Option<Vec<UpdateResult>>,
+    /// Deviations of the `OSUpdateStatus` items from their documented types, in item order
+    /// (`OSUpdateStatus IsDownloaded: …`).
+    pub type_notes: Vec<String>,
+    /// For an answer to AvailableOSUpdates.
+    pub avail: Option<AvailFacts>,
+}
+
+/// What the detectors read of an AvailableOSUpdates answer.
+#[derive(Debug, Clone)]
+pub(crate) struct AvailFacts {
+    pub status: ReportStatus,
+    pub error_chain: Vec<ErrorChainItem>,
+    /// The `AvailableOSUpdates` array is present and not empty.
+    pub has_items: bool,
+    /// `available_os_updates` is `Some` and empty.
+    pub empty_list: bool,
+    /// Values sent with another type than documented (`AvailableOSUpdates IsCritical: …`).
+    pub type_notes: Vec<String>,
+}
+
+impl AvailFacts {
+    pub fn of(r: &Report) -> AvailFacts {
+        let mut type_notes = Vec::new();
+        let items = r.body.get("AvailableOSUpdates").and_then(|v| v.as_array());
+        for it in items
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_dictionary())
+        {
+            for key in [
+                "IsCritical",
+                "RestartRequired",
+                "AllowsInstallLater",
+                "IsSecurityResponse",
+            ] {
+                if let Some(v) = it.get(key)
+                    && let Some(dev) = lenient_bool(Some(v)).deviation
+                {
+                    type_notes.push(format!("AvailableOSUpdates {key}: {dev}"));
+                }
+            }
+            for key in ["DownloadSize", "InstallSize"] {
+                if let Some(v) = it.get(key)
+                    && !matches!(v, plist::Value::Integer(_))
+                {
+                    let dev = lenient_real(Some(v), None)
+                        .deviation
+                        .unwrap_or_else(|| "not an integer".into());
+                    type_notes.push(format!(
+                        "AvailableOSUpdates {key}: {dev} (documented <integer>)"
+                    ));
+                }
+            }
+        }
+        AvailFacts {
+            status: r.status.clone(),
+            error_chain: r.error_chain.clone(),
+            has_items: items.is_some_and(|a| !a.is_empty()),
+            empty_list: available_os_updates(r).is_some_and(|u| u.is_empty()),
+            type_notes,
+        }
+    }
+}
+
+impl ReportFacts {
+    /// Reduce a decoded report, answering a command of `request_type`.
+    pub fn of(
+        report: &Result<Report, String>,
+        request_type: Option<&str>,
+        strings: &mut Strings,
+    ) -> ReportFacts {
+        let Ok(r) = report else {
+            return ReportFacts::default();
+        };
+        let mut rare = RareFacts {
+            error_chain: r.error_chain.clone(),
+            update_results: update_results(r),
+            ..RareFacts::default()
+        };
+        let mut os_items = None;
+        match request_type {
+            Some("OSUpdateStatus") => {
+                if let Some(items) = os_update_status(r) {
+                    for it in &items {
+                        if let Some(dev) = &it.is_downloaded.deviation {
+                            rare.type_notes
+                                .push(format!("OSUpdateStatus IsDownloaded: {dev}"));
+                        }
+                        if let Some(dev) = &it.download_percent_complete.deviation {
+                            rare.type_notes
+                                .push(format!("OSUpdateStatus DownloadPercentComplete: {dev}"));
+                        }
+                    }
+                    os_items = Some(
+                        items
+                            .into_iter()
+                            .map(|it| OsItem {
+                                status: it.status.as_deref().map(|s| strings.get(s)),
+                                is_downloaded: it.is_downloaded.value,
+                                download_percent_complete: it.download_percent_complete.value,
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Some("AvailableOSUpdates") => rare.avail = Some(AvailFacts::of(r)),
+            _ => {}
+        }
+        let keep = !rare.error_chain.is_empty()
+            || rare.update_results.is_some()
+            || !rare.type_notes.is_empty()
+            || rare.avail.is_some();
+        ReportFacts {
+            os_items,
+            rare: keep.then(|| Box::new(rare)),
+        }
+    }
+
+    pub fn update_results(&self) -> Option<&[UpdateResult]> {
+        self.rare.as_ref()?.update_results.as_deref()
+    }
+
+    pub fn error_chain(&self) -> &[ErrorChainItem] {
+        self.rare
+            .as_ref()
+            .map(|r| &r.error_chain[..])
+            .unwrap_or(&[])
+    }
+
+    pub fn type_notes(&self) -> &[String] {
+        self.rare.as_ref().map(|r| &r.type_notes[..]).unwrap_or(&[])
+    }
+}
+
+/// Interned strings (statuses, request types): a run repeats a handful of them a million times.
+#[derive(Debug, Default)]
+pub(crate) struct Strings(std::collections::HashSet<Rc<str>>);
+
+impl Strings {
+    pub fn get(&mut self, s: &str) -> Rc<str> {
+        if let Some(x) = self.0.get(s) {
+            return x.clone();
+        }
+        let x: Rc<str> = Rc::from(s);
+        self.0.insert(x.clone());
+        x
     }
 }
 
@@ -205,10 +390,13 @@ pub(crate) struct Facts {
     pub answers: Vec<Answer>,
     pub builds: Vec<BuildSeen>,
     pub attaches: Vec<Attach>,
-    /// OSUpdateStatus answers reporting an item downloaded: (seq, time).
+    /// OSUpdateStatus answers reporting an item downloaded: (seq, time). The time is empty
+    /// where it cannot be the first download after the first dose (the only one read).
     pub downloaded: Vec<(u64, String)>,
+    /// A time was kept for a download after the first dose.
+    download_time_taken: bool,
     /// Last OSUpdateStatus item status seen: (seq, status).
-    pub update_statuses: Vec<(u64, String)>,
+    pub update_statuses: Vec<(u64, Rc<str>)>,
     pub follow_up_end: Option<(u64, String)>,
     /// Operator/harness observations about this device: (seq, time, source, kind, key, value).
     pub observations: Vec<(u64, String, String, String, String, String)>,
@@ -266,7 +454,9 @@ impl Facts {
 
     /// The answers to one command, in journal order.
     pub fn answers_to<'a>(&'a self, uuid: &'a str) -> impl Iterator<Item = &'a Answer> + 'a {
-        self.answers.iter().filter(move |a| a.command_uuid == uuid)
+        self.answers
+            .iter()
+            .filter(move |a| *a.command_uuid == *uuid)
     }
 
     /// The seq of the detach after the dose after which nothing more was heard of the device.
@@ -293,20 +483,67 @@ pub(crate) struct RunFacts {
     pub finished: bool,
 }
 
+/// The report in a journalled `raw_b64`: the common shape through the fast reader
+/// (`report_xml`), anything else through `mdm::report::parse_report`; the same either way.
 pub(crate) fn decode_report(raw_b64: &str) -> Result<Report, String> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(raw_b64.trim())
         .map_err(|e| format!("raw_b64 is not base64: {e}"))?;
+    if let Some(r) = super::report_xml::parse_report(&raw) {
+        return Ok(r);
+    }
     parse_report(&raw).map_err(|e| e.to_string())
 }
 
 /// One pass over the journal: everything the judgement and the reports need, per device.
 pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
-    let mut run = RunFacts::default();
-    let mut index: HashMap<String, usize> = HashMap::new();
     // CommandUUID → RequestType: reports carry none (MDM brief §0.6).
     let request_types = crate::trial::journal::request_types(entries);
+    let mut g = Gatherer::default();
     for e in entries {
+        match &e.event {
+            Event::MdmResult {
+                command_uuid,
+                request_type,
+                raw_b64,
+                ..
+            } => {
+                let rt = request_type
+                    .as_deref()
+                    .or_else(|| request_types.get(command_uuid.as_str()).copied());
+                let report = decode_report(raw_b64);
+                g.push(e, Some((&report, rt)));
+            }
+            _ => g.push(e, None),
+        }
+    }
+    g.finish()
+}
+
+/// [`gather`] one entry at a time, so that a journal can be read as a stream: the caller
+/// decodes each `MdmResult`'s plist once (other reports read it too) and resolves its request
+/// type.
+#[derive(Debug, Default)]
+pub(crate) struct Gatherer {
+    run: RunFacts,
+    index: HashMap<String, usize>,
+    pub strings: Strings,
+}
+
+impl Gatherer {
+    /// The index of a discovered device.
+    pub fn device(&self, udid: &str) -> Option<usize> {
+        self.index.get(udid).copied()
+    }
+
+    pub fn devices(&self) -> &[Facts] {
+        &self.run.devices
+    }
+
+    /// Take in one entry; an `MdmResult` comes with its decoded report and request type.
+    pub fn push(&mut self, e: &Entry, answer: Option<(&Result<Report, String>, Option<&str>)>) {
+        let run = &mut self.run;
+        let index = &mut self.index;
         let dev = |index: &HashMap<String, usize>, udid: &str| index.get(udid).copied();
         match &e.event {
             Event::RunStarted {
@@ -338,7 +575,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 });
             }
             Event::BaselineRecorded { udid, probe } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     run.devices[i].probe = Some(probe.clone());
                     run.devices[i].baseline_seq = Some(e.seq);
                 }
@@ -349,7 +586,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 reasons,
                 target,
             } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     let d = &mut run.devices[i];
                     d.assessed = true;
                     d.eligible = *eligible;
@@ -358,7 +595,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 }
             }
             Event::Allocated { udid, arm, .. } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     run.devices[i].arm = Some(arm.clone());
                 }
             }
@@ -377,7 +614,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 starting_build,
                 ..
             } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     run.devices[i].intents.push(Intent {
                         seq: e.seq,
                         at: e.at.clone(),
@@ -401,13 +638,13 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
             | Event::DoseUncertain {
                 udid, command_uuid, ..
             } => {
-                let Some(i) = dev(&index, udid) else { continue };
+                let Some(i) = dev(index, udid) else { return };
                 let Some(intent) = run.devices[i]
                     .intents
                     .iter_mut()
                     .find(|x| &x.command_uuid == command_uuid)
                 else {
-                    continue;
+                    return;
                 };
                 let mark = Some((e.seq, e.at.clone()));
                 match &e.event {
@@ -424,32 +661,44 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
             Event::MdmResult {
                 udid,
                 command_uuid,
-                request_type,
                 status,
-                raw_b64,
                 received_at,
+                ..
             } => {
-                let Some(i) = dev(&index, udid) else { continue };
-                let at = if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
-                    received_at.clone()
-                } else {
-                    e.at.clone()
+                let Some(i) = dev(index, udid) else { return };
+                let Some((report, request_type)) = answer else {
+                    return;
                 };
-                let request_type = request_type.clone().or_else(|| {
-                    request_types
-                        .get(command_uuid.as_str())
-                        .map(|s| s.to_string())
-                });
-                let report = decode_report(raw_b64);
                 let d = &mut run.devices[i];
+                let strings = &mut self.strings;
+                let facts = ReportFacts::of(report, request_type, strings);
                 if status == "Acknowledged"
-                    && let Ok(r) = &report
+                    && let Ok(r) = report
                 {
-                    match request_type.as_deref() {
+                    let at = || {
+                        if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
+                            received_at.clone()
+                        } else {
+                            e.at.clone()
+                        }
+                    };
+                    match request_type {
                         Some("OSUpdateStatus") => {
-                            let items = os_update_status(r).unwrap_or_default();
-                            if items.iter().any(|x| x.is_downloaded.value == Some(true)) {
-                                d.downloaded.push((e.seq, at.clone()));
+                            let items = facts.os_items.as_deref().unwrap_or_default();
+                            if items.iter().any(|x| x.is_downloaded == Some(true)) {
+                                // Only the first download reported after the first dose has
+                                // its time read (`download_complete_at`); the first dose is
+                                // the first intent journalled, so once it is known, later
+                                // entries need no time (a million of them would add up).
+                                let time = match d.intents.first() {
+                                    None => at(),
+                                    Some(i0) if e.seq > i0.seq && !d.download_time_taken => {
+                                        d.download_time_taken = true;
+                                        at()
+                                    }
+                                    Some(_) => String::new(),
+                                };
+                                d.downloaded.push((e.seq, time));
                             }
                             if let Some(s) = items.iter().rev().find_map(|x| x.status.clone()) {
                                 d.update_statuses.push((e.seq, s));
@@ -461,7 +710,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                             {
                                 d.builds.push(BuildSeen {
                                     seq: e.seq,
-                                    at: at.clone(),
+                                    at: at(),
                                     version: q
                                         .get("OSVersion")
                                         .and_then(|v| v.as_string())
@@ -475,10 +724,10 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 }
                 d.answers.push(Answer {
                     seq: e.seq,
-                    command_uuid: command_uuid.clone(),
-                    request_type,
-                    status: status.clone(),
-                    report,
+                    command_uuid: command_uuid.as_str().into(),
+                    request_type: request_type.map(|t| strings.get(t)),
+                    status: strings.get(status),
+                    report: facts,
                 });
             }
             Event::DeviceReprobed {
@@ -488,7 +737,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 build_version,
                 ..
             } => {
-                let Some(i) = dev(&index, udid) else { continue };
+                let Some(i) = dev(index, udid) else { return };
                 let d = &mut run.devices[i];
                 d.attaches.push(Attach {
                     seq: e.seq,
@@ -511,7 +760,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 key,
                 value,
             } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     run.devices[i].observations.push((
                         e.seq,
                         e.at.clone(),
@@ -523,7 +772,7 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
                 }
             }
             Event::FollowUpEnded { udid, reason } => {
-                if let Some(i) = dev(&index, udid) {
+                if let Some(i) = dev(index, udid) {
                     run.devices[i].follow_up_end = Some((e.seq, reason.clone()));
                 }
             }
@@ -534,7 +783,10 @@ pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
             _ => {}
         }
     }
-    run
+
+    pub fn finish(self) -> RunFacts {
+        self.run
+    }
 }
 
 /// Seconds from `from` to `to` (RFC 3339), when both parse.
@@ -549,7 +801,7 @@ pub(crate) fn seconds_between(from: &str, to: &str) -> Option<f64> {
 pub(crate) fn update_results_of(d: &Facts, uuid: &str) -> Option<String> {
     let results = d
         .answers_to(uuid)
-        .filter_map(|a| a.report.as_ref().ok().and_then(update_results))
+        .filter_map(|a| a.report.update_results())
         .last()?;
     Some(
         results
@@ -664,10 +916,10 @@ fn judge_device(d: &Facts, run: &RunFacts, arm_steps: &BTreeMap<String, u32>) ->
     let dose_answers: Vec<&Answer> = d
         .answers
         .iter()
-        .filter(|a| uuids.contains(a.command_uuid.as_str()))
+        .filter(|a| uuids.contains(&*a.command_uuid))
         .collect();
-    let first_mdm_status = dose_answers.first().map(|a| a.status.clone());
-    let last_mdm_status = dose_answers.last().map(|a| a.status.clone());
+    let first_mdm_status = dose_answers.first().map(|a| a.status.to_string());
+    let last_mdm_status = dose_answers.last().map(|a| a.status.to_string());
 
     // Deviations.
     if !d.assessed {
@@ -684,10 +936,10 @@ fn judge_device(d: &Facts, run: &RunFacts, arm_steps: &BTreeMap<String, u32>) ->
     let mut finals: BTreeMap<&str, usize> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
     for a in d.answers.iter().filter(|a| a.is_final()) {
-        let n = finals.entry(a.command_uuid.as_str()).or_insert(0);
+        let n = finals.entry(&*a.command_uuid).or_insert(0);
         *n += 1;
         if *n == 2 {
-            order.push(a.command_uuid.as_str());
+            order.push(&*a.command_uuid);
         }
     }
     for u in order {

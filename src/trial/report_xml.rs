@@ -1,0 +1,302 @@
+//! A strict, fast reader for the XML plists devices answer with, for the reports.
+//!
+//! A long run journals a million answers, and reading them with the `plist` crate (an XML
+//! event reader, then a value builder) is most of `lab report`'s time. The answers are nearly
+//! all the same small shape: an XML declaration and DOCTYPE, `<plist>`, one dictionary of
+//! strings, reals, integers, booleans, arrays and dictionaries. [`parse_report`] reads exactly
+//! that subset and gives the same [`Report`] `mdm::report::parse_report` gives; anything
+//! outside it — entities, CDATA, comments, CR line ends, attributes, dates, data, an
+//! `ErrorChain`, a missing `Status`, trailing NULs, a binary plist — is declined (`None`) and
+//! the caller reads the bytes the general way. So the fast path never decides an outcome on
+//! its own: where it reads, it agrees with the crate (tested below), and where it might not,
+//! it does not read.
+
+use crate::mdm::report::{Report, ReportStatus};
+use plist::{Dictionary, Integer, Value};
+
+/// The report in `raw`, when it is in the subset this reader reads.
+pub(crate) fn parse_report(raw: &[u8]) -> Option<Report> {
+    if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
+        return None;
+    }
+    let Value::Dictionary(body) = parse(raw)? else {
+        return None;
+    };
+    let status = match body.get("Status")? {
+        Value::String(s) => ReportStatus::parse(s),
+        _ => return None,
+    };
+    let text = |k: &str| body.get(k).and_then(Value::as_string).map(str::to_string);
+    let udid = text("UDID");
+    let enrollment_id = text("EnrollmentID");
+    if (udid.is_none() && enrollment_id.is_none()) || body.contains_key("ErrorChain") {
+        return None;
+    }
+    Some(Report {
+        udid,
+        enrollment_id,
+        command_uuid: text("CommandUUID"),
+        status,
+        error_chain: Vec::new(),
+        body,
+        raw: raw.to_vec(),
+    })
+}
+
+/// The plist in `raw`, when it is in the subset.
+fn parse(raw: &[u8]) -> Option<Value> {
+    let mut p = P {
+        s: std::str::from_utf8(raw).ok()?.as_bytes(),
+        i: 0,
+    };
+    p.ws();
+    if p.eat(b"<?xml") {
+        p.past(b"?>")?;
+        p.ws();
+    }
+    if p.eat(b"<!DOCTYPE") {
+        let end = p.find(b'>')?;
+        if p.s[p.i..end].iter().any(|b| matches!(b, b'[' | b'<')) {
+            return None;
+        }
+        p.i = end + 1;
+        p.ws();
+    }
+    if !p.eat(b"<plist") {
+        return None;
+    }
+    // Attributes (version="1.0"): skipped, as the crate does; no `/>`, no `<` in them.
+    let end = p.find(b'>')?;
+    let attrs = &p.s[p.i..end];
+    if !(attrs.is_empty() || attrs[0] == b' ') || attrs.iter().any(|b| matches!(b, b'<' | b'/')) {
+        return None;
+    }
+    p.i = end + 1;
+    p.ws();
+    let v = p.value(0)?;
+    p.ws();
+    if !p.eat(b"</plist>") {
+        return None;
+    }
+    p.ws();
+    (p.i == p.s.len()).then_some(v)
+}
+
+struct P<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn ws(&mut self) {
+        while self
+            .s
+            .get(self.i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, t: &[u8]) -> bool {
+        if self.s[self.i..].starts_with(t) {
+            self.i += t.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn find(&self, b: u8) -> Option<usize> {
+        self.s[self.i..]
+            .iter()
+            .position(|x| *x == b)
+            .map(|k| self.i + k)
+    }
+
+    fn past(&mut self, t: &[u8]) -> Option<()> {
+        let k = self.s[self.i..].windows(t.len()).position(|w| w == t)?;
+        self.i += k + t.len();
+        Some(())
+    }
+
+    /// Text up to the next `<`: plain characters only (no entity, no CR).
+    fn text(&mut self) -> Option<&str> {
+        let end = self.find(b'<')?;
+        let t = &self.s[self.i..end];
+        if t.iter().any(|b| matches!(b, b'&' | b'\r')) {
+            return None;
+        }
+        self.i = end;
+        std::str::from_utf8(t).ok()
+    }
+
+    /// `<name>text</name>`, after the `<name` has been read.
+    fn content(&mut self, name: &str) -> Option<String> {
+        if self.eat(b"/>") {
+            return Some(String::new());
+        }
+        if !self.eat(b">") {
+            return None;
+        }
+        let t = self.text()?.to_string();
+        (self.eat(b"</") && self.eat(name.as_bytes()) && self.eat(b">")).then_some(t)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        // The crate has no depth limit; deep nesting is left to it rather than to the stack.
+        if depth > 64 || !self.eat(b"<") {
+            return None;
+        }
+        let start = self.i;
+        while self.s.get(self.i).is_some_and(u8::is_ascii_lowercase) {
+            self.i += 1;
+        }
+        let name = std::str::from_utf8(&self.s[start..self.i]).ok()?;
+        match name {
+            "dict" => {
+                let mut d = Dictionary::new();
+                if self.eat(b"/>") {
+                    return Some(Value::Dictionary(d));
+                }
+                if !self.eat(b">") {
+                    return None;
+                }
+                loop {
+                    self.ws();
+                    if self.eat(b"</dict>") {
+                        return Some(Value::Dictionary(d));
+                    }
+                    if !self.eat(b"<key>") {
+                        return None;
+                    }
+                    let k = self.text()?.to_string();
+                    if !self.eat(b"</key>") {
+                        return None;
+                    }
+                    self.ws();
+                    let v = self.value(depth + 1)?;
+                    d.insert(k, v);
+                }
+            }
+            "array" => {
+                let mut a = Vec::new();
+                if self.eat(b"/>") {
+                    return Some(Value::Array(a));
+                }
+                if !self.eat(b">") {
+                    return None;
+                }
+                loop {
+                    self.ws();
+                    if self.eat(b"</array>") {
+                        return Some(Value::Array(a));
+                    }
+                    a.push(self.value(depth + 1)?);
+                }
+            }
+            "string" => Some(Value::String(self.content("string")?)),
+            "real" => Some(Value::Real(self.content("real")?.parse().ok()?)),
+            // What fits an i64 is read the crate's way (it tries i64 first); hex and larger
+            // values are left to it.
+            "integer" => Some(Value::Integer(Integer::from(
+                self.content("integer")?.parse::<i64>().ok()?,
+            ))),
+            "true" | "false" => {
+                let t = self.content(name)?;
+                t.is_empty().then_some(Value::Boolean(name == "true"))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n";
+
+    fn doc(body: &str) -> String {
+        format!("{HEAD}<plist version=\"1.0\">\n{body}\n</plist>\n")
+    }
+
+    fn status_body(extra: &str) -> String {
+        format!(
+            "<dict>\n\t<key>CommandUUID</key>\n\t<string>S1</string>\n\t<key>OSUpdateStatus</key>\n\t<array>\n\t\t<dict>\n\t\t\t<key>DownloadPercentComplete</key>\n\t\t\t<real>0.25</real>\n\t\t\t<key>IsDownloaded</key>\n\t\t\t<false/>\n\t\t\t<key>ProductKey</key>\n\t\t\t<string>iOSUpdate21G93</string>\n\t\t\t<key>Status</key>\n\t\t\t<string>Downloading</string>\n\t\t</dict>\n\t</array>\n\t<key>Status</key>\n\t<string>Acknowledged</string>\n\t<key>UDID</key>\n\t<string>U1</string>{extra}\n</dict>"
+        )
+    }
+
+    /// Where the fast reader reads, it gives what `mdm::report::parse_report` gives.
+    #[test]
+    fn agrees_with_the_crate_where_it_reads_and_declines_the_rest() {
+        let mut read = 0;
+        let mut cases: Vec<String> = vec![
+            doc(&status_body("")),
+            doc(&status_body(
+                "<key>N</key><integer>-12</integer><key>X</key><integer>0x1F</integer>",
+            )),
+            doc(&status_body(
+                "<key>E</key><string/><key>A</key><array/><key>D</key><dict/>",
+            )),
+            doc(&status_body(
+                "<key>R</key><real>1e3</real><key>T</key><true/><key>F</key><false></false>",
+            )),
+            doc(&status_body("<key>IsDownloaded</key><integer>1</integer>")),
+            doc(&status_body(
+                "<key>Dup</key><string>a</string><key>Dup</key><string>b</string>",
+            )),
+            doc(&status_body("<key>Amp</key><string>a &amp; b</string>")),
+            doc(&status_body(
+                "<key>Cdata</key><string><![CDATA[x]]></string>",
+            )),
+            doc(&status_body("<!-- note --><key>C</key><string>x</string>")),
+            doc(&status_body(
+                "<key>ErrorChain</key><array><dict><key>ErrorCode</key><integer>2213</integer></dict></array>",
+            )),
+            doc(&status_body(
+                "<key>Date</key><date>2026-01-01T00:00:00Z</date>",
+            )),
+            doc(&status_body("<key>Bad</key><real>abc</real>")),
+            doc(&status_body("<key>Bad</key><integer>1.5</integer>")),
+            doc(&status_body("<key>Attr</key><string a=\"1\">x</string>")),
+            doc(&status_body("<key>Sp</key><string>  two  words </string>")),
+            doc(&status_body("<key>Uni</key><string>é ✓</string>")),
+            doc(
+                "<dict><key>Status</key><integer>1</integer><key>UDID</key><string>U</string></dict>",
+            ),
+            doc("<dict><key>UDID</key><string>U</string></dict>"),
+            doc("<dict><key>Status</key><string>Idle</string></dict>"),
+            doc("<array><string>x</string></array>"),
+            doc(
+                "<dict><key>Status</key><string>Idle</string><key>EnrollmentID</key><string>E</string></dict>",
+            ),
+            format!(
+                "<plist><dict><key>Status</key><string>Idle</string><key>UDID</key><string>U</string></dict></plist>"
+            ),
+            format!("{}\0", doc(&status_body(""))),
+            doc(&status_body("")).replace('\n', "\r\n"),
+            doc(&status_body("")).replace("</plist>", "</plist><dict/>"),
+            doc(&status_body("")).replace("</dict>\n</plist>", "</dict>"),
+            doc(&status_body("")).replace("<key>UDID</key>", "<key>UDID</key><key>x</key>"),
+            doc(&status_body("")).replace("<plist version=\"1.0\">", "<plist version=\"1.0\"/>"),
+            "not a plist".to_string(),
+            String::new(),
+        ];
+        // Every prefix of a real answer: truncated documents are declined or agree.
+        let full = doc(&status_body(""));
+        for k in (0..full.len()).step_by(7) {
+            cases.push(full[..k].to_string());
+        }
+        for c in &cases {
+            let slow = crate::mdm::report::parse_report(c.as_bytes());
+            if let Some(fast) = parse_report(c.as_bytes()) {
+                read += 1;
+                assert_eq!(Ok(fast), slow, "{c:?}");
+            }
+        }
+        assert!(read >= 8, "the usual shapes are read fast ({read})");
+        // The common answer is read fast.
+        assert!(parse_report(full.as_bytes()).is_some());
+    }
+}
