@@ -900,7 +900,9 @@ devices:
             "mdm: { poll_interval: 60E216 }\ndevices: []\n",
             include_str!("../../tests/fuzz-regressions/sim_fleet-huge-float-duration.yaml"),
         ] {
-            let e = parse(Path::new("fleet.yaml"), text).unwrap_err().to_string();
+            let e = parse(Path::new("fleet.yaml"), text)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("fleet.yaml"), "{e}");
         }
         let e = parse(
