@@ -207,8 +207,19 @@ fn observed(d: &Facts, arm: &str, out: &mut Vec<Ae>) {
 pub fn devices_with_severe_events(entries: &[Entry]) -> usize {
     let run = outcome::gather(entries);
     let outcomes = outcome::judge_run(&run, &Default::default());
+    severe_devices(&run, &outcomes)
+}
+
+/// [`devices_with_severe_events`] of the journal at `path`, read as a stream (the stop rule,
+/// during a run: the journal of a large lab is not held in memory).
+pub fn devices_with_severe_events_in(path: &std::path::Path) -> Result<usize, super::ReportError> {
+    let d = super::digest::Digest::read_quietly(path)?;
+    Ok(severe_devices(&d.run, &d.outcomes))
+}
+
+fn severe_devices(run: &RunFacts, outcomes: &[DeviceOutcome]) -> usize {
     let mut aes = Vec::new();
-    for (d, o) in run.devices.iter().zip(&outcomes) {
+    for (d, o) in run.devices.iter().zip(outcomes) {
         derive(d, o, &mut aes);
     }
     let mut udids: Vec<&str> = aes

@@ -85,6 +85,24 @@ impl Digest {
         }
     }
 
+    /// The digest of the journal at `path`, read as a stream, writing nothing (the stop rule
+    /// asks this during a run).
+    pub fn read_quietly(path: &Path) -> Result<Digest, ReportError> {
+        let io = |source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut types = RequestTypes::streamed();
+        loop {
+            let mut b = Builder::new(types, None);
+            stream_decoded(path, |_, e, report| b.push(e, report).map_err(io))?;
+            match b.types.conflict {
+                false => return Ok(b.finish(RawIndex::default())),
+                true => types = b.types.whole_of_stream(),
+            }
+        }
+    }
+
     /// One pass; with a streamed map, also the whole map when a second pass is needed.
     fn pass(
         path: &Path,

@@ -72,7 +72,8 @@ pub struct RunSummary {
 struct Dev {
     host: String,
     device_id: u32,
-    probe: Option<serde_json::Value>,
+    /// The few baseline facts the runner needs (the whole probe stays in the journal).
+    probe: Option<ProbeFacts>,
     eligible: Option<bool>,
     target: serde_json::Value,
     arm: Option<String>,
@@ -86,6 +87,30 @@ struct Dev {
     last_reprobe: Option<(bool, Option<String>, Option<String>)>,
     ended: bool,
     first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What the runner uses of a device's baseline record.
+#[derive(Debug, Default, Clone)]
+struct ProbeFacts {
+    device_name: Option<String>,
+    product_version: Option<String>,
+    build_version: Option<String>,
+    product_type: Option<String>,
+    passcode: Option<bool>,
+}
+
+impl ProbeFacts {
+    fn of(probe: &serde_json::Value) -> ProbeFacts {
+        let b = &probe["baseline"];
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        ProbeFacts {
+            device_name: text(&b["device_name"]["value"]),
+            product_version: text(&b["product_version"]["value"]),
+            build_version: text(&b["build_version"]["value"]),
+            product_type: text(&b["product_type"]["value"]),
+            passcode: b["passcode"]["password_protected"]["value"].as_bool(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +150,24 @@ fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
 fn replay(entries: &[Entry]) -> State {
     let mut s = State::default();
     for e in entries {
+        replay_entry(&mut s, e);
+    }
+    s
+}
+
+/// The journal's state, read one line at a time (a 1 000-device journal parsed whole took
+/// hundreds of MiB at once).
+fn replay_journal(path: &Path) -> Result<State, RunError> {
+    let mut s = State::default();
+    super::journal::stream(path, |_, e| {
+        replay_entry(&mut s, &e);
+        Ok(())
+    })?;
+    Ok(s)
+}
+
+fn replay_entry(s: &mut State, e: &Entry) {
+    {
         match &e.event {
             Event::RunStarted { .. } => s.started = true,
             Event::DeviceDiscovered {
@@ -140,7 +183,7 @@ fn replay(entries: &[Entry]) -> State {
                 d.device_id = *device_id;
             }
             Event::BaselineRecorded { udid, probe } => {
-                s.devices.entry(udid.clone()).or_default().probe = Some(probe.clone())
+                s.devices.entry(udid.clone()).or_default().probe = Some(ProbeFacts::of(probe))
             }
             Event::EligibilityAssessed {
                 udid,
@@ -248,7 +291,6 @@ fn replay(entries: &[Entry]) -> State {
             _ => {}
         }
     }
-    s
 }
 
 fn apply_status(d: &mut Dev, raw_b64: &str) {
@@ -687,18 +729,15 @@ impl Runner<'_> {
         if self.state.consented.is_some() {
             return Ok(());
         }
-        let waived: HashSet<String> = super::journal::read(self.journal.path())?
-            .entries
-            .iter()
-            .filter_map(|e| match &e.event {
-                Event::EligibilityAssessed { udid, reasons, .. }
-                    if reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD) =>
-                {
-                    Some(udid.clone())
-                }
-                _ => None,
-            })
-            .collect();
+        let mut waived: HashSet<String> = HashSet::new();
+        super::journal::stream(self.journal.path(), |_, e| {
+            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
+                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
+            {
+                waived.insert(udid);
+            }
+            Ok(())
+        })?;
         let candidates: Vec<Candidate> = self
             .state
             .order
@@ -708,11 +747,8 @@ impl Runner<'_> {
                 let probe = self.state.devices[u].probe.clone().unwrap_or_default();
                 Candidate {
                     udid: u.clone(),
-                    passcode: probe["baseline"]["passcode"]["password_protected"]["value"]
-                        .as_bool(),
-                    model: probe["baseline"]["product_type"]["value"]
-                        .as_str()
-                        .map(str::to_string),
+                    passcode: probe.passcode,
+                    model: probe.product_type,
                 }
             })
             .collect();
@@ -816,11 +852,11 @@ impl Runner<'_> {
                 "  {u}  {}  iOS {} → {}  arm {arm}: InstallAction {}{}",
                 d.probe
                     .as_ref()
-                    .and_then(|p| p["baseline"]["device_name"]["value"].as_str())
+                    .and_then(|p| p.device_name.as_deref())
                     .unwrap_or("?"),
                 d.probe
                     .as_ref()
-                    .and_then(|p| p["baseline"]["product_version"]["value"].as_str())
+                    .and_then(|p| p.product_version.as_deref())
                     .unwrap_or("?"),
                 d.target["version"].as_str().unwrap_or("?"),
                 spec.map(|s| s.install_action.as_str()).unwrap_or("?"),
@@ -879,15 +915,18 @@ impl Runner<'_> {
             return Ok(false);
         }
         self.stop_dirty = false;
-        let entries = super::journal::read(self.journal.path())?.entries;
-        if entries
-            .iter()
-            .any(|e| matches!(e.event, Event::StopRuleTriggered { .. }))
-        {
+        // Streamed: the journal of a 1 000-device run parsed whole took ~150 MiB at once.
+        let mut already = false;
+        super::journal::stream(self.journal.path(), |_, e| {
+            already |= matches!(e.event, Event::StopRuleTriggered { .. });
+            Ok(())
+        })?;
+        if already {
             self.stop_triggered = true;
             return Ok(true);
         }
-        let n = crate::report::adverse_events::devices_with_severe_events(&entries);
+        let n = crate::report::adverse_events::devices_with_severe_events_in(self.journal.path())
+            .map_err(|e| RunError::Report(e.to_string()))?;
         if n as u32 >= k {
             self.log(Event::StopRuleTriggered {
                 rule: "severe_adverse_events".into(),
@@ -928,14 +967,8 @@ impl Runner<'_> {
             let d = &self.state.devices[&udid];
             let arm = d.arm.clone().unwrap_or_default();
             let probe = d.probe.clone().unwrap_or_default();
-            let version = probe["baseline"]["product_version"]["value"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let build = probe["baseline"]["build_version"]["value"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
+            let version = probe.product_version.unwrap_or_default();
+            let build = probe.build_version.unwrap_or_default();
             let cmd = self.command_for(&udid, action);
             let uuid = format!("lab-dose-{}", uuid_v4());
             let violations: Vec<String> =
@@ -1301,9 +1334,8 @@ impl Runner<'_> {
         let version = self.state.devices[udid]
             .probe
             .as_ref()
-            .and_then(|p| p["baseline"]["product_version"]["value"].as_str())
-            .unwrap_or("")
-            .to_string();
+            .and_then(|p| p.product_version.clone())
+            .unwrap_or_default();
         let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), &version);
         if !violations.is_empty() {
             // `dose` would have refused it too (the crash came before its DoseFailed).
@@ -2081,10 +2113,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     // killed halfway through the baseline assesses the rest on resume (not only when none was).
     if r.state.consented.is_none() && r.state.devices.values().all(|d| d.arm.is_none()) {
         r.baseline().await?;
-        r.state = replay(&super::journal::read(r.journal.path())?.entries);
+        r.state = replay_journal(r.journal.path())?;
     }
     r.allocate()?;
-    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    r.state = replay_journal(r.journal.path())?;
     test_pause("LAB_TEST_PAUSE_BEFORE_CONSENT_MS").await;
     r.consent()?;
     let fresh = !r.state.devices.values().any(|d| !d.doses.is_empty());
@@ -2092,7 +2124,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         r.checkpoint(super::protocol::CheckpointMoment::Enrolment, None)?;
     }
     r.resolve_unanswered_intents().await?;
-    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    r.state = replay_journal(r.journal.path())?;
     let allocated: Vec<(String, String)> = r
         .state
         .order
@@ -2116,7 +2148,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
         r.check_interrupt()?;
         r.dose_many(items).await?;
     }
-    r.state = replay(&super::journal::read(r.journal.path())?.entries);
+    r.state = replay_journal(r.journal.path())?;
     if fresh {
         r.checkpoint(super::protocol::CheckpointMoment::AfterDose, None)?;
     }
