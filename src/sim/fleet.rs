@@ -385,7 +385,7 @@ impl TryFrom<NumberOrString> for DurationSpec {
             NumberOrString::F(f) if (0.0..=MAX_DURATION_SECS).contains(&f) => {
                 Ok(DurationSpec(Duration::from_secs_f64(f)))
             }
-            NumberOrString::F(f) if f > MAX_DURATION_SECS => Err(format!("{f} s is too long")),
+            NumberOrString::F(f) if f > MAX_DURATION_SECS => Err(format!("{f:e} s is too long")),
             NumberOrString::F(f) => Err(format!("{f} is not a duration")),
             NumberOrString::S(s) => parse_duration(&s).map(DurationSpec),
         }
