@@ -5,7 +5,7 @@ use super::seq_ref;
 use crate::mdm::report::{Report, lenient_bool, lenient_real, query_responses};
 use crate::plist_util::type_name;
 use crate::trial::journal::{Entry, Event};
-use crate::trial::outcome::decode_report;
+use crate::trial::outcome::{StatusAnswer, decode_report};
 use plist::Value;
 use std::fmt::Write as _;
 
@@ -107,33 +107,21 @@ fn mdm_rows<W: std::io::Write>(
         Some("OSUpdateStatus") => {
             let mut k = String::new();
             for (i, d) in dicts(report, "OSUpdateStatus").into_iter().enumerate() {
-                let mut key = |x: &str| {
-                    k.clear();
-                    let _ = write!(k, "OSUpdateStatus[{i}].{x}");
-                    k.clone()
-                };
-                rows.push(&key("ProductKey"), s(d, "ProductKey"), "")?;
-                rows.push(&key("Status"), s(d, "Status"), "")?;
                 let pct = d.get("DownloadPercentComplete");
-                let v = lenient_real(pct, None)
-                    .value
-                    .map(|x| format!("{x:.4}"))
-                    .unwrap_or_default();
-                rows.push(
-                    &key("DownloadPercentComplete"),
-                    &v,
-                    pct.map(type_name).unwrap_or("absent"),
-                )?;
                 let dl = d.get("IsDownloaded");
-                let v = match lenient_bool(dl).value {
-                    Some(true) => "true",
-                    Some(false) => "false",
-                    None => "",
-                };
-                rows.push(
-                    &key("IsDownloaded"),
-                    v,
-                    dl.map(type_name).unwrap_or("absent"),
+                status_item_rows(
+                    rows,
+                    &mut k,
+                    i,
+                    [s(d, "ProductKey"), s(d, "Status")],
+                    (
+                        lenient_real(pct, None).value,
+                        pct.map(type_name).unwrap_or("absent"),
+                    ),
+                    (
+                        lenient_bool(dl).value,
+                        dl.map(type_name).unwrap_or("absent"),
+                    ),
                 )?;
             }
         }
@@ -162,7 +150,78 @@ fn mdm_rows<W: std::io::Write>(
     Ok(())
 }
 
+/// The rows of one `OSUpdateStatus` item: product key and status, then the percentage and
+/// `IsDownloaded` read leniently, each with its raw type. `k` is scratch space.
+fn status_item_rows<W: std::io::Write>(
+    rows: &mut Rows<W>,
+    k: &mut String,
+    i: usize,
+    [product_key, status]: [&str; 2],
+    (pct, pct_type): (Option<f64>, &str),
+    (dl, dl_type): (Option<bool>, &str),
+) -> csv::Result<()> {
+    let key = |k: &mut String, x: &str| {
+        k.clear();
+        let _ = write!(k, "OSUpdateStatus[{i}].{x}");
+    };
+    key(k, "ProductKey");
+    rows.push(k, product_key, "")?;
+    key(k, "Status");
+    rows.push(k, status, "")?;
+    let mut v = String::new();
+    if let Some(x) = pct {
+        let _ = write!(v, "{x:.4}");
+    }
+    key(k, "DownloadPercentComplete");
+    rows.push(k, &v, pct_type)?;
+    let v = match dl {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "",
+    };
+    key(k, "IsDownloaded");
+    rows.push(k, v, dl_type)
+}
+
 impl<W: std::io::Write> Sink<W> {
+    /// The rows of an `MdmResult` answering an OSUpdateStatus command, read without a plist
+    /// tree: the same as [`Sink::event`] with its report.
+    pub fn status_event(&mut self, e: &Entry, st: &StatusAnswer) -> csv::Result<()> {
+        let Event::MdmResult {
+            udid,
+            command_uuid,
+            status,
+            received_at,
+            ..
+        } = &e.event
+        else {
+            return Ok(());
+        };
+        let r = seq_ref(e.seq);
+        let mut rows = Rows {
+            w: &mut self.w,
+            time: answer_time(e, received_at),
+            udid,
+            source: "mdm",
+            kind: "OSUpdateStatus",
+            command_uuid,
+            r: &r,
+        };
+        rows.push("Status", status, "")?;
+        let mut k = String::new();
+        for (i, it) in st.items.iter().enumerate() {
+            status_item_rows(
+                &mut rows,
+                &mut k,
+                i,
+                [&it.product_key, &it.status],
+                (Some(it.download_percent_complete), "real"),
+                (Some(it.is_downloaded), "boolean"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Start the file: the header row.
     pub fn new(w: W) -> csv::Result<Sink<W>> {
         let mut w = csv::WriterBuilder::new()
@@ -192,14 +251,9 @@ impl<W: std::io::Write> Sink<W> {
                 let Some((rt, report)) = answer else {
                     return Ok(());
                 };
-                let time = if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
-                    received_at
-                } else {
-                    &e.at
-                };
                 let mut rows = Rows {
                     w: &mut self.w,
-                    time,
+                    time: answer_time(e, received_at),
                     udid,
                     source: "mdm",
                     kind: rt.unwrap_or("unknown"),
@@ -263,6 +317,15 @@ impl<W: std::io::Write> Sink<W> {
         self.w
             .into_inner()
             .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// The time of an answer: when it was received, else when it was journalled.
+fn answer_time<'a>(e: &'a Entry, received_at: &'a str) -> &'a str {
+    if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
+        received_at
+    } else {
+        &e.at
     }
 }
 
