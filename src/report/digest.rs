@@ -21,9 +21,10 @@ use super::html::{self, Head, LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
 use super::{ReportError, adverse_events};
 use crate::evidence::anomalies::{self, Avail, Findings};
-use crate::mdm::report::Report;
 use crate::trial::journal::{self, Entry, Event};
-use crate::trial::outcome::{DeviceOutcome, Gatherer, RunFacts, Strings, decode_report, judge_run};
+use crate::trial::outcome::{
+    Decoded, DeviceOutcome, Gatherer, RunFacts, Strings, decode_answer, decode_report, judge_run,
+};
 use base64::Engine;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Seek, Write};
@@ -56,7 +57,7 @@ impl Digest {
         let mut b = Builder::new(types, None);
         for e in entries {
             let report = match &e.event {
-                Event::MdmResult { raw_b64, .. } => Some(decode_report(raw_b64)),
+                Event::MdmResult { raw_b64, .. } => Some(Decoded::Report(decode_report(raw_b64))),
                 _ => None,
             };
             b.push(e, report.as_ref())
@@ -299,7 +300,7 @@ impl<'w> Builder<'w> {
     }
 
     /// Take in the next entry; an `MdmResult` comes with its raw plist decoded.
-    fn push(&mut self, e: &Entry, report: Option<&Result<Report, String>>) -> std::io::Result<()> {
+    fn push(&mut self, e: &Entry, report: Option<&Decoded>) -> std::io::Result<()> {
         let at = html::parse_instant(&e.at);
         self.head.push(e, at);
         let lane = e.event.udid().map(|u| self.lane_id(u));
@@ -344,22 +345,33 @@ impl<'w> Builder<'w> {
                 Some(t) => Some(self.g.strings.get(t)),
                 None => self.types.label(command_uuid),
             };
-            let decoded;
-            let report = match report {
-                Some(r) => r,
-                None => {
-                    decoded = decode_report(raw_b64);
-                    &decoded
-                }
-            };
-            if let Some(obs) = &mut self.obs {
-                obs.event(e, Some((rt.as_deref(), report)))?;
-            }
             let fact = self
                 .g
                 .device(udid)
                 .map(|i| self.g.devices()[i].answers.len() as u32);
-            self.g.push(e, Some((report, rt.as_deref())));
+            match report {
+                // Read straight into its facts: only as an answer to OSUpdateStatus.
+                Some(Decoded::Status(st)) if rt.as_deref() == Some("OSUpdateStatus") => {
+                    if let Some(obs) = &mut self.obs {
+                        obs.status_event(e, st)?;
+                    }
+                    self.g.push_status(e, st);
+                }
+                _ => {
+                    let decoded;
+                    let report = match report {
+                        Some(Decoded::Report(r)) => r,
+                        _ => {
+                            decoded = decode_report(raw_b64);
+                            &decoded
+                        }
+                    };
+                    if let Some(obs) = &mut self.obs {
+                        obs.event(e, Some((rt.as_deref(), report)))?;
+                    }
+                    self.g.push(e, Some((report, rt.as_deref())));
+                }
+            }
             if let (Some(lane), Some(at)) = (lane, at) {
                 let lane_rt = match request_type {
                     Some(_) => rt.clone(),
@@ -465,7 +477,7 @@ impl<'w> Builder<'w> {
 }
 
 /// Entries of a journal handed on in batches from the thread that reads and decodes them.
-type Batch = Vec<(u64, Entry, Option<Result<Report, String>>)>;
+type Batch = Vec<(u64, Entry, Option<Decoded>)>;
 
 /// [`journal::stream`] with each `MdmResult`'s raw plist decoded, on a second thread: reading
 /// JSON and parsing plists is most of the work, and it needs nothing from the entries before.
@@ -474,7 +486,7 @@ type Batch = Vec<(u64, Entry, Option<Result<Report, String>>)>;
 /// allocated it (the allocator's arenas are per thread, and a cross-thread free takes a lock).
 fn stream_decoded(
     path: &Path,
-    mut each: impl FnMut(u64, &Entry, Option<&Result<Report, String>>) -> Result<(), ReportError>,
+    mut each: impl FnMut(u64, &Entry, Option<&Decoded>) -> Result<(), ReportError>,
 ) -> Result<journal::Tail, ReportError> {
     const BATCH: usize = 512;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
@@ -482,9 +494,10 @@ fn stream_decoded(
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch: Batch = Vec::with_capacity(BATCH);
+            let mut buf = Vec::new();
             let tail = journal::stream(path, |offset, e| {
                 let report = match &e.event {
-                    Event::MdmResult { raw_b64, .. } => Some(decode_report(raw_b64)),
+                    Event::MdmResult { raw_b64, .. } => Some(decode_answer(raw_b64, &mut buf)),
                     _ => None,
                 };
                 batch.push((offset, e, report));

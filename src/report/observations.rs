@@ -5,7 +5,7 @@ use super::seq_ref;
 use crate::mdm::report::{Report, lenient_bool, lenient_real, query_responses};
 use crate::plist_util::type_name;
 use crate::trial::journal::{Entry, Event};
-use crate::trial::outcome::decode_report;
+use crate::trial::outcome::{StatusAnswer, decode_report};
 use plist::Value;
 use std::fmt::Write as _;
 
@@ -24,12 +24,65 @@ pub const HEADER: [&str; 9] = [
 /// Writes the rows of one journal event at a time (the series of a long run does not fit in
 /// memory as rows of strings).
 pub(crate) struct Sink<W: std::io::Write> {
-    w: csv::Writer<W>,
+    w: Csv<W>,
+}
+
+/// CSV records written as the `csv` crate writes them with CRLF terminators and its default
+/// quoting (a field is quoted when it holds a comma, a double quote, CR or LF; quotes in it are
+/// doubled), without the crate's byte-at-a-time state machine (a million answers write seven
+/// million rows). Records here always have several fields (the crate quotes a lone empty one).
+struct Csv<W: std::io::Write> {
+    w: W,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> Csv<W> {
+    const FLUSH_AT: usize = 1 << 16;
+
+    fn new(w: W) -> Csv<W> {
+        Csv {
+            w,
+            buf: Vec::with_capacity(Self::FLUSH_AT + 1024),
+        }
+    }
+
+    fn write_record<const N: usize>(&mut self, fields: [&str; N]) -> csv::Result<()> {
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            let b = f.as_bytes();
+            if b.iter().any(|c| matches!(c, b',' | b'"' | b'\r' | b'\n')) {
+                self.buf.push(b'"');
+                for &c in b {
+                    if c == b'"' {
+                        self.buf.push(b'"');
+                    }
+                    self.buf.push(c);
+                }
+                self.buf.push(b'"');
+            } else {
+                self.buf.extend_from_slice(b);
+            }
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        if self.buf.len() >= Self::FLUSH_AT {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn into_inner(mut self) -> std::io::Result<W> {
+        self.w.write_all(&self.buf)?;
+        self.w.flush()?;
+        Ok(self.w)
+    }
 }
 
 /// The cells every row of one event shares.
 struct Rows<'a, W: std::io::Write> {
-    w: &'a mut csv::Writer<W>,
+    w: &'a mut Csv<W>,
     time: &'a str,
     udid: &'a str,
     source: &'a str,
@@ -107,33 +160,21 @@ fn mdm_rows<W: std::io::Write>(
         Some("OSUpdateStatus") => {
             let mut k = String::new();
             for (i, d) in dicts(report, "OSUpdateStatus").into_iter().enumerate() {
-                let mut key = |x: &str| {
-                    k.clear();
-                    let _ = write!(k, "OSUpdateStatus[{i}].{x}");
-                    k.clone()
-                };
-                rows.push(&key("ProductKey"), s(d, "ProductKey"), "")?;
-                rows.push(&key("Status"), s(d, "Status"), "")?;
                 let pct = d.get("DownloadPercentComplete");
-                let v = lenient_real(pct, None)
-                    .value
-                    .map(|x| format!("{x:.4}"))
-                    .unwrap_or_default();
-                rows.push(
-                    &key("DownloadPercentComplete"),
-                    &v,
-                    pct.map(type_name).unwrap_or("absent"),
-                )?;
                 let dl = d.get("IsDownloaded");
-                let v = match lenient_bool(dl).value {
-                    Some(true) => "true",
-                    Some(false) => "false",
-                    None => "",
-                };
-                rows.push(
-                    &key("IsDownloaded"),
-                    v,
-                    dl.map(type_name).unwrap_or("absent"),
+                status_item_rows(
+                    rows,
+                    &mut k,
+                    i,
+                    [s(d, "ProductKey"), s(d, "Status")],
+                    (
+                        lenient_real(pct, None).value,
+                        pct.map(type_name).unwrap_or("absent"),
+                    ),
+                    (
+                        lenient_bool(dl).value,
+                        dl.map(type_name).unwrap_or("absent"),
+                    ),
                 )?;
             }
         }
@@ -162,13 +203,81 @@ fn mdm_rows<W: std::io::Write>(
     Ok(())
 }
 
+/// The rows of one `OSUpdateStatus` item: product key and status, then the percentage and
+/// `IsDownloaded` read leniently, each with its raw type. `k` is scratch space.
+fn status_item_rows<W: std::io::Write>(
+    rows: &mut Rows<W>,
+    k: &mut String,
+    i: usize,
+    [product_key, status]: [&str; 2],
+    (pct, pct_type): (Option<f64>, &str),
+    (dl, dl_type): (Option<bool>, &str),
+) -> csv::Result<()> {
+    let key = |k: &mut String, x: &str| {
+        k.clear();
+        let _ = write!(k, "OSUpdateStatus[{i}].{x}");
+    };
+    key(k, "ProductKey");
+    rows.push(k, product_key, "")?;
+    key(k, "Status");
+    rows.push(k, status, "")?;
+    let mut v = String::new();
+    if let Some(x) = pct {
+        let _ = write!(v, "{x:.4}");
+    }
+    key(k, "DownloadPercentComplete");
+    rows.push(k, &v, pct_type)?;
+    let v = match dl {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "",
+    };
+    key(k, "IsDownloaded");
+    rows.push(k, v, dl_type)
+}
+
 impl<W: std::io::Write> Sink<W> {
+    /// The rows of an `MdmResult` answering an OSUpdateStatus command, read without a plist
+    /// tree: the same as [`Sink::event`] with its report.
+    pub fn status_event(&mut self, e: &Entry, st: &StatusAnswer) -> csv::Result<()> {
+        let Event::MdmResult {
+            udid,
+            command_uuid,
+            status,
+            received_at,
+            ..
+        } = &e.event
+        else {
+            return Ok(());
+        };
+        let r = seq_ref(e.seq);
+        let mut rows = Rows {
+            w: &mut self.w,
+            time: answer_time(e, received_at),
+            udid,
+            source: "mdm",
+            kind: "OSUpdateStatus",
+            command_uuid,
+            r: &r,
+        };
+        rows.push("Status", status, "")?;
+        let mut k = String::new();
+        for (i, it) in st.items.iter().enumerate() {
+            status_item_rows(
+                &mut rows,
+                &mut k,
+                i,
+                [&it.product_key, &it.status],
+                (Some(it.download_percent_complete), "real"),
+                (Some(it.is_downloaded), "boolean"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Start the file: the header row.
     pub fn new(w: W) -> csv::Result<Sink<W>> {
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .buffer_capacity(1 << 16)
-            .from_writer(w);
+        let mut w = Csv::new(w);
         w.write_record(HEADER)?;
         Ok(Sink { w })
     }
@@ -192,14 +301,9 @@ impl<W: std::io::Write> Sink<W> {
                 let Some((rt, report)) = answer else {
                     return Ok(());
                 };
-                let time = if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
-                    received_at
-                } else {
-                    &e.at
-                };
                 let mut rows = Rows {
                     w: &mut self.w,
-                    time,
+                    time: answer_time(e, received_at),
                     udid,
                     source: "mdm",
                     kind: rt.unwrap_or("unknown"),
@@ -260,9 +364,16 @@ impl<W: std::io::Write> Sink<W> {
 
     /// Flush the rows and hand back the writer.
     pub fn finish(self) -> std::io::Result<W> {
-        self.w
-            .into_inner()
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        self.w.into_inner()
+    }
+}
+
+/// The time of an answer: when it was received, else when it was journalled.
+fn answer_time<'a>(e: &'a Entry, received_at: &'a str) -> &'a str {
+    if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
+        received_at
+    } else {
+        &e.at
     }
 }
 
@@ -346,6 +457,46 @@ mod tests {
         assert_eq!(
             cell(&h, op, "raw_ref"),
             format!("journal.jsonl#seq={seq_obs}")
+        );
+    }
+
+    /// The rows are those the `csv` crate writes.
+    #[test]
+    fn csv_records_as_the_crate_writes_them() {
+        let cells = [
+            "",
+            "plain",
+            "a,b",
+            "say \"hi\"",
+            "\"",
+            "cr\rlf",
+            "lf\n",
+            "crlf\r\n",
+            "é ✓",
+            "#x",
+            " sp ",
+            "tab\t",
+            "back\\slash",
+            "'q'",
+            ",",
+            "\"\"",
+        ];
+        let mut ours = Csv::new(Vec::new());
+        let mut theirs = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
+        for (i, a) in cells.iter().enumerate() {
+            for b in &cells {
+                let rec = [*a, *b, cells[(i + 3) % cells.len()]];
+                ours.write_record(rec).unwrap();
+                theirs.write_record(rec).unwrap();
+            }
+        }
+        ours.write_record(["", "", ""]).unwrap();
+        theirs.write_record(["", "", ""]).unwrap();
+        assert_eq!(
+            String::from_utf8(ours.into_inner().unwrap()).unwrap(),
+            String::from_utf8(theirs.into_inner().unwrap()).unwrap()
         );
     }
 }

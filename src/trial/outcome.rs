@@ -28,6 +28,7 @@ use crate::mdm::report::{
     lenient_real, os_update_status, parse_report, query_responses, update_results,
 };
 use crate::trial::journal::{Entry, Event, Reason};
+pub(crate) use crate::trial::report_xml::StatusAnswer;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -495,6 +496,58 @@ pub(crate) fn decode_report(raw_b64: &str) -> Result<Report, String> {
     parse_report(&raw).map_err(|e| e.to_string())
 }
 
+/// An answer's plist as the reports take it in: a [`Report`], or the usual OSUpdateStatus
+/// answer read straight into its facts (`report_xml::parse_status`).
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    Report(Result<Report, String>),
+    Status(StatusAnswer),
+}
+
+/// [`decode_report`], except that the usual OSUpdateStatus answer is read without a plist
+/// tree (it is then read as a [`Report`] only if its command turns out to be another one).
+/// `buf` is scratch space, kept between calls.
+pub(crate) fn decode_answer(raw_b64: &str, buf: &mut Vec<u8>) -> Decoded {
+    buf.clear();
+    if base64::engine::general_purpose::STANDARD
+        .decode_vec(raw_b64.trim(), buf)
+        .is_err()
+    {
+        return Decoded::Report(decode_report(raw_b64));
+    }
+    if let Some(st) = super::report_xml::parse_status(buf) {
+        return Decoded::Status(st);
+    }
+    if let Some(r) = super::report_xml::parse_report(buf) {
+        return Decoded::Report(Ok(r));
+    }
+    Decoded::Report(parse_report(buf).map_err(|e| e.to_string()))
+}
+
+impl StatusAnswer {
+    /// What [`ReportFacts::of`] takes from the same answer read as a [`Report`].
+    pub fn facts(&self, strings: &mut Strings) -> ReportFacts {
+        ReportFacts {
+            os_items: Some(
+                self.items
+                    .iter()
+                    .map(|it| OsItem {
+                        status: Some(strings.get(&it.status)),
+                        is_downloaded: Some(it.is_downloaded),
+                        download_percent_complete: Some(it.download_percent_complete),
+                    })
+                    .collect(),
+            ),
+            rare: None,
+        }
+    }
+}
+
+enum Answered<'r> {
+    Report(&'r Result<Report, String>),
+    Status(&'r StatusAnswer),
+}
+
 /// One pass over the journal: everything the judgement and the reports need, per device.
 pub(crate) fn gather(entries: &[Entry]) -> RunFacts {
     // CommandUUID → RequestType: reports carry none (MDM brief §0.6).
@@ -542,6 +595,16 @@ impl Gatherer {
 
     /// Take in one entry; an `MdmResult` comes with its decoded report and request type.
     pub fn push(&mut self, e: &Entry, answer: Option<(&Result<Report, String>, Option<&str>)>) {
+        self.push_answered(e, answer.map(|(r, t)| (Answered::Report(r), t)));
+    }
+
+    /// Take in an `MdmResult` answering an OSUpdateStatus command, read without a plist tree
+    /// (`report_xml::parse_status`): the same as [`Gatherer::push`] with its report.
+    pub fn push_status(&mut self, e: &Entry, st: &StatusAnswer) {
+        self.push_answered(e, Some((Answered::Status(st), Some("OSUpdateStatus"))));
+    }
+
+    fn push_answered(&mut self, e: &Entry, answer: Option<(Answered, Option<&str>)>) {
         let run = &mut self.run;
         let index = &mut self.index;
         let dev = |index: &HashMap<String, usize>, udid: &str| index.get(udid).copied();
@@ -671,9 +734,15 @@ impl Gatherer {
                 };
                 let d = &mut run.devices[i];
                 let strings = &mut self.strings;
-                let facts = ReportFacts::of(report, request_type, strings);
+                let (facts, ok) = match report {
+                    Answered::Report(r) => (
+                        ReportFacts::of(r, request_type, strings),
+                        r.as_ref().ok().map(Some),
+                    ),
+                    Answered::Status(st) => (st.facts(strings), Some(None)),
+                };
                 if status == "Acknowledged"
-                    && let Ok(r) = report
+                    && let Some(r) = ok
                 {
                     let at = || {
                         if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
@@ -705,7 +774,8 @@ impl Gatherer {
                             }
                         }
                         Some("DeviceInformation") => {
-                            if let Some(q) = query_responses(r)
+                            if let Some(r) = r
+                                && let Some(q) = query_responses(r)
                                 && let Some(b) = q.get("BuildVersion").and_then(|v| v.as_string())
                             {
                                 d.builds.push(BuildSeen {

@@ -45,6 +45,13 @@ pub(crate) fn parse_report(raw: &[u8]) -> Option<Report> {
 
 /// The plist in `raw`, when it is in the subset.
 fn parse(raw: &[u8]) -> Option<Value> {
+    let mut p = open(raw)?;
+    let v = p.value(0)?;
+    close(p).then_some(v)
+}
+
+/// The reader at the plist's value: past the XML declaration, the DOCTYPE and `<plist …>`.
+fn open(raw: &[u8]) -> Option<P<'_>> {
     let mut p = P {
         s: std::str::from_utf8(raw).ok()?.as_bytes(),
         i: 0,
@@ -73,13 +80,141 @@ fn parse(raw: &[u8]) -> Option<Value> {
     }
     p.i = end + 1;
     p.ws();
-    let v = p.value(0)?;
+    Some(p)
+}
+
+/// After the plist's value: `</plist>` and nothing else.
+fn close(mut p: P<'_>) -> bool {
     p.ws();
     if !p.eat(b"</plist>") {
-        return None;
+        return false;
     }
     p.ws();
-    (p.i == p.s.len()).then_some(v)
+    p.i == p.s.len()
+}
+
+/// An OSUpdateStatus answer in its usual shape, read without a plist tree: a dictionary of
+/// exactly `CommandUUID`, `Status`, `UDID` (strings) and `OSUpdateStatus`, an array of
+/// dictionaries of exactly `ProductKey`, `Status` (strings), `DownloadPercentComplete` (a real
+/// in 0–1) and `IsDownloaded` (a boolean), each key once. Such an answer has no deviation to
+/// note, no error chain and nothing else a report reads; anything else is declined (`None`)
+/// and read as a [`Report`]. Same subset rules as [`parse_report`] otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusAnswer {
+    pub items: Vec<StatusItem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusItem {
+    pub product_key: String,
+    pub status: String,
+    pub download_percent_complete: f64,
+    pub is_downloaded: bool,
+}
+
+/// The answer in `raw`, when it is an OSUpdateStatus answer of the usual shape.
+pub(crate) fn parse_status(raw: &[u8]) -> Option<StatusAnswer> {
+    if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
+        return None;
+    }
+    let mut p = open(raw)?;
+    if !p.eat(b"<dict>") {
+        return None;
+    }
+    let (mut uuid, mut status, mut udid, mut items) = (false, false, false, None);
+    loop {
+        p.ws();
+        if p.eat(b"</dict>") {
+            break;
+        }
+        let k = p.key()?;
+        p.ws();
+        let seen = match k {
+            "CommandUUID" => &mut uuid,
+            "Status" => &mut status,
+            "UDID" => &mut udid,
+            "OSUpdateStatus" => {
+                if items.is_some() {
+                    return None;
+                }
+                items = Some(p.status_items()?);
+                continue;
+            }
+            _ => return None,
+        };
+        if std::mem::replace(seen, true) || !matches!(p.value(1)?, Value::String(_)) {
+            return None;
+        }
+    }
+    if !(uuid && status && udid && close(p)) {
+        return None;
+    }
+    Some(StatusAnswer { items: items? })
+}
+
+impl<'a> P<'a> {
+    /// `<key>text</key>`.
+    fn key(&mut self) -> Option<&'a str> {
+        if !self.eat(b"<key>") {
+            return None;
+        }
+        let start = self.i;
+        self.text()?;
+        let end = self.i;
+        if !self.eat(b"</key>") {
+            return None;
+        }
+        let s: &'a [u8] = self.s;
+        std::str::from_utf8(&s[start..end]).ok()
+    }
+
+    /// The `OSUpdateStatus` array of [`parse_status`].
+    fn status_items(&mut self) -> Option<Vec<StatusItem>> {
+        let mut items = Vec::new();
+        if self.eat(b"<array/>") {
+            return Some(items);
+        }
+        if !self.eat(b"<array>") {
+            return None;
+        }
+        loop {
+            self.ws();
+            if self.eat(b"</array>") {
+                return Some(items);
+            }
+            if !self.eat(b"<dict>") {
+                return None;
+            }
+            let (mut pk, mut st, mut pct, mut dl) = (None, None, None, None);
+            loop {
+                self.ws();
+                if self.eat(b"</dict>") {
+                    break;
+                }
+                let k = self.key()?;
+                self.ws();
+                let v = self.value(3)?;
+                let fresh = match (k, v) {
+                    ("ProductKey", Value::String(s)) => pk.replace(s).is_none(),
+                    ("Status", Value::String(s)) => st.replace(s).is_none(),
+                    ("DownloadPercentComplete", Value::Real(x)) if (0.0..=1.0).contains(&x) => {
+                        pct.replace(x).is_none()
+                    }
+                    ("IsDownloaded", Value::Boolean(b)) => dl.replace(b).is_none(),
+                    _ => false,
+                };
+                if !fresh {
+                    return None;
+                }
+            }
+            items.push(StatusItem {
+                product_key: pk?,
+                status: st?,
+                download_percent_complete: pct?,
+                is_downloaded: dl?,
+            });
+        }
+    }
 }
 
 struct P<'a> {
@@ -227,10 +362,8 @@ mod tests {
         )
     }
 
-    /// Where the fast reader reads, it gives what `mdm::report::parse_report` gives.
-    #[test]
-    fn agrees_with_the_crate_where_it_reads_and_declines_the_rest() {
-        let mut read = 0;
+    /// Answers of every shape the fast readers must read as the crate does, or decline.
+    pub(crate) fn cases() -> Vec<String> {
         let mut cases: Vec<String> = vec![
             doc(&status_body("")),
             doc(&status_body(
@@ -288,6 +421,140 @@ mod tests {
         for k in (0..full.len()).step_by(7) {
             cases.push(full[..k].to_string());
         }
+        // OSUpdateStatus answers around the shape `parse_status` reads.
+        let item = |pct: &str, dl: &str, extra: &str| {
+            format!(
+                "<dict><key>DownloadPercentComplete</key>{pct}<key>IsDownloaded</key>{dl}<key>ProductKey</key><string>iOSUpdate21G93</string><key>Status</key><string>Downloading</string>{extra}</dict>"
+            )
+        };
+        let answer = |items: &str, extra: &str| {
+            doc(&format!(
+                "<dict><key>CommandUUID</key><string>S1</string><key>OSUpdateStatus</key>{items}<key>Status</key><string>Acknowledged</string><key>UDID</key><string>U1</string>{extra}</dict>"
+            ))
+        };
+        let one = item("<real>0.5</real>", "<false/>", "");
+        for (items, extra) in [
+            (format!("<array>{one}</array>"), ""),
+            (
+                format!(
+                    "<array>{one}\n{}</array>",
+                    item("<real>1</real>", "<true/>", "")
+                ),
+                "",
+            ),
+            ("<array/>".to_string(), ""),
+            ("<array></array>".to_string(), ""),
+            (
+                format!("<array>{}</array>", item("<real>1.5</real>", "<true/>", "")),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item("<real>-0.0</real>", "<true/>", "")
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item("<integer>1</integer>", "<true/>", "")
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item("<string>0.5</string>", "<true/>", "")
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item("<real>0.5</real>", "<integer>1</integer>", "")
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item("<real>0.5</real>", "<string>yes</string>", "")
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item(
+                        "<real>0.5</real>",
+                        "<false/>",
+                        "<key>X</key><string>y</string>"
+                    )
+                ),
+                "",
+            ),
+            (
+                format!(
+                    "<array>{}</array>",
+                    item(
+                        "<real>0.5</real>",
+                        "<false/>",
+                        "<key>Status</key><string>y</string>"
+                    )
+                ),
+                "",
+            ),
+            (format!("<array>{one}<string>x</string></array>"), ""),
+            (
+                format!(
+                    "<array>{}</array>",
+                    one.replace("<key>ProductKey</key><string>iOSUpdate21G93</string>", "")
+                ),
+                "",
+            ),
+            (
+                format!("<array>{one}</array>"),
+                "<key>UpdateResults</key><array/>",
+            ),
+            (
+                format!("<array>{one}</array>"),
+                "<key>EnrollmentID</key><string>E</string>",
+            ),
+            (
+                format!("<array>{one}</array>"),
+                "<key>UDID</key><string>U2</string>",
+            ),
+            (
+                format!("<array>{one}</array>"),
+                "<key>OSUpdateStatus</key><array/>",
+            ),
+            ("<dict/>".to_string(), ""),
+            ("<string>x</string>".to_string(), ""),
+        ] {
+            cases.push(answer(&items, extra));
+        }
+        cases.push(
+            answer(&format!("<array>{one}</array>"), "")
+                .replace("<key>CommandUUID</key><string>S1</string>", ""),
+        );
+        cases.push(
+            answer(&format!("<array>{one}</array>"), "")
+                .replace("<string>Acknowledged</string>", "<string>Idle</string>"),
+        );
+        cases.push(
+            answer(&format!("<array>{one}</array>"), "")
+                .replace("<string>Acknowledged</string>", "<integer>1</integer>"),
+        );
+        cases
+    }
+
+    /// Where the fast reader reads, it gives what `mdm::report::parse_report` gives.
+    #[test]
+    fn agrees_with_the_crate_where_it_reads_and_declines_the_rest() {
+        let mut read = 0;
+        let cases = cases();
+        let full = doc(&status_body(""));
         for c in &cases {
             let slow = crate::mdm::report::parse_report(c.as_bytes());
             if let Some(fast) = parse_report(c.as_bytes()) {
@@ -298,5 +565,59 @@ mod tests {
         assert!(read >= 8, "the usual shapes are read fast ({read})");
         // The common answer is read fast.
         assert!(parse_report(full.as_bytes()).is_some());
+    }
+
+    /// Where `parse_status` reads, the facts are those of the report read by the crate.
+    #[test]
+    fn status_answers_give_the_facts_of_their_report() {
+        use crate::report::observations::Sink;
+        use crate::trial::outcome::{ReportFacts, Strings};
+        let mut read = 0;
+        for c in cases() {
+            let Some(st) = parse_status(c.as_bytes()) else {
+                continue;
+            };
+            read += 1;
+            let slow = crate::mdm::report::parse_report(c.as_bytes()).map_err(|e| e.to_string());
+            assert!(slow.is_ok(), "{c:?}");
+            let mut strings = Strings::default();
+            let want = ReportFacts::of(&slow, Some("OSUpdateStatus"), &mut strings);
+            let got = st.facts(&mut strings);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{c:?}");
+            // And the same observation rows.
+            for received_at in ["", "2026-11-27T10:00:00Z"] {
+                let e = crate::trial::journal::Entry {
+                    seq: 7,
+                    at: "2026-11-27T09:00:00.000Z".into(),
+                    event: crate::trial::journal::Event::MdmResult {
+                        udid: "U1".into(),
+                        command_uuid: "S1".into(),
+                        request_type: None,
+                        status: "Acknowledged".into(),
+                        raw_b64: String::new(),
+                        received_at: received_at.into(),
+                    },
+                };
+                let rows = |fast: bool| {
+                    let mut sink = Sink::new(Vec::new()).unwrap();
+                    match fast {
+                        true => sink.status_event(&e, &st).unwrap(),
+                        false => sink
+                            .event(&e, Some((Some("OSUpdateStatus"), &slow)))
+                            .unwrap(),
+                    }
+                    String::from_utf8(sink.finish().unwrap()).unwrap()
+                };
+                assert_eq!(rows(true), rows(false), "{c:?}");
+            }
+            assert!(parse_report(c.as_bytes()).is_some(), "{c:?}");
+        }
+        assert!(read >= 6, "the usual shapes are read ({read})");
+        assert!(parse_status(doc(&status_body("")).as_bytes()).is_some());
+        // NaN is outside 0–1 (a deviation): read as a report (NaN != NaN keeps it out of
+        // `cases`).
+        let nan = doc(&status_body("")).replace("<real>0.25</real>", "<real>nan</real>");
+        assert!(parse_status(nan.as_bytes()).is_none());
+        assert!(parse_report(nan.as_bytes()).is_some());
     }
 }
