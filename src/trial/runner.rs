@@ -1365,7 +1365,7 @@ impl Runner<'_> {
             at: chrono::Utc::now().to_rfc3339(),
         };
         // The kill may have come between the journal's intent and the ledger's: the ledger
-        // holds the intent durably before the command goes out, as in `dose`.
+        // holds the intent durably before the command goes out, as in `dose_many`.
         if !self
             .ledger
             .records()?
@@ -1992,8 +1992,8 @@ const CONCURRENCY: usize = 64;
 /// Test hook for the crash campaign (`tests/crash_campaign.rs`): when the environment variable
 /// `var` holds a number of milliseconds, sleep that long so a SIGKILL can land at this exact
 /// point. Unset (as in every real run), it does nothing. Hooks: `LAB_TEST_PAUSE_AFTER_INTENT_MS`
-/// (in `dose`, right after the intent is fsynced in the journal and the ledger, before the MDM
-/// call), `LAB_TEST_PAUSE_BEFORE_CONSENT_MS` (after allocation, before consent is recorded),
+/// (in `dose_many`, right after the batch's intents are fsynced in the journal and the ledger,
+/// before any MDM call), `LAB_TEST_PAUSE_BEFORE_CONSENT_MS` (after allocation, before consent is recorded),
 /// `LAB_TEST_PAUSE_BEFORE_REPORTS_MS` (after `run_finished`, before the reports are written).
 async fn test_pause(var: &str) {
     if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok())
