@@ -326,6 +326,12 @@ pub struct NanoMdm {
     from_history: Mutex<std::collections::HashSet<(String, Vec<u8>)>>,
 }
 
+/// One report, as webhook and history both carry it: its CommandUUID and a digest of its raw
+/// bytes (their `received_at` differ: the receiver's clock and the server's).
+fn report_key(r: &CommandResult) -> (String, Vec<u8>) {
+    (r.command_uuid.clone(), Sha256::digest(&r.raw).to_vec())
+}
+
 /// A report in the server's history with no webhook for this long is a lost webhook (the
 /// webhook is posted after the report is stored, so a fresh one may still be on its way).
 const WEBHOOK_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
@@ -445,13 +451,12 @@ impl NanoMdm {
         history: Vec<CommandResult>,
         hooks: Vec<CommandResult>,
     ) -> Vec<CommandResult> {
-        let key = |r: &CommandResult| (r.command_uuid.clone(), Sha256::digest(&r.raw).to_vec());
         let mut supplied = self.from_history.lock().unwrap_or_else(|p| p.into_inner());
-        let mut unmatched: Vec<(String, Vec<u8>)> = hooks.iter().map(key).collect();
+        let mut unmatched: Vec<(String, Vec<u8>)> = hooks.iter().map(report_key).collect();
         let now = chrono::Utc::now();
         let mut out: Vec<CommandResult> = Vec::new();
         for r in history {
-            let k = key(&r);
+            let k = report_key(&r);
             let hook = unmatched.iter().position(|h| *h == k);
             if let Some(i) = hook {
                 unmatched.swap_remove(i);
@@ -480,7 +485,11 @@ impl NanoMdm {
                 out.push(r);
             }
         }
-        out.extend(hooks.into_iter().filter(|h| !supplied.contains(&key(h))));
+        out.extend(
+            hooks
+                .into_iter()
+                .filter(|h| !supplied.contains(&report_key(h))),
+        );
         out
     }
 
@@ -623,12 +632,7 @@ impl MdmBackend for NanoMdm {
                     let supplied = self.from_history.lock().unwrap_or_else(|p| p.into_inner());
                     Ok(hooks
                         .into_iter()
-                        .filter(|h| {
-                            !supplied.contains(&(
-                                h.command_uuid.clone(),
-                                Sha256::digest(&h.raw).to_vec(),
-                            ))
-                        })
+                        .filter(|h| !supplied.contains(&report_key(h)))
                         .collect())
                 }
             }

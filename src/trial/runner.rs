@@ -1353,10 +1353,10 @@ impl Runner<'_> {
             })?;
             return Ok(());
         }
-        let rec = |kind| LedgerRecord {
+        let intent = LedgerRecord {
             udid: udid.to_string(),
-            starting_build: build.clone(),
-            kind,
+            starting_build: build,
+            kind: LedgerKind::Intent,
             command_uuid: uuid.to_string(),
             step,
             trial_id: self.p.protocol.id.clone(),
@@ -1372,45 +1372,11 @@ impl Runner<'_> {
             .iter()
             .any(|r| r.command_uuid == uuid && r.kind == LedgerKind::Intent)
         {
-            self.ledger.append(&rec(LedgerKind::Intent))?;
+            self.ledger.append(&intent)?;
         }
-        match self.lab.backend.enqueue(udid, &cmd, uuid).await {
-            Ok(q) => {
-                self.ledger.append(&rec(LedgerKind::Enqueued))?;
-                self.log(Event::DoseEnqueued {
-                    udid: udid.into(),
-                    command_uuid: uuid.into(),
-                    pushed: q.pushed,
-                    push_error: q.push_error,
-                })?;
-            }
-            Err(e) => {
-                // Refused (a late request of the dead harness got there first?) or no answer:
-                // the records decide; without them, uncertain.
-                let now_known = self
-                    .lab
-                    .backend
-                    .queued(udid, uuid)
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
-                if now_known {
-                    self.ledger.append(&rec(LedgerKind::Enqueued))?;
-                    self.log(Event::DoseEnqueued {
-                        udid: udid.into(),
-                        command_uuid: uuid.into(),
-                        pushed: false,
-                        push_error: Some(format!("recovered after a crash: {e}")),
-                    })?;
-                } else {
-                    self.log(uncertain(format!(
-                        "intent recorded, the enqueue after the crash failed: {e}; not re-sent"
-                    )))?;
-                }
-            }
-        }
-        Ok(())
+        // The same bounded retries as any dose: a refusal because a late request of the dead
+        // harness got there first (the server's 409) is settled by the MDM's records.
+        self.send_dose(udid, &cmd, uuid, intent, None).await
     }
 
     async fn follow_up(&mut self) -> Result<(), RunError> {
