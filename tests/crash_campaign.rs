@@ -84,20 +84,6 @@ struct Figures {
     violations: Vec<String>,
 }
 
-fn lab_run(protocol: &Path, results: &Path) -> Command {
-    let mut c = Command::new(lab_bin());
-    c.args(["run", "--yes", "--results"])
-        .arg(results)
-        .arg(protocol)
-        .env("LAB_MDM_API_KEY", TEST_API_KEY)
-        .env_remove("USBMUXD_SOCKET_ADDRESS")
-        .env_remove("LAB_TEST_PAUSE_AFTER_INTENT_MS")
-        .env_remove("LAB_TEST_PAUSE_BEFORE_CONSENT_MS")
-        .env_remove("LAB_TEST_PAUSE_BEFORE_REPORTS_MS")
-        .stdin(Stdio::null());
-    c
-}
-
 fn run_dirs(results: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(results)
         .map(|d| {
@@ -115,28 +101,6 @@ fn journal_text(results: &Path) -> String {
         .first()
         .map(|d| std::fs::read_to_string(d.join("journal.jsonl")).unwrap_or_default())
         .unwrap_or_default()
-}
-
-/// The MDM server's own history for each device.
-fn server_history(sim: &Sim, udids: &[String]) -> BTreeMap<String, serde_json::Value> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let http = lab::http_client::client(Duration::from_secs(10));
-        let mut out = BTreeMap::new();
-        for u in udids {
-            let v: serde_json::Value = http
-                .get(format!("{}/v1/history/{u}", sim.mdm_url.as_ref().unwrap()))
-                .basic_auth("nanomdm", Some(TEST_API_KEY))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            out.insert(u.clone(), v);
-        }
-        out
-    })
 }
 
 /// ScheduleOSUpdate CommandUUIDs the server queued for a device.
@@ -431,7 +395,7 @@ fn trial(
         }
     }
     let udids = fleet_udids(&c.fleet);
-    let history = server_history(&sim, &udids);
+    let history = sim.histories(&udids);
     for u in &udids {
         let doses = server_doses(&history[u]);
         let allowed = match arm_of.get(u).map(String::as_str) {
@@ -643,7 +607,7 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
         "every eligible device allocated (3 by the bug-reproduction arm)"
     );
     let udids = fleet_udids(&fleet);
-    let history = server_history(&sim, &udids);
+    let history = sim.histories(&udids);
     for u in &udids {
         let got = server_doses(&history[u]).len();
         match arms.get(u).map(String::as_str) {

@@ -9,8 +9,6 @@ use base64::Engine;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 fn protocol(dir: &Path, sim: &Sim, speed: u32, arm: &str, follow_up: &str) -> PathBuf {
     let text = format!(
@@ -35,52 +33,18 @@ follow_up: {follow_up}
 }
 
 fn run(protocol: &Path, results: &Path) -> PathBuf {
-    let out = Command::new(lab_bin())
-        .args(["run", "--yes", "--results"])
-        .arg(results)
-        .arg(protocol)
-        .env("LAB_MDM_API_KEY", TEST_API_KEY)
-        .env_remove("USBMUXD_SOCKET_ADDRESS")
-        .output()
-        .unwrap();
+    let out = lab_run(protocol, results).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read_dir(results)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.is_dir())
-        .expect("a run folder")
+    run_dir(results)
 }
 
-fn journal(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// ScheduleOSUpdate commands queued for a device and their deliveries, from the server.
+/// Deliveries of each ScheduleOSUpdate command queued for a device, from the server.
 fn doses_on_server(sim: &Sim, udid: &str) -> Vec<usize> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let h: Value = rt.block_on(async {
-        lab::http_client::client(Duration::from_secs(10))
-            .get(format!(
-                "{}/v1/history/{udid}",
-                sim.mdm_url.as_ref().unwrap()
-            ))
-            .basic_auth("nanomdm", Some(TEST_API_KEY))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    h["commands"]
+    sim.histories(&[udid.to_string()])[udid]["commands"]
         .as_array()
         .unwrap()
         .iter()
@@ -139,7 +103,7 @@ devices:
         "{ poll_interval: 30s, max_duration: 4h, until: updated }",
     );
     let dir = run(&p, &tmp.path().join("results"));
-    let j = journal(&dir);
+    let j = journal_events(&dir);
     let devices = csv_rows(&dir.join("devices.csv"));
     for d in &devices {
         assert_eq!(d["outcome"], "updated", "{d:?}");
@@ -243,7 +207,7 @@ devices:
         "{ poll_interval: 30s, max_duration: 20m, until: updated }",
     );
     let dir = run(&p, &tmp.path().join("results"));
-    let j = journal(&dir);
+    let j = journal_events(&dir);
     let jumps: Vec<&str> = j
         .iter()
         .filter(|e| e["event"] == "observation" && e["kind"] == "device_clock_jump")

@@ -6,10 +6,8 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 const FLEET: &str = "seed: 66
 clock: { start: \"2026-11-27T09:00:00Z\" }
@@ -50,62 +48,13 @@ follow_up: {{ poll_interval: 30s, max_duration: 2h, until: updated }}
     p
 }
 
-fn run(protocol: &Path, results: &Path) -> std::process::Output {
-    Command::new(lab_bin())
-        .args(["run", "--yes", "--results"])
-        .arg(results)
-        .arg(protocol)
-        .env("LAB_MDM_API_KEY", TEST_API_KEY)
-        .env_remove("USBMUXD_SOCKET_ADDRESS")
-        .output()
-        .unwrap()
-}
-
-fn run_dir(results: &Path) -> PathBuf {
-    std::fs::read_dir(results)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.is_dir())
-        .expect("a run folder")
-}
-
-fn journal(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The MDM server's own history for each device.
-fn histories(sim: &Sim, udids: &[String]) -> BTreeMap<String, Value> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let http = lab::http_client::client(Duration::from_secs(10));
-        let mut out = BTreeMap::new();
-        for u in udids {
-            let v: Value = http
-                .get(format!("{}/v1/history/{u}", sim.mdm_url.as_ref().unwrap()))
-                .basic_auth("nanomdm", Some(TEST_API_KEY))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            out.insert(u.clone(), v);
-        }
-        out
-    })
-}
-
 /// Every device updated, with exactly two ScheduleOSUpdate commands queued and each delivered
 /// once — on the server's records.
 fn assert_two_doses_each_and_updated(sim: &Sim, dir: &Path) {
     let devices = csv_rows(&dir.join("devices.csv"));
     assert_eq!(devices.len(), 3);
     let udids: Vec<String> = devices.iter().map(|d| d["udid"].clone()).collect();
-    for (u, h) in histories(sim, &udids) {
+    for (u, h) in sim.histories(&udids) {
         let doses: Vec<&Value> = h["commands"]
             .as_array()
             .unwrap()
@@ -159,7 +108,7 @@ fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
     );
     let p = protocol(tmp.path(), &sim, &mdm);
     let results = tmp.path().join("results");
-    let out = run(&p, &results);
+    let out = lab_run(&p, &results).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -168,7 +117,7 @@ fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
     let dir = run_dir(&results);
     assert_two_doses_each_and_updated(&sim, &dir);
 
-    let j = journal(&dir);
+    let j = journal_events(&dir);
     let errors = observations(&j, "mdm_api_error");
     let keys: Vec<&str> = errors.iter().map(|e| e["key"].as_str().unwrap()).collect();
     // Three failed ScheduleOSUpdate attempts, each recorded with what the MDM did.
@@ -257,7 +206,7 @@ fn lost_and_duplicated_webhooks_are_reconciled_from_the_servers_history() {
     );
     let p = protocol(tmp.path(), &sim, &mdm);
     let results = tmp.path().join("results");
-    let out = run(&p, &results);
+    let out = lab_run(&p, &results).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -266,7 +215,7 @@ fn lost_and_duplicated_webhooks_are_reconciled_from_the_servers_history() {
     let dir = run_dir(&results);
     assert_two_doses_each_and_updated(&sim, &dir);
 
-    let j = journal(&dir);
+    let j = journal_events(&dir);
     let lost = observations(&j, "webhook_lost");
     let dup = observations(&j, "webhook_duplicate");
     assert!(!lost.is_empty(), "no lost webhook noticed");

@@ -5,58 +5,17 @@
 mod common;
 use base64::Engine;
 use common::*;
-use lab::mdm::backend::{MdmBackend, NanoMdm};
+use lab::mdm::backend::MdmBackend;
 use lab::mdm::{Command, parse_report};
 use lab::sim::fleet;
 use serde_json::Value as Json;
 use std::time::{Duration, Instant};
 
-fn backend(sim: &Sim) -> NanoMdm {
-    NanoMdm::embedded(
-        sim.mdm_url.as_deref().expect("the sim runs an MDM"),
-        TEST_API_KEY,
-        Duration::from_secs(10),
-    )
-}
-
-async fn api(sim: &Sim, path: &str) -> Json {
-    lab::http_client::client(Duration::from_secs(5))
-        .get(format!("{}{path}", sim.mdm_url.as_ref().unwrap()))
-        .basic_auth("nanomdm", Some(TEST_API_KEY))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn enrolled(sim: &Sim, n: usize) {
-    let start = Instant::now();
-    loop {
-        let v = api(sim, "/v1/enrollments").await;
-        let ready = v["enrollments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "only {ready} of {n} enrolled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The server's history of one command once it is answered (state `done`).
 async fn answered(sim: &Sim, udid: &str, uuid: &str, within: Duration) -> Json {
     let start = Instant::now();
     loop {
-        let h = api(sim, &format!("/v1/history/{udid}")).await;
+        let h = sim.api(&format!("/v1/history/{udid}")).await;
         if let Some(c) = h["commands"]
             .as_array()
             .unwrap()
@@ -106,8 +65,8 @@ async fn a_spoiled_os_update_status_report_is_rejected_and_the_redelivery_answer
     let specs = fleet::load(&f).unwrap();
     let (wrong, malformed) = (specs[0].udid.clone(), specs[1].udid.clone());
     let sim = Sim::start(&f);
-    enrolled(&sim, 2).await;
-    let b = backend(&sim);
+    sim.enrolled(2).await;
+    let b = sim.backend();
     for (udid, tag) in [(&wrong, "wrong"), (&malformed, "malformed")] {
         // A DeviceInformation first: not the faulty RequestType, answered at once.
         b.enqueue(
@@ -148,7 +107,7 @@ async fn a_spoiled_os_update_status_report_is_rejected_and_the_redelivery_answer
     }
 
     // The server kept the spoiled reports as evidence.
-    let rejected = api(&sim, "/v1/reports/rejected").await;
+    let rejected = sim.api("/v1/reports/rejected").await;
     let rejected = rejected["reports"].as_array().unwrap();
     let wrong_uuid: Vec<_> = rejected
         .iter()
@@ -217,8 +176,8 @@ async fn a_reattached_device_comes_back_with_a_new_device_id_and_its_mdm_kept_wo
         device_ids(&sim, &udid).is_none().then_some(())
     });
     // Unplugged from USB, the device still answers its MDM (USB is not the network).
-    enrolled(&sim, 2).await;
-    backend(&sim)
+    sim.enrolled(2).await;
+    sim.backend()
         .enqueue(&udid, &Command::SecurityInfo, "si-unplugged")
         .await
         .unwrap();

@@ -8,45 +8,6 @@ use lab::mdm::{Command, InstallAction, UpdateItem, parse_report};
 use plist::Value;
 use std::time::{Duration, Instant};
 
-fn backend(sim: &Sim) -> NanoMdm {
-    NanoMdm::embedded(
-        sim.mdm_url.as_deref().expect("the sim runs an MDM"),
-        TEST_API_KEY,
-        Duration::from_secs(10),
-    )
-}
-
-async fn enrolled(sim: &Sim, n: usize) {
-    let http = lab::http_client::client(Duration::from_secs(5));
-    let url = format!("{}/v1/enrollments", sim.mdm_url.as_ref().unwrap());
-    let start = Instant::now();
-    loop {
-        let v: serde_json::Value = http
-            .get(&url)
-            .basic_auth("nanomdm", Some(TEST_API_KEY))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ready = v["enrollments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
-            .count();
-        if ready >= n {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "only {ready} of {n} enrolled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn result_of(b: &NanoMdm, udid: &str, uuid: &str, within: Duration) -> CommandResult {
     let start = Instant::now();
     loop {
@@ -73,8 +34,8 @@ async fn fleet_enrolls_and_answers_device_information_and_security_info() {
     let fleet = repo_path("trials/fleets/bench-5.yaml");
     let specs = lab::sim::fleet::load(&fleet).unwrap();
     let sim = Sim::start(&fleet);
-    enrolled(&sim, specs.len()).await;
-    let b = backend(&sim);
+    sim.enrolled(specs.len()).await;
+    let b = sim.backend();
     for (i, s) in specs.iter().enumerate() {
         let q = b
             .enqueue(
@@ -142,8 +103,8 @@ async fn two_step_default_installs_and_the_new_version_shows_on_lockdown_and_mdm
     let specs = lab::sim::fleet::load(&f).unwrap();
     let udid = specs[0].udid.clone();
     let sim = Sim::start_with(&f, &["--speed", "60"]);
-    enrolled(&sim, 2).await;
-    let b = backend(&sim);
+    sim.enrolled(2).await;
+    let b = sim.backend();
     let default = Command::ScheduleOSUpdate {
         updates: vec![UpdateItem {
             product_key: None,

@@ -11,50 +11,20 @@ use std::time::{Duration, Instant};
 
 const SPEED: &str = "600";
 
-fn lab_run(protocol: &Path, results: &Path) -> Command {
-    let mut c = Command::new(lab_bin());
-    c.args(["run", "--yes", "--results"])
-        .arg(results)
-        .arg(protocol)
-        .env("LAB_MDM_API_KEY", TEST_API_KEY)
-        .env_remove("USBMUXD_SOCKET_ADDRESS");
-    c
-}
-
-fn run_dir(results: &Path) -> PathBuf {
-    std::fs::read_dir(results)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.is_dir())
-        .expect("a run folder")
-}
-
 /// ScheduleOSUpdate commands the MDM server queued for each device (its own history).
 fn doses_on_server(sim: &Sim, udids: &[String]) -> BTreeMap<String, usize> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let http = lab::http_client::client(Duration::from_secs(10));
-        let mut out = BTreeMap::new();
-        for u in udids {
-            let v: serde_json::Value = http
-                .get(format!("{}/v1/history/{u}", sim.mdm_url.as_ref().unwrap()))
-                .basic_auth("nanomdm", Some(TEST_API_KEY))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let n = v["commands"]
+    sim.histories(udids)
+        .into_iter()
+        .map(|(u, h)| {
+            let n = h["commands"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|c| c["request_type"] == "ScheduleOSUpdate")
                 .count();
-            out.insert(u.clone(), n);
-        }
-        out
-    })
+            (u, n)
+        })
+        .collect()
 }
 
 fn summary(

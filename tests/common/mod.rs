@@ -72,6 +72,104 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// The embedded MDM's base URL.
+    pub fn mdm(&self) -> &str {
+        self.mdm_url.as_deref().expect("the sim runs an MDM")
+    }
+
+    /// The harness's backend for this sim's embedded MDM.
+    pub fn backend(&self) -> lab::mdm::backend::NanoMdm {
+        lab::mdm::backend::NanoMdm::embedded(self.mdm(), TEST_API_KEY, Duration::from_secs(10))
+    }
+
+    /// `GET` on the embedded MDM's API, as JSON.
+    pub async fn api(&self, path: &str) -> serde_json::Value {
+        lab::http_client::client(Duration::from_secs(10))
+            .get(format!("{}{path}", self.mdm()))
+            .basic_auth("nanomdm", Some(TEST_API_KEY))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Wait until `n` devices have sent their first TokenUpdate (at most 30 s).
+    pub async fn enrolled(&self, n: usize) {
+        let start = Instant::now();
+        loop {
+            let v = self.api("/v1/enrollments").await;
+            let ready = v["enrollments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["token_update_tally"].as_u64().unwrap_or(0) >= 1)
+                .count();
+            if ready >= n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "only {ready} of {n} enrolled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The MDM server's own history for each device (from a test thread, not a runtime).
+    pub fn histories(
+        &self,
+        udids: &[String],
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut out = std::collections::BTreeMap::new();
+            for u in udids {
+                out.insert(u.clone(), self.api(&format!("/v1/history/{u}")).await);
+            }
+            out
+        })
+    }
+}
+
+/// `lab run --yes --results RESULTS PROTOCOL` with the test API key, no usbmuxd from the
+/// environment and none of the crash-campaign pause hooks.
+pub fn lab_run(protocol: &Path, results: &Path) -> Command {
+    let mut c = Command::new(lab_bin());
+    c.args(["run", "--yes", "--results"])
+        .arg(results)
+        .arg(protocol)
+        .env("LAB_MDM_API_KEY", TEST_API_KEY)
+        .env_remove("USBMUXD_SOCKET_ADDRESS")
+        .env_remove("LAB_TEST_PAUSE_AFTER_INTENT_MS")
+        .env_remove("LAB_TEST_PAUSE_BEFORE_CONSENT_MS")
+        .env_remove("LAB_TEST_PAUSE_BEFORE_REPORTS_MS")
+        .stdin(Stdio::null());
+    c
+}
+
+/// The (first) run folder under a results folder.
+pub fn run_dir(results: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(results)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v.into_iter().next().expect("a run folder")
+}
+
+/// A run's journal, one JSON value per event.
+pub fn journal_events(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();
