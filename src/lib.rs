@@ -3,7 +3,8 @@
 //! Layers, from the wire up: `usbmux` and `lockdown` (codecs + clients, shared with the
 //! simulator), `probe` (the baseline record), `usb` (raw USB scan), `sim` (the simulated lab),
 //! `mdm` (the MDM protocol model: commands, reports, check-ins, schema checks, webhooks).
-//! See `../shared/DESIGN.md` for the whole shape.
+//! `ARCHITECTURE.md` at the repository's root is the map: the layers, the arrows allowed between
+//! them (checked by `tests/architecture.rs`) and today's known breaks.
 
 pub mod cli;
 pub mod evidence;
