@@ -15,7 +15,9 @@ pub struct ServeArgs {
     /// Simulated seconds per real second (attach/detach schedules run this much faster).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    /// Override the fleet's identity seed.
+    /// Override the fleet's `seed`: generated UDIDs, serial numbers, ECIDs, MAC addresses and
+    /// host IDs change with it (the same seed gives the same devices; a `udid` or `serial`
+    /// written in the fleet file stays as written). Without it, the fleet's own seed.
     #[arg(long)]
     seed: Option<u64>,
     /// Where the embedded MDM server listens (loopback unless told otherwise).
