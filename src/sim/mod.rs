@@ -84,8 +84,22 @@ pub struct RunningSim {
 }
 
 /// Load a fleet, bind the usbmuxd listeners, start the MDM side, and serve (on the current
-/// tokio runtime).
+/// tokio runtime). An embedded MDM keeps its store in memory: the lab exists only as long as
+/// this process.
 pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, SimError> {
+    start_with_mdm_db(fleet_path, opts, None).await
+}
+
+/// As [`start`], with the embedded MDM's store in the SQLite file `mdm_db` when given
+/// (`lab sim serve --mdm-db`): enrollments, queue and every report survive a restart of the
+/// simulator, as they survive a restart of a real MDM. The simulated devices themselves start
+/// afresh (their OS state is not kept) and enroll again, which rebinds their new identity
+/// certificates.
+pub async fn start_with_mdm_db(
+    fleet_path: &Path,
+    opts: SimOptions,
+    mdm_db: Option<&Path>,
+) -> Result<RunningSim, SimError> {
     let text = crate::input::read_text(fleet_path)?;
     let mut file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     // The override replaces the fleet's seed everywhere it is used: generated UDIDs, serial
@@ -121,7 +135,7 @@ pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, Si
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
     lab.start();
-    let mdm = start_mdm(&lab, &opts.mdm, poll_interval).await?;
+    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db).await?;
     Ok(RunningSim { lab, addrs, mdm })
 }
 
@@ -129,6 +143,7 @@ async fn start_mdm(
     lab: &Arc<lab::SimLab>,
     mode: &SimMdm,
     poll_interval: std::time::Duration,
+    mdm_db: Option<&Path>,
 ) -> Result<Option<RunningSimMdm>, SimError> {
     let (url, server, apns) = match mode {
         SimMdm::None => return Ok(None),
@@ -169,8 +184,12 @@ async fn start_mdm(
                 push: Arc::new(push),
                 faults: faults.clone(),
             };
-            let store = crate::mdm_server::Store::open_in_memory()
-                .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let store = match mdm_db {
+                Some(p) => crate::mdm_server::Store::open(p)
+                    .map_err(|e| SimError::Mdm(format!("{}: {e}", p.display())))?,
+                None => crate::mdm_server::Store::open_in_memory()
+                    .map_err(|e| SimError::Mdm(e.to_string()))?,
+            };
             let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
                 .await
                 .map_err(|source| SimError::Bind {
