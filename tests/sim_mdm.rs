@@ -210,3 +210,82 @@ async fn two_step_default_installs_and_the_new_version_shows_on_lockdown_and_mdm
         Some("MCMDMErrorDomain")
     );
 }
+
+/// `lab sim serve --mdm-db FILE`: the embedded MDM's store outlives the simulator process
+/// (killed with SIGKILL, as a crash would), its files are owner-only, and the restarted lab
+/// keeps serving the same enrollments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_mdm_store_survives_a_restart_with_mdm_db() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = repo_path("trials/fleets/bench-5.yaml");
+    let specs = lab::sim::fleet::load(&fleet).unwrap();
+    let udid = specs[0].udid.clone();
+    let db = dir.path().join("sim-mdm.sqlite");
+    let db_arg = db.to_str().unwrap();
+
+    let sim = Sim::start_with(&fleet, &["--mdm-db", db_arg]);
+    sim.enrolled(specs.len()).await;
+    let b = sim.backend();
+    b.enqueue(
+        &udid,
+        &Command::baseline_device_information(),
+        "before-restart",
+    )
+    .await
+    .unwrap();
+    let before = result_of(&b, &udid, "before-restart", Duration::from_secs(20)).await;
+    assert_eq!(before.status, "Acknowledged");
+    for suffix in ["", "-wal", "-shm"] {
+        let p = dir.path().join(format!("sim-mdm.sqlite{suffix}"));
+        let mode = std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{} must be owner-only", p.display());
+    }
+    drop(sim);
+
+    let sim = Sim::start_with(&fleet, &["--mdm-db", db_arg]);
+    // Read at once, before the devices check in again: the history comes from the file.
+    let h = sim.api(&format!("/v1/history/{udid}")).await;
+    let cmds = h["commands"].as_array().unwrap();
+    let kept = cmds
+        .iter()
+        .find(|c| c["command_uuid"] == "before-restart")
+        .unwrap_or_else(|| panic!("history kept across the restart: {h}"));
+    assert_eq!(kept["state"], "done");
+    assert_eq!(kept["last_status"], "Acknowledged");
+    assert_eq!(kept["reports"].as_array().unwrap().len(), 1);
+    let enrolled = sim.api("/v1/enrollments").await;
+    assert_eq!(
+        enrolled["enrollments"].as_array().unwrap().len(),
+        specs.len(),
+        "every device is still enrolled: {enrolled}"
+    );
+    // The restarted lab's devices enroll again and keep answering through the same store.
+    sim.enrolled(specs.len()).await;
+    let b = sim.backend();
+    b.enqueue(&udid, &Command::SecurityInfo, "after-restart")
+        .await
+        .unwrap();
+    let after = result_of(&b, &udid, "after-restart", Duration::from_secs(20)).await;
+    assert_eq!(after.status, "Acknowledged");
+    let uuids: Vec<String> = b
+        .results(&udid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.command_uuid)
+        .collect();
+    assert!(
+        uuids.iter().any(|u| u == "before-restart") && uuids.iter().any(|u| u == "after-restart"),
+        "{uuids:?}"
+    );
+
+    // Without --mdm-db the store is in memory: a restart starts empty (what the flag is for).
+    drop(sim);
+    let sim = Sim::start(&fleet);
+    let h = sim.api(&format!("/v1/history/{udid}")).await;
+    assert_eq!(h["commands"].as_array().unwrap().len(), 0, "{h}");
+}

@@ -15,7 +15,9 @@ pub struct ServeArgs {
     /// Simulated seconds per real second (attach/detach schedules run this much faster).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    /// Override the fleet's identity seed.
+    /// Override the fleet's `seed`: generated UDIDs, serial numbers, ECIDs, MAC addresses and
+    /// host IDs change with it (the same seed gives the same devices; a `udid` or `serial`
+    /// written in the fleet file stays as written). Without it, the fleet's own seed.
     #[arg(long)]
     seed: Option<u64>,
     /// Where the embedded MDM server listens (loopback unless told otherwise).
@@ -31,6 +33,11 @@ pub struct ServeArgs {
     /// written to a file readable only by you and its path is printed.
     #[arg(long, default_value = "LAB_MDM_API_KEY")]
     mdm_api_key_env: String,
+    /// Keep the embedded MDM's store (enrollments, queue, every report) in this SQLite file,
+    /// created owner-only, so that it survives a restart of `lab sim serve`; without it the
+    /// store lives in memory and a restart empties it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["no_mdm", "mdm_url"])]
+    mdm_db: Option<PathBuf>,
     /// Make the embedded MDM inject faults (see `src/mdm_server/faults.rs`).
     #[arg(long, value_name = "FAULTS.yaml", conflicts_with_all = ["no_mdm", "mdm_url"])]
     mdm_faults: Option<PathBuf>,
@@ -103,10 +110,12 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         seed: a.seed,
         mdm,
     };
-    let running = sim::start(&a.fleet, opts).await.map_err(|e| match e {
-        SimError::Fleet(i) => CliError::Input(i),
-        other => CliError::Failed(other.to_string()),
-    })?;
+    let running = sim::start_with_mdm_db(&a.fleet, opts, a.mdm_db.as_deref())
+        .await
+        .map_err(|e| match e {
+            SimError::Fleet(i) => CliError::Input(i),
+            other => CliError::Failed(other.to_string()),
+        })?;
     {
         let mut out = std::io::stdout().lock();
         for addr in &running.addrs {
@@ -130,9 +139,13 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 None if m.server.is_some() => format!("API key from ${}", a.mdm_api_key_env),
                 None => "external".to_string(),
             };
+            let store = match &a.mdm_db {
+                Some(p) if m.server.is_some() => format!("; store {}", p.display()),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "lab sim: MDM at {} ({} devices enrolling; {key})",
+                "lab sim: MDM at {} ({} devices enrolling; {key}{store})",
                 m.url,
                 m.agents.len()
             );

@@ -20,6 +20,8 @@ use std::sync::Mutex;
 pub enum StoreError {
     #[error("MDM store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("MDM store file: {0}")]
+    File(#[from] std::io::Error),
     #[error("command {0} already exists (CommandUUIDs must be unique)")]
     DuplicateCommand(String),
 }
@@ -161,7 +163,9 @@ pub struct Store {
 }
 
 impl Store {
+    /// Open (or create, owner-only: see [`super::private_file`]) the store in `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        super::private_file::create_owner_only(path)?;
         let conn = Connection::open(path)?;
         Self::init(conn)
     }

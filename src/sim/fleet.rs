@@ -519,7 +519,9 @@ fn mac(bytes: &[u8]) -> String {
 
 const SERIAL_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 
-fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
+/// Expand a parsed fleet file into devices, generating what it leaves out from `f.seed` (so a
+/// caller that overrides the seed, as `lab sim serve --seed` does, sets it before expanding).
+pub fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputError> {
     let mut out = Vec::new();
     let mut seen_udids = HashSet::new();
     let mut seen_names = HashSet::new();

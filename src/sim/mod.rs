@@ -84,11 +84,30 @@ pub struct RunningSim {
 }
 
 /// Load a fleet, bind the usbmuxd listeners, start the MDM side, and serve (on the current
-/// tokio runtime).
+/// tokio runtime). An embedded MDM keeps its store in memory: the lab exists only as long as
+/// this process.
 pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, SimError> {
+    start_with_mdm_db(fleet_path, opts, None).await
+}
+
+/// As [`start`], with the embedded MDM's store in the SQLite file `mdm_db` when given
+/// (`lab sim serve --mdm-db`): enrollments, queue and every report survive a restart of the
+/// simulator, as they survive a restart of a real MDM. The simulated devices themselves start
+/// afresh (their OS state is not kept) and enroll again, which rebinds their new identity
+/// certificates.
+pub async fn start_with_mdm_db(
+    fleet_path: &Path,
+    opts: SimOptions,
+    mdm_db: Option<&Path>,
+) -> Result<RunningSim, SimError> {
     let text = crate::input::read_text(fleet_path)?;
-    let file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
-    let seed = opts.seed.unwrap_or(file.seed);
+    let mut file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
+    // The override replaces the fleet's seed everywhere it is used: generated UDIDs, serial
+    // numbers and MAC addresses (fleet expansion), host IDs, the SystemBUID and quirk draws.
+    if let Some(s) = opts.seed {
+        file.seed = s;
+    }
+    let seed = file.seed;
     let start_time = file.clock_start(fleet_path)?;
     let jumps = file.clock_jumps(fleet_path)?;
     let poll_interval = file
@@ -97,7 +116,7 @@ pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, Si
         .and_then(|m| m.poll_interval)
         .map(|d| d.0)
         .unwrap_or(std::time::Duration::from_secs(60));
-    let specs = fleet::parse(fleet_path, &text)?;
+    let specs = fleet::expand(fleet_path, file)?;
     let speed = opts.speed;
     let lab = tokio::task::spawn_blocking(move || {
         lab::SimLab::new_with_jumps(specs, seed, speed, start_time, jumps)
@@ -116,7 +135,7 @@ pub async fn start(fleet_path: &Path, opts: SimOptions) -> Result<RunningSim, Si
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
     lab.start();
-    let mdm = start_mdm(&lab, &opts.mdm, poll_interval).await?;
+    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db).await?;
     Ok(RunningSim { lab, addrs, mdm })
 }
 
@@ -124,6 +143,7 @@ async fn start_mdm(
     lab: &Arc<lab::SimLab>,
     mode: &SimMdm,
     poll_interval: std::time::Duration,
+    mdm_db: Option<&Path>,
 ) -> Result<Option<RunningSimMdm>, SimError> {
     let (url, server, apns) = match mode {
         SimMdm::None => return Ok(None),
@@ -164,8 +184,12 @@ async fn start_mdm(
                 push: Arc::new(push),
                 faults: faults.clone(),
             };
-            let store = crate::mdm_server::Store::open_in_memory()
-                .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let store = match mdm_db {
+                Some(p) => crate::mdm_server::Store::open(p)
+                    .map_err(|e| SimError::Mdm(format!("{}: {e}", p.display())))?,
+                None => crate::mdm_server::Store::open_in_memory()
+                    .map_err(|e| SimError::Mdm(e.to_string()))?,
+            };
             let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
                 .await
                 .map_err(|source| SimError::Bind {
@@ -203,4 +227,77 @@ async fn start_mdm(
         identity_ca_pem: ids.ca_pem,
         agents,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLEET: &str = "seed: 7\ndevices:\n  - name: Phone\n    count: 2\n    product_type: iPhone12,1\n    ios: { version: \"17.5.1\", build: 21F90 }\n    disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 80 }\n  - name: Old\n    product_type: iPhone9,1\n    ios: { version: \"15.8\", build: 19H370 }\n    disk: { total: 32 GB, free: 10 GB }\n    battery: { level: 80 }\n";
+
+    /// (UDID, serial, Wi-Fi MAC, Bluetooth MAC, ECID, HostID) of each device of a lab started
+    /// with this seed override.
+    async fn identities(fleet: &Path, seed: Option<u64>) -> Vec<[String; 6]> {
+        let opts = SimOptions {
+            listen: vec![UsbmuxAddr::parse_listen("127.0.0.1:0").unwrap()],
+            speed: 1.0,
+            seed,
+            mdm: SimMdm::None,
+        };
+        let sim = start(fleet, opts).await.unwrap();
+        sim.lab
+            .devices
+            .iter()
+            .map(|d| {
+                [
+                    d.spec.udid.clone(),
+                    d.spec.serial.clone(),
+                    d.spec.wifi_address.clone(),
+                    d.spec.bluetooth_address.clone(),
+                    d.spec.ecid.to_string(),
+                    d.identity.pair_record.host_id.clone(),
+                ]
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_seed_override_changes_every_generated_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = dir.path().join("fleet.yaml");
+        std::fs::write(&fleet, FLEET).unwrap();
+        let from_file = identities(&fleet, None).await;
+        // No override: the identities the fleet file's own seed gives (what fleet::load sees).
+        let loaded = fleet::load(&fleet).unwrap();
+        assert_eq!(
+            from_file.iter().map(|i| i[0].clone()).collect::<Vec<_>>(),
+            loaded.iter().map(|d| d.udid.clone()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            identities(&fleet, Some(7)).await,
+            from_file,
+            "seed 7 is the file's"
+        );
+        let one = identities(&fleet, Some(1)).await;
+        assert_eq!(
+            identities(&fleet, Some(1)).await,
+            one,
+            "same seed, same lab"
+        );
+        let two = identities(&fleet, Some(2)).await;
+        for other in [&one, &two] {
+            for (a, b) in from_file.iter().zip(other.iter()) {
+                for (field, (x, y)) in ["udid", "serial", "wifi", "bluetooth", "ecid", "host_id"]
+                    .iter()
+                    .zip(a.iter().zip(b.iter()))
+                {
+                    assert_ne!(x, y, "{field} must change with the seed");
+                }
+            }
+        }
+        assert_ne!(one, two);
+        // Pre-A12 devices keep their 40-hex form; A12+ keep CHIP-ECID.
+        assert_eq!(one[2][0].len(), 40);
+        assert!(one[0][0].starts_with("00008030-"), "{}", one[0][0]);
+    }
 }
