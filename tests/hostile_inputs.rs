@@ -578,3 +578,74 @@ fn deep_yaml_is_a_bad_input_not_a_crash() {
     let f = fleet_file(&dir, "deep2.yaml", &deep_map);
     assert!(lab::sim::fleet::load(&f).is_err());
 }
+
+// ------------------------------------------------------------------ the fuzz seeds
+
+/// Every deep-nesting seed committed for the fuzz targets (fuzz/make-seeds.py) goes through the
+/// target's own decoder and is refused for its depth, not a crash; 1 000 levels run on a small
+/// stack to catch a recursive decoder or drop.
+#[test]
+fn deep_fuzz_seeds_are_refused_by_every_plist_decoder() {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let seeds = |target: &str| {
+                let dir = repo_path(&format!("fuzz/corpus/{target}"));
+                let mut v: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        let n = p.file_name().unwrap().to_string_lossy().to_string();
+                        n.starts_with("deep-") || n.starts_with("shared-")
+                    })
+                    .collect();
+                v.sort();
+                assert!(!v.is_empty(), "no deep seeds in {}", dir.display());
+                v
+            };
+            let refused = |what: &std::path::Path, e: String| {
+                assert!(
+                    e.contains("deeper than 64") || e.contains("expands to more than"),
+                    "{}: {e}",
+                    what.display()
+                );
+            };
+            for p in seeds("mdm_report") {
+                let b = std::fs::read(&p).unwrap();
+                refused(
+                    &p,
+                    lab::mdm::report::parse_report(&b).unwrap_err().to_string(),
+                );
+            }
+            for p in seeds("mdm_checkin") {
+                let b = std::fs::read(&p).unwrap();
+                refused(
+                    &p,
+                    lab::mdm::checkin::parse_checkin(&b)
+                        .unwrap_err()
+                        .to_string(),
+                );
+            }
+            for p in seeds("mdm_envelope") {
+                let b = std::fs::read(&p).unwrap();
+                refused(&p, lab::mdm::parse_envelope(&b).unwrap_err().to_string());
+            }
+            for p in seeds("lockdown_frame") {
+                let b = std::fs::read(&p).unwrap();
+                // Framed seeds and a bare plist (shared-40).
+                let payload = match lab::lockdown::frame::decode(&b) {
+                    Ok(Some((payload, _))) => payload,
+                    _ => b,
+                };
+                refused(&p, lab::plist_util::parse_dict(&payload).unwrap_err());
+            }
+            for p in seeds("usbmux_frame") {
+                let b = std::fs::read(&p).unwrap();
+                let (f, _) = lab::usbmux::frame::decode(&b).unwrap().unwrap();
+                refused(&p, lab::plist_util::parse_dict(&f.payload).unwrap_err());
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
