@@ -374,6 +374,15 @@ async fn one_certificate_one_enrollment_rebinding_is_recorded_empty_udid_is_400(
     use lab::mdm_server::identity::fingerprint;
     assert_eq!(note["previous_fingerprint"], fingerprint(&a));
     assert_eq!(note["new_fingerprint"], fingerprint(&c));
+    // The three refused take-overs are kept as evidence under their own type.
+    let refused: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM checkins WHERE message_type = 'AuthenticateRefused'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 3);
     // Exactly one device per certificate in the enrollments.
     let e = enrollments(&s.url).await;
     let ids: Vec<&str> = e["enrollments"]
@@ -648,4 +657,26 @@ fn deep_fuzz_seeds_are_refused_by_every_plist_decoder() {
         .unwrap()
         .join()
         .unwrap();
+}
+
+#[test]
+fn a_bad_listener_override_is_a_bad_input() {
+    let out = Command::new(lab_bin())
+        .args([
+            "mdm",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "/nonexistent/x",
+        ])
+        .env("LAB_LISTEN_IDLE_TIMEOUT_MS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LAB_LISTEN_IDLE_TIMEOUT_MS=\"soon\": expected a whole number"),
+        "{err}"
+    );
 }

@@ -217,6 +217,8 @@ fn bind_at_authenticate(
 
 /// `message_type` of the check-in record written when an Authenticate re-binds a UDID.
 pub const IDENTITY_REBOUND: &str = "IdentityRebound";
+/// `message_type` of an Authenticate refused for its certificate (the body is kept as evidence).
+pub const AUTHENTICATE_REFUSED: &str = "AuthenticateRefused";
 
 async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // Authenticate first, parse second: an unauthenticated client gets no parser (issue 18).
@@ -241,15 +243,22 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             "bad check-in: Authenticate with an empty UDID",
         );
     }
+    if let CheckinMessage::Authenticate { udid, .. } = &msg
+        && let Err(r) = bind_at_authenticate(st, udid, presented.as_deref())
+    {
+        // Kept as evidence of the attempt, under its own type so it is not taken for an
+        // enrollment.
+        let _ = st
+            .store
+            .record_checkin(Some(&id), AUTHENTICATE_REFUSED, body);
+        return r;
+    }
     if let Err(e) = st.store.record_checkin(Some(&id), msg.message_type(), body) {
         return internal(e);
     }
     let mut tally = None;
     match &msg {
         CheckinMessage::Authenticate { topic, udid, .. } => {
-            if let Err(r) = bind_at_authenticate(st, udid, presented.as_deref()) {
-                return r;
-            }
             if let Err(e) = st.store.authenticate(udid, topic, presented.as_deref()) {
                 return internal(e);
             }
