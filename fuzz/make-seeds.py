@@ -192,3 +192,58 @@ put("sim_fleet", "serial-non-ascii.yaml", """devices:
     disk: { total: 64 GB, free: 20 GB }
     battery: { level: 87 }
 """)
+
+# Deep nesting (issue 18): plists just past the depth limit (plist_util::MAX_PLIST_DEPTH = 64)
+# and far past it, in XML (arrays and dicts) and binary, framed for the frame targets; a binary
+# plist whose arrays share children (exponential expansion); deep JSON and YAML.
+def deep_xml(depth, dicts=False):
+    o, c = ("<dict><key>k</key>", "</dict>") if dicts else ("<array>", "</array>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0">'
+            + o * depth + "<string>x</string>" + c * depth + "</plist>").encode()
+
+
+def deep_binary(depth, shared=False):
+    # Hand-written bplist00: plistlib's writer would recurse as deep.
+    out = bytearray(b"bplist00")
+    offsets = []
+    ref = 1 if depth + 1 <= 0xFF else 2
+    for i in range(depth):
+        offsets.append(len(out))
+        if shared:
+            out += bytes([0xA2]) + (i + 1).to_bytes(ref, "big") * 2
+        else:
+            out += bytes([0xA1]) + (i + 1).to_bytes(ref, "big")
+    offsets.append(len(out))
+    out += b"\x51x"
+    table = len(out)
+    for o in offsets:
+        out += o.to_bytes(2, "big")
+    out += bytes(6) + bytes([2, ref])
+    out += struct.pack(">QQQ", len(offsets), 0, table)
+    return bytes(out)
+
+
+for depth in (65, 1000):
+    for target in ("mdm_report", "mdm_checkin", "mdm_envelope"):
+        put(target, f"deep-{depth}.plist", deep_xml(depth))
+        put(target, f"deep-dicts-{depth}.plist", deep_xml(depth, dicts=True))
+        put(target, f"deep-{depth}.bplist", deep_binary(depth))
+    put("lockdown_frame", f"deep-{depth}.bin", lockdown(deep_xml(depth)))
+    put("lockdown_frame", f"deep-{depth}-binary.bin", lockdown(deep_binary(depth)))
+    put("usbmux_frame", f"deep-{depth}.bin", mux(deep_xml(depth)))
+    put("usbmux_frame", f"deep-{depth}-binary.bin", mux(deep_binary(depth)))
+for target in ("mdm_report", "lockdown_frame"):
+    put(target, "shared-40.bplist", deep_binary(40, shared=True))
+deep_json = "[" * 1000 + "]" * 1000
+put("webhook_json", "deep.json", '{"topic": "mdm.Connect", "extra": ' + deep_json + "}")
+put("webhook_json", "deep-raw-payload.json", json.dumps({
+    "topic": "mdm.Connect", "event_id": "", "created_at": "2026-08-17T10:00:00Z",
+    "acknowledge_event": {"udid": UDID, "status": "Acknowledged", "command_uuid": UUID,
+                          "raw_payload": base64.b64encode(deep_xml(1000)).decode(),
+                          "ids": {"id": UDID, "type": "Device"}},
+}))
+put("feed_gdmf", "deep.json", deep_json)
+put("feed_ipsw", "deep.json", deep_json)
+put("sim_fleet", "deep-flow.yaml", "devices: " + "[" * 1000 + "]" * 1000 + "\n")
+put("sim_fleet", "deep-block.yaml", "devices:\n" + "".join(" " * (i + 1) + "a:\n" for i in range(200)))
+put("trial_protocol", "deep-flow.yaml", "id: x\narms: " + "[" * 1000 + "]" * 1000 + "\n")

@@ -18,6 +18,9 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .tls_backend_preconfigured(config)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
+        // Below the servers' keep-alive limit (listen_limits::HEADER_READ_TIMEOUT, 30 s), so a
+        // pooled connection is dropped here before the server closes it under a request.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .expect("a client with a preconfigured rustls config builds")
 }

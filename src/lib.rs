@@ -14,6 +14,7 @@ pub mod input;
 pub mod io;
 pub mod join;
 pub mod known_bad;
+pub mod listen_limits;
 pub mod lockdown;
 pub mod mdm;
 pub mod mdm_server;

@@ -99,6 +99,19 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Many connections (a flooded MDM server, a big fleet) need descriptors; the soft limit is
+    // often 1 024 while the hard one is far higher. Listener caps are sized from the result.
+    match lab::listen_limits::raise_nofile_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::debug!(before, after, "raised the soft file-descriptor limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not raise the file-descriptor limit"),
+    }
+    if let Err(e) = lab::listen_limits::Limits::from_env() {
+        eprintln!("lab: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

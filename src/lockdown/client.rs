@@ -33,6 +33,17 @@ pub enum LockdownError {
         /// The raw reply, kept as evidence (truncated to 4 KiB).
         raw: Vec<u8>,
     },
+    /// A well-formed plist nested past [`plist_util::MAX_PLIST_DEPTH`]: refused while it was
+    /// read, so that one hostile device cannot overflow the harness's stack (issue 18).
+    #[error(
+        "device answered {request} with a plist nested deeper than {} levels (refused)",
+        plist_util::MAX_PLIST_DEPTH
+    )]
+    TooDeep {
+        request: String,
+        /// The start of the reply, kept as evidence (truncated to 4 KiB).
+        raw: Vec<u8>,
+    },
     #[error("device reply to {request} echoes Request {got:?}")]
     RequestMismatch {
         request: String,
@@ -139,11 +150,33 @@ impl LockdownClient {
             }
             Ok(Ok(raw)) => raw,
         };
-        let reply = plist_util::parse_dict(&raw).map_err(|reason| LockdownError::Garbage {
-            request: name.clone(),
-            reason,
-            raw: raw.iter().take(4096).copied().collect(),
-        })?;
+        let evidence = || raw.iter().take(4096).copied().collect();
+        let reply = match plist_util::parse_limited(&raw) {
+            Ok(plist::Value::Dictionary(d)) => d,
+            Err(plist_util::PlistError::TooDeep) => {
+                return Err(LockdownError::TooDeep {
+                    request: name,
+                    raw: evidence(),
+                });
+            }
+            Ok(other) => {
+                return Err(LockdownError::Garbage {
+                    request: name,
+                    reason: format!(
+                        "expected a dictionary, got {}",
+                        plist_util::type_name(&other)
+                    ),
+                    raw: evidence(),
+                });
+            }
+            Err(e) => {
+                return Err(LockdownError::Garbage {
+                    request: name,
+                    reason: e.to_string(),
+                    raw: evidence(),
+                });
+            }
+        };
         check_reply(&name, reply)
     }
 

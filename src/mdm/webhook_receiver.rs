@@ -92,7 +92,12 @@ impl WebhookReceiver {
             .route("/", post(receive))
             .with_state(st);
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            crate::listen_limits::serve_http(
+                listener,
+                app,
+                crate::listen_limits::Limits::current(),
+            )
+            .await;
         });
         Ok(WebhookReceiver { addr, inbox, task })
     }

@@ -136,7 +136,9 @@ fn presented_identity(st: &AppState, headers: &HeaderMap) -> Result<Option<Strin
     Ok(Some(identity::fingerprint(&der)))
 }
 
-/// Check that a message for `id` comes from the certificate bound at Authenticate.
+/// Check that a message for `id` comes from the certificate bound at Authenticate. When the
+/// server checks identities, an enrollment with no bound certificate is refused too (NanoMDM's
+/// `ErrNoCertAssoc` without `-retro`): binding happens at Authenticate only.
 fn check_bound(st: &AppState, id: &str, presented: Option<&str>) -> Result<(), Response> {
     let e = match st.store.enrollment(id) {
         Ok(e) => e,
@@ -148,8 +150,8 @@ fn check_bound(st: &AppState, id: &str, presented: Option<&str>) -> Result<(), R
             IdentityError::NotEnrolled(id.to_string()).to_string(),
         ));
     };
-    if let (Some(bound), Some(p)) = (e.cert_fingerprint.as_deref(), presented)
-        && bound != p
+    if let Some(p) = presented
+        && e.cert_fingerprint.as_deref() != Some(p)
     {
         return Err(text(
             StatusCode::FORBIDDEN,
@@ -161,14 +163,69 @@ fn check_bound(st: &AppState, id: &str, presented: Option<&str>) -> Result<(), R
 
 fn identity_refusal(e: IdentityError) -> Response {
     let code = match e {
-        IdentityError::Mismatch(_) | IdentityError::Untrusted(_) => StatusCode::FORBIDDEN,
+        IdentityError::Mismatch(_)
+        | IdentityError::Untrusted(_)
+        | IdentityError::BoundElsewhere { .. } => StatusCode::FORBIDDEN,
         IdentityError::NotEnrolled(_) => StatusCode::UNAUTHORIZED,
         IdentityError::Missing(_) | IdentityError::Malformed => StatusCode::BAD_REQUEST,
     };
     text(code, e.to_string())
 }
 
+/// Authenticate's identity rules, as NanoMDM's cert-auth middleware applies them
+/// (`associateNewEnrollment`, without `-allow-dup`):
+///
+/// - one certificate, one enrollment: a certificate ever bound to another enrollment is
+///   refused (403), even if that enrollment has since re-bound to a newer one;
+/// - the same certificate again (a re-enrollment with an identity embedded in the profile) is
+///   accepted;
+/// - a certificate never seen before re-binds the UDID: that is how a wiped or re-enrolled
+///   device comes back with a fresh SCEP identity. Its previous certificate stops working. The
+///   re-binding is recorded in the check-in records (`message_type` `IdentityRebound`, a JSON
+///   body naming both fingerprints) and logged, so a take-over is visible.
+fn bind_at_authenticate(
+    st: &AppState,
+    udid: &str,
+    presented: Option<&str>,
+) -> Result<(), Response> {
+    let Some(fp) = presented else {
+        return Ok(());
+    };
+    let owner = st.store.claim_certificate(fp, udid).map_err(internal)?;
+    if owner != udid {
+        tracing::warn!(%udid, %owner, "Authenticate with a certificate bound to another enrollment");
+        return Err(identity_refusal(IdentityError::BoundElsewhere {
+            udid: udid.to_string(),
+        }));
+    }
+    let previous = st
+        .store
+        .enrollment(udid)
+        .map_err(internal)?
+        .and_then(|e| e.cert_fingerprint);
+    if let Some(prev) = previous
+        && prev != fp
+    {
+        tracing::warn!(%udid, previous = %prev, new = %fp, "enrollment re-bound to a new identity certificate");
+        let note = serde_json::json!({ "previous_fingerprint": prev, "new_fingerprint": fp });
+        st.store
+            .record_checkin(Some(udid), IDENTITY_REBOUND, note.to_string().as_bytes())
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// `message_type` of the check-in record written when an Authenticate re-binds a UDID.
+pub const IDENTITY_REBOUND: &str = "IdentityRebound";
+/// `message_type` of an Authenticate refused for its certificate (the body is kept as evidence).
+pub const AUTHENTICATE_REFUSED: &str = "AuthenticateRefused";
+
 async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+    // Authenticate first, parse second: an unauthenticated client gets no parser (issue 18).
+    let presented = match presented_identity(st, headers) {
+        Ok(p) => p,
+        Err(e) => return identity_refusal(e),
+    };
     let msg = match checkin::parse_checkin(body) {
         Ok(m) => m,
         Err(e) => {
@@ -176,11 +233,26 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             return text(StatusCode::BAD_REQUEST, format!("bad check-in: {e}"));
         }
     };
-    let presented = match presented_identity(st, headers) {
-        Ok(p) => p,
-        Err(e) => return identity_refusal(e),
-    };
     let id = msg.udid().unwrap_or_default().to_string();
+    if let CheckinMessage::Authenticate { udid, .. } = &msg
+        && udid.trim().is_empty()
+    {
+        let _ = st.store.record_checkin(None, "malformed", body);
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad check-in: Authenticate with an empty UDID",
+        );
+    }
+    if let CheckinMessage::Authenticate { udid, .. } = &msg
+        && let Err(r) = bind_at_authenticate(st, udid, presented.as_deref())
+    {
+        // Kept as evidence of the attempt, under its own type so it is not taken for an
+        // enrollment.
+        let _ = st
+            .store
+            .record_checkin(Some(&id), AUTHENTICATE_REFUSED, body);
+        return r;
+    }
     if let Err(e) = st.store.record_checkin(Some(&id), msg.message_type(), body) {
         return internal(e);
     }
@@ -243,16 +315,20 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
 }
 
 async fn handle_report(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+    // Authenticate first, parse second: an unauthenticated client gets no parser (issue 18).
+    let presented = match presented_identity(st, headers) {
+        Ok(p) => p,
+        Err(e) => return identity_refusal(e),
+    };
     let report = match parse_report(body) {
         Ok(r) => r,
         Err(e) => {
             // Garbage is kept, raw, as evidence; the queue is untouched. It cannot name its
             // enrollment, but the identity certificate that came with it can.
             let note = format!("malformed report: {e}");
-            let from = presented_identity(st, headers)
-                .ok()
-                .flatten()
-                .and_then(|fp| st.store.enrollment_by_fingerprint(&fp).ok().flatten());
+            let from = presented
+                .as_deref()
+                .and_then(|fp| st.store.enrollment_by_fingerprint(fp).ok().flatten());
             if let Err(e) = st
                 .store
                 .record_report(from.as_deref(), None, None, body, Some(&note))
@@ -261,10 +337,6 @@ async fn handle_report(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Respo
             }
             return text(StatusCode::BAD_REQUEST, note);
         }
-    };
-    let presented = match presented_identity(st, headers) {
-        Ok(p) => p,
-        Err(e) => return identity_refusal(e),
     };
     let id = report.enrollment().to_string();
     if let Err(r) = check_bound(st, &id, presented.as_deref()) {

@@ -2,8 +2,11 @@
 //!
 //! Simulated devices present a per-device client certificate in a header, as NanoMDM's
 //! `-cert-header` mode takes it (brief mdm.md §5.1): RFC 9440 form `:<base64 DER>:` or a
-//! URL-escaped PEM. The first Authenticate binds the certificate (its SHA-256 fingerprint) to the
-//! enrollment; every later message must present the same one. With a CA configured the
+//! URL-escaped PEM. Authenticate binds the certificate (its SHA-256 fingerprint) to the
+//! enrollment; every later message must present the same one. A certificate bound to one
+//! enrollment never authenticates another, and a new certificate at Authenticate re-binds the
+//! UDID (recorded): the rules of NanoMDM's cert-auth middleware, see
+//! `http::bind_at_authenticate`. With a CA configured the
 //! certificate must also chain to it for client authentication. Real devices sign with
 //! `Mdm-Signature` (a CMS detached signature) instead: room is left for it in
 //! [`IdentitySource`], not implemented.
@@ -25,6 +28,10 @@ pub enum IdentityError {
     Mismatch(String),
     #[error("{0} has not authenticated (no Authenticate check-in)")]
     NotEnrolled(String),
+    #[error(
+        "client certificate is bound to another enrollment; it cannot authenticate {udid} (one certificate, one enrollment)"
+    )]
+    BoundElsewhere { udid: String },
 }
 
 /// Where a message's identity came from.

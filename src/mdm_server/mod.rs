@@ -43,7 +43,8 @@ impl Drop for RunningServer {
     }
 }
 
-/// Bind `listen` (e.g. `127.0.0.1:0`) and serve.
+/// Bind `listen` (e.g. `127.0.0.1:0`) and serve, with the listener limits of
+/// [`crate::listen_limits`] (header and idle timeouts, a connection cap).
 pub async fn start(
     listen: &str,
     store: Arc<Store>,
@@ -53,9 +54,8 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let app = http::router(AppState::new(store.clone(), cfg));
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "MDM server stopped");
-        }
+        crate::listen_limits::serve_http(listener, app, crate::listen_limits::Limits::current())
+            .await;
     });
     Ok(RunningServer { addr, store, task })
 }

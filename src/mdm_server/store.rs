@@ -75,6 +75,14 @@ CREATE TABLE IF NOT EXISTS reports (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_by_enrollment ON reports (enrollment_id, command_uuid);
+-- Every identity certificate ever bound, and to which enrollment: one certificate, one
+-- enrollment, even after that enrollment re-bound to a newer certificate (as NanoMDM's
+-- cert_auth_associations refuse a hash already seen).
+CREATE TABLE IF NOT EXISTS cert_bindings (
+    fingerprint TEXT PRIMARY KEY,
+    enrollment_id TEXT NOT NULL,
+    bound_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkins (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     enrollment_id TEXT,
@@ -199,6 +207,24 @@ impl Store {
                 params![id, message_type, raw, now()],
             )?;
             Ok(())
+        })
+    }
+
+    /// Claim `fingerprint` for enrollment `id`; returns the enrollment that holds it, which is
+    /// `id` unless another enrollment claimed it first (then the caller refuses). Atomic, so two
+    /// concurrent Authenticates with one certificate cannot both win.
+    pub fn claim_certificate(&self, fingerprint: &str, id: &str) -> Result<String> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cert_bindings (fingerprint, enrollment_id, bound_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(fingerprint) DO NOTHING",
+                params![fingerprint, id, now()],
+            )?;
+            Ok(c.query_row(
+                "SELECT enrollment_id FROM cert_bindings WHERE fingerprint = ?1",
+                params![fingerprint],
+                |r| r.get(0),
+            )?)
         })
     }
 

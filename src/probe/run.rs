@@ -99,6 +99,8 @@ pub enum FailureKind {
     Unreachable,
     Timeout,
     Garbage,
+    /// A plist nested past the depth limit (`plist_util::MAX_PLIST_DEPTH`).
+    TooDeep,
     OversizedFrame,
     ClosedMidFrame,
     Closed,
@@ -166,6 +168,7 @@ fn lockdown_failure(stage: &str, e: &LockdownError) -> Failure {
         LockdownError::Frame(FrameError::Truncated { .. }) => FailureKind::ClosedMidFrame,
         LockdownError::Frame(_) | LockdownError::Closed => FailureKind::Closed,
         LockdownError::Garbage { .. } => FailureKind::Garbage,
+        LockdownError::TooDeep { .. } => FailureKind::TooDeep,
         LockdownError::Tls(_) | LockdownError::TlsSetup(_) => FailureKind::Tls,
         LockdownError::Device { .. } => FailureKind::Refused,
         LockdownError::RequestMismatch { .. } | LockdownError::MissingKey { .. } => {
@@ -173,7 +176,7 @@ fn lockdown_failure(stage: &str, e: &LockdownError) -> Failure {
         }
     };
     let raw_base64 = match e {
-        LockdownError::Garbage { raw, .. } => {
+        LockdownError::Garbage { raw, .. } | LockdownError::TooDeep { raw, .. } => {
             Some(base64::engine::general_purpose::STANDARD.encode(raw))
         }
         _ => None,

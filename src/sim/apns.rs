@@ -152,27 +152,51 @@ pub async fn start(bind: &str) -> Result<ApnsStandIn, ApnsStandInError> {
         .map_err(|e| ApnsStandInError::Bind(bind.to_string(), e))?;
     let registry = Arc::new(Registry::default());
     let reg = registry.clone();
+    // Listener limits (crate::listen_limits): the TLS handshake within the header timeout, no
+    // byte either way for the idle timeout closes the connection, and the connection cap.
+    let limits = crate::listen_limits::Limits::current();
+    let tracker = crate::listen_limits::ConnTracker::new(limits.max_connections);
     tokio::spawn(async move {
         let counter = Arc::new(AtomicU64::new(1));
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(guard) = tracker.admit() else {
+                drop(tcp);
                 continue;
             };
             let acceptor = acceptor.clone();
             let reg = reg.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
+                let io = crate::listen_limits::IdleIo::new(tcp, limits.idle_timeout);
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
+                let Ok(Ok(tls)) = handshake.await else {
                     return;
                 };
+                let busy = guard.busy_counter();
                 let svc = hyper::service::service_fn(move |req| {
                     let reg = reg.clone();
                     let counter = counter.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(req, &reg, &counter).await) }
+                    let mark = crate::listen_limits::BusyGuard::enter(busy.clone());
+                    async move {
+                        let r = handle(req, &reg, &counter).await;
+                        drop(mark);
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = guard.evicted() => {}
+                }
             });
         }
     });

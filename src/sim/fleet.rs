@@ -245,7 +245,14 @@ pub enum Fault {
     Silent,
     /// Answers StartSession, then sends garbage instead of a TLS ServerHello.
     TlsFailure,
+    /// A well-formed XML plist nested [`DEEP_PLIST_LEVELS`] arrays deep (issue 18: it used to
+    /// overflow the harness's stack).
+    DeepPlist,
 }
+
+/// How deep the `deep_plist` fault nests: the 50 000 `<array>`s of issue 18 (about 800 KB,
+/// well under lockdown's 16 MiB frame limit).
+pub const DEEP_PLIST_LEVELS: usize = 50_000;
 
 /// How a faulty MDM client spoils its report (`mdm_fault.kind`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

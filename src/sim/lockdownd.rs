@@ -85,10 +85,22 @@ async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(),
     let mut conn = Conn::Plain(io);
     let mut session_id: Option<String> = None;
     let mut first_reply = true;
+    let limits = crate::listen_limits::Limits::current();
     loop {
-        let raw = match conn.read().await {
-            Err(FrameError::Closed) => return Ok(()),
-            r => r?,
+        // The first request within the header timeout, later ones within the idle timeout
+        // (crate::listen_limits): a client that connects and sends nothing is let go.
+        let wait = if first_reply {
+            limits.header_read_timeout
+        } else {
+            limits.idle_timeout
+        };
+        let raw = match tokio::time::timeout(wait, conn.read()).await {
+            Err(_) => {
+                tracing::debug!(udid = %dev.spec.udid, "lockdown client idle: connection closed");
+                return Ok(());
+            }
+            Ok(Err(FrameError::Closed)) => return Ok(()),
+            Ok(r) => r?,
         };
         if first_reply {
             first_reply = false;
@@ -147,7 +159,12 @@ async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(),
                     unreachable!("a session starts in plaintext")
                 };
                 let acceptor = TlsAcceptor::from(dev.identity.server_config.clone());
-                conn = Conn::Tls(Box::new(acceptor.accept(io).await?));
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
+                let Ok(tls) = handshake.await else {
+                    return Ok(());
+                };
+                conn = Conn::Tls(Box::new(tls?));
             }
             "StopSession" => {
                 let given = get_str(&req, "SessionID");
@@ -269,6 +286,14 @@ async fn apply_first_reply_fault(f: Fault, conn: &mut Conn) -> Result<bool, Fram
             Ok(true)
         }
         Fault::TlsFailure => Ok(false),
+        Fault::DeepPlist => {
+            let deep = plist_util::hostile::deep_xml(crate::sim::fleet::DEEP_PLIST_LEVELS, false);
+            let mut framed = (deep.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&deep);
+            conn.write_raw(&framed).await?;
+            hold_open(conn).await;
+            Ok(true)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use super::lab::SimLab;
 use super::lockdownd;
 use crate::io::BoxIo;
+use crate::listen_limits::{ConnGuard, ConnTracker, Limits};
 use crate::plist_util::{self, get_str, get_u64};
 use crate::usbmux::UsbmuxAddr;
 use crate::usbmux::frame::{
@@ -63,15 +64,33 @@ impl Listener {
     }
 }
 
-/// Accept clients forever.
+/// Accept clients forever, with the limits of [`crate::listen_limits`]: a client must send its
+/// first request within the header timeout and the next ones within the idle timeout (a
+/// `Listen` client is exempt: it only waits), and at the connection cap a client that has not
+/// sent a request yet gives its place to the newcomer; if every client has, the newcomer is
+/// closed at once.
 pub async fn serve(lab: Arc<SimLab>, listener: Listener) {
+    let limits = Limits::current();
+    let tracker = ConnTracker::new(limits.max_connections);
     loop {
         match listener.accept().await {
             Ok(io) => {
+                let Ok(guard) = tracker.admit() else {
+                    tracing::debug!("usbmuxd connection refused: at the connection cap");
+                    drop(io);
+                    continue;
+                };
                 let lab = lab.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_client(lab, io).await {
-                        tracing::debug!(error = %e, "usbmuxd client ended");
+                    tokio::select! {
+                        r = handle_client(lab, io, &guard, limits) => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "usbmuxd client ended");
+                            }
+                        }
+                        _ = guard.evicted() => {
+                            tracing::debug!("silent usbmuxd client displaced at the connection cap");
+                        }
                     }
                 });
             }
@@ -94,12 +113,29 @@ async fn reply(io: &mut BoxIo, tag: u32, d: Dictionary) -> std::io::Result<()> {
     .await
 }
 
-async fn handle_client(lab: Arc<SimLab>, mut io: BoxIo) -> Result<(), FrameError> {
+async fn handle_client(
+    lab: Arc<SimLab>,
+    mut io: BoxIo,
+    guard: &ConnGuard,
+    limits: Limits,
+) -> Result<(), FrameError> {
+    let mut established = None;
     loop {
-        let f = match frame::read_frame(&mut io).await {
-            Err(FrameError::Closed) => return Ok(()),
-            r => r?,
+        let wait = if established.is_none() {
+            limits.header_read_timeout
+        } else {
+            limits.idle_timeout
         };
+        let f = match tokio::time::timeout(wait, frame::read_frame(&mut io)).await {
+            Err(_) => {
+                tracing::debug!("usbmuxd client idle: connection closed");
+                return Ok(());
+            }
+            Ok(Err(FrameError::Closed)) => return Ok(()),
+            Ok(r) => r?,
+        };
+        // A client that completed a request is no longer displaced at the cap.
+        established.get_or_insert_with(|| guard.busy());
         let tag = f.header.tag;
         if f.header.version != VERSION_PLIST || f.header.message != MSG_PLIST {
             // Only the plist protocol is spoken (the binary one is unusable in libusbmuxd 2.0.2,

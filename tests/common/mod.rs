@@ -32,11 +32,17 @@ impl Sim {
     }
 
     pub fn start_with(fleet: &Path, extra: &[&str]) -> Sim {
+        Self::start_with_env(fleet, extra, &[])
+    }
+
+    /// With extra environment variables (e.g. shortened listener timeouts).
+    pub fn start_with_env(fleet: &Path, extra: &[&str], env: &[(&str, &str)]) -> Sim {
         let mut child = Command::new(lab_bin())
             .args(["sim", "serve", "--fleet"])
             .arg(fleet)
             .args(["--usbmuxd", "127.0.0.1:0", "--mdm", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("LAB_MDM_API_KEY", TEST_API_KEY)
             .env_remove("USBMUXD_SOCKET_ADDRESS")
             .stdout(Stdio::piped())
