@@ -23,6 +23,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("join", UPPER),
     ("usb", UPPER),
     ("http_client", UPPER),
+    ("listen_limits", UPPER),
     // The journal and the pure verdicts sit at the bottom of the domain (issue 12).
     ("journal", &["trial", "report", "sim", "cli", "mdm_server"]),
     ("verdicts", &["trial", "report", "sim", "cli", "mdm_server"]),
