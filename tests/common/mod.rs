@@ -135,12 +135,15 @@ impl Sim {
 }
 
 /// `lab run --yes --results RESULTS PROTOCOL` with the test API key, no usbmuxd from the
-/// environment and none of the crash-campaign pause hooks.
+/// environment, none of the crash-campaign pause hooks, and the lab-wide ledger in
+/// `RESULTS/ledger.jsonl` (`LAB_LEDGER`: a test never writes to the user's state directory, nor
+/// sees another test's records; override it to share one ledger between runs).
 pub fn lab_run(protocol: &Path, results: &Path) -> Command {
     let mut c = Command::new(lab_bin());
     c.args(["run", "--yes", "--results"])
         .arg(results)
         .arg(protocol)
+        .env("LAB_LEDGER", results.join("ledger.jsonl"))
         .env("LAB_MDM_API_KEY", TEST_API_KEY)
         .env_remove("USBMUXD_SOCKET_ADDRESS")
         .env_remove("LAB_TEST_PAUSE_AFTER_INTENT_MS")
