@@ -112,10 +112,7 @@ fn two_runs_at_once(id: &str, first_env: &[(&str, &str)], ready: impl Fn(&str) -
     let first = first.wait_with_output().unwrap();
     let outs = [&first, &second];
     let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
-    let refused: Vec<_> = outs
-        .iter()
-        .filter(|o| o.status.code() == Some(1))
-        .collect();
+    let refused: Vec<_> = outs.iter().filter(|o| o.status.code() == Some(1)).collect();
     assert_eq!(
         (ok.len(), refused.len()),
         (1, 1),
@@ -155,7 +152,10 @@ fn two_runs_at_once(id: &str, first_env: &[(&str, &str)], ready: impl Fn(&str) -
         dosed += d.len();
     }
     assert!(dosed > 0, "{id}: the trial dosed");
-    assert!(dirs[0].join("report.html").exists(), "{id}: reports written");
+    assert!(
+        dirs[0].join("report.html").exists(),
+        "{id}: reports written"
+    );
 }
 
 #[test]
@@ -196,7 +196,11 @@ fn a_second_run_and_lab_report_while_the_reports_are_written_are_refused() {
     });
     let second = spawn_run(&proto, &results, &[]).wait_with_output().unwrap();
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
-    assert!(stderr(&second).contains(LOCK_MESSAGE), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(LOCK_MESSAGE),
+        "{}",
+        stderr(&second)
+    );
     let dir = run_dir(&results);
     let report = run_lab(&["report", dir.to_str().unwrap()], None);
     assert_eq!(report.status.code(), Some(1), "{}", stderr(&report));
@@ -214,7 +218,10 @@ fn a_second_run_and_lab_report_while_the_reports_are_written_are_refused() {
     let events = journal_events(&dir);
     let allowed = allowed_steps(&events);
     for (udid, d) in server_doses(&sim) {
-        assert!(d.len() <= allowed.get(&udid).copied().unwrap_or(0), "{udid}");
+        assert!(
+            d.len() <= allowed.get(&udid).copied().unwrap_or(0),
+            "{udid}"
+        );
     }
 }
 
@@ -300,7 +307,10 @@ fn a_second_protocol_with_another_results_folder_never_doses_a_device_again_at_i
                 assert!(msg.contains("the MDM's records"), "{id}: {msg}");
             }
         }
-        assert!(excluded > 0, "{id}: some device was still at its dosed build");
+        assert!(
+            excluded > 0,
+            "{id}: some device was still at its dosed build"
+        );
     }
     // Every dose on the server has an intent in one of the three journals.
     let mut all = first_intents.clone();
@@ -324,7 +334,9 @@ fn kill_with_intents_in_flight(proto: &Path, results: &Path) {
     );
     let ledger = results.join("ledger.jsonl");
     wait_for(Duration::from_secs(120), || {
-        let journal = journal_text(results).matches("\"event\":\"dose_intent\"").count();
+        let journal = journal_text(results)
+            .matches("\"event\":\"dose_intent\"")
+            .count();
         let ledger = std::fs::read_to_string(&ledger)
             .unwrap_or_default()
             .matches("\"kind\":\"intent\"")
@@ -352,7 +364,10 @@ fn an_mdm_restarted_with_an_empty_store_while_a_dose_is_in_flight_gets_nothing_a
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
     for (udid, d) in server_doses(&sim) {
-        assert!(d.is_empty(), "{udid}: sent again after the MDM restarted: {d:?}");
+        assert!(
+            d.is_empty(),
+            "{udid}: sent again after the MDM restarted: {d:?}"
+        );
     }
     let events = journal_events(&run_dir(&results));
     assert_eq!(intents(&events), before, "no new intent, no step 2");
@@ -372,7 +387,10 @@ fn an_mdm_restarted_with_an_empty_store_while_a_dose_is_in_flight_gets_nothing_a
         assert!(reason.contains("store changed"), "{reason}");
     }
     let csv = csv_rows(&run_dir(&results).join("devices.csv"));
-    assert!(csv.iter().any(|r| r.values().any(|v| v.contains("uncertain"))));
+    assert!(
+        csv.iter()
+            .any(|r| r.values().any(|v| v.contains("uncertain")))
+    );
 }
 
 #[test]
