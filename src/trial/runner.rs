@@ -8,7 +8,12 @@
 //! from the MDM's own records when it exposes them: queued → recorded as enqueued; absent from
 //! an MDM whose records are complete (the embedded server) → the interrupted enqueue is
 //! completed with the intent's own CommandUUID and bytes (the server refuses a duplicate
-//! CommandUUID); otherwise it is marked *dose uncertain* and never re-sent.
+//! CommandUUID) — only when those records cover the intent (same MDM store, created before it);
+//! otherwise it is marked *dose uncertain* and never re-sent.
+//!
+//! Across processes: a run holds its folder's run lock (`run_lock`) from start to exit, and every
+//! dose is decided under the lab-wide dose lock (`Ledger::dose_lock`) by `dose_guard`, from the
+//! ledger, the journal and the MDM's records.
 
 use super::allocation::{Candidate, allocate};
 use super::dose_guard::{self, Decision};
@@ -2531,4 +2536,70 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
     let entries = super::journal::read(r.journal.path())?.entries;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, event: Event) -> Entry {
+        Entry {
+            seq,
+            at: "2026-12-01T10:00:00Z".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn replay_keeps_reconciled_withheld_and_the_intents_store() {
+        let store = StoreIdentity {
+            store_id: "s1".into(),
+            created_at: "2026-12-01T09:00:00Z".into(),
+        };
+        let s = replay(&[
+            entry(
+                1,
+                Event::DoseIntent {
+                    udid: "A".into(),
+                    arm: "a".into(),
+                    step: 1,
+                    command_uuid: "U1".into(),
+                    request_type: "ScheduleOSUpdate".into(),
+                    install_action: "Default".into(),
+                    starting_build: "21F90".into(),
+                    command_b64: String::new(),
+                    mdm_store: Some(store.clone()),
+                },
+            ),
+            entry(
+                2,
+                Event::DoseReconciled {
+                    udid: "B".into(),
+                    step: 1,
+                    command_uuid: "U2".into(),
+                    starting_build: "21F90".into(),
+                    reason: "lost".into(),
+                },
+            ),
+            entry(
+                3,
+                Event::DoseWithheld {
+                    udid: "C".into(),
+                    step: 1,
+                    rule: "already_dosed".into(),
+                    reason: "r".into(),
+                },
+            ),
+        ]);
+        let a = &s.devices["A"];
+        assert_eq!(a.intent_store["U1"].store.as_ref(), Some(&store));
+        assert_eq!(a.intent_store["U1"].at, "2026-12-01T10:00:00Z");
+        // A reconciled intent is a dose of that step (never sent again) and uncertain.
+        let b = &s.devices["B"];
+        assert_eq!(b.doses.get(&1), Some(&("U2".to_string(), None)));
+        assert!(b.uncertain.contains("U2"));
+        assert!(b.journal_uuids().contains("U2"));
+        assert!(s.devices["C"].withheld.contains(&1));
+        assert!(s.devices["C"].doses.is_empty());
+    }
 }
