@@ -17,9 +17,8 @@
 //! memory: an MDM that lost its records while doses were in flight — those doses must end *dose
 //! uncertain*, never re-sent; the server's records are snapshotted before each restart and
 //! counted together), and a rerun (the first, then about half) is two `lab run` started at once
-//! (exactly one runs; the
-//! other exits 1 with the run lock's message). A trial whose simulator restarted is not compared
-//! with the uninterrupted run (its devices restarted too).
+//! (exactly one runs; the other exits 1 with the run lock's message). A trial whose simulator
+//! restarted is not compared with the uninterrupted run (its devices restarted too).
 //!
 //! `crash_campaign_short` runs with `cargo test`; `crash_campaign_full` (20 devices, ≥ 50 kills)
 //! runs from `scripts/crash-campaign [KILLS] [SEED]` (environment: `LAB_CRASH_KILLS`,
