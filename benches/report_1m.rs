@@ -146,6 +146,7 @@ fn main() {
                 install_action: "Default".into(),
                 starting_build: "21F90".into(),
                 command_b64: String::new(),
+                mdm_store: None,
             },
         );
         put(

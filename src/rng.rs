@@ -30,6 +30,24 @@ impl SplitMix64 {
     }
 }
 
+/// A random version-4 UUID, upper case as Apple's CommandUUIDs usually are. Drawn from the
+/// OS's CSPRNG (through `tls`), never from the seeded [`SplitMix64`]: identifiers must not repeat
+/// across runs.
+pub fn uuid_v4() -> String {
+    let mut b = crate::tls::random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

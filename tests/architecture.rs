@@ -110,7 +110,9 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "src/trial/outcome.rs::judge_device",
     "src/trial/outcome.rs::push_answered",
     "src/trial/protocol.rs::check",
+    "src/trial/runner.rs::dose_many",
     "src/trial/runner.rs::poll_devices",
+    "src/trial/runner.rs::run",
 ];
 
 fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {

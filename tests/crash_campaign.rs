@@ -11,6 +11,15 @@
 //! 4. the final reports equal an uninterrupted run's apart from times, UUIDs and addresses
 //!    (devices.csv stable columns, flow.csv byte for byte).
 //!
+//! A shared lab misbehaves in two more ways, also part of the campaign: after a kill between
+//! intent and enqueue (a trial's last aimed one: the campaign's first such kill, then about half
+//! of them) the *simulator* is killed and restarted too (its MDM store is in
+//! memory: an MDM that lost its records while doses were in flight — those doses must end *dose
+//! uncertain*, never re-sent; the server's records are snapshotted before each restart and
+//! counted together), and a rerun (the first, then about half) is two `lab run` started at once
+//! (exactly one runs; the other exits 1 with the run lock's message). A trial whose simulator
+//! restarted is not compared with the uninterrupted run (its devices restarted too).
+//!
 //! `crash_campaign_short` runs with `cargo test`; `crash_campaign_full` (20 devices, ≥ 50 kills)
 //! runs from `scripts/crash-campaign [KILLS] [SEED]` (environment: `LAB_CRASH_KILLS`,
 //! `LAB_CRASH_SEED`). The kills are aimed with the runner's test hooks
@@ -81,7 +90,110 @@ struct Figures {
     per_phase: BTreeMap<Phase, usize>,
     reruns: usize,
     runs: usize,
+    /// Simulator (MDM) restarts with an empty store, right after a kill between intent and
+    /// enqueue.
+    sim_restarts: usize,
+    /// Reruns started as two `lab run` at once (the second refused by the run lock).
+    twins: usize,
     violations: Vec<String>,
+}
+
+/// What a `lab run` refused by the run lock says (`trial::run_lock::LockError::Held`).
+const LOCK_MESSAGE: &str = "this run is in use by lab run (PID";
+
+/// ScheduleOSUpdate CommandUUIDs the server queued, per device.
+fn server_dose_map(sim: &Sim, udids: &[String]) -> BTreeMap<String, Vec<String>> {
+    sim.histories(udids)
+        .into_iter()
+        .map(|(u, h)| {
+            let d = server_doses(&h);
+            (u, d)
+        })
+        .collect()
+}
+
+/// CommandUUIDs of intents without an answer in a journal (doses in flight at a kill).
+fn unanswered_intents(journal: &str) -> Vec<String> {
+    let events: Vec<serde_json::Value> = journal
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "dose_intent")
+        .map(|e| e["command_uuid"].clone())
+        .filter(|u| {
+            !events
+                .iter()
+                .any(|e| e["event"] != "dose_intent" && &e["command_uuid"] == u)
+        })
+        .filter_map(|u| u.as_str().map(str::to_string))
+        .collect()
+}
+
+fn spawn_campaign_run(
+    proto: &Path,
+    results: &Path,
+    stderr_to: Option<&Path>,
+) -> std::process::Child {
+    lab_run(proto, results)
+        .env("LAB_TEST_PAUSE_AFTER_INTENT_MS", "80")
+        .env("LAB_TEST_PAUSE_BEFORE_CONSENT_MS", "200")
+        .env("LAB_TEST_PAUSE_BEFORE_REPORTS_MS", "200")
+        .stdout(Stdio::null())
+        .stderr(match stderr_to {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::null(),
+        })
+        .spawn()
+        .unwrap()
+}
+
+/// Two `lab run` started at once: the one that got the run lock (to aim the kill at), after
+/// checking that the other exited 1 with the lock's message.
+fn twin_run(
+    proto: &Path,
+    results: &Path,
+    tmp: &Path,
+    n: usize,
+    f: &mut Figures,
+) -> std::process::Child {
+    let logs = [
+        tmp.join(format!("twin-{n}-{}-a.stderr", f.runs)),
+        tmp.join(format!("twin-{n}-{}-b.stderr", f.runs)),
+    ];
+    let mut kids = vec![
+        spawn_campaign_run(proto, results, Some(&logs[0])),
+        spawn_campaign_run(proto, results, Some(&logs[1])),
+    ];
+    f.runs += 2;
+    f.twins += 1;
+    let start = Instant::now();
+    loop {
+        for i in 0..2 {
+            if let Some(st) = kids[i].try_wait().unwrap() {
+                let err = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+                if st.code() != Some(1) || !err.contains(LOCK_MESSAGE) {
+                    f.violations.push(format!(
+                        "trial {n}: of two lab run at once, one ended with {st} without the run lock's message: {}",
+                        err.lines().last().unwrap_or("")
+                    ));
+                }
+                return kids.swap_remove(1 - i);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            f.violations.push(format!(
+                "trial {n}: two lab run at once both kept running for 30 s"
+            ));
+            let mut other = kids.pop().unwrap();
+            let _ = other.kill();
+            let _ = other.wait();
+            return kids.pop().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn run_dirs(results: &Path) -> Vec<PathBuf> {
@@ -202,14 +314,16 @@ fn plan(rng: &mut Rng, budget: usize) -> Vec<Phase> {
 
 /// Wait until the run reaches `aim` (then a random moment more) and SIGKILL it. Returns the
 /// journal at the kill, or None when the run ended on its own first.
+/// `base_len`: the journal's length before the run was started (what it writes after is
+/// "fresh").
 fn aim_and_kill(
     child: &mut std::process::Child,
     results: &Path,
+    base_len: usize,
     aim: Phase,
     rng: &mut Rng,
 ) -> Option<String> {
     let start = Instant::now();
-    let base_len = journal_text(results).len();
     let extra = match aim {
         Phase::Baseline => Duration::from_millis(rng.range(0, 600)),
         Phase::Consent => Duration::from_millis(rng.range(0, 150)),
@@ -297,29 +411,48 @@ fn trial(
     reference: &(Vec<BTreeMap<String, String>>, Vec<u8>),
     f: &mut Figures,
 ) {
-    let sim = Sim::start_with(&c.fleet, &["--speed", SPEED]);
+    let mut sim = Sim::start_with(&c.fleet, &["--speed", SPEED]);
     let proto = protocol_for(&sim, tmp, "campaign", c.max_duration);
     let results = tmp.join(format!("trial-{n}"));
+    let udids = fleet_udids(&c.fleet);
     let mut pre_kill = Vec::new();
     let mut finished = false;
+    // The server's records before each simulator restart (a restart empties them).
+    let mut snapshots: Vec<BTreeMap<String, Vec<String>>> = Vec::new();
+    let mut in_flight_at_restart: Vec<String> = Vec::new();
     for (i, aim) in phases.iter().enumerate() {
-        if i > 0 {
+        let base_len = journal_text(&results).len();
+        // The campaign's first rerun is always two at once; then about half of them.
+        let mut child = if i > 0 && (f.twins == 0 || rng.range(0, 2) == 0) {
             f.reruns += 1;
-        }
-        let mut child = lab_run(&proto, &results)
-            .env("LAB_TEST_PAUSE_AFTER_INTENT_MS", "80")
-            .env("LAB_TEST_PAUSE_BEFORE_CONSENT_MS", "200")
-            .env("LAB_TEST_PAUSE_BEFORE_REPORTS_MS", "200")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        f.runs += 1;
-        match aim_and_kill(&mut child, &results, *aim, rng) {
+            twin_run(&proto, &results, tmp, n, f)
+        } else {
+            if i > 0 {
+                f.reruns += 1;
+            }
+            f.runs += 1;
+            spawn_campaign_run(&proto, &results, None)
+        };
+        let landed = aim_and_kill(&mut child, &results, base_len, *aim, rng);
+        match landed {
             Some(journal) => {
                 let phase = classify(&journal);
                 f.kills += 1;
                 *f.per_phase.entry(phase).or_default() += 1;
+                // Doses in flight, and now the MDM loses its store too.
+                // The campaign's first such kill always, then about half of them; at most one
+                // restart per trial, at its last aim between intent and enqueue (doses in flight
+                // then end uncertain: the kills aimed after it in the trial rarely land).
+                if phase == Phase::IntentGap
+                    && phases.get(i + 1) != Some(&Phase::IntentGap)
+                    && snapshots.is_empty()
+                    && (f.sim_restarts == 0 || rng.range(0, 2) == 0)
+                {
+                    snapshots.push(server_dose_map(&sim, &udids));
+                    in_flight_at_restart.extend(unanswered_intents(&journal));
+                    sim.restart(&c.fleet, &["--speed", SPEED]);
+                    f.sim_restarts += 1;
+                }
                 pre_kill.push(journal);
             }
             None => {
@@ -394,10 +527,28 @@ fn trial(
             _ => {}
         }
     }
-    let udids = fleet_udids(&c.fleet);
-    let history = sim.histories(&udids);
+    let mut all_doses = server_dose_map(&sim, &udids);
+    for snap in &snapshots {
+        for (u, d) in snap {
+            all_doses
+                .get_mut(u)
+                .expect("a fleet device")
+                .extend(d.iter().cloned());
+        }
+    }
+    // Doses in flight when the MDM lost its store are never sent again: dose uncertain.
+    for uuid in &in_flight_at_restart {
+        let uncertain = entries.iter().any(|e| {
+            matches!(&e.event, lab::trial::journal::Event::DoseUncertain { command_uuid, .. } if command_uuid == uuid)
+        });
+        if !uncertain {
+            f.violations.push(format!(
+                "trial {n}: dose {uuid} was in flight when the MDM restarted with an empty store, but is not dose uncertain"
+            ));
+        }
+    }
     for u in &udids {
-        let doses = server_doses(&history[u]);
+        let doses = &all_doses[u];
         let allowed = match arm_of.get(u).map(String::as_str) {
             Some("default-two-step") | Some("bug-reproduction") => 2,
             Some(_) => 1,
@@ -411,7 +562,7 @@ fn trial(
             ));
         }
         // 2. Every dose on the server is accounted for in the journal.
-        for d in &doses {
+        for d in doses {
             if intents.get(d) != Some(u) {
                 f.violations.push(format!(
                     "trial {n}: {u}: dose {d} on the server has no intent"
@@ -428,6 +579,10 @@ fn trial(
         f.violations.push(format!(
             "trial {n}: the run folder has a finished journal but no reports"
         ));
+        return;
+    }
+    if !snapshots.is_empty() {
+        // The simulated devices restarted with the MDM: not the uninterrupted run's lab.
         return;
     }
     let devices = csv_rows(&dir.join("devices.csv"));
@@ -481,13 +636,15 @@ fn campaign(c: Campaign) -> Figures {
         .map(|(p, k)| format!("{} {k}", p.name()))
         .collect();
     println!(
-        "crash campaign: seed {} · {} devices · {} trials · kills {} ({}) · reruns {} · violations {} · wall time {:.1} s",
+        "crash campaign: seed {} · {} devices · {} trials · kills {} ({}) · reruns {} · two lab run at once {} · MDM restarts with an empty store {} · violations {} · wall time {:.1} s",
         c.seed,
         fleet_udids(&c.fleet).len(),
         n,
         f.kills,
         per_phase.join(", "),
         f.reruns,
+        f.twins,
+        f.sim_restarts,
         f.violations.len(),
         started.elapsed().as_secs_f64()
     );
@@ -521,6 +678,9 @@ fn crash_campaign_short() {
         seed: env_u64("LAB_CRASH_SEED").unwrap_or(20261127),
     });
     assert!(f.kills >= 5, "only {} kills landed", f.kills);
+    // Every campaign's first rerun is two `lab run` at once (the simulator restart needs a
+    // kill landed between intent and enqueue: `tests/one_dose_lab.rs` covers it for sure).
+    assert!(f.twins >= 1, "no rerun was two lab run at once");
     assert!(f.violations.is_empty(), "{:#?}", f.violations);
 }
 

@@ -80,6 +80,7 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
         .args(["run", "--yes", "--results"])
         .arg(&results)
         .arg(&proto)
+        .env("LAB_LEDGER", results.join("ledger.jsonl"))
         .env("LAB_MDM_API_KEY", TEST_API_KEY)
         .env_remove("USBMUXD_SOCKET_ADDRESS")
         .output()

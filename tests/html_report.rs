@@ -112,6 +112,7 @@ impl J {
             install_action: "Default".into(),
             starting_build: "21F90".into(),
             command_b64: "AAAA".into(),
+            mdm_store: None,
         });
         self.push(Event::DoseEnqueued {
             udid: udid.into(),

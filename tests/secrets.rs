@@ -348,7 +348,16 @@ fn secrets_never_reach_results_or_logs_servers_are_loopback_and_results_owner_on
         Some(&usbmuxd),
     );
     lab_logged(
-        &["-vv", "run", "--yes", "--results", results_s, proto_s],
+        &[
+            "-vv",
+            "run",
+            "--yes",
+            "--results",
+            results_s,
+            "--ledger",
+            ledger.to_str().unwrap(),
+            proto_s,
+        ],
         &logs,
         "run",
         None,
@@ -392,6 +401,7 @@ fn secrets_never_reach_results_or_logs_servers_are_loopback_and_results_owner_on
     // A refused run (bad key) must not print the key it was given either.
     let out = Command::new(lab_bin())
         .args(["-vv", "run", "--yes", "--results", results_s, proto_s])
+        .env("LAB_LEDGER", &ledger)
         .env("LAB_MDM_API_KEY", format!("{API_KEY}-wrong"))
         .env_remove("USBMUXD_SOCKET_ADDRESS")
         .stdin(Stdio::null())

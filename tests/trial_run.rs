@@ -339,6 +339,7 @@ fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
         .args(["run", "--results"])
         .arg(&results)
         .arg(&proto)
+        .env("LAB_LEDGER", results.join("ledger.jsonl"))
         .env("LAB_MDM_API_KEY", TEST_API_KEY)
         .stdin(std::process::Stdio::null())
         .output()

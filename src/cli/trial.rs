@@ -13,9 +13,11 @@ pub struct QualifyArgs {
     trial: PathBuf,
     #[arg(long)]
     json: bool,
-    /// The lab-wide dose ledger (devices other protocols dosed are excluded).
-    #[arg(long, default_value = "results/ledger.jsonl")]
-    ledger: PathBuf,
+    /// The lab-wide dose ledger (devices other protocols dosed are excluded). Default:
+    /// $LAB_LEDGER, else the protocol's lab.ledger, else $XDG_STATE_HOME/lab/ledger.jsonl, else
+    /// ~/.local/state/lab/ledger.jsonl.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -28,7 +30,9 @@ pub struct RunArgs {
     /// Where run folders go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
-    /// The lab-wide dose ledger (default: ledger.jsonl in the results folder).
+    /// The lab-wide dose ledger. Default: $LAB_LEDGER, else the protocol's lab.ledger, else
+    /// $XDG_STATE_HOME/lab/ledger.jsonl, else ~/.local/state/lab/ledger.jsonl (an in-process
+    /// simulated lab keeps its ledger in its run folder).
     #[arg(long)]
     ledger: Option<PathBuf>,
 }
@@ -53,6 +57,25 @@ fn load(path: &Path) -> Result<protocol::LoadedProtocol, CliError> {
     Ok(protocol::load(path)?)
 }
 
+/// The ledger: `--ledger`, else the lab-wide default (`trial::ledger::default_path`).
+fn ledger_path(cli: Option<PathBuf>, p: &protocol::LoadedProtocol) -> Result<PathBuf, CliError> {
+    if let Some(l) = cli {
+        return Ok(l);
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    crate::trial::ledger::default_path(
+        env("LAB_LEDGER").as_deref(),
+        p.protocol.lab.ledger.as_ref().map(|l| p.resolve(l)),
+        env("XDG_STATE_HOME").as_deref(),
+        env("HOME").as_deref(),
+    )
+    .ok_or_else(|| {
+        CliError::BadArgument(
+            "no place for the lab-wide dose ledger: give --ledger FILE or set LAB_LEDGER (HOME is not set)".into(),
+        )
+    })
+}
+
 fn run_error(e: RunError) -> CliError {
     match e {
         RunError::BadInput(m) => CliError::BadArgument(m),
@@ -62,7 +85,8 @@ fn run_error(e: RunError) -> CliError {
 
 pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
     let p = load(&a.trial)?;
-    let entries = runner::qualify(&p, &a.ledger).await.map_err(run_error)?;
+    let ledger = ledger_path(a.ledger.clone(), &p)?;
+    let entries = runner::qualify(&p, &ledger).await.map_err(run_error)?;
     let verdicts: Vec<serde_json::Value> = entries
         .iter()
         .filter_map(|e| match &e.event {
@@ -137,10 +161,12 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
     let p = load(&a.trial)?;
     let opts = RunOptions {
         yes: a.yes,
-        ledger: a
-            .ledger
-            .clone()
-            .unwrap_or_else(|| a.results.join("ledger.jsonl")),
+        ledger: if p.protocol.lab.simulated.is_some() {
+            // Unused: the in-process lab's ledger is in its run folder.
+            a.ledger.clone().unwrap_or_default()
+        } else {
+            ledger_path(a.ledger.clone(), &p)?
+        },
         results_dir: a.results.clone(),
         interactive: runner::stdin_is_tty(),
     };
@@ -181,6 +207,12 @@ pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
             a.run_dir.display()
         )));
     }
+    // Not while a `lab run` (or another `lab report`) holds the run: both write these files.
+    let _lock = crate::trial::run_lock::RunLock::acquire(
+        &a.run_dir,
+        &crate::trial::run_lock::Holder::me("lab report"),
+    )
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     let written =
         crate::report::write_all(&a.run_dir).map_err(|e| CliError::Failed(e.to_string()))?;
     for w in written {

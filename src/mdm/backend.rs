@@ -96,6 +96,8 @@ pub struct DeliveryCount {
     pub final_reports: u64,
 }
 
+pub use super::records::{MdmDose, StoreIdentity};
+
 pub trait MdmBackend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Queue one command for one device and push.
@@ -124,6 +126,19 @@ pub trait MdmBackend: Send + Sync {
         udid: &'a str,
         command_uuid: &'a str,
     ) -> BoxFuture<'a, Result<Option<bool>, BackendError>>;
+    /// Which store answers and since when its records go back (`GET /v1/store` on `lab`'s own
+    /// server); `None` for an MDM that exposes no such identity (NanoMDM, MicroMDM).
+    fn store_identity(&self) -> BoxFuture<'_, Result<Option<StoreIdentity>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Every ScheduleOSUpdate the MDM's own records hold for this device, whoever sent it;
+    /// `None` when the MDM keeps no command records (NanoMDM, MicroMDM).
+    fn dose_records<'a>(
+        &'a self,
+        _udid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<MdmDose>>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Reports the MDM could not attribute to a queued command, numbered above `after`, of
     /// every device (one call per follow-up round, however many devices): where the MDM keeps
     /// them; empty otherwise.
@@ -681,6 +696,39 @@ impl MdmBackend for NanoMdm {
         })
     }
 
+    fn store_identity(&self) -> BoxFuture<'_, Result<Option<StoreIdentity>, BackendError>> {
+        Box::pin(async move {
+            if *self.history_api.lock().unwrap_or_else(|p| p.into_inner()) == Some(false) {
+                return Ok(None);
+            }
+            match self.get_json("/v1/store").await {
+                Ok(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                    BackendError::BadResponse {
+                        url: format!("{}/v1/store", self.base),
+                        reason: format!("not a store identity ({e}): {v}"),
+                    }
+                }),
+                // A NanoMDM has no such endpoint.
+                Err(BackendError::Refused {
+                    status: 404 | 405, ..
+                }) if self.inbox.is_some() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn dose_records<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<MdmDose>>, BackendError>> {
+        Box::pin(async move {
+            Ok(self
+                .history_if_any(udid)
+                .await?
+                .map(|h| doses_in_history(&h)))
+        })
+    }
+
     fn rejected(&self, after: i64) -> BoxFuture<'_, Result<Vec<RejectedReport>, BackendError>> {
         Box::pin(async move {
             if *self.history_api.lock().unwrap_or_else(|p| p.into_inner()) != Some(true) {
@@ -725,6 +773,46 @@ impl MdmBackend for NanoMdm {
             None => Duration::ZERO,
         }
     }
+}
+
+/// The ScheduleOSUpdate commands in a device's history (`GET /v1/history/{id}`), each with the
+/// build the device last reported (DeviceInformation `BuildVersion`) before it was queued.
+pub fn doses_in_history(h: &serde_json::Value) -> Vec<MdmDose> {
+    let commands = h["commands"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    // (received_at, BuildVersion) of every report that carries one. The server writes its
+    // times in one RFC 3339 format (UTC, microseconds), so they order as text.
+    let mut builds: Vec<(String, String)> = commands
+        .iter()
+        .flat_map(|c| c["reports"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+        .filter_map(|r| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(r["raw_base64"].as_str()?)
+                .ok()?;
+            let rep = parse_report(&raw).ok()?;
+            let build = super::report::query_responses(&rep)?
+                .get("BuildVersion")?
+                .as_string()?
+                .to_string();
+            Some((r["received_at"].as_str()?.to_string(), build))
+        })
+        .collect();
+    builds.sort();
+    commands
+        .iter()
+        .filter(|c| c["request_type"] == "ScheduleOSUpdate")
+        .filter_map(|c| {
+            let queued_at = c["queued_at"].as_str().unwrap_or("").to_string();
+            Some(MdmDose {
+                command_uuid: c["command_uuid"].as_str()?.to_string(),
+                build_before: builds
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| *at <= queued_at)
+                    .map(|(_, b)| b.clone()),
+                queued_at,
+            })
+        })
+        .collect()
 }
 
 /// MicroMDM v1: JSON commands, HTTP 201, results by webhook (brief §5.2).

@@ -7,6 +7,7 @@
 //! - [`checkin`]: Authenticate / TokenUpdate / CheckOut check-in messages.
 //! - [`schema`]: validation of commands against Apple's schema YAML for a target iOS version.
 //! - [`webhook`]: MicroMDM-format webhook events (NanoMDM, MicroMDM) and their HMAC signature.
+//! - [`records`]: what an MDM's own records say (store identity, the ScheduleOSUpdates it holds).
 //!
 //! Facts come from the MDM brief (`shared/briefs/mdm.md`, cited as "MDM brief §N") and from
 //! Apple's `apple/device-management` schema files bundled in `data/apple-device-management/`
@@ -14,6 +15,7 @@
 
 pub mod checkin;
 pub mod command;
+pub mod records;
 pub mod report;
 pub mod schema;
 pub mod webhook;

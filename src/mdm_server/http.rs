@@ -5,7 +5,8 @@
 //! Operator side, NanoMDM-compatible (§5.1): `PUT /v1/enqueue/{ids}` with a raw command plist
 //! (`?nopush=1`), `GET /v1/push/{ids}`, HTTP Basic with user `nanomdm`. Additions QA engineers
 //! ask for and NanoMDM lacks: `GET /v1/history/{id}` (every command with its deliveries and the
-//! raw reports), `GET /v1/enrollments`, `GET /v1/reports/rejected`.
+//! raw reports), `GET /v1/enrollments`, `GET /v1/reports/rejected`, `GET /v1/store` (the store's
+//! identity and creation time).
 
 // Handlers return `Result<(), Response>` to short-circuit with a ready HTTP answer; the size of
 // an axum `Response` is irrelevant on this path.
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/push/{ids}", get(push_api).post(push_api))
         .route("/v1/history/{id}", get(history))
         .route("/v1/enrollments", get(enrollments))
+        .route("/v1/store", get(store_identity))
         .route("/v1/reports/rejected", get(rejected))
         .route("/version", get(version))
         .with_state(state);
@@ -667,6 +669,15 @@ async fn history(
         Ok(h) => axum::Json(serde_json::json!({ "id": id, "commands": h })).into_response(),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /v1/store`: `{"store_id", "created_at"}` — which store answers and since when its
+/// records go back (the harness trusts "absent from the history" only within them).
+async fn store_identity(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_api_auth(&st, &headers) {
+        return r;
+    }
+    axum::Json(st.store.identity().clone()).into_response()
 }
 
 async fn enrollments(State(st): State<AppState>, headers: HeaderMap) -> Response {

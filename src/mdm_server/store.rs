@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS cert_bindings (
     enrollment_id TEXT NOT NULL,
     bound_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkins (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     enrollment_id TEXT,
@@ -166,8 +170,11 @@ fn base64_bytes<S: serde::Serializer>(b: &[u8], s: S) -> std::result::Result<S::
     s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
 }
 
+pub use crate::mdm::records::StoreIdentity;
+
 pub struct Store {
     conn: Mutex<Connection>,
+    identity: StoreIdentity,
 }
 
 impl Store {
@@ -188,9 +195,43 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        let identity = Self::identity_of(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            identity,
         })
+    }
+
+    /// The store's identity, made (in one transaction) the first time the database is opened.
+    fn identity_of(conn: &mut Connection) -> Result<StoreIdentity> {
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+            params![crate::rng::uuid_v4().to_lowercase()],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?1)",
+            params![now()],
+        )?;
+        let get = |k: &str| -> Result<String> {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", params![k], |r| {
+                    r.get(0)
+                })?,
+            )
+        };
+        let identity = StoreIdentity {
+            store_id: get("store_id")?,
+            created_at: get("created_at")?,
+        };
+        tx.commit()?;
+        Ok(identity)
+    }
+
+    /// Which store this is and since when it keeps records.
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.identity
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -568,6 +609,22 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_store_identity_is_made_once_and_kept_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mdm.db");
+        let first = Store::open(&path).unwrap().identity().clone();
+        assert_eq!(first.store_id.len(), 36, "{first:?}");
+        assert!(chrono::DateTime::parse_from_rfc3339(&first.created_at).is_ok());
+        let again = Store::open(&path).unwrap().identity().clone();
+        assert_eq!(first, again, "reopening a database keeps its identity");
+        let other = Store::open_in_memory().unwrap().identity().clone();
+        assert_ne!(
+            first.store_id, other.store_id,
+            "a new store, a new identity"
+        );
     }
 
     #[test]

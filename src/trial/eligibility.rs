@@ -617,12 +617,25 @@ pub fn assess(spec: &EligibilitySpec, target: &TargetSpec, s: &Subject) -> Verdi
             let cited: Vec<String> = s
                 .dosed_by_other_protocols
                 .iter()
-                .map(|r| format!("trial {} (CommandUUID {})", r.trial_id, r.command_uuid))
+                .map(|r| {
+                    if r.protocol_sha256.is_empty() {
+                        // Evidence only the MDM's records hold (`trial::dose_guard`).
+                        format!(
+                            "the MDM's records (CommandUUID {}, queued {}, by a run the ledger does not know)",
+                            r.command_uuid, r.at
+                        )
+                    } else {
+                        format!(
+                            "trial {} (run {}, CommandUUID {}, {})",
+                            r.trial_id, r.run_dir, r.command_uuid, r.at
+                        )
+                    }
+                })
                 .collect();
             reason(
                 rule::ALREADY_DOSED,
                 format!(
-                    "Another protocol already sent this device an update command at build {}: {}.",
+                    "Another run already sent this device an update command at build {}: {}.",
                     s.dosed_by_other_protocols[0].starting_build,
                     cited.join(", ")
                 ),
@@ -1928,8 +1941,8 @@ mod tests {
         );
         assert_eq!(
             r.message,
-            "Another protocol already sent this device an update command at build 21F90: trial \
-             other-trial (CommandUUID 5A1C-DOSE)."
+            "Another run already sent this device an update command at build 21F90: trial \
+             other-trial (run results/other-trial, CommandUUID 5A1C-DOSE, 2026-11-27T22:30:00Z)."
         );
         assert_eq!(r.values["doses"][0]["trial_id"], "other-trial");
         assert_eq!(r.values["doses"][0]["command_uuid"], "5A1C-DOSE");

@@ -91,6 +91,12 @@ pub enum Event {
         starting_build: String,
         /// The exact command plist, base64.
         command_b64: String,
+        /// The MDM store the intent was made against (`GET /v1/store` of `lab`'s own server;
+        /// absent for an MDM without one, and in journals written before it was recorded):
+        /// "absent from the MDM's records" proves "never queued" only within that store
+        /// (`trial::dose_guard::records_cover`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mdm_store: Option<crate::mdm::records::StoreIdentity>,
     },
     DoseEnqueued {
         udid: String,
@@ -108,6 +114,30 @@ pub enum Event {
         udid: String,
         command_uuid: String,
         reason: String,
+    },
+    /// An intent found in the lab-wide ledger for this run that the journal does not hold (its
+    /// line was lost, e.g. the journal cut inside a `dose_intent`): recorded here so the device
+    /// is never sent that step again; a `dose_uncertain` follows.
+    DoseReconciled {
+        udid: String,
+        step: u32,
+        command_uuid: String,
+        starting_build: String,
+        reason: String,
+    },
+    /// A step not sent because the check before the dose (ledger, journal, MDM's records, under
+    /// the lab-wide dose lock) found the device already dosed at its build by another run.
+    DoseWithheld {
+        udid: String,
+        step: u32,
+        rule: String,
+        reason: String,
+    },
+    /// The run lock was found left by a process that is gone (its lock was free): taken over.
+    RunLockTakenOver {
+        previous_pid: u32,
+        previous_host: String,
+        previous_started_at: String,
     },
     /// A follow-up command (OSUpdateStatus, DeviceInformation, AvailableOSUpdates) was sent.
     CommandSent {
@@ -168,6 +198,8 @@ impl Event {
             | DoseEnqueued { udid, .. }
             | DoseFailed { udid, .. }
             | DoseUncertain { udid, .. }
+            | DoseReconciled { udid, .. }
+            | DoseWithheld { udid, .. }
             | CommandSent { udid, .. }
             | MdmResult { udid, .. }
             | DeviceReprobed { udid, .. }
@@ -178,6 +210,7 @@ impl Event {
             | ConsentGiven { .. }
             | ConsentRefused { .. }
             | StopRuleTriggered { .. }
+            | RunLockTakenOver { .. }
             | RunInterrupted
             | RunFinished => None,
         }

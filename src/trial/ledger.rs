@@ -1,6 +1,11 @@
-//! The lab-wide dose ledger (`results/ledger.jsonl`): which device, at which starting build, was
-//! (or may have been) sent an irreversible command, by which trial. File-locked while read and
-//! written, so two runs on one bench cannot both dose a device.
+//! The lab-wide dose ledger: which device, at which starting build, was (or may have been) sent
+//! an irreversible command, by which trial and run. File-locked while read and written.
+//!
+//! It guards devices, not results folders, so its place does not depend on `--results` (see
+//! [`default_path`]): `--ledger FILE`, else `$LAB_LEDGER`, else the protocol's `lab.ledger`,
+//! else `$XDG_STATE_HOME/lab/ledger.jsonl`, else `~/.local/state/lab/ledger.jsonl`. An
+//! in-process simulated lab keeps its own in its run folder (its devices exist only for that
+//! run). Deciding a dose happens under [`Ledger::dose_lock`], one lock for the whole lab.
 //!
 //! An *intent* is written and fsynced before the MDM call; the MDM's answer (`enqueued` /
 //! `failed`) after. A device with an intent for its current build is never dosed again by another
@@ -55,6 +60,26 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The lab-wide dose lock (`LEDGER.lock`, next to the ledger): held while a run reads the
+    /// ledger, its journal and the MDM's records, decides which devices to dose and makes the
+    /// intents durable; released before the commands go to the MDM. Two runs — of one protocol
+    /// or of two — can never decide on the same device at once. (A file of its own: the ledger
+    /// file's lock is taken for each read and append made under it.)
+    pub async fn dose_lock(&self) -> Result<super::run_lock::ShortLock, LedgerError> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        super::run_lock::ShortLock::acquire(&path)
+            .await
+            .map_err(|e| LedgerError::Io {
+                path: path.clone(),
+                source: match e {
+                    super::run_lock::LockError::Io { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            })
     }
 
     fn open_locked(&self) -> Result<File, LedgerError> {
@@ -133,9 +158,54 @@ impl Ledger {
     }
 }
 
+/// Where the lab-wide ledger is when `--ledger` is not given: `$LAB_LEDGER` (non-empty), else
+/// the protocol's `lab.ledger` (already resolved against the protocol file), else
+/// `$XDG_STATE_HOME/lab/ledger.jsonl` (absolute), else `$HOME/.local/state/lab/ledger.jsonl`
+/// (the XDG default). `None` when none is known (no `$HOME`). Pure: the caller passes the
+/// environment.
+pub fn default_path(
+    env_ledger: Option<&str>,
+    protocol_key: Option<PathBuf>,
+    xdg_state_home: Option<&str>,
+    home: Option<&str>,
+) -> Option<PathBuf> {
+    let set = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    set(env_ledger)
+        .or(protocol_key)
+        .or_else(|| {
+            set(xdg_state_home)
+                .filter(|p| p.is_absolute())
+                .map(|p| p.join("lab/ledger.jsonl"))
+        })
+        .or_else(|| set(home).map(|h| h.join(".local/state/lab/ledger.jsonl")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_ledger_is_lab_wide_with_env_then_protocol_then_state_dir() {
+        let key = Some(PathBuf::from("/bench/ledger.jsonl"));
+        assert_eq!(
+            default_path(Some("/x/l.jsonl"), key.clone(), Some("/s"), Some("/h")),
+            Some(PathBuf::from("/x/l.jsonl"))
+        );
+        assert_eq!(
+            default_path(Some(""), key.clone(), Some("/s"), Some("/h")),
+            key
+        );
+        assert_eq!(
+            default_path(None, None, Some("/s"), Some("/h")),
+            Some(PathBuf::from("/s/lab/ledger.jsonl"))
+        );
+        // A relative XDG_STATE_HOME is invalid (XDG spec): ignored.
+        assert_eq!(
+            default_path(None, None, Some("rel"), Some("/h")),
+            Some(PathBuf::from("/h/.local/state/lab/ledger.jsonl"))
+        );
+        assert_eq!(default_path(None, None, None, None), None);
+    }
 
     fn rec(udid: &str, kind: LedgerKind) -> LedgerRecord {
         LedgerRecord {

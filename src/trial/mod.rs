@@ -2,6 +2,7 @@
 //! follow-up and outcome.
 
 pub mod allocation;
+pub mod dose_guard;
 pub mod eligibility;
 pub mod journal;
 pub mod ledger;
@@ -9,4 +10,5 @@ pub mod outcome;
 pub mod progress;
 pub mod protocol;
 mod report_xml;
+pub mod run_lock;
 pub mod runner;

@@ -1294,6 +1294,7 @@ pub(crate) mod testkit {
                 install_action: action.into(),
                 starting_build: "19H12".into(),
                 command_b64: "AAAA".into(),
+                mdm_store: None,
             })
         }
 

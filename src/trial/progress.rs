@@ -108,6 +108,12 @@ impl Progress {
             Event::DoseUncertain { udid, reason, .. } => {
                 format!("{} dose UNCERTAIN: {reason}", short(udid))
             }
+            Event::DoseWithheld {
+                udid, step, reason, ..
+            } => format!("{} step {step} NOT SENT: {reason}", short(udid)),
+            Event::DoseReconciled { udid, reason, .. } => {
+                format!("{} dose reconciled from the ledger: {reason}", short(udid))
+            }
             Event::MdmResult {
                 udid,
                 request_type,

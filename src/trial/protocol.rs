@@ -67,6 +67,10 @@ pub struct LabSpec {
     /// How the harness calls the MDM's API: timeout, bounded retries with backoff.
     #[serde(default)]
     pub mdm_api: MdmApiSpec,
+    /// The lab-wide dose ledger, relative to the protocol file (see `trial::ledger` for the
+    /// precedence: `--ledger`, then `$LAB_LEDGER`, then this key, then the user's state
+    /// directory). Ignored by an in-process simulated lab, whose ledger is in its run folder.
+    pub ledger: Option<PathBuf>,
 }
 
 /// Timeouts and retries of MDM API calls. A retry of a ScheduleOSUpdate is sent only when the

@@ -8,16 +8,23 @@
 //! from the MDM's own records when it exposes them: queued → recorded as enqueued; absent from
 //! an MDM whose records are complete (the embedded server) → the interrupted enqueue is
 //! completed with the intent's own CommandUUID and bytes (the server refuses a duplicate
-//! CommandUUID); otherwise it is marked *dose uncertain* and never re-sent.
+//! CommandUUID) — only when those records cover the intent (same MDM store, created before it);
+//! otherwise it is marked *dose uncertain* and never re-sent.
+//!
+//! Across processes: a run holds its folder's run lock (`run_lock`) from start to exit, and every
+//! dose is decided under the lab-wide dose lock (`Ledger::dose_lock`) by `dose_guard`, from the
+//! ledger, the journal and the MDM's records.
 
 use super::allocation::{Candidate, allocate};
+use super::dose_guard::{self, Decision};
 use super::eligibility::{Subject, assess};
 use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
 use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
+use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
-use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
+use crate::mdm::backend::{MdmBackend, MdmDose, MicroMdm, NanoMdm, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
 use crate::mdm::webhook_receiver::WebhookReceiver;
@@ -51,6 +58,8 @@ pub enum RunError {
     Interrupted(String),
     #[error("reports: {0}")]
     Report(String),
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 pub struct RunOptions {
@@ -80,6 +89,10 @@ struct Dev {
     /// step → (command_uuid, answered by the MDM API: Some(true) enqueued, Some(false) failed)
     doses: BTreeMap<u32, (String, Option<bool>)>,
     uncertain: HashSet<String>,
+    /// CommandUUID of each intent → the MDM store it was made against and its journal time.
+    intent_store: HashMap<String, IntentMade>,
+    /// Steps the check before the dose withheld (already dosed by another run).
+    withheld: HashSet<u32>,
     results: HashSet<String>,
     outstanding: Option<String>,
     downloaded: bool,
@@ -87,6 +100,24 @@ struct Dev {
     last_reprobe: Option<(bool, Option<String>, Option<String>)>,
     ended: bool,
     first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Against which MDM store, and when, an intent was made.
+#[derive(Debug, Default, Clone)]
+struct IntentMade {
+    store: Option<StoreIdentity>,
+    at: String,
+}
+
+impl Dev {
+    /// Every dose CommandUUID this run's journal holds for the device.
+    fn journal_uuids(&self) -> HashSet<String> {
+        self.doses
+            .values()
+            .map(|(u, _)| u.clone())
+            .chain(self.uncertain.iter().cloned())
+            .collect()
+    }
 }
 
 /// What the runner uses of a device's baseline record.
@@ -204,13 +235,37 @@ fn replay_entry(s: &mut State, e: &Entry) {
                 udid,
                 step,
                 command_uuid,
+                mdm_store,
                 ..
             } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                d.doses.insert(*step, (command_uuid.clone(), None));
+                d.intent_store.insert(
+                    command_uuid.clone(),
+                    IntentMade {
+                        store: mdm_store.clone(),
+                        at: e.at.clone(),
+                    },
+                );
+            }
+            Event::DoseReconciled {
+                udid,
+                step,
+                command_uuid,
+                ..
+            } => {
+                let d = s.devices.entry(udid.clone()).or_default();
+                d.doses
+                    .entry(*step)
+                    .or_insert_with(|| (command_uuid.clone(), None));
+                d.uncertain.insert(command_uuid.clone());
+            }
+            Event::DoseWithheld { udid, step, .. } => {
                 s.devices
                     .entry(udid.clone())
                     .or_default()
-                    .doses
-                    .insert(*step, (command_uuid.clone(), None));
+                    .withheld
+                    .insert(*step);
             }
             Event::DoseEnqueued {
                 udid, command_uuid, ..
@@ -617,7 +672,10 @@ impl Runner<'_> {
                             let facts =
                                 mdm_side::query(backend, &p.udid, version.as_deref(), wait).await;
                             let offered = available_updates(backend, &p.udid, version, wait).await;
-                            Some((facts, offered))
+                            // The MDM's own dose records, for `already_dosed` (a failed call
+                            // leaves the ledger; the check before the dose asks again).
+                            let doses = backend.dose_records(&p.udid).await.ok().flatten();
+                            Some((facts, offered, doses))
                         })
                         .collect(),
                 )
@@ -626,13 +684,13 @@ impl Runner<'_> {
             // … then recorded in order, one fsync for the chunk, before anything acts on them.
             let mut events = Vec::new();
             for (mut p, answer) in chunk.into_iter().zip(answers) {
-                let (offered, offered_error, offered_event) = match answer {
-                    Some((facts, (event, offered, error))) => {
+                let (offered, offered_error, offered_event, mdm_doses) = match answer {
+                    Some((facts, (event, offered, error), doses)) => {
                         p.disagreements = mdm_side::compare(&p.baseline, &facts);
                         p.mdm = Some(facts);
-                        (offered, error, event)
+                        (offered, error, event, doses)
                     }
-                    None => (None, Some("no baseline".into()), None),
+                    None => (None, Some("no baseline".into()), None, None),
                 };
                 let probe_json = serde_json::to_value(&p).expect("probe serialises");
                 events.push(Event::BaselineRecorded {
@@ -640,18 +698,22 @@ impl Runner<'_> {
                     probe: probe_json,
                 });
                 events.extend(offered_event);
+                // Any other run, this protocol's included (a finished run is not resumed, and
+                // its devices must not be dosed again), by the ledger or the MDM's records.
                 let ledger_hits: Vec<LedgerRecord> = match p.baseline.build_version.get() {
-                    Some(b) => ledger_records
-                        .iter()
-                        .filter(|r| r.udid == p.udid && r.starting_build == *b)
-                        // Any other run, this protocol's included: a finished run is not
-                        // resumed, and its devices must not be dosed again.
-                        .filter(|r| {
-                            r.run_dir != self.run_dir.display().to_string()
-                                && r.kind != LedgerKind::Failed
-                        })
-                        .cloned()
-                        .collect(),
+                    Some(b) => match dose_guard::decide(&dose_guard::Facts {
+                        udid: &p.udid,
+                        build: b,
+                        run_dir: &self.run_dir.display().to_string(),
+                        journal_uuids: &HashSet::new(),
+                        ledger: &ledger_records,
+                        mdm: mdm_doses.as_deref(),
+                    }) {
+                        Decision::AlreadyDosed(ev) => {
+                            ev.iter().map(|e| e.as_record(&p.udid, b)).collect()
+                        }
+                        Decision::Dose | Decision::Uncertain { .. } => Vec::new(),
+                    },
                     None => Vec::new(),
                 };
                 events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits));
@@ -949,7 +1011,10 @@ impl Runner<'_> {
     ) -> Result<(), RunError> {
         let items: Vec<_> = items
             .into_iter()
-            .filter(|(udid, step, _)| !self.state.devices[udid].doses.contains_key(step))
+            .filter(|(udid, step, _)| {
+                let d = &self.state.devices[udid];
+                !d.doses.contains_key(step) && !d.withheld.contains(step)
+            })
             .collect();
         if items.is_empty() || self.stopped()? {
             return Ok(());
@@ -960,15 +1025,80 @@ impl Runner<'_> {
             cmd: Command,
             violations: Vec<String>,
             rec: LedgerRecord,
+            made: IntentMade,
         }
+        // The decision and the durable intents, under the lab-wide dose lock: the ledger, this
+        // run's journal and the MDM's own records are read, and the intents fsynced, before any
+        // other run can decide on these devices (the commands go out after it is released).
+        let dose_lock = self.ledger.dose_lock().await?;
+        let ledger = self.ledger.records()?;
+        let store = self.current_store().await?;
+        let udids: Vec<String> = items.iter().map(|x| x.0.clone()).collect();
+        let mdm = self.mdm_dose_records(&udids).await?;
+        let run_dir = self.run_dir.display().to_string();
+        let mut reconciled = Vec::new();
         let mut intents = Vec::new();
         let mut prepared = Vec::new();
-        for (udid, step, action) in items {
+        for ((udid, step, action), mdm) in items.into_iter().zip(mdm) {
             let d = &self.state.devices[&udid];
             let arm = d.arm.clone().unwrap_or_default();
             let probe = d.probe.clone().unwrap_or_default();
             let version = probe.product_version.unwrap_or_default();
             let build = probe.build_version.unwrap_or_default();
+            let decision = dose_guard::decide(&dose_guard::Facts {
+                udid: &udid,
+                build: &build,
+                run_dir: &run_dir,
+                journal_uuids: &d.journal_uuids(),
+                ledger: &ledger,
+                mdm: mdm.as_deref(),
+            });
+            match decision {
+                Decision::Dose => {}
+                Decision::AlreadyDosed(ev) => {
+                    reconciled.push(Event::DoseWithheld {
+                        udid: udid.clone(),
+                        step,
+                        rule: super::eligibility::rule::ALREADY_DOSED.into(),
+                        reason: format!(
+                            "another run already sent this device an update command at build {build}: {}; not sent",
+                            ev.iter()
+                                .map(dose_guard::Evidence::describe)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    });
+                    let d = self.state.devices.get_mut(&udid).expect("device known");
+                    d.withheld.insert(step);
+                    continue;
+                }
+                Decision::Uncertain {
+                    command_uuid,
+                    step: lost_step,
+                    at,
+                } => {
+                    reconciled.push(Event::DoseReconciled {
+                        udid: udid.clone(),
+                        step: lost_step,
+                        command_uuid: command_uuid.clone(),
+                        starting_build: build.clone(),
+                        reason: format!(
+                            "the lab-wide ledger holds this run's intent {command_uuid} (step {lost_step}, {at}) but the journal lost its line"
+                        ),
+                    });
+                    reconciled.push(Event::DoseUncertain {
+                        udid: udid.clone(),
+                        command_uuid: command_uuid.clone(),
+                        reason: "intent found only in the lab-wide ledger: whether it reached the MDM is unknown; never re-sent, and no fresh dose".into(),
+                    });
+                    let d = self.state.devices.get_mut(&udid).expect("device known");
+                    d.doses
+                        .entry(lost_step)
+                        .or_insert_with(|| (command_uuid.clone(), None));
+                    d.uncertain.insert(command_uuid);
+                    continue;
+                }
+            }
             let cmd = self.command_for(&udid, action);
             let uuid = format!("lab-dose-{}", uuid_v4());
             let violations: Vec<String> =
@@ -986,6 +1116,7 @@ impl Runner<'_> {
                 install_action: action.as_str().into(),
                 starting_build: build.clone(),
                 command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                mdm_store: store.clone(),
             });
             let rec = LedgerRecord {
                 udid: udid.clone(),
@@ -995,7 +1126,7 @@ impl Runner<'_> {
                 step,
                 trial_id: self.p.protocol.id.clone(),
                 protocol_sha256: self.p.sha256.clone(),
-                run_dir: self.run_dir.display().to_string(),
+                run_dir: run_dir.clone(),
                 at: chrono::Utc::now().to_rfc3339(),
             };
             self.state
@@ -1010,11 +1141,20 @@ impl Runner<'_> {
                 cmd,
                 violations,
                 rec,
+                made: IntentMade::default(),
             });
         }
-        self.log_all(intents)?;
+        self.log_all(reconciled)?;
+        let logged = self.log_all(intents)?;
+        for (x, e) in prepared.iter_mut().zip(&logged) {
+            x.made = IntentMade {
+                store: store.clone(),
+                at: e.at.clone(),
+            };
+        }
         let recs: Vec<LedgerRecord> = prepared.iter().map(|x| x.rec.clone()).collect();
         self.ledger.append_all(&recs)?;
+        drop(dose_lock);
         test_pause("LAB_TEST_PAUSE_AFTER_INTENT_MS").await;
         let answers = {
             let backend = self.lab.backend.as_ref();
@@ -1070,8 +1210,15 @@ impl Runner<'_> {
         self.ledger.append_all(&recs)?;
         self.log_all(events)?;
         for (x, e) in failed {
-            self.send_dose(&x.udid, &x.cmd, &x.rec.command_uuid.clone(), x.rec, Some(e))
-                .await?;
+            self.send_dose(
+                &x.udid,
+                &x.cmd,
+                &x.rec.command_uuid.clone(),
+                x.rec,
+                &x.made,
+                Some(e),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -1091,6 +1238,7 @@ impl Runner<'_> {
         cmd: &Command,
         uuid: &str,
         template: LedgerRecord,
+        made: &IntentMade,
         mut first_error: Option<crate::mdm::backend::BackendError>,
     ) -> Result<(), RunError> {
         let rec = |kind| LedgerRecord {
@@ -1178,6 +1326,22 @@ impl Runner<'_> {
                     return Ok(());
                 }
                 Some(false) if attempt < api.attempts => {
+                    // "Not in the records" proves "not queued" only if the records are those
+                    // of the store the intent was made against (the MDM may have restarted
+                    // with an empty store meanwhile).
+                    let now = self.current_store().await?;
+                    if let Err(why) =
+                        dose_guard::records_cover(made.store.as_ref(), &made.at, now.as_ref())
+                    {
+                        self.log(Event::DoseUncertain {
+                            udid: udid.into(),
+                            command_uuid: uuid.into(),
+                            reason: format!(
+                                "{err}; absent from the MDM's records, but {why}; not re-sent"
+                            ),
+                        })?;
+                        return Ok(());
+                    }
                     self.check_interrupt()?;
                     tokio::time::sleep(wait).await;
                     wait = wait.saturating_mul(2);
@@ -1211,6 +1375,82 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// The MDM's store identity now (bounded retries, failed asks are observations). `None`:
+    /// the MDM exposes none (NanoMDM, MicroMDM), or never answered.
+    async fn current_store(&mut self) -> Result<Option<StoreIdentity>, RunError> {
+        let api = self.p.protocol.lab.mdm_api.clone();
+        let mut wait = api.backoff.0;
+        for attempt in 1..=api.attempts {
+            match self.lab.backend.store_identity().await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    self.log(Event::Observation {
+                        udid: None,
+                        source: "harness".into(),
+                        kind: "mdm_api_error".into(),
+                        key: format!("store identity (attempt {attempt} of {})", api.attempts),
+                        value: e.to_string(),
+                    })?;
+                    if attempt < api.attempts {
+                        tokio::time::sleep(wait).await;
+                        wait = wait.saturating_mul(2);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ScheduleOSUpdates the MDM's own records hold for each device, asked concurrently,
+    /// then again one device at a time with bounded retries for those that failed (each failure
+    /// an observation). `None` for a device: the MDM keeps no such records, or never answered —
+    /// the ledger and the journal then decide alone.
+    async fn mdm_dose_records(
+        &mut self,
+        udids: &[String],
+    ) -> Result<Vec<Option<Vec<MdmDose>>>, RunError> {
+        let first = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                udids
+                    .iter()
+                    .map(|u| async move { backend.dose_records(u).await })
+                    .collect(),
+            )
+            .await
+        };
+        let api = self.p.protocol.lab.mdm_api.clone();
+        let mut out = Vec::with_capacity(udids.len());
+        for (udid, answer) in udids.iter().zip(first) {
+            let mut answer = answer;
+            let mut wait = api.backoff.0;
+            let mut attempt = 1;
+            let records = loop {
+                match answer {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        self.log(Event::Observation {
+                            udid: Some(udid.clone()),
+                            source: "harness".into(),
+                            kind: "mdm_api_error".into(),
+                            key: format!("dose records (attempt {attempt} of {})", api.attempts),
+                            value: e.to_string(),
+                        })?;
+                        if attempt >= api.attempts {
+                            break None;
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = wait.saturating_mul(2);
+                        attempt += 1;
+                        answer = self.lab.backend.dose_records(udid).await;
+                    }
+                }
+            };
+            out.push(records);
+        }
+        Ok(out)
+    }
+
     /// The MDM's records on one command, asked with bounded retries (failed asks are
     /// observations too). `None`: the MDM keeps no such records, or never answered.
     async fn ask_records(&mut self, udid: &str, uuid: &str) -> Result<Option<bool>, RunError> {
@@ -1237,7 +1477,12 @@ impl Runner<'_> {
         Ok(None)
     }
 
-    /// Intents without an answer (crash between intent and enqueue): ask the MDM's records.
+    /// Intents without an answer (crash between intent and enqueue): ask the MDM's records,
+    /// under the lab-wide dose lock. Queued → recorded as enqueued. Absent, from records that
+    /// cover the intent (same store, made since the intent: [`dose_guard::records_cover`]) and
+    /// no other run dosed the device meanwhile → the interrupted enqueue is completed (its
+    /// ledger intent made sure of first), after the lock is released. Anything else → *dose
+    /// uncertain*, never re-sent.
     async fn resolve_unanswered_intents(&mut self) -> Result<(), RunError> {
         let pending: Vec<(String, String)> = self
             .state
@@ -1251,6 +1496,12 @@ impl Runner<'_> {
                     .collect::<Vec<_>>()
             })
             .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let dose_lock = self.ledger.dose_lock().await?;
+        let store = self.current_store().await?;
+        let mut to_send = Vec::new();
         for (udid, uuid) in pending {
             // `lab`'s own server (also behind an in-process simulated lab) lists every command
             // it ever queued and refuses a second command with a CommandUUID it knows; the
@@ -1267,7 +1518,28 @@ impl Runner<'_> {
                         ),
                     })?;
                 }
-                Some(false) => self.complete_interrupted_enqueue(&udid, &uuid).await?,
+                Some(false) => {
+                    let made = self.state.devices[&udid]
+                        .intent_store
+                        .get(&uuid)
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Err(why) =
+                        dose_guard::records_cover(made.store.as_ref(), &made.at, store.as_ref())
+                    {
+                        self.log(Event::DoseUncertain {
+                            udid,
+                            command_uuid: uuid,
+                            reason: format!(
+                                "intent recorded, enqueue result unknown (the harness stopped in between); absent from the MDM's records, but {why}; not re-sent"
+                            ),
+                        })?;
+                        continue;
+                    }
+                    if let Some(x) = self.prepare_interrupted_enqueue(&udid, &uuid).await? {
+                        to_send.push((udid, uuid, x, made));
+                    }
+                }
                 None => {
                     self.log(Event::DoseUncertain {
                         udid,
@@ -1277,22 +1549,29 @@ impl Runner<'_> {
                 }
             }
         }
+        drop(dose_lock);
+        for (udid, uuid, (cmd, rec), made) in to_send {
+            // The same bounded retries as any dose: a refusal because a late request of the
+            // dead harness got there first (the server's 409) is settled by the MDM's records.
+            self.send_dose(&udid, &cmd, &uuid, rec, &made, None).await?;
+        }
         Ok(())
     }
 
-    /// A crash between an intent and its enqueue, and the MDM's authoritative records do not
-    /// have the command: it never reached the server, so sending it now is its first and only
-    /// delivery, not a second dose. Sent with the intent's own CommandUUID and exact bytes (the
-    /// server refuses a CommandUUID it already has, so even a request of the dead harness
-    /// arriving late cannot make it two); if the bytes cannot be reproduced, or the outcome is
-    /// unclear, the dose is marked uncertain and never re-sent.
+    /// A crash between an intent and its enqueue, and the MDM's authoritative records (covering
+    /// the intent) do not have the command: it never reached the server, so sending it now is
+    /// its first and only delivery, not a second dose. Sent with the intent's own CommandUUID
+    /// and exact bytes (the server refuses a CommandUUID it already has, so even a request of
+    /// the dead harness arriving late cannot make it two); if the bytes cannot be reproduced,
+    /// or another run dosed the device meanwhile, it is not sent. Called under the dose lock;
+    /// returns what to send once it is released.
     /// (Found by the crash campaign, `tests/crash_campaign.rs`: before, such a device was left
     /// undosed as *dose uncertain* and its outcome differed from an uninterrupted run's.)
-    async fn complete_interrupted_enqueue(
+    async fn prepare_interrupted_enqueue(
         &mut self,
         udid: &str,
         uuid: &str,
-    ) -> Result<(), RunError> {
+    ) -> Result<Option<(Command, LedgerRecord)>, RunError> {
         let intent = super::journal::read(self.journal.path())?
             .entries
             .into_iter()
@@ -1319,7 +1598,7 @@ impl Runner<'_> {
             self.log(uncertain(
                 "intent not found in the journal; not re-sent".into(),
             ))?;
-            return Ok(());
+            return Ok(None);
         };
         let cmd = InstallAction::parse(&action).map(|a| self.command_for(udid, a));
         let same_bytes = cmd.as_ref().is_some_and(|c| {
@@ -1329,7 +1608,7 @@ impl Runner<'_> {
             self.log(uncertain(
                 "intent recorded, enqueue result unknown, and the command cannot be reproduced byte for byte; not re-sent".into(),
             ))?;
-            return Ok(());
+            return Ok(None);
         };
         let version = self.state.devices[udid]
             .probe
@@ -1351,32 +1630,64 @@ impl Runner<'_> {
                     "not sent: the command fails Apple's schema for iOS {version}: {msg}"
                 ),
             })?;
-            return Ok(());
+            return Ok(None);
         }
+        let run_dir = self.run_dir.display().to_string();
         let intent = LedgerRecord {
             udid: udid.to_string(),
-            starting_build: build,
+            starting_build: build.clone(),
             kind: LedgerKind::Intent,
             command_uuid: uuid.to_string(),
             step,
             trial_id: self.p.protocol.id.clone(),
             protocol_sha256: self.p.sha256.clone(),
-            run_dir: self.run_dir.display().to_string(),
+            run_dir: run_dir.clone(),
             at: chrono::Utc::now().to_rfc3339(),
         };
+        let ledger = self.ledger.records()?;
+        // Another run may have dosed the device since (its decision saw no ledger intent of
+        // ours if the kill came before it was appended).
+        let mdm = self
+            .mdm_dose_records(std::slice::from_ref(&intent.udid))
+            .await?
+            .pop()
+            .flatten();
+        let mut journal_uuids = self.state.devices[udid].journal_uuids();
+        journal_uuids.insert(uuid.to_string());
+        if let Decision::AlreadyDosed(ev) = dose_guard::decide(&dose_guard::Facts {
+            udid,
+            build: &build,
+            run_dir: &run_dir,
+            journal_uuids: &journal_uuids,
+            ledger: &ledger,
+            mdm: mdm.as_deref(),
+        }) {
+            self.ledger.append(&LedgerRecord {
+                kind: LedgerKind::Failed,
+                ..intent.clone()
+            })?;
+            self.log(Event::DoseFailed {
+                udid: udid.into(),
+                command_uuid: uuid.into(),
+                error: format!(
+                    "not sent (it never reached the MDM): another run dosed this device at build {build} meanwhile: {}",
+                    ev.iter()
+                        .map(dose_guard::Evidence::describe)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            })?;
+            return Ok(None);
+        }
         // The kill may have come between the journal's intent and the ledger's: the ledger
         // holds the intent durably before the command goes out, as in `dose_many`.
-        if !self
-            .ledger
-            .records()?
+        if !ledger
             .iter()
             .any(|r| r.command_uuid == uuid && r.kind == LedgerKind::Intent)
         {
             self.ledger.append(&intent)?;
         }
-        // The same bounded retries as any dose: a refusal because a late request of the dead
-        // harness got there first (the server's 409) is settled by the MDM's records.
-        self.send_dose(udid, &cmd, uuid, intent, None).await
+        Ok(Some((cmd, intent)))
     }
 
     async fn follow_up(&mut self) -> Result<(), RunError> {
@@ -1969,21 +2280,7 @@ async fn test_pause(var: &str) {
     }
 }
 
-/// A random version-4 UUID, upper case as Apple's CommandUUIDs usually are.
-pub fn uuid_v4() -> String {
-    let mut b = crate::tls::random_bytes(16);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+pub use crate::rng::uuid_v4;
 
 /// Run (or resume) a trial.
 pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, RunError> {
@@ -1999,17 +2296,35 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     let feeds = load_feeds(p)?;
     let lab = connect_lab(p).await?;
     std::fs::create_dir_all(&opts.results_dir).map_err(results_err(&opts.results_dir))?;
-    let (run_dir, resumed) = match find_unfinished(&opts.results_dir, &p.protocol.id, &p.sha256) {
-        Some(d) => (d, true),
-        None => {
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-            let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
-            create_private_dir(&d).map_err(results_err(&d))?;
-            let frozen = d.join("protocol.yaml");
-            crate::report::write_private(&frozen, &p.bytes).map_err(results_err(&frozen))?;
-            (d, false)
-        }
-    };
+    // Choosing the run folder (resume or create) and taking its run lock happen under a lock of
+    // this protocol in this results folder: two processes started at the same instant cannot
+    // both create a folder, and the second finds the first's folder locked and stops.
+    let choosing = ShortLock::acquire(&opts.results_dir.join(format!(
+        ".{}-{}.lock",
+        p.protocol.id,
+        &p.sha256[..16]
+    )))
+    .await?;
+    let me = Holder::me("lab run");
+    let (run_dir, resumed, run_lock) =
+        match find_unfinished(&opts.results_dir, &p.protocol.id, &p.sha256) {
+            Some(d) => {
+                let lock = RunLock::acquire(&d, &me)?;
+                (d, true, lock)
+            }
+            None => {
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+                let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
+                create_private_dir(&d).map_err(results_err(&d))?;
+                let lock = RunLock::acquire(&d, &me)?;
+                let frozen = d.join("protocol.yaml");
+                crate::report::write_private(&frozen, &p.bytes).map_err(results_err(&frozen))?;
+                (d, false, lock)
+            }
+        };
+    drop(choosing);
+    // Held until this function returns (the OS releases it if the process dies).
+    let (_run_lock, lock_left_by) = run_lock;
     if resumed
         && super::journal::read(&run_dir.join("journal.jsonl"))?
             .entries
@@ -2073,6 +2388,17 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     } else {
         r.log(Event::RunResumed {
             protocol_sha256: p.sha256.clone(),
+        })?;
+    }
+    if let Some(h) = lock_left_by {
+        eprintln!(
+            "lab run: the run lock was left by PID {} on {} (started {}), which is gone: taken over",
+            h.pid, h.host, h.started_at
+        );
+        r.log(Event::RunLockTakenOver {
+            previous_pid: h.pid,
+            previous_host: h.host,
+            previous_started_at: h.started_at,
         })?;
     }
     // Until allocation the baseline is (re)done for every device without a verdict, so a run
@@ -2196,4 +2522,70 @@ pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, Ru
     let entries = super::journal::read(r.journal.path())?.entries;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, event: Event) -> Entry {
+        Entry {
+            seq,
+            at: "2026-12-01T10:00:00Z".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn replay_keeps_reconciled_withheld_and_the_intents_store() {
+        let store = StoreIdentity {
+            store_id: "s1".into(),
+            created_at: "2026-12-01T09:00:00Z".into(),
+        };
+        let s = replay(&[
+            entry(
+                1,
+                Event::DoseIntent {
+                    udid: "A".into(),
+                    arm: "a".into(),
+                    step: 1,
+                    command_uuid: "U1".into(),
+                    request_type: "ScheduleOSUpdate".into(),
+                    install_action: "Default".into(),
+                    starting_build: "21F90".into(),
+                    command_b64: String::new(),
+                    mdm_store: Some(store.clone()),
+                },
+            ),
+            entry(
+                2,
+                Event::DoseReconciled {
+                    udid: "B".into(),
+                    step: 1,
+                    command_uuid: "U2".into(),
+                    starting_build: "21F90".into(),
+                    reason: "lost".into(),
+                },
+            ),
+            entry(
+                3,
+                Event::DoseWithheld {
+                    udid: "C".into(),
+                    step: 1,
+                    rule: "already_dosed".into(),
+                    reason: "r".into(),
+                },
+            ),
+        ]);
+        let a = &s.devices["A"];
+        assert_eq!(a.intent_store["U1"].store.as_ref(), Some(&store));
+        assert_eq!(a.intent_store["U1"].at, "2026-12-01T10:00:00Z");
+        // A reconciled intent is a dose of that step (never sent again) and uncertain.
+        let b = &s.devices["B"];
+        assert_eq!(b.doses.get(&1), Some(&("U2".to_string(), None)));
+        assert!(b.uncertain.contains("U2"));
+        assert!(b.journal_uuids().contains("U2"));
+        assert!(s.devices["C"].withheld.contains(&1));
+        assert!(s.devices["C"].doses.is_empty());
+    }
 }

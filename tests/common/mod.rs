@@ -37,10 +37,39 @@ impl Sim {
 
     /// With extra environment variables (e.g. shortened listener timeouts).
     pub fn start_with_env(fleet: &Path, extra: &[&str], env: &[(&str, &str)]) -> Sim {
+        Self::start_at_env(fleet, "127.0.0.1:0", "127.0.0.1:0", extra, env)
+    }
+
+    /// A fresh `lab sim serve` on this one's addresses (same usbmuxd and MDM ports, so a
+    /// protocol pointing at it is unchanged), with a new, empty MDM store: the way an MDM that
+    /// lost its database comes back.
+    pub fn restart(&mut self, fleet: &Path, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mdm = self.mdm().trim_start_matches("http://").to_string();
+        let fresh = Self::start_at(fleet, &self.addr.clone(), &mdm, extra);
+        // Moving the child out of `fresh` (which has a Drop) needs a swap.
+        let mut fresh = std::mem::ManuallyDrop::new(fresh);
+        self.child = std::mem::replace(&mut fresh.child, placeholder_child());
+        self.addr = fresh.addr.clone();
+        self.mdm_url = fresh.mdm_url.clone();
+    }
+
+    pub fn start_at(fleet: &Path, usbmuxd: &str, mdm: &str, extra: &[&str]) -> Sim {
+        Self::start_at_env(fleet, usbmuxd, mdm, extra, &[])
+    }
+
+    pub fn start_at_env(
+        fleet: &Path,
+        usbmuxd: &str,
+        mdm: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sim {
         let mut child = Command::new(lab_bin())
             .args(["sim", "serve", "--fleet"])
             .arg(fleet)
-            .args(["--usbmuxd", "127.0.0.1:0", "--mdm", "127.0.0.1:0"])
+            .args(["--usbmuxd", usbmuxd, "--mdm", mdm])
             .args(extra)
             .envs(env.iter().copied())
             .env("LAB_MDM_API_KEY", TEST_API_KEY)
@@ -141,12 +170,15 @@ impl Sim {
 }
 
 /// `lab run --yes --results RESULTS PROTOCOL` with the test API key, no usbmuxd from the
-/// environment and none of the crash-campaign pause hooks.
+/// environment, none of the crash-campaign pause hooks, and the lab-wide ledger in
+/// `RESULTS/ledger.jsonl` (`LAB_LEDGER`: a test never writes to the user's state directory, nor
+/// sees another test's records; override it to share one ledger between runs).
 pub fn lab_run(protocol: &Path, results: &Path) -> Command {
     let mut c = Command::new(lab_bin());
     c.args(["run", "--yes", "--results"])
         .arg(results)
         .arg(protocol)
+        .env("LAB_LEDGER", results.join("ledger.jsonl"))
         .env("LAB_MDM_API_KEY", TEST_API_KEY)
         .env_remove("USBMUXD_SOCKET_ADDRESS")
         .env_remove("LAB_TEST_PAUSE_AFTER_INTENT_MS")
@@ -174,6 +206,13 @@ pub fn journal_events(run_dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A finished process to leave behind in a moved-from `Sim`.
+fn placeholder_child() -> Child {
+    let mut c = Command::new("true").spawn().expect("spawn true");
+    let _ = c.wait();
+    c
 }
 
 impl Drop for Sim {
