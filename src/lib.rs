@@ -26,6 +26,7 @@ pub mod rng;
 pub mod sim;
 pub mod tls;
 pub mod trial;
+pub mod units;
 pub mod usb;
 pub mod usbmux;
 pub mod version;

@@ -4,7 +4,7 @@
 
 use crate::input::InputError;
 use crate::mdm::command::InstallAction;
-use crate::sim::fleet::{Bytes, DurationSpec};
+use crate::units::{Bytes, DurationSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
