@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod evidence;
 pub mod feeds;
+pub mod format;
 pub mod http_client;
 pub mod input;
 pub mod io;
