@@ -44,6 +44,12 @@ pub const CSV_REPORTS: [(&str, Render); 4] = [
 /// The HTML report's file name (written after the CSV files).
 pub const HTML_REPORT: &str = "report.html";
 
+/// Are a run folder's reports all written? `report.html` is the last one [`write_all`] writes,
+/// atomically, so its presence says the others are there too.
+pub fn all_written(run_dir: &Path) -> bool {
+    run_dir.join(HTML_REPORT).exists()
+}
+
 /// The anomalies of a run as links for the HTML report.
 pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
     links(crate::evidence::anomalies::detect(entries))
