@@ -53,8 +53,14 @@ pub struct ReportArgs {
     run_dir: PathBuf,
 }
 
+/// Load and check a protocol; for a simulated lab, read its fleet file too, so a malformed fleet
+/// is refused with its own file, line and column before the lab starts or any run folder exists.
 fn load(path: &Path) -> Result<protocol::LoadedProtocol, CliError> {
-    Ok(protocol::load(path)?)
+    let p = protocol::load(path)?;
+    if let Some(sim) = &p.protocol.lab.simulated {
+        crate::sim::fleet::load(&p.resolve(&sim.fleet))?;
+    }
+    Ok(p)
 }
 
 /// The ledger: `--ledger`, else the lab-wide default (`trial::ledger::default_path`).

@@ -596,9 +596,8 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
                     locate_key(&text, "speed").map(|k| (k.0, k.2)),
                 ));
             }
-            // A malformed fleet is refused now, with its own file, line and column, before
-            // any run folder exists.
-            crate::sim::fleet::load(&fleet)?;
+            // The fleet's own content is the simulator's to read: the command line checks it
+            // right after this (`cli::trial`), before any run folder exists.
         }
         (Some(_), false, _) => {
             return Err(err_at(
