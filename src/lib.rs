@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod evidence;
 pub mod feeds;
+pub mod format;
 pub mod http_client;
 pub mod input;
 pub mod io;
@@ -26,6 +27,7 @@ pub mod rng;
 pub mod sim;
 pub mod tls;
 pub mod trial;
+pub mod units;
 pub mod usb;
 pub mod usbmux;
 pub mod version;

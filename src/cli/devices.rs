@@ -26,7 +26,7 @@ pub struct DevicesArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::sim::fleet::parse_duration(s)
+    crate::units::parse_duration(s)
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,7 @@
 
 pub mod devices;
 pub mod feeds;
+pub mod lab_connection;
 pub mod mdm;
 pub mod probe;
 pub mod sim;

@@ -3,7 +3,7 @@
 use super::{CliError, print_json, table};
 use crate::trial::journal::{Event, Journal};
 use crate::trial::protocol;
-use crate::trial::runner::{self, RunError, RunOptions};
+use crate::trial::runner::{self, RunError, RunOptions, TestPauses};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -53,8 +53,14 @@ pub struct ReportArgs {
     run_dir: PathBuf,
 }
 
+/// Load and check a protocol; for a simulated lab, read its fleet file too, so a malformed fleet
+/// is refused with its own file, line and column before the lab starts or any run folder exists.
 fn load(path: &Path) -> Result<protocol::LoadedProtocol, CliError> {
-    Ok(protocol::load(path)?)
+    let p = protocol::load(path)?;
+    if let Some(sim) = &p.protocol.lab.simulated {
+        crate::sim::fleet::load(&p.resolve(&sim.fleet))?;
+    }
+    Ok(p)
 }
 
 /// The ledger: `--ledger`, else the lab-wide default (`trial::ledger::default_path`).
@@ -86,7 +92,13 @@ fn run_error(e: RunError) -> CliError {
 pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
     let p = load(&a.trial)?;
     let ledger = ledger_path(a.ledger.clone(), &p)?;
-    let entries = runner::qualify(&p, &ledger).await.map_err(run_error)?;
+    let lab = super::lab_connection::connect(&p)
+        .await
+        .map_err(run_error)?;
+    let entries = runner::qualify(&p, &ledger, lab.connection)
+        .await
+        .map_err(run_error)?;
+    drop(lab.sim);
     let verdicts: Vec<serde_json::Value> = entries
         .iter()
         .filter_map(|e| match &e.event {
@@ -169,13 +181,46 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
         },
         results_dir: a.results.clone(),
         interactive: runner::stdin_is_tty(),
+        pauses: test_pauses_from_env(),
+        reports_written: crate::report::all_written,
     };
-    let summary = runner::run(&p, &opts).await.map_err(run_error)?;
+    let lab = super::lab_connection::connect(&p)
+        .await
+        .map_err(run_error)?;
+    let summary = runner::run(&p, &opts, lab.connection)
+        .await
+        .map_err(run_error)?;
+    // The reports are written under the run lock the runner hands back (a concurrent `lab
+    // report` or rerun waits); a kill while they are written leaves `run_finished` without
+    // every report, and the rerun writes them (`RunOptions::reports_written`).
+    let reports = crate::report::write_all(&summary.run_dir)
+        .map_err(|e| run_error(RunError::Report(e.to_string())))?;
+    drop(summary.run_lock);
+    drop(lab.sim);
     println!("run folder: {}", summary.run_dir.display());
-    for r in &summary.reports {
+    for r in &reports {
         println!("  {}", r.display());
     }
     Ok(0)
+}
+
+/// The crash campaign's pauses (`tests/crash_campaign.rs`): `LAB_TEST_PAUSE_AFTER_INTENT_MS`,
+/// `LAB_TEST_PAUSE_BEFORE_CONSENT_MS`, `LAB_TEST_PAUSE_BEFORE_REPORTS_MS`, each a number of
+/// milliseconds (see [`TestPauses`]). Unset or not a number (as in every real run): no pause.
+fn test_pauses_from_env() -> TestPauses {
+    let ms = |var: &str| {
+        std::time::Duration::from_millis(
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+    };
+    TestPauses {
+        after_intent: ms("LAB_TEST_PAUSE_AFTER_INTENT_MS"),
+        before_consent: ms("LAB_TEST_PAUSE_BEFORE_CONSENT_MS"),
+        before_reports: ms("LAB_TEST_PAUSE_BEFORE_REPORTS_MS"),
+    }
 }
 
 pub async fn observe(a: ObserveArgs) -> Result<u8, CliError> {

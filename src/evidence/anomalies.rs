@@ -900,8 +900,8 @@ fn baseline_disagreement(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
             format!(
                 "{}: lockdown={} mdm={}",
                 x.get("fact").and_then(|f| f.as_str()).unwrap_or("?"),
-                crate::report::json_cell(x.get("lockdown").unwrap_or(&serde_json::Value::Null)),
-                crate::report::json_cell(x.get("mdm").unwrap_or(&serde_json::Value::Null)),
+                crate::format::json_cell(x.get("lockdown").unwrap_or(&serde_json::Value::Null)),
+                crate::format::json_cell(x.get("mdm").unwrap_or(&serde_json::Value::Null)),
             )
         })
         .collect();

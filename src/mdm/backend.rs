@@ -513,7 +513,7 @@ impl NanoMdm {
         let resp = self
             .http
             .get(&url)
-            .basic_auth(crate::mdm_server::http::API_USER, Some(&self.api_key))
+            .basic_auth(super::API_USER, Some(&self.api_key))
             .send()
             .await
             .map_err(|e| map_send_error(&url, self.timeout, e))?;
@@ -558,7 +558,7 @@ impl MdmBackend for NanoMdm {
             let resp = self
                 .http
                 .put(&url)
-                .basic_auth(crate::mdm_server::http::API_USER, Some(&self.api_key))
+                .basic_auth(super::API_USER, Some(&self.api_key))
                 .body(command.to_plist(command_uuid))
                 .send()
                 .await
@@ -966,7 +966,7 @@ pub async fn wait_enrolled(url: &str, key: &str, n: usize, limit: Duration) {
         let ready = async {
             let v: serde_json::Value = http
                 .get(format!("{url}/v1/enrollments"))
-                .basic_auth(crate::mdm_server::http::API_USER, Some(key))
+                .basic_auth(super::API_USER, Some(key))
                 .send()
                 .await
                 .ok()?

@@ -13,6 +13,11 @@
 //! Apple's `apple/device-management` schema files bundled in `data/apple-device-management/`
 //! (MIT-style licence in `data/apple-device-management/LICENSE.txt`).
 
+/// The NanoMDM API user name (brief §5.1): the HTTP Basic user of the operator API. Part of the
+/// protocol model because both sides speak it: the client backends send it, the embedded server
+/// checks it.
+pub const API_USER: &str = "nanomdm";
+
 pub mod checkin;
 pub mod command;
 pub mod records;

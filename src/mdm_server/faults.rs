@@ -22,7 +22,7 @@
 //! endpoints (`/mdm`, `/checkin`) can be faulted the same way.
 
 use crate::input::{InputError, load_yaml};
-use crate::sim::fleet::DurationSpec;
+use crate::units::DurationSpec;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;

@@ -16,6 +16,7 @@ use super::faults::WebhookFate;
 use super::identity::{self, IdentityCa, IdentityError};
 use super::push::{PushTarget, SharedPush};
 use super::store::{ReportFate, Store, StoreError};
+use crate::mdm::API_USER;
 use crate::mdm::checkin::{self, CheckinMessage};
 use crate::mdm::command::parse_envelope;
 use crate::mdm::report::{ReportStatus, parse_report};
@@ -31,9 +32,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The NanoMDM API user name (brief §5.1).
-pub const API_USER: &str = "nanomdm";
 
 pub struct ServerConfig {
     /// HTTP Basic password for the operator API; `None` disables the API.

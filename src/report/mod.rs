@@ -14,6 +14,7 @@ pub mod html;
 pub mod observations;
 pub mod radar;
 
+pub(crate) use crate::format::json_cell;
 use crate::trial::journal::{Entry, JournalError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,12 @@ pub const CSV_REPORTS: [(&str, Render); 4] = [
 
 /// The HTML report's file name (written after the CSV files).
 pub const HTML_REPORT: &str = "report.html";
+
+/// Are a run folder's reports all written? `report.html` is the last one [`write_all`] writes,
+/// atomically, so its presence says the others are there too.
+pub fn all_written(run_dir: &Path) -> bool {
+    run_dir.join(HTML_REPORT).exists()
+}
 
 /// The anomalies of a run as links for the HTML report.
 pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
@@ -245,20 +252,6 @@ pub(crate) fn opt(s: &Option<String>) -> String {
 /// Seconds with millisecond precision.
 pub(crate) fn secs(x: Option<f64>) -> String {
     x.map(|x| format!("{x:.3}")).unwrap_or_default()
-}
-
-/// A JSON value as a cell: strings as is, integers as integers, other numbers with 3 decimals,
-/// null as empty, anything else as compact JSON.
-pub(crate) fn json_cell(v: &serde_json::Value) -> String {
-    use serde_json::Value;
-    match v {
-        Value::Null => String::new(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-        Value::Number(n) => format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

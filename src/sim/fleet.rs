@@ -29,6 +29,7 @@
 use crate::input::{InputError, load_yaml, parse_yaml};
 use crate::models;
 use crate::sim::os_update::{CatalogEntrySpec, UpdateBehaviourSpec};
+use crate::units::{Bytes, DurationSpec, parse_duration};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
@@ -300,27 +301,9 @@ pub struct MdmFault {
     pub times: u32,
 }
 
-/// A byte count: an integer, or a string with a unit (`64 GB`, `512MB`, `1.5 TB`, `32 GiB`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "NumberOrString")]
-pub struct Bytes(pub u64);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u64")]
 pub struct Percent(pub u8);
-
-/// A duration: `500ms`, `10s`, `2m`, `1h`, or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "NumberOrString")]
-pub struct DurationSpec(pub Duration);
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrString {
-    N(u64),
-    F(f64),
-    S(String),
-}
 
 /// A signed duration (clock jumps): a [`DurationSpec`] with an optional leading `-`
 /// (`3h`, `-30m`, `-1800`).
@@ -370,90 +353,6 @@ impl TryFrom<u64> for Percent {
         }
         Ok(Percent(v as u8))
     }
-}
-
-impl TryFrom<NumberOrString> for Bytes {
-    type Error = String;
-    fn try_from(v: NumberOrString) -> Result<Self, String> {
-        match v {
-            NumberOrString::N(n) => Ok(Bytes(n)),
-            NumberOrString::F(f) => Err(format!("{f} is not a whole number of bytes")),
-            NumberOrString::S(s) => parse_bytes(&s).map(Bytes),
-        }
-    }
-}
-
-impl TryFrom<NumberOrString> for DurationSpec {
-    type Error = String;
-    fn try_from(v: NumberOrString) -> Result<Self, String> {
-        match v {
-            NumberOrString::N(n) => Ok(DurationSpec(Duration::from_secs(n))),
-            // Found by fuzzing (`sim_fleet`): `60E216` overflowed `Duration` and panicked.
-            NumberOrString::F(f) if (0.0..=MAX_DURATION_SECS).contains(&f) => {
-                Ok(DurationSpec(Duration::from_secs_f64(f)))
-            }
-            NumberOrString::F(f) if f > MAX_DURATION_SECS => Err(format!("{f:e} s is too long")),
-            NumberOrString::F(f) => Err(format!("{f} is not a duration")),
-            NumberOrString::S(s) => parse_duration(&s).map(DurationSpec),
-        }
-    }
-}
-
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = (t[..split].trim(), t[split..].trim());
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 64 GB, 512 MB, 1073741824)"))?;
-    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0f64.powi(4),
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    let v = n * mult;
-    if !v.is_finite() || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
-    }
-    Ok(v.round() as u64)
-}
-
-/// The longest duration a file may give (about 31 years): anything longer is a typo.
-const MAX_DURATION_SECS: f64 = 1e9;
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = (t[..split].trim(), t[split..].trim());
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs > MAX_DURATION_SECS {
-        return Err(format!("{s:?} is too long"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// One simulated device after expanding `count` and generating what the file leaves out.
@@ -890,16 +789,6 @@ devices:
         let e = bad("    - { after: 10m }\n");
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("by"), "{e}");
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_bytes("64GB").unwrap(), 64_000_000_000);
-        assert_eq!(parse_bytes("2 KiB").unwrap(), 2048);
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("2 fortnights").is_err());
     }
 
     #[test]

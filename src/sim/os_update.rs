@@ -26,8 +26,9 @@
 //! jump can make them due at once; a download keeps its progress (see `account_download`).
 
 use super::clock::{after, from_local, local_time};
-use super::fleet::{Bytes, DurationSpec, NetworkKind, SimDeviceSpec};
+use super::fleet::{NetworkKind, SimDeviceSpec};
 use super::quirks::{Behaviour, DeviceVersion, QuirkTable, Quirks, SplitMix64, Version};
+use crate::units::{Bytes, DurationSpec};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveTime, Utc};
 use plist::{Dictionary, Value};
 use serde::Deserialize;

@@ -1036,8 +1036,8 @@ mod tests {
     use crate::probe::baseline::Baseline;
     use crate::probe::mdm_side::MdmFacts;
     use crate::probe::run::{Failure, FailureKind};
-    use crate::sim::fleet::Bytes;
     use crate::trial::ledger::LedgerKind;
+    use crate::units::Bytes;
     use crate::usbmux::DeviceEntry;
     use plist::{Dictionary, Value as P};
 

@@ -5,6 +5,7 @@ pub mod allocation;
 pub mod dose_guard;
 pub mod eligibility;
 pub mod journal;
+pub mod lab_connection;
 pub mod ledger;
 pub mod outcome;
 pub mod progress;

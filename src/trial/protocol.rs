@@ -4,7 +4,7 @@
 
 use crate::input::InputError;
 use crate::mdm::command::InstallAction;
-use crate::sim::fleet::{Bytes, DurationSpec};
+use crate::units::{Bytes, DurationSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -596,9 +596,8 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
                     locate_key(&text, "speed").map(|k| (k.0, k.2)),
                 ));
             }
-            // A malformed fleet is refused now, with its own file, line and column, before
-            // any run folder exists.
-            crate::sim::fleet::load(&fleet)?;
+            // The fleet's own content is the simulator's to read: the command line checks it
+            // right after this (`cli::trial`), before any run folder exists.
         }
         (Some(_), false, _) => {
             return Err(err_at(

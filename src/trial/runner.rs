@@ -19,15 +19,15 @@ use super::allocation::{Candidate, allocate};
 use super::dose_guard::{self, Decision};
 use super::eligibility::{Subject, assess};
 use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
+use super::lab_connection::LabConnection;
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
-use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
+use super::protocol::{LoadedProtocol, StepTrigger, TargetSpec, UntilSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
-use crate::mdm::backend::{MdmBackend, MdmDose, MicroMdm, NanoMdm, StoreIdentity};
+use crate::mdm::backend::{MdmBackend, MdmDose, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
-use crate::mdm::webhook_receiver::WebhookReceiver;
 use crate::probe::{self, DeviceProbe, ProbeOptions, ProbeStatus, mdm_side};
 use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
 use base64::Engine;
@@ -68,12 +68,34 @@ pub struct RunOptions {
     pub ledger: PathBuf,
     /// Ask checkpoint questions and consent on the terminal.
     pub interactive: bool,
+    /// Sleeps at fixed points, for the crash campaign (all zero in a real run).
+    pub pauses: TestPauses,
+    /// Whether a run folder's reports are all written: a folder whose journal has
+    /// `run_finished` but whose reports are not (a run killed while the caller wrote them) is
+    /// resumed to write them, not started again. The caller writes the reports, so it says.
+    pub reports_written: fn(&Path) -> bool,
 }
 
+/// Test hooks for the crash campaign (`tests/crash_campaign.rs`): how long to sleep at a point
+/// so a SIGKILL can land exactly there. Zero (as in every real run) does nothing. The command
+/// line fills them (from `LAB_TEST_PAUSE_*_MS`); the runner reads no environment for them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestPauses {
+    /// In `dose_many`, right after the batch's intents are fsynced in the journal and the
+    /// ledger, before any MDM call.
+    pub after_intent: Duration,
+    /// After allocation, before consent is recorded.
+    pub before_consent: Duration,
+    /// After `run_finished`, before the runner returns (and its caller writes the reports).
+    pub before_reports: Duration,
+}
+
+/// What a run leaves for its caller: the folder, and the folder's run lock, to be held while the
+/// caller writes the reports (a concurrent `lab report` or rerun waits for them).
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub resumed: bool,
-    pub reports: Vec<PathBuf>,
+    pub run_lock: RunLock,
 }
 
 /// What the journal says so far, per device.
@@ -368,7 +390,12 @@ fn apply_status(d: &mut Dev, raw_b64: &str) {
 }
 
 /// A run folder of the same protocol that has not finished, if any.
-fn find_unfinished(results: &Path, trial_id: &str, sha: &str) -> Option<PathBuf> {
+fn find_unfinished(
+    results: &Path,
+    trial_id: &str,
+    sha: &str,
+    reports_written: fn(&Path) -> bool,
+) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -387,123 +414,9 @@ fn find_unfinished(results: &Path, trial_id: &str, sha: &str) -> Option<PathBuf>
         let finished = super::journal::read(&d.join("journal.jsonl"))
             .map(|l| l.entries.iter().any(|e| e.event == Event::RunFinished))
             .unwrap_or(false);
-        // A run killed while writing its reports has `run_finished` but no `report.html` (the
-        // last report written, atomically): it is completed, not started again.
-        same && (!finished || !d.join(crate::report::HTML_REPORT).exists())
-    })
-}
-
-/// The lab a run talks to: usbmuxd addresses and an MDM backend (plus what keeps them alive).
-struct LabHandle {
-    addrs: Vec<UsbmuxAddr>,
-    backend: Box<dyn MdmBackend>,
-    time_scale: f64,
-    _sim: Option<crate::sim::RunningSim>,
-    _webhook: Option<WebhookReceiver>,
-    enrolled_check: Option<(String, String, usize)>,
-}
-
-async fn connect_lab(p: &LoadedProtocol) -> Result<LabHandle, RunError> {
-    let lab = &p.protocol.lab;
-    let timeout = lab.mdm_api.timeout.0;
-    if let Some(sim) = &lab.simulated {
-        let key = crate::tls::random_secret();
-        let faults = match &sim.mdm_faults {
-            Some(f) => Some(Arc::new(
-                crate::mdm_server::faults::Faults::load(&p.resolve(f))
-                    .map_err(|e| RunError::BadInput(e.to_string()))?,
-            )),
-            None => None,
-        };
-        let opts = crate::sim::SimOptions {
-            listen: vec![UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address")],
-            speed: sim.speed,
-            seed: sim.seed,
-            mdm: crate::sim::SimMdm::Embedded {
-                listen: "127.0.0.1:0".into(),
-                api_key: key.clone(),
-                faults,
-                webhook_url: None,
-            },
-        };
-        let running = crate::sim::start(&p.resolve(&sim.fleet), opts)
-            .await
-            .map_err(|e| match e {
-                crate::sim::SimError::Fleet(i) => RunError::BadInput(i.to_string()),
-                other => RunError::Lab(other.to_string()),
-            })?;
-        let url = running
-            .mdm
-            .as_ref()
-            .map(|m| m.url.clone())
-            .unwrap_or_default();
-        let n = running.lab.devices.len();
-        return Ok(LabHandle {
-            addrs: running.addrs.clone(),
-            backend: Box::new(NanoMdm::embedded(&url, &key, timeout)),
-            time_scale: sim.speed,
-            _sim: Some(running),
-            _webhook: None,
-            enrolled_check: Some((url, key, n)),
-        });
-    }
-    let file = p.path.display();
-    let addrs = UsbmuxAddr::parse_list(&lab.usbmuxd)
-        .map_err(|e| RunError::BadInput(format!("{file}: lab.usbmuxd: {e}")))?;
-    let mdm = lab
-        .mdm
-        .as_ref()
-        .ok_or_else(|| RunError::BadInput(format!("{file}: lab.mdm is needed for a real bench")))?;
-    let key = std::env::var(&mdm.api_key_env)
-        .ok()
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            RunError::BadInput(format!(
-                "{file}: lab.mdm.api_key_env: the environment variable {} is not set (it holds the MDM API key)",
-                mdm.api_key_env
-            ))
-        })?;
-    let (backend, webhook): (Box<dyn MdmBackend>, Option<WebhookReceiver>) = match mdm.kind {
-        MdmKind::Embedded => (Box::new(NanoMdm::embedded(&mdm.url, &key, timeout)), None),
-        kind => {
-            let wh = mdm.webhook.as_ref().ok_or_else(|| {
-                RunError::BadInput(format!(
-                    "{file}: lab.mdm.webhook is needed for nanomdm and micromdm"
-                ))
-            })?;
-            let hmac = match &wh.hmac_key_env {
-                Some(n) => Some(
-                    std::env::var(n)
-                        .ok()
-                        .filter(|k| !k.is_empty())
-                        .ok_or_else(|| {
-                            RunError::BadInput(format!(
-                                "{file}: lab.mdm.webhook.hmac_key_env: the environment variable {n} is not set"
-                            ))
-                        })?
-                        .into_bytes(),
-                ),
-                None => None,
-            };
-            let r = WebhookReceiver::start(&wh.listen, hmac)
-                .await
-                .map_err(|e| RunError::Lab(format!("webhook listener on {}: {e}", wh.listen)))?;
-            let inbox = r.inbox.clone();
-            let b: Box<dyn MdmBackend> = if kind == MdmKind::Nanomdm {
-                Box::new(NanoMdm::with_webhooks(&mdm.url, &key, timeout, inbox))
-            } else {
-                Box::new(MicroMdm::new(&mdm.url, &key, timeout, inbox))
-            };
-            (b, Some(r))
-        }
-    };
-    Ok(LabHandle {
-        addrs,
-        backend,
-        time_scale: lab.time_scale.filter(|t| *t > 0.0).unwrap_or(1.0),
-        _sim: None,
-        _webhook: webhook,
-        enrolled_check: None,
+        // A run killed while writing its reports has `run_finished` but not all its reports:
+        // it is completed, not started again.
+        same && (!finished || !reports_written(d))
     })
 }
 
@@ -512,7 +425,7 @@ struct Runner<'a> {
     journal: Journal,
     ledger: Ledger,
     state: State,
-    lab: LabHandle,
+    lab: LabConnection,
     progress: Progress,
     run_dir: PathBuf,
     opts: &'a RunOptions,
@@ -1155,7 +1068,7 @@ impl Runner<'_> {
         let recs: Vec<LedgerRecord> = prepared.iter().map(|x| x.rec.clone()).collect();
         self.ledger.append_all(&recs)?;
         drop(dose_lock);
-        test_pause("LAB_TEST_PAUSE_AFTER_INTENT_MS").await;
+        test_pause(self.opts.pauses.after_intent).await;
         let answers = {
             let backend = self.lab.backend.as_ref();
             crate::join::join_all(
@@ -2266,24 +2179,22 @@ pub const WAIVED_KNOWN_BAD: &str = "known_bad_version_waived";
 /// size of a group commit of the journal.
 const CONCURRENCY: usize = 64;
 
-/// Test hook for the crash campaign (`tests/crash_campaign.rs`): when the environment variable
-/// `var` holds a number of milliseconds, sleep that long so a SIGKILL can land at this exact
-/// point. Unset (as in every real run), it does nothing. Hooks: `LAB_TEST_PAUSE_AFTER_INTENT_MS`
-/// (in `dose_many`, right after the batch's intents are fsynced in the journal and the ledger,
-/// before any MDM call), `LAB_TEST_PAUSE_BEFORE_CONSENT_MS` (after allocation, before consent is recorded),
-/// `LAB_TEST_PAUSE_BEFORE_REPORTS_MS` (after `run_finished`, before the reports are written).
-async fn test_pause(var: &str) {
-    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok())
-        && ms > 0
-    {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+/// Sleep for a crash-campaign pause ([`TestPauses`]); zero does nothing.
+async fn test_pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }
 
 pub use crate::rng::uuid_v4;
 
-/// Run (or resume) a trial.
-pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, RunError> {
+/// Run (or resume) a trial on the lab `lab` reaches. The caller writes the reports after it
+/// returns, holding the returned run lock.
+pub async fn run(
+    p: &LoadedProtocol,
+    opts: &RunOptions,
+    lab: LabConnection,
+) -> Result<RunSummary, RunError> {
     let results_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RunError::Results {
@@ -2291,10 +2202,10 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             source,
         }
     };
-    // Everything that can be refused as bad input (feeds, the lab, the API key, the webhook) is
-    // checked before anything is written: a refused run leaves no folder behind.
+    // Everything that can be refused as bad input (feeds; the lab, the API key and the webhook
+    // when the caller connected) is checked before anything is written: a refused run leaves no
+    // folder behind.
     let feeds = load_feeds(p)?;
-    let lab = connect_lab(p).await?;
     std::fs::create_dir_all(&opts.results_dir).map_err(results_err(&opts.results_dir))?;
     // Choosing the run folder (resume or create) and taking its run lock happen under a lock of
     // this protocol in this results folder: two processes started at the same instant cannot
@@ -2306,25 +2217,29 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     )))
     .await?;
     let me = Holder::me("lab run");
-    let (run_dir, resumed, run_lock) =
-        match find_unfinished(&opts.results_dir, &p.protocol.id, &p.sha256) {
-            Some(d) => {
-                let lock = RunLock::acquire(&d, &me)?;
-                (d, true, lock)
-            }
-            None => {
-                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-                let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
-                create_private_dir(&d).map_err(results_err(&d))?;
-                let lock = RunLock::acquire(&d, &me)?;
-                let frozen = d.join("protocol.yaml");
-                crate::report::write_private(&frozen, &p.bytes).map_err(results_err(&frozen))?;
-                (d, false, lock)
-            }
-        };
+    let (run_dir, resumed, run_lock) = match find_unfinished(
+        &opts.results_dir,
+        &p.protocol.id,
+        &p.sha256,
+        opts.reports_written,
+    ) {
+        Some(d) => {
+            let lock = RunLock::acquire(&d, &me)?;
+            (d, true, lock)
+        }
+        None => {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            let d = opts.results_dir.join(format!("{}-{stamp}", p.protocol.id));
+            create_private_dir(&d).map_err(results_err(&d))?;
+            let lock = RunLock::acquire(&d, &me)?;
+            let frozen = d.join("protocol.yaml");
+            write_private(&frozen, &p.bytes).map_err(results_err(&frozen))?;
+            (d, false, lock)
+        }
+    };
     drop(choosing);
-    // Held until this function returns (the OS releases it if the process dies).
-    let (_run_lock, lock_left_by) = run_lock;
+    // Held until the caller has written the reports (the OS releases it if the process dies).
+    let (run_lock, lock_left_by) = run_lock;
     if resumed
         && super::journal::read(&run_dir.join("journal.jsonl"))?
             .entries
@@ -2332,18 +2247,16 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
             .any(|e| e.event == Event::RunFinished)
     {
         // Killed after `run_finished`, while writing the reports: the journal is complete, so
-        // only the reports are written (nothing is sent, nothing is appended).
+        // only the reports are written, by the caller (nothing is sent, nothing is appended).
         eprintln!(
             "lab run: {} finished; writing its reports in {}",
             p.protocol.id,
             run_dir.display()
         );
-        let reports =
-            crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
         return Ok(RunSummary {
             run_dir,
             resumed,
-            reports,
+            run_lock,
         });
     }
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
@@ -2409,7 +2322,7 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     }
     r.allocate()?;
     r.state = replay_journal(r.journal.path())?;
-    test_pause("LAB_TEST_PAUSE_BEFORE_CONSENT_MS").await;
+    test_pause(opts.pauses.before_consent).await;
     r.consent()?;
     let fresh = !r.state.devices.values().any(|d| !d.doses.is_empty());
     if fresh {
@@ -2448,13 +2361,11 @@ pub async fn run(p: &LoadedProtocol, opts: &RunOptions) -> Result<RunSummary, Ru
     r.final_sweep().await?;
     r.checkpoint(super::protocol::CheckpointMoment::End, None)?;
     r.log(Event::RunFinished)?;
-    test_pause("LAB_TEST_PAUSE_BEFORE_REPORTS_MS").await;
-    let reports =
-        crate::report::write_all(&run_dir).map_err(|e| RunError::Report(e.to_string()))?;
+    test_pause(opts.pauses.before_reports).await;
     Ok(RunSummary {
         run_dir,
         resumed,
-        reports,
+        run_lock,
     })
 }
 
@@ -2473,6 +2384,20 @@ fn create_private_dir(d: &Path) -> std::io::Result<()> {
         .create(d)
 }
 
+/// Write the frozen protocol copy: owner-only (as the whole run folder), synced.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Is standard input a terminal (consent and checkpoint prompts)?
 pub fn stdin_is_tty() -> bool {
     std::io::stdin().is_terminal()
@@ -2481,20 +2406,26 @@ pub fn stdin_is_tty() -> bool {
 /// Baseline and eligibility only: nothing irreversible is sent (the MDM is asked
 /// DeviceInformation, SecurityInfo and AvailableOSUpdates). The journal goes to a scratch
 /// folder; the events are returned.
-pub async fn qualify(p: &LoadedProtocol, ledger: &Path) -> Result<Vec<Entry>, RunError> {
+pub async fn qualify(
+    p: &LoadedProtocol,
+    ledger: &Path,
+    lab: LabConnection,
+) -> Result<Vec<Entry>, RunError> {
     let scratch = std::env::temp_dir().join(format!("lab-qualify-{}", crate::tls::random_secret()));
     create_private_dir(&scratch).map_err(|source| RunError::Results {
         path: scratch.clone(),
         source,
     })?;
     let feeds = load_feeds(p)?;
-    let lab = connect_lab(p).await?;
     let (journal, _) = Journal::open(&scratch.join("journal.jsonl"))?;
     let opts = RunOptions {
         yes: false,
         results_dir: scratch.clone(),
         ledger: ledger.to_path_buf(),
         interactive: false,
+        pauses: TestPauses::default(),
+        // Never asked: a qualification has no run folder to resume.
+        reports_written: |_| true,
     };
     let mut r = Runner {
         p,
