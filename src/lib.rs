@@ -21,6 +21,7 @@ pub mod mdm;
 pub mod mdm_server;
 pub mod models;
 pub mod plist_util;
+pub mod private_fs;
 pub mod probe;
 pub mod report;
 pub mod rng;

@@ -24,6 +24,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("usb", UPPER),
     ("http_client", UPPER),
     ("listen_limits", UPPER),
+    ("private_fs", UPPER),
     ("units", UPPER),
     ("format", UPPER),
     // The journal and the pure verdicts sit at the bottom of the domain (issue 12).

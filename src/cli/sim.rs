@@ -85,7 +85,7 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 let k = crate::tls::random_secret();
                 let path = std::env::temp_dir()
                     .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
-                write_private(&path, k.as_bytes())
+                crate::private_fs::write_private(&path, k.as_bytes())
                     .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
                 key_file = Some(path);
                 k
@@ -163,17 +163,4 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
-}
-
-/// Write a file only its owner can read (secrets: API keys).
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

@@ -8,7 +8,6 @@
 pub mod faults;
 pub mod http;
 pub mod identity;
-pub mod private_file;
 pub mod push;
 pub mod store;
 

@@ -178,9 +178,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create, owner-only: see [`super::private_file`]) the store in `path`.
+    /// Open (or create, owner-only: see [`crate::private_fs::create_owner_only`]) the store in `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        super::private_file::create_owner_only(path)?;
+        crate::private_fs::create_owner_only(path)?;
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
@@ -722,5 +722,22 @@ mod tests {
         let s = Store::open(&p).unwrap();
         assert_eq!(s.next_command("U", false).unwrap().unwrap().0, "B");
         assert_eq!(s.history("U").unwrap()[0].reports[0].raw, b"ra");
+    }
+
+    #[test]
+    fn the_store_and_its_wal_and_shm_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mdm.sqlite");
+        let s = Store::open(&db).unwrap();
+        // A write creates the -wal; WAL mode keeps -shm open alongside.
+        s.enqueue(&["U".to_string()], "A", "SecurityInfo", b"secret")
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("mdm.sqlite{suffix}"));
+            assert!(p.exists(), "{} exists while the store is open", p.display());
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is owner-only", p.display());
+        }
     }
 }

@@ -202,26 +202,8 @@ impl Batch {
     }
 }
 
-/// Create (or truncate) a file only its owner can read: run folders hold device identities and
-/// raw evidence.
-pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(f)
-}
-
-/// Write a whole file, owner-only, and sync it.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = create_private(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
+pub(crate) use crate::private_fs::create_private;
+pub use crate::private_fs::write_private;
 
 /// RFC 4180 text: the header, then the rows.
 pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
