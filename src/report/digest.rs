@@ -427,7 +427,7 @@ impl<'w> Builder<'w> {
                 },
                 _,
             ) => LaneKind::Observation(Box::new([
-                source.clone(),
+                source.to_string(),
                 kind.clone(),
                 key.clone(),
                 value.clone(),

@@ -23,11 +23,11 @@
 //! Times are seconds from the first dose's `DoseEnqueued`. An MDM answer's time is its
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
+use crate::journal::{Entry, Event, Reason};
 use crate::mdm::report::{
     ErrorChainItem, Report, ReportStatus, UpdateResult, available_os_updates, lenient_bool,
     lenient_real, os_update_status, parse_report, query_responses, update_results,
 };
-use crate::trial::journal::{Entry, Event, Reason};
 pub(crate) use crate::trial::report_xml::StatusAnswer;
 use base64::Engine;
 use serde::Serialize;
@@ -684,7 +684,7 @@ impl Gatherer {
                         step: *step,
                         command_uuid: command_uuid.clone(),
                         request_type: request_type.clone(),
-                        install_action: install_action.clone(),
+                        install_action: install_action.to_string(),
                         starting_build: starting_build.clone(),
                         enqueued: None,
                         failed: None,
@@ -834,7 +834,7 @@ impl Gatherer {
                     run.devices[i].observations.push((
                         e.seq,
                         e.at.clone(),
-                        source.clone(),
+                        source.to_string(),
                         kind.clone(),
                         key.clone(),
                         value.clone(),
@@ -843,7 +843,7 @@ impl Gatherer {
             }
             Event::FollowUpEnded { udid, reason } => {
                 if let Some(i) = dev(index, udid) {
-                    run.devices[i].follow_up_end = Some((e.seq, reason.clone()));
+                    run.devices[i].follow_up_end = Some((e.seq, reason.to_string()));
                 }
             }
             Event::StopRuleTriggered { rule, message } => {
@@ -1279,7 +1279,7 @@ pub(crate) mod testkit {
 
         pub fn consent(&mut self, udids: &[&str]) -> &mut Self {
             self.push(Event::ConsentGiven {
-                by: "flag".into(),
+                by: crate::journal::ConsentBy::Flag,
                 udids: udids.iter().map(|s| s.to_string()).collect(),
             })
         }
@@ -1291,7 +1291,7 @@ pub(crate) mod testkit {
                 step,
                 command_uuid: uuid.into(),
                 request_type: "ScheduleOSUpdate".into(),
-                install_action: action.into(),
+                install_action: action.parse().expect("an Apple InstallAction"),
                 starting_build: "19H12".into(),
                 command_b64: "AAAA".into(),
                 mdm_store: None,

@@ -18,12 +18,15 @@
 use super::allocation::{Candidate, allocate};
 use super::dose_guard::{self, Decision};
 use super::eligibility::{Subject, assess};
-use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
 use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
+use crate::journal::{
+    ConsentBy, Entry, Event, FollowUpEndReason, Journal, JournalError, ObservationSource,
+    SCHEMA_VERSION,
+};
 use crate::mdm::backend::{MdmBackend, MdmDose, MicroMdm, NanoMdm, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
@@ -612,7 +615,7 @@ impl Runner<'_> {
         for h in host_errors {
             self.log(Event::Observation {
                 udid: None,
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "host_unreachable".into(),
                 key: h.host,
                 value: h.error,
@@ -931,7 +934,7 @@ impl Runner<'_> {
         let udids: Vec<String> = allocated.iter().map(|x| x.0.clone()).collect();
         if self.opts.yes {
             self.log(Event::ConsentGiven {
-                by: "flag".into(),
+                by: ConsentBy::Flag,
                 udids,
             })?;
             return Ok(());
@@ -949,7 +952,7 @@ impl Runner<'_> {
         let _ = std::io::stdin().lock().read_line(&mut line);
         if line.trim() == self.p.protocol.id {
             self.log(Event::ConsentGiven {
-                by: "operator".into(),
+                by: ConsentBy::Operator,
                 udids,
             })?;
             Ok(())
@@ -1113,7 +1116,7 @@ impl Runner<'_> {
                 step,
                 command_uuid: uuid.clone(),
                 request_type: cmd.request_type().into(),
-                install_action: action.as_str().into(),
+                install_action: action,
                 starting_build: build.clone(),
                 command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
                 mdm_store: store.clone(),
@@ -1268,7 +1271,7 @@ impl Runner<'_> {
             };
             self.log(Event::Observation {
                 udid: Some(udid.into()),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: format!(
                     "enqueue {} {uuid} (attempt {attempt} of {})",
@@ -1386,7 +1389,7 @@ impl Runner<'_> {
                 Err(e) => {
                     self.log(Event::Observation {
                         udid: None,
-                        source: "harness".into(),
+                        source: ObservationSource::Harness,
                         kind: "mdm_api_error".into(),
                         key: format!("store identity (attempt {attempt} of {})", api.attempts),
                         value: e.to_string(),
@@ -1431,7 +1434,7 @@ impl Runner<'_> {
                     Err(e) => {
                         self.log(Event::Observation {
                             udid: Some(udid.clone()),
-                            source: "harness".into(),
+                            source: ObservationSource::Harness,
                             kind: "mdm_api_error".into(),
                             key: format!("dose records (attempt {attempt} of {})", api.attempts),
                             value: e.to_string(),
@@ -1462,7 +1465,7 @@ impl Runner<'_> {
                 Err(e) => {
                     self.log(Event::Observation {
                         udid: Some(udid.into()),
-                        source: "harness".into(),
+                        source: ObservationSource::Harness,
                         kind: "mdm_api_error".into(),
                         key: format!("records of {uuid} (attempt {attempt} of {})", api.attempts),
                         value: e.to_string(),
@@ -1600,7 +1603,7 @@ impl Runner<'_> {
             ))?;
             return Ok(None);
         };
-        let cmd = InstallAction::parse(&action).map(|a| self.command_for(udid, a));
+        let cmd = Some(self.command_for(udid, action));
         let same_bytes = cmd.as_ref().is_some_and(|c| {
             base64::engine::general_purpose::STANDARD.encode(c.to_plist(uuid)) == command_b64
         });
@@ -1723,7 +1726,7 @@ impl Runner<'_> {
             for u in unanswered_dosed {
                 ended.push(Event::FollowUpEnded {
                     udid: u.clone(),
-                    reason: "no dose reached the MDM".into(),
+                    reason: FollowUpEndReason::NoDoseReachedMdm,
                 });
                 self.state.devices.get_mut(&u).expect("known").ended = true;
             }
@@ -1754,7 +1757,7 @@ impl Runner<'_> {
             Err(e) => {
                 self.log(Event::Observation {
                     udid: Some(udid.into()),
-                    source: "harness".into(),
+                    source: ObservationSource::Harness,
                     kind: "mdm_api_error".into(),
                     key: "results".into(),
                     value: e.to_string(),
@@ -1765,7 +1768,7 @@ impl Runner<'_> {
         for n in self.lab.backend.take_notes() {
             self.log(Event::Observation {
                 udid: Some(n.udid),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: n.kind.into(),
                 key: n.key,
                 value: n.value,
@@ -1814,7 +1817,7 @@ impl Runner<'_> {
         };
         Some(Event::Observation {
             udid: Some(udid.into()),
-            source: "device".into(),
+            source: ObservationSource::Device,
             kind: "device_clock_jump".into(),
             key: "TimeIntervalSince1970".into(),
             value: format!(
@@ -1840,7 +1843,7 @@ impl Runner<'_> {
                     .into_iter()
                     .map(|r| Event::Observation {
                         udid: r.udid,
-                        source: "mdm".into(),
+                        source: ObservationSource::Mdm,
                         kind: REJECTED_REPORT.into(),
                         key: rejected_report_key(r.id, &r.note),
                         value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
@@ -1849,7 +1852,7 @@ impl Runner<'_> {
             }
             Err(e) => vec![Event::Observation {
                 udid: None,
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: "rejected reports".into(),
                 value: e.to_string(),
@@ -1917,7 +1920,7 @@ impl Runner<'_> {
         let api_error =
             |udid: &str, key: &str, e: &crate::mdm::backend::BackendError| Event::Observation {
                 udid: Some(udid.into()),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: key.into(),
                 value: e.to_string(),
@@ -1977,7 +1980,7 @@ impl Runner<'_> {
         for n in self.lab.backend.take_notes() {
             events.push(Event::Observation {
                 udid: Some(n.udid),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: n.kind.into(),
                 key: n.key,
                 value: n.value,
@@ -2023,9 +2026,9 @@ impl Runner<'_> {
                 .unwrap_or_default();
             if done || elapsed > max {
                 let reason = if done {
-                    format!("{:?} reached", self.p.protocol.follow_up.until).to_lowercase()
+                    FollowUpEndReason::reached(&self.p.protocol.follow_up.until)
                 } else {
-                    "follow-up time limit".into()
+                    FollowUpEndReason::TimeLimit
                 };
                 ended.push(Event::FollowUpEnded {
                     udid: udid.clone(),
@@ -2148,7 +2151,7 @@ impl Runner<'_> {
             if !self.opts.interactive {
                 self.log(Event::Observation {
                     udid: udid.map(str::to_string),
-                    source: "harness".into(),
+                    source: ObservationSource::Harness,
                     kind: "checkpoint_skipped".into(),
                     key: q.kind.clone(),
                     value: format!("no terminal to ask: {}", q.question),
@@ -2165,7 +2168,7 @@ impl Runner<'_> {
             let _ = std::io::stdin().lock().read_line(&mut line);
             self.log(Event::Observation {
                 udid: udid.map(str::to_string),
-                source: "operator".into(),
+                source: ObservationSource::Operator,
                 kind: q.kind.clone(),
                 key: q.question.clone(),
                 value: line.trim().to_string(),
@@ -2551,7 +2554,7 @@ mod tests {
                     step: 1,
                     command_uuid: "U1".into(),
                     request_type: "ScheduleOSUpdate".into(),
-                    install_action: "Default".into(),
+                    install_action: InstallAction::Default,
                     starting_build: "21F90".into(),
                     command_b64: String::new(),
                     mdm_store: Some(store.clone()),
