@@ -23,13 +23,12 @@
 //! Times are seconds from the first dose's `DoseEnqueued`. An MDM answer's time is its
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
-use crate::journal::{Entry, Event, Reason};
+use crate::journal::{Entry, Event, Reason, answer};
 use crate::mdm::report::{
     ErrorChainItem, Report, ReportStatus, UpdateResult, available_os_updates, lenient_bool,
-    lenient_real, os_update_status, parse_report, query_responses, update_results,
+    lenient_real, os_update_status, query_responses, update_results,
 };
 pub(crate) use crate::trial::report_xml::StatusAnswer;
-use base64::Engine;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -487,13 +486,11 @@ pub(crate) struct RunFacts {
 /// The report in a journalled `raw_b64`: the common shape through the fast reader
 /// (`report_xml`), anything else through `mdm::report::parse_report`; the same either way.
 pub(crate) fn decode_report(raw_b64: &str) -> Result<Report, String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(raw_b64.trim())
-        .map_err(|e| format!("raw_b64 is not base64: {e}"))?;
+    let raw = answer::bytes(raw_b64).map_err(|e| e.to_string())?;
     if let Some(r) = super::report_xml::parse_report(&raw) {
         return Ok(r);
     }
-    parse_report(&raw).map_err(|e| e.to_string())
+    answer::report_of(&raw).map_err(|e| e.to_string())
 }
 
 /// An answer's plist as the reports take it in: a [`Report`], or the usual OSUpdateStatus
@@ -508,11 +505,7 @@ pub(crate) enum Decoded {
 /// tree (it is then read as a [`Report`] only if its command turns out to be another one).
 /// `buf` is scratch space, kept between calls.
 pub(crate) fn decode_answer(raw_b64: &str, buf: &mut Vec<u8>) -> Decoded {
-    buf.clear();
-    if base64::engine::general_purpose::STANDARD
-        .decode_vec(raw_b64.trim(), buf)
-        .is_err()
-    {
+    if answer::bytes_into(raw_b64, buf).is_err() {
         return Decoded::Report(decode_report(raw_b64));
     }
     if let Some(st) = super::report_xml::parse_status(buf) {
@@ -521,7 +514,7 @@ pub(crate) fn decode_answer(raw_b64: &str, buf: &mut Vec<u8>) -> Decoded {
     if let Some(r) = super::report_xml::parse_report(buf) {
         return Decoded::Report(Ok(r));
     }
-    Decoded::Report(parse_report(buf).map_err(|e| e.to_string()))
+    Decoded::Report(answer::report_of(buf).map_err(|e| e.to_string()))
 }
 
 impl StatusAnswer {
@@ -1153,6 +1146,7 @@ pub(crate) mod testkit {
     use super::*;
     use crate::mdm::report::report_dict;
     use crate::plist_util::dict_to_xml;
+    use base64::Engine;
     use plist::{Dictionary, Value};
     use serde_json::json;
 

@@ -352,10 +352,9 @@ fn replay_entry(s: &mut State, e: &Entry) {
 }
 
 fn apply_status(d: &mut Dev, raw_b64: &str) {
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(raw_b64) else {
+    let Ok(rep) = crate::journal::answer::report(raw_b64) else {
         return;
     };
-    let Ok(rep) = parse_report(&raw) else { return };
     if let Some(items) = os_update_status(&rep) {
         let target_key = d.target["product_key"].as_str().map(str::to_string);
         for it in items {
