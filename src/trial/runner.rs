@@ -2591,3 +2591,6 @@ mod tests {
         assert!(s.devices["C"].doses.is_empty());
     }
 }
+
+#[cfg(test)]
+mod fold_differential;
