@@ -231,9 +231,11 @@ impl Fold {
                 protocol_sha256,
                 ..
             } => {
+                // A run has one id: the first `run_started` names it.
                 self.started = true;
-                self.trial_id = Some(trial_id.clone());
-                self.protocol_sha256 = Some(protocol_sha256.clone());
+                self.trial_id.get_or_insert_with(|| trial_id.clone());
+                self.protocol_sha256
+                    .get_or_insert_with(|| protocol_sha256.clone());
             }
             RunResumed { .. } => self.interrupted = false,
             ConsentGiven { .. } => self.consented = Some(true),

@@ -1630,3 +1630,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fold_differential;
