@@ -179,7 +179,9 @@ impl DeviceFacts {
     }
 }
 
-/// The rejected-report observations' kind (the MDM numbers them: `report N: note`).
+/// Observation kind of a report the MDM kept but could not attribute (malformed, wrong
+/// CommandUUID); its key is `report N: note` (the MDM numbers them), its value the raw bytes in
+/// base64.
 pub const REJECTED_REPORT: &str = "mdm_rejected_report";
 
 /// The number in a rejected report observation's key.

@@ -23,6 +23,7 @@ use super::progress::Progress;
 use super::protocol::{LoadedProtocol, MdmKind, StepTrigger, TargetSpec, UntilSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
+use crate::journal::fold::{ProbeFacts, REJECTED_REPORT, rejected_report_id};
 use crate::journal::{
     ConsentBy, Entry, Event, FollowUpEndReason, Journal, JournalError, ObservationSource,
     SCHEMA_VERSION,
@@ -123,30 +124,6 @@ impl Dev {
     }
 }
 
-/// What the runner uses of a device's baseline record.
-#[derive(Debug, Default, Clone)]
-struct ProbeFacts {
-    device_name: Option<String>,
-    product_version: Option<String>,
-    build_version: Option<String>,
-    product_type: Option<String>,
-    passcode: Option<bool>,
-}
-
-impl ProbeFacts {
-    fn of(probe: &serde_json::Value) -> ProbeFacts {
-        let b = &probe["baseline"];
-        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-        ProbeFacts {
-            device_name: text(&b["device_name"]["value"]),
-            product_version: text(&b["product_version"]["value"]),
-            build_version: text(&b["build_version"]["value"]),
-            product_type: text(&b["product_type"]["value"]),
-            passcode: b["passcode"]["password_protected"]["value"].as_bool(),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
     started: bool,
@@ -165,16 +142,11 @@ fn is_refusal(e: &crate::mdm::backend::BackendError) -> bool {
         if (400..500).contains(status) && ![408, 409, 429].contains(status))
 }
 
-/// Observation kind of a report the MDM kept but could not attribute (malformed, wrong
-/// CommandUUID); its key is `report N: note`, its value the raw bytes in base64.
-const REJECTED_REPORT: &str = "mdm_rejected_report";
-
+/// The key of a rejected-report observation (`journal::fold::REJECTED_REPORT`): `report N:
+/// note`, its value the raw bytes in base64 (the MDM numbers the reports it kept but could not
+/// attribute).
 fn rejected_report_key(id: i64, note: &str) -> String {
     format!("report {id}: {note}")
-}
-
-fn rejected_report_id(key: &str) -> Option<i64> {
-    key.strip_prefix("report ")?.split(':').next()?.parse().ok()
 }
 
 fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
