@@ -14,6 +14,7 @@ pub mod http_client;
 pub mod input;
 pub mod io;
 pub mod join;
+pub mod journal;
 pub mod known_bad;
 pub mod listen_limits;
 pub mod lockdown;

@@ -246,3 +246,22 @@ fn the_diff_hint_names_the_first_differing_line() {
     assert!(first_difference(b"a\n", b"a\nz\n").starts_with("expected ends at line 1"));
     assert!(first_difference(b"a\r\n", b"a\n").contains("only in its line end"));
 }
+
+/// Every line of every golden journal reads as an event and writes back byte for byte: the
+/// journal's types (closed vocabularies included) keep the format earlier runs wrote.
+#[test]
+fn golden_journal_lines_round_trip_byte_for_byte() {
+    let mut lines = 0;
+    for case in cases() {
+        let path = case.join("journal.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let entry: lab::journal::Entry = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), n + 1));
+            let again = serde_json::to_string(&entry).unwrap();
+            assert_eq!(again, line, "{}:{}", path.display(), n + 1);
+            lines += 1;
+        }
+    }
+    assert!(lines > 1000, "the golden journals hold {lines} lines");
+}

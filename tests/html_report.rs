@@ -109,7 +109,7 @@ impl J {
             step,
             command_uuid: uuid.into(),
             request_type: "ScheduleOSUpdate".into(),
-            install_action: "Default".into(),
+            install_action: lab::mdm::command::InstallAction::Default,
             starting_build: "21F90".into(),
             command_b64: "AAAA".into(),
             mdm_store: None,
@@ -183,7 +183,8 @@ impl J {
     ) -> &mut Self {
         self.push(Event::Observation {
             udid: udid.map(str::to_string),
-            source: source.into(),
+            source: serde_json::from_value(serde_json::Value::from(source))
+                .expect("a known observation source"),
             kind: kind.into(),
             key: key.into(),
             value: value.into(),
@@ -222,7 +223,7 @@ fn journal() -> Vec<Entry> {
         });
     }
     j.push(Event::ConsentGiven {
-        by: "flag".into(),
+        by: lab::journal::ConsentBy::Flag,
         udids: vec!["U-A".into(), "U-B".into(), "U-C".into()],
     });
     j.dose("U-A", "default", 1, "D-A1")

@@ -1,7 +1,7 @@
 //! `lab qualify`, `lab run`, `lab observe`, `lab report`.
 
 use super::{CliError, print_json, table};
-use crate::trial::journal::{Event, Journal};
+use crate::journal::{Event, Journal, ObservationSource};
 use crate::trial::protocol;
 use crate::trial::runner::{self, RunError, RunOptions, TestPauses};
 use clap::Args;
@@ -235,7 +235,7 @@ pub async fn observe(a: ObserveArgs) -> Result<u8, CliError> {
     let e = j
         .append(Event::Observation {
             udid: a.udid.clone(),
-            source: "operator".into(),
+            source: ObservationSource::Operator,
             kind: a.kind.clone(),
             key: a.kind.clone(),
             value: a.note.clone(),

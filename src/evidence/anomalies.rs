@@ -6,8 +6,8 @@
 //! tells, per detector, which devices were in the situation the detector judges (the `N` of a
 //! radar's "n of N") and which of them showed the anomaly (the `n`). Both are pure.
 
+use crate::journal::{Entry, Event};
 use crate::mdm::report::ReportStatus;
-use crate::trial::journal::{Entry, Event};
 use crate::trial::outcome::{Answer, AvailFacts, Facts, OsItem, RunFacts, decode_report, gather};
 use std::collections::{BTreeSet, HashMap};
 
@@ -1035,6 +1035,7 @@ fn available_updates_error_2213(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::ObservationSource;
     use crate::mdm::report::{error_chain, report_dict};
     use crate::trial::outcome::testkit::{J, b64};
     use plist::{Dictionary, Value};
@@ -1113,7 +1114,7 @@ mod tests {
     fn operator(j: &mut J, udid: &str, kind: &str, value: &str) {
         j.push(Event::Observation {
             udid: Some(udid.into()),
-            source: "operator".into(),
+            source: ObservationSource::Operator,
             kind: kind.into(),
             key: kind.into(),
             value: value.into(),
@@ -1329,7 +1330,7 @@ mod tests {
         let mut j = dosed(&["A"]);
         j.push(Event::Observation {
             udid: Some("A".into()),
-            source: "harness".into(),
+            source: ObservationSource::Harness,
             kind: "install_scheduled".into(),
             key: "install_scheduled".into(),
             value: "later".into(),

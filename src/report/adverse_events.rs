@@ -12,7 +12,7 @@
 //!   `unenrolled`.
 
 use super::{seq_refs, to_csv};
-use crate::trial::journal::Entry;
+use crate::journal::Entry;
 use crate::trial::outcome::{self, DeviceOutcome, Facts, Outcome, RunFacts};
 
 pub const HEADER: [&str; 11] = [
@@ -272,6 +272,7 @@ pub(crate) fn render_of(run: &RunFacts, outcomes: &[DeviceOutcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::ObservationSource;
     use crate::report::tests_util::{cell, parse};
     use crate::trial::journal::Event;
     use crate::trial::outcome::testkit::J;
@@ -309,7 +310,7 @@ mod tests {
         }
         j.push(Event::Observation {
             udid: Some("P".into()),
-            source: "harness".into(),
+            source: ObservationSource::Harness,
             kind: "mdm".into(),
             key: "unenrolled".into(),
             value: "CheckOut received".into(),

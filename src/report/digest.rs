@@ -25,7 +25,6 @@ use crate::trial::journal::{self, Entry, Event};
 use crate::trial::outcome::{
     Decoded, DeviceOutcome, Gatherer, RunFacts, Strings, decode_answer, decode_report, judge_run,
 };
-use base64::Engine;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
@@ -427,7 +426,7 @@ impl<'w> Builder<'w> {
                 },
                 _,
             ) => LaneKind::Observation(Box::new([
-                source.clone(),
+                source.to_string(),
                 kind.clone(),
                 key.clone(),
                 value.clone(),
@@ -574,9 +573,7 @@ pub(crate) struct Raw {
 }
 
 pub(crate) fn b64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()
+    crate::journal::answer::bytes(s).ok()
 }
 
 impl Raw {

@@ -404,7 +404,7 @@ impl Head {
                     h.notes.push((
                         e.seq,
                         e.at.clone(),
-                        source.clone(),
+                        source.to_string(),
                         kind.clone(),
                         key.clone(),
                         value.clone(),

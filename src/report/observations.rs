@@ -2,9 +2,9 @@
 //! operator/harness observation, in journal order, each pointing back at its journal line.
 
 use super::seq_ref;
+use crate::journal::{Entry, Event};
 use crate::mdm::report::{Report, lenient_bool, lenient_real, query_responses};
 use crate::plist_util::type_name;
-use crate::trial::journal::{Entry, Event};
 use crate::trial::outcome::{StatusAnswer, decode_report};
 use plist::Value;
 use std::fmt::Write as _;
@@ -350,7 +350,7 @@ impl<W: std::io::Write> Sink<W> {
                     w: &mut self.w,
                     time: &e.at,
                     udid: udid.as_deref().unwrap_or(""),
-                    source,
+                    source: source.as_str(),
                     kind,
                     command_uuid: "",
                     r: &r,
@@ -404,6 +404,7 @@ pub fn render(entries: &[Entry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::ObservationSource;
     use crate::report::tests_util::{cell, parse};
     use crate::trial::outcome::testkit::J;
     use plist::Value as P;
@@ -420,7 +421,7 @@ mod tests {
             .reprobe("U", false, None);
         j.push(Event::Observation {
             udid: Some("U".into()),
-            source: "operator".into(),
+            source: ObservationSource::Operator,
             kind: "prompt".into(),
             key: "update_prompt_shown".into(),
             value: "yes, \"Install Now\"".into(),

@@ -23,13 +23,12 @@
 //! Times are seconds from the first dose's `DoseEnqueued`. An MDM answer's time is its
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
+use crate::journal::{Entry, Event, Reason, answer};
 use crate::mdm::report::{
     ErrorChainItem, Report, ReportStatus, UpdateResult, available_os_updates, lenient_bool,
-    lenient_real, os_update_status, parse_report, query_responses, update_results,
+    lenient_real, os_update_status, query_responses, update_results,
 };
-use crate::trial::journal::{Entry, Event, Reason};
 pub(crate) use crate::trial::report_xml::StatusAnswer;
-use base64::Engine;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -487,13 +486,11 @@ pub(crate) struct RunFacts {
 /// The report in a journalled `raw_b64`: the common shape through the fast reader
 /// (`report_xml`), anything else through `mdm::report::parse_report`; the same either way.
 pub(crate) fn decode_report(raw_b64: &str) -> Result<Report, String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(raw_b64.trim())
-        .map_err(|e| format!("raw_b64 is not base64: {e}"))?;
+    let raw = answer::bytes(raw_b64).map_err(|e| e.to_string())?;
     if let Some(r) = super::report_xml::parse_report(&raw) {
         return Ok(r);
     }
-    parse_report(&raw).map_err(|e| e.to_string())
+    answer::report_of(&raw).map_err(|e| e.to_string())
 }
 
 /// An answer's plist as the reports take it in: a [`Report`], or the usual OSUpdateStatus
@@ -508,11 +505,7 @@ pub(crate) enum Decoded {
 /// tree (it is then read as a [`Report`] only if its command turns out to be another one).
 /// `buf` is scratch space, kept between calls.
 pub(crate) fn decode_answer(raw_b64: &str, buf: &mut Vec<u8>) -> Decoded {
-    buf.clear();
-    if base64::engine::general_purpose::STANDARD
-        .decode_vec(raw_b64.trim(), buf)
-        .is_err()
-    {
+    if answer::bytes_into(raw_b64, buf).is_err() {
         return Decoded::Report(decode_report(raw_b64));
     }
     if let Some(st) = super::report_xml::parse_status(buf) {
@@ -521,7 +514,7 @@ pub(crate) fn decode_answer(raw_b64: &str, buf: &mut Vec<u8>) -> Decoded {
     if let Some(r) = super::report_xml::parse_report(buf) {
         return Decoded::Report(Ok(r));
     }
-    Decoded::Report(parse_report(buf).map_err(|e| e.to_string()))
+    Decoded::Report(answer::report_of(buf).map_err(|e| e.to_string()))
 }
 
 impl StatusAnswer {
@@ -684,7 +677,7 @@ impl Gatherer {
                         step: *step,
                         command_uuid: command_uuid.clone(),
                         request_type: request_type.clone(),
-                        install_action: install_action.clone(),
+                        install_action: install_action.to_string(),
                         starting_build: starting_build.clone(),
                         enqueued: None,
                         failed: None,
@@ -834,7 +827,7 @@ impl Gatherer {
                     run.devices[i].observations.push((
                         e.seq,
                         e.at.clone(),
-                        source.clone(),
+                        source.to_string(),
                         kind.clone(),
                         key.clone(),
                         value.clone(),
@@ -843,7 +836,7 @@ impl Gatherer {
             }
             Event::FollowUpEnded { udid, reason } => {
                 if let Some(i) = dev(index, udid) {
-                    run.devices[i].follow_up_end = Some((e.seq, reason.clone()));
+                    run.devices[i].follow_up_end = Some((e.seq, reason.to_string()));
                 }
             }
             Event::StopRuleTriggered { rule, message } => {
@@ -1153,6 +1146,7 @@ pub(crate) mod testkit {
     use super::*;
     use crate::mdm::report::report_dict;
     use crate::plist_util::dict_to_xml;
+    use base64::Engine;
     use plist::{Dictionary, Value};
     use serde_json::json;
 
@@ -1279,7 +1273,7 @@ pub(crate) mod testkit {
 
         pub fn consent(&mut self, udids: &[&str]) -> &mut Self {
             self.push(Event::ConsentGiven {
-                by: "flag".into(),
+                by: crate::journal::ConsentBy::Flag,
                 udids: udids.iter().map(|s| s.to_string()).collect(),
             })
         }
@@ -1291,7 +1285,7 @@ pub(crate) mod testkit {
                 step,
                 command_uuid: uuid.into(),
                 request_type: "ScheduleOSUpdate".into(),
-                install_action: action.into(),
+                install_action: action.parse().expect("an Apple InstallAction"),
                 starting_build: "19H12".into(),
                 command_b64: "AAAA".into(),
                 mdm_store: None,
@@ -1636,3 +1630,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fold_differential;

@@ -6,11 +6,7 @@ use std::io::Write;
 
 /// What an OS-update answer says, in a few words: "Downloading 45%", "DownloadOnly/Downloading".
 fn update_detail(request_type: Option<&str>, raw_b64: &str) -> String {
-    use base64::Engine;
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(raw_b64) else {
-        return String::new();
-    };
-    let Ok(rep) = crate::mdm::report::parse_report(&raw) else {
+    let Ok(rep) = crate::journal::answer::report(raw_b64) else {
         return String::new();
     };
     match request_type {

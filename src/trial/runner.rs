@@ -18,13 +18,17 @@
 use super::allocation::{Candidate, allocate};
 use super::dose_guard::{self, Decision};
 use super::eligibility::{Subject, assess};
-use super::journal::{Entry, Event, Journal, JournalError, SCHEMA_VERSION};
 use super::lab_connection::LabConnection;
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
 use super::protocol::{LoadedProtocol, StepTrigger, TargetSpec, UntilSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
+use crate::journal::fold::{ProbeFacts, REJECTED_REPORT, rejected_report_id};
+use crate::journal::{
+    ConsentBy, Entry, Event, FollowUpEndReason, Journal, JournalError, ObservationSource,
+    SCHEMA_VERSION,
+};
 use crate::mdm::backend::{MdmBackend, MdmDose, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
@@ -142,30 +146,6 @@ impl Dev {
     }
 }
 
-/// What the runner uses of a device's baseline record.
-#[derive(Debug, Default, Clone)]
-struct ProbeFacts {
-    device_name: Option<String>,
-    product_version: Option<String>,
-    build_version: Option<String>,
-    product_type: Option<String>,
-    passcode: Option<bool>,
-}
-
-impl ProbeFacts {
-    fn of(probe: &serde_json::Value) -> ProbeFacts {
-        let b = &probe["baseline"];
-        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-        ProbeFacts {
-            device_name: text(&b["device_name"]["value"]),
-            product_version: text(&b["product_version"]["value"]),
-            build_version: text(&b["build_version"]["value"]),
-            product_type: text(&b["product_type"]["value"]),
-            passcode: b["passcode"]["password_protected"]["value"].as_bool(),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
     started: bool,
@@ -184,16 +164,11 @@ fn is_refusal(e: &crate::mdm::backend::BackendError) -> bool {
         if (400..500).contains(status) && ![408, 409, 429].contains(status))
 }
 
-/// Observation kind of a report the MDM kept but could not attribute (malformed, wrong
-/// CommandUUID); its key is `report N: note`, its value the raw bytes in base64.
-const REJECTED_REPORT: &str = "mdm_rejected_report";
-
+/// The key of a rejected-report observation (`journal::fold::REJECTED_REPORT`): `report N:
+/// note`, its value the raw bytes in base64 (the MDM numbers the reports it kept but could not
+/// attribute).
 fn rejected_report_key(id: i64, note: &str) -> String {
     format!("report {id}: {note}")
-}
-
-fn rejected_report_id(key: &str) -> Option<i64> {
-    key.strip_prefix("report ")?.split(':').next()?.parse().ok()
 }
 
 fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
@@ -371,10 +346,9 @@ fn replay_entry(s: &mut State, e: &Entry) {
 }
 
 fn apply_status(d: &mut Dev, raw_b64: &str) {
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(raw_b64) else {
+    let Ok(rep) = crate::journal::answer::report(raw_b64) else {
         return;
     };
-    let Ok(rep) = parse_report(&raw) else { return };
     if let Some(items) = os_update_status(&rep) {
         let target_key = d.target["product_key"].as_str().map(str::to_string);
         for it in items {
@@ -525,7 +499,7 @@ impl Runner<'_> {
         for h in host_errors {
             self.log(Event::Observation {
                 udid: None,
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "host_unreachable".into(),
                 key: h.host,
                 value: h.error,
@@ -844,7 +818,7 @@ impl Runner<'_> {
         let udids: Vec<String> = allocated.iter().map(|x| x.0.clone()).collect();
         if self.opts.yes {
             self.log(Event::ConsentGiven {
-                by: "flag".into(),
+                by: ConsentBy::Flag,
                 udids,
             })?;
             return Ok(());
@@ -862,7 +836,7 @@ impl Runner<'_> {
         let _ = std::io::stdin().lock().read_line(&mut line);
         if line.trim() == self.p.protocol.id {
             self.log(Event::ConsentGiven {
-                by: "operator".into(),
+                by: ConsentBy::Operator,
                 udids,
             })?;
             Ok(())
@@ -1026,7 +1000,7 @@ impl Runner<'_> {
                 step,
                 command_uuid: uuid.clone(),
                 request_type: cmd.request_type().into(),
-                install_action: action.as_str().into(),
+                install_action: action,
                 starting_build: build.clone(),
                 command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
                 mdm_store: store.clone(),
@@ -1181,7 +1155,7 @@ impl Runner<'_> {
             };
             self.log(Event::Observation {
                 udid: Some(udid.into()),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: format!(
                     "enqueue {} {uuid} (attempt {attempt} of {})",
@@ -1299,7 +1273,7 @@ impl Runner<'_> {
                 Err(e) => {
                     self.log(Event::Observation {
                         udid: None,
-                        source: "harness".into(),
+                        source: ObservationSource::Harness,
                         kind: "mdm_api_error".into(),
                         key: format!("store identity (attempt {attempt} of {})", api.attempts),
                         value: e.to_string(),
@@ -1344,7 +1318,7 @@ impl Runner<'_> {
                     Err(e) => {
                         self.log(Event::Observation {
                             udid: Some(udid.clone()),
-                            source: "harness".into(),
+                            source: ObservationSource::Harness,
                             kind: "mdm_api_error".into(),
                             key: format!("dose records (attempt {attempt} of {})", api.attempts),
                             value: e.to_string(),
@@ -1375,7 +1349,7 @@ impl Runner<'_> {
                 Err(e) => {
                     self.log(Event::Observation {
                         udid: Some(udid.into()),
-                        source: "harness".into(),
+                        source: ObservationSource::Harness,
                         kind: "mdm_api_error".into(),
                         key: format!("records of {uuid} (attempt {attempt} of {})", api.attempts),
                         value: e.to_string(),
@@ -1513,7 +1487,7 @@ impl Runner<'_> {
             ))?;
             return Ok(None);
         };
-        let cmd = InstallAction::parse(&action).map(|a| self.command_for(udid, a));
+        let cmd = Some(self.command_for(udid, action));
         let same_bytes = cmd.as_ref().is_some_and(|c| {
             base64::engine::general_purpose::STANDARD.encode(c.to_plist(uuid)) == command_b64
         });
@@ -1636,7 +1610,7 @@ impl Runner<'_> {
             for u in unanswered_dosed {
                 ended.push(Event::FollowUpEnded {
                     udid: u.clone(),
-                    reason: "no dose reached the MDM".into(),
+                    reason: FollowUpEndReason::NoDoseReachedMdm,
                 });
                 self.state.devices.get_mut(&u).expect("known").ended = true;
             }
@@ -1667,7 +1641,7 @@ impl Runner<'_> {
             Err(e) => {
                 self.log(Event::Observation {
                     udid: Some(udid.into()),
-                    source: "harness".into(),
+                    source: ObservationSource::Harness,
                     kind: "mdm_api_error".into(),
                     key: "results".into(),
                     value: e.to_string(),
@@ -1678,7 +1652,7 @@ impl Runner<'_> {
         for n in self.lab.backend.take_notes() {
             self.log(Event::Observation {
                 udid: Some(n.udid),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: n.kind.into(),
                 key: n.key,
                 value: n.value,
@@ -1727,7 +1701,7 @@ impl Runner<'_> {
         };
         Some(Event::Observation {
             udid: Some(udid.into()),
-            source: "device".into(),
+            source: ObservationSource::Device,
             kind: "device_clock_jump".into(),
             key: "TimeIntervalSince1970".into(),
             value: format!(
@@ -1753,7 +1727,7 @@ impl Runner<'_> {
                     .into_iter()
                     .map(|r| Event::Observation {
                         udid: r.udid,
-                        source: "mdm".into(),
+                        source: ObservationSource::Mdm,
                         kind: REJECTED_REPORT.into(),
                         key: rejected_report_key(r.id, &r.note),
                         value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
@@ -1762,7 +1736,7 @@ impl Runner<'_> {
             }
             Err(e) => vec![Event::Observation {
                 udid: None,
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: "rejected reports".into(),
                 value: e.to_string(),
@@ -1830,7 +1804,7 @@ impl Runner<'_> {
         let api_error =
             |udid: &str, key: &str, e: &crate::mdm::backend::BackendError| Event::Observation {
                 udid: Some(udid.into()),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: "mdm_api_error".into(),
                 key: key.into(),
                 value: e.to_string(),
@@ -1890,7 +1864,7 @@ impl Runner<'_> {
         for n in self.lab.backend.take_notes() {
             events.push(Event::Observation {
                 udid: Some(n.udid),
-                source: "harness".into(),
+                source: ObservationSource::Harness,
                 kind: n.kind.into(),
                 key: n.key,
                 value: n.value,
@@ -1936,9 +1910,9 @@ impl Runner<'_> {
                 .unwrap_or_default();
             if done || elapsed > max {
                 let reason = if done {
-                    format!("{:?} reached", self.p.protocol.follow_up.until).to_lowercase()
+                    FollowUpEndReason::reached(&self.p.protocol.follow_up.until)
                 } else {
-                    "follow-up time limit".into()
+                    FollowUpEndReason::TimeLimit
                 };
                 ended.push(Event::FollowUpEnded {
                     udid: udid.clone(),
@@ -2061,7 +2035,7 @@ impl Runner<'_> {
             if !self.opts.interactive {
                 self.log(Event::Observation {
                     udid: udid.map(str::to_string),
-                    source: "harness".into(),
+                    source: ObservationSource::Harness,
                     kind: "checkpoint_skipped".into(),
                     key: q.kind.clone(),
                     value: format!("no terminal to ask: {}", q.question),
@@ -2078,7 +2052,7 @@ impl Runner<'_> {
             let _ = std::io::stdin().lock().read_line(&mut line);
             self.log(Event::Observation {
                 udid: udid.map(str::to_string),
-                source: "operator".into(),
+                source: ObservationSource::Operator,
                 kind: q.kind.clone(),
                 key: q.question.clone(),
                 value: line.trim().to_string(),
@@ -2375,28 +2349,7 @@ fn load_feeds(p: &LoadedProtocol) -> Result<Option<TrialFeeds>, RunError> {
         .map_err(|e| RunError::BadInput(e.to_string()))
 }
 
-/// Run folders hold device identities and raw evidence: owner-only.
-fn create_private_dir(d: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(d)
-}
-
-/// Write the frozen protocol copy: owner-only (as the whole run folder), synced.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
+use crate::private_fs::{create_private_dir, write_private};
 
 /// Is standard input a terminal (consent and checkpoint prompts)?
 pub fn stdin_is_tty() -> bool {
@@ -2482,7 +2435,7 @@ mod tests {
                     step: 1,
                     command_uuid: "U1".into(),
                     request_type: "ScheduleOSUpdate".into(),
-                    install_action: "Default".into(),
+                    install_action: InstallAction::Default,
                     starting_build: "21F90".into(),
                     command_b64: String::new(),
                     mdm_store: Some(store.clone()),
@@ -2520,3 +2473,6 @@ mod tests {
         assert!(s.devices["C"].doses.is_empty());
     }
 }
+
+#[cfg(test)]
+mod fold_differential;
