@@ -182,6 +182,28 @@ pub enum Event {
 
 impl Event {
     /// The device an event is about; `None` for run-level events.
+    /// `(CommandUUID, RequestType)` of a command the harness sent: a dose intent, a follow-up
+    /// command, or the AvailableOSUpdates whose answer `UpdatesOffered` records. Device replies
+    /// carry no RequestType (MDM brief §0.6), so readers match answers through this.
+    pub fn sent_command(&self) -> Option<(&str, &str)> {
+        match self {
+            Event::DoseIntent {
+                command_uuid,
+                request_type,
+                ..
+            }
+            | Event::CommandSent {
+                command_uuid,
+                request_type,
+                ..
+            } => Some((command_uuid.as_str(), request_type.as_str())),
+            Event::UpdatesOffered { command_uuid, .. } => {
+                Some((command_uuid.as_str(), "AvailableOSUpdates"))
+            }
+            _ => None,
+        }
+    }
+
     pub fn udid(&self) -> Option<&str> {
         use Event::*;
         match self {
@@ -216,28 +238,10 @@ impl Event {
 /// CommandUUID → RequestType of every command the harness sent (device replies carry none,
 /// MDM brief §0.6): dose intents, follow-up commands, and AvailableOSUpdates at baseline.
 pub fn request_types(entries: &[Entry]) -> std::collections::HashMap<&str, &str> {
-    let mut m = std::collections::HashMap::new();
-    for e in entries {
-        match &e.event {
-            Event::DoseIntent {
-                command_uuid,
-                request_type,
-                ..
-            }
-            | Event::CommandSent {
-                command_uuid,
-                request_type,
-                ..
-            } => {
-                m.insert(command_uuid.as_str(), request_type.as_str());
-            }
-            Event::UpdatesOffered { command_uuid, .. } => {
-                m.insert(command_uuid.as_str(), "AvailableOSUpdates");
-            }
-            _ => {}
-        }
-    }
-    m
+    entries
+        .iter()
+        .filter_map(|e| e.event.sent_command())
+        .collect()
 }
 
 /// Entries grouped by device (run-level events go to every device's list), in journal order:

@@ -267,13 +267,11 @@ struct Builder<'w> {
     run_level: Vec<LaneEv>,
     any_run_level: bool,
     offered: Vec<(String, Avail)>,
-    available: Rc<str>,
 }
 
 impl<'w> Builder<'w> {
     fn new(types: RequestTypes, obs: Option<Sink<&'w mut dyn Write>>) -> Builder<'w> {
-        let mut g = Gatherer::default();
-        let available = g.strings.get("AvailableOSUpdates");
+        let g = Gatherer::default();
         Builder {
             types,
             g,
@@ -284,7 +282,6 @@ impl<'w> Builder<'w> {
             run_level: Vec::new(),
             any_run_level: false,
             offered: Vec::new(),
-            available,
         }
     }
 
@@ -307,28 +304,13 @@ impl<'w> Builder<'w> {
             self.any_run_level = true;
         }
         // Commands: their request types.
-        match &e.event {
-            Event::DoseIntent {
-                command_uuid,
-                request_type,
-                ..
-            }
-            | Event::CommandSent {
-                command_uuid,
-                request_type,
-                ..
-            } => {
-                let rt = self.g.strings.get(request_type);
-                self.types
-                    .record(command_uuid, &rt, lane.filter(|_| at.is_some()));
-            }
-            Event::UpdatesOffered { command_uuid, .. } => {
-                let rt = self.available.clone();
-                self.types
-                    .record(command_uuid, &rt, lane.filter(|_| at.is_some()));
-                self.offered.extend(anomalies::offered_answer(e));
-            }
-            _ => {}
+        if let Some((command_uuid, request_type)) = e.event.sent_command() {
+            let rt = self.g.strings.get(request_type);
+            self.types
+                .record(command_uuid, &rt, lane.filter(|_| at.is_some()));
+        }
+        if let Event::UpdatesOffered { .. } = &e.event {
+            self.offered.extend(anomalies::offered_answer(e));
         }
         let mut kind = LaneKind::Other;
         if let Event::MdmResult {
