@@ -160,7 +160,7 @@ fn client(timeout: Duration) -> reqwest::Client {
     crate::http_client::client(timeout)
 }
 
-fn map_send_error(url: &str, timeout: Duration, e: reqwest::Error) -> BackendError {
+pub(crate) fn map_send_error(url: &str, timeout: Duration, e: reqwest::Error) -> BackendError {
     if e.is_timeout() {
         BackendError::Timeout {
             url: url.to_string(),
