@@ -295,6 +295,28 @@ pub fn have_libimobiledevice() -> bool {
     ok
 }
 
+/// pymobiledevice3, the second conformance judge: `$LAB_PYMOBILEDEVICE3` or `pymobiledevice3`
+/// on the PATH (`.ci/run` installs a pinned version into a virtualenv and puts it there).
+/// Required in CI, skipped with a visible notice elsewhere.
+pub fn pymobiledevice3() -> Option<PathBuf> {
+    let bin = std::env::var_os("LAB_PYMOBILEDEVICE3")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("pymobiledevice3"));
+    let ok = Command::new(&bin)
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(bin);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("pymobiledevice3 is missing in CI: .ci/run must install it");
+    }
+    eprintln!("SKIPPED: pymobiledevice3 not installed (pip install pymobiledevice3)");
+    None
+}
+
 /// A protocol from `trials/` pointed at an external simulated lab (`lab sim serve`), the way a
 /// real bench is described: its `lab:` block becomes the sim's usbmuxd address and embedded MDM
 /// (key in `LAB_MDM_API_KEY`) with `time_scale: speed`. `id` and `max_duration` replace the
