@@ -23,9 +23,15 @@ pub struct ServeArgs {
     /// Where the embedded MDM server listens (loopback unless told otherwise).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
     mdm: String,
-    /// Enroll the devices into this NanoMDM-compatible MDM instead of the embedded one.
+    /// Enroll the devices into this NanoMDM-compatible MDM instead of the embedded one. A base
+    /// URL (`http://host:9000`): the devices send check-ins and command results to `URL/mdm`,
+    /// so do not give `…/mdm` itself.
     #[arg(long, value_name = "URL", conflicts_with = "no_mdm")]
     mdm_url: Option<String>,
+    /// Write the PEM of the CA that the simulated devices' MDM identity certificates chain to
+    /// (what NanoMDM's `-ca` takes). It is made anew at each start.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_mdm")]
+    mdm_identity_ca_out: Option<PathBuf>,
     /// No MDM at all: the device side (usbmuxd + lockdownd) only.
     #[arg(long)]
     no_mdm: bool,
@@ -72,6 +78,9 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
     let mdm = if a.no_mdm {
         sim::SimMdm::None
     } else if let Some(url) = &a.mdm_url {
+        if let Some(w) = mdm_url_warning(url) {
+            eprintln!("lab sim: warning: {w}");
+        }
         sim::SimMdm::External {
             base_url: url.clone(),
         }
@@ -149,6 +158,16 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 m.url,
                 m.agents.len()
             );
+            if let Some(p) = &a.mdm_identity_ca_out {
+                write_atomically(p, m.identity_ca_pem.as_bytes())
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
+                let _ = writeln!(
+                    out,
+                    "lab sim: device identity CA written to {} (NanoMDM: -ca {})",
+                    p.display(),
+                    p.display()
+                );
+            }
         }
         let _ = writeln!(out, "lab sim: ready (Ctrl-C stops)");
         let _ = out.flush();
@@ -163,4 +182,51 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// A `--mdm-url` that names the device endpoint instead of the server: devices append `/mdm`
+/// themselves, so `…/mdm` gives `…/mdm/mdm` and a 404 on every check-in.
+fn mdm_url_warning(url: &str) -> Option<String> {
+    let path = url.trim_end_matches('/');
+    path.ends_with("/mdm").then(|| {
+        format!(
+            "--mdm-url {url} ends in /mdm; the devices will send to {path}/mdm. Give the \
+             server's base URL ({}).",
+            path.trim_end_matches("/mdm")
+        )
+    })
+}
+
+/// The CA file is read by another program (an MDM server) that may be started as soon as it
+/// appears: it is written whole, then renamed into place.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mdm_url_warning;
+
+    #[test]
+    fn a_url_ending_in_mdm_is_warned_about_with_the_base_to_give() {
+        let w = mdm_url_warning("http://h:9000/mdm").unwrap();
+        assert!(w.contains("http://h:9000/mdm/mdm"), "{w}");
+        assert!(w.contains("(http://h:9000)"), "{w}");
+        assert!(mdm_url_warning("http://h:9000/mdm/").is_some());
+    }
+
+    #[test]
+    fn a_base_url_is_not_warned_about() {
+        assert_eq!(mdm_url_warning("http://h:9000"), None);
+        assert_eq!(mdm_url_warning("http://h:9000/"), None);
+        assert_eq!(mdm_url_warning("http://mdm.example/nanomdm"), None);
+    }
 }
