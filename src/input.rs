@@ -132,9 +132,12 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Inp
             "the file is empty (only blanks and comments)",
         ));
     }
-    serde_saphyr::from_str::<T>(text).map_err(|e| {
+    serde_saphyr::from_str_with_options::<T>(text, options_for(text)).map_err(|e| {
         let loc = e.location();
-        let mut msg = first_line_message(&e.to_string());
+        let mut msg = match budget_breach(&e) {
+            Some(breach) => budget_message(breach, text.len()),
+            None => first_line_message(&e.to_string()),
+        };
         if let Some(l) = loc
             && let Some(key) = key_at(text, l.line(), l.column())
             && !msg.contains(&key)
@@ -143,6 +146,58 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Inp
         }
         InputError::at(path, loc, msg).with_source(text)
     })
+}
+
+/// serde-saphyr's limits against hostile YAML (alias bombs, deep nesting), except that the node
+/// and event counts grow with the file: an alias expansion is what they guard against, and a
+/// plain file cannot hold more nodes than a quarter of its bytes (`- 1` is the shortest entry).
+/// A 24 000-device fleet (~250 000 nodes in ~3 MB) then reads, where the fixed default of
+/// 250 000 nodes refused it.
+fn options_for(text: &str) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(text.len() / NODES_PER_BYTE_DIVISOR);
+    budget.max_events = budget.max_events.max(text.len() / 2);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// One node per this many bytes of input is allowed beyond serde-saphyr's default.
+const NODES_PER_BYTE_DIVISOR: usize = 4;
+
+/// The budget breach inside an error, under its snippet and alias wrappers.
+fn budget_breach(e: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    let mut e = e;
+    loop {
+        match e {
+            serde_saphyr::Error::Budget { breach, .. } => return Some(breach),
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            _ => return None,
+        }
+    }
+}
+
+/// Which limit a file crossed, and what to do about it, instead of serde-saphyr's `Debug` text
+/// ("budget breached: Nodes { nodes: 250001 }").
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach, len: usize) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let d = serde_saphyr::Budget::default();
+    let limit = |what: &str, n: usize| {
+        format!(
+            "more {what} than lab reads from one file ({n}, a limit against hostile YAML such as \
+             alias bombs): split the file (one fleet file per `lab sim serve`, one per host), or \
+             write the entries out instead of repeating them through anchors and aliases"
+        )
+    };
+    match breach {
+        B::Nodes { .. } => limit("YAML nodes", d.max_nodes.max(len / NODES_PER_BYTE_DIVISOR)),
+        B::Events { .. } => limit("YAML events", d.max_events.max(len / 2)),
+        B::Aliases { .. } => limit("aliases (*name)", d.max_aliases),
+        B::Anchors { .. } => limit("anchors (&name)", d.max_anchors),
+        B::Depth { .. } => limit("levels of nesting", d.max_depth),
+        other => format!("the file crosses a limit against hostile YAML: {other:?}"),
+    }
 }
 
 /// The mapping key nearest before (line, column): `level` in `battery: { level: lots }`.
@@ -195,6 +250,45 @@ fn first_line_message(rendered: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Items {
+        #[allow(dead_code)]
+        items: Vec<serde_json::Value>,
+    }
+
+    /// A 300 000-entry list: past serde-saphyr's fixed 250 000 nodes, well within a quarter of
+    /// its bytes.
+    #[test]
+    fn a_large_plain_file_is_read() {
+        let mut text = String::from("items:\n");
+        for i in 0..300_000 {
+            text.push_str(&format!("  - {i}\n"));
+        }
+        let r: Result<Items, _> = parse_yaml(Path::new("big.yaml"), &text);
+        assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    /// Aliases that repeat an anchored list: few bytes, many nodes. Refused, with the limit
+    /// named and what to do.
+    #[test]
+    fn an_alias_bomb_is_refused_by_name() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut prev = "a".to_string();
+        for level in 0..7 {
+            let name = format!("l{level}");
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+            prev = name;
+        }
+        text.push_str(&format!("items: [*{prev}]\n"));
+        let e = parse_yaml::<Items>(Path::new("bomb.yaml"), &text).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains("bomb.yaml"), "{shown}");
+        assert!(shown.contains("hostile YAML"), "{shown}");
+        assert!(shown.contains("split the file"), "{shown}");
+        assert!(!shown.contains("Nodes {"), "{shown}");
+    }
 
     #[test]
     fn keys_are_found_before_the_column() {
