@@ -29,11 +29,93 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::units::parse_duration(s)
 }
 
+/// What lockdownd tells anyone before pairing (device brief §6: `DeviceName`, `ProductType`,
+/// `ProductVersion`, `BuildVersion` are in the pre-session global dict): enough to tell two
+/// devices on a bench apart without a pair record or a session.
+#[derive(Serialize, Default, Clone, Debug, PartialEq)]
+struct PreSession {
+    name: Option<String>,
+    product_type: Option<String>,
+    /// Marketing name from `data/models.csv`.
+    model: Option<String>,
+    ios_version: Option<String>,
+    ios_build: Option<String>,
+}
+
+impl PreSession {
+    fn from_dict(d: &plist::Dictionary) -> PreSession {
+        let s = |k: &str| {
+            d.get(k)
+                .and_then(plist::Value::as_string)
+                .map(str::to_string)
+        };
+        let product_type = s("ProductType");
+        PreSession {
+            name: s("DeviceName"),
+            model: product_type
+                .as_deref()
+                .and_then(crate::models::lookup)
+                .map(|m| m.marketing_name.clone()),
+            product_type,
+            ios_version: s("ProductVersion"),
+            ios_build: s("BuildVersion"),
+        }
+    }
+}
+
+/// Devices asked at once: well under a usbmuxd's connection cap (listen_limits).
+const PRE_SESSION_CONCURRENCY: usize = 64;
+
+/// QueryType + GetValue{} on lockdownd, without a pair record or a session. `None` when the
+/// device does not answer (it still shows, from usbmuxd's own record).
+async fn pre_session(
+    addr: crate::usbmux::UsbmuxAddr,
+    device_id: u32,
+    timeout: Duration,
+) -> Option<PreSession> {
+    let mux = UsbmuxClient { addr, timeout };
+    let io = mux
+        .connect(device_id, crate::usbmux::message::LOCKDOWN_PORT)
+        .await
+        .ok()?;
+    let mut c = crate::lockdown::client::LockdownClient::new(io, "devices", timeout);
+    c.query_type().await.ok()?;
+    let v = c.get_value(None, None).await.ok()?;
+    Some(PreSession::from_dict(v.as_dictionary()?))
+}
+
+async fn pre_sessions(
+    devices: &[AttachedDevice],
+    addrs: &[crate::usbmux::UsbmuxAddr],
+    timeout: Duration,
+) -> Vec<Option<PreSession>> {
+    let mut out = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(PRE_SESSION_CONCURRENCY) {
+        let futs = chunk
+            .iter()
+            .map(|d| {
+                let addr = addrs.iter().find(|a| a.to_string() == d.host).cloned();
+                let id = d.entry.device_id;
+                async move {
+                    match addr {
+                        Some(a) => pre_session(a, id, timeout).await,
+                        None => None,
+                    }
+                }
+            })
+            .collect();
+        out.extend(crate::join::join_all(futs).await);
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct DeviceRow {
     host: Option<String>,
     device_id: Option<u32>,
     udid: Option<String>,
+    #[serde(flatten)]
+    pre_session: PreSession,
     connection_type: Option<String>,
     product_id: Option<u32>,
     location_id: Option<u64>,
@@ -48,14 +130,15 @@ struct DevicesReport {
     host_errors: Vec<HostError>,
 }
 
-fn merge(devices: &[AttachedDevice], usb: &UsbScan) -> Vec<DeviceRow> {
+fn merge(devices: &[AttachedDevice], pre: &[Option<PreSession>], usb: &UsbScan) -> Vec<DeviceRow> {
     let usb_devs: &[UsbDevice] = match usb {
         UsbScan::Ok { devices } => devices,
         UsbScan::Unavailable { .. } => &[],
     };
     let mut rows: Vec<DeviceRow> = devices
         .iter()
-        .map(|d| {
+        .zip(pre.iter().chain(std::iter::repeat(&None)))
+        .map(|(d, pre)| {
             let u = usb_devs
                 .iter()
                 .find(|u| u.udid.as_deref() == Some(d.entry.serial_number.as_str()));
@@ -63,6 +146,7 @@ fn merge(devices: &[AttachedDevice], usb: &UsbScan) -> Vec<DeviceRow> {
                 host: Some(d.host.clone()),
                 device_id: Some(d.entry.device_id),
                 udid: Some(d.entry.serial_number.clone()),
+                pre_session: pre.clone().unwrap_or_default(),
                 connection_type: Some(d.entry.connection_type.clone()),
                 product_id: d.entry.product_id,
                 location_id: d.entry.location_id,
@@ -86,6 +170,7 @@ fn merge(devices: &[AttachedDevice], usb: &UsbScan) -> Vec<DeviceRow> {
                 host: None,
                 device_id: None,
                 udid: u.udid.clone(),
+                pre_session: PreSession::default(),
                 connection_type: Some("USB (raw)".into()),
                 product_id: Some(u.product_id as u32),
                 location_id: Some(usb::location_id(u.bus, u.address)),
@@ -121,7 +206,8 @@ pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
         msg.push_str("Is usbmuxd running? Point lab at it with --usbmuxd ADDR or USBMUXD_SOCKET_ADDRESS (e.g. 127.0.0.1:27015 for `lab sim serve`).");
         return Err(CliError::Failed(msg));
     }
-    let rows = merge(&devices, &usb);
+    let pre = pre_sessions(&devices, &addrs, timeout).await;
+    let rows = merge(&devices, &pre, &usb);
     if a.json {
         print_json(&DevicesReport {
             devices: rows,
@@ -139,8 +225,15 @@ pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
         let body: Vec<Vec<String>> = rows
             .into_iter()
             .map(|r| {
+                let ios = match (r.pre_session.ios_version, r.pre_session.ios_build) {
+                    (Some(v), Some(b)) => Some(format!("{v} ({b})")),
+                    (v, _) => v,
+                };
                 vec![
                     opt(r.udid),
+                    opt(r.pre_session.name),
+                    opt(r.pre_session.model.or(r.pre_session.product_type)),
+                    opt(ios),
                     opt(r.host),
                     opt(r.device_id.map(|x| x.to_string())),
                     opt(r.connection_type),
@@ -159,6 +252,9 @@ pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
                 table::render(
                     &[
                         "UDID",
+                        "NAME",
+                        "MODEL",
+                        "IOS",
                         "HOST",
                         "ID",
                         "CONNECTION",
@@ -258,5 +354,39 @@ async fn watch(
                 let _ = std::io::stdout().flush();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pre_session_dict_names_the_device_and_its_model() {
+        let mut d = plist::Dictionary::new();
+        d.insert("DeviceName".into(), "Bench iPhone 11".into());
+        d.insert("ProductType".into(), "iPhone12,1".into());
+        d.insert("ProductVersion".into(), "17.5.1".into());
+        d.insert("BuildVersion".into(), "21F90".into());
+        let p = PreSession::from_dict(&d);
+        assert_eq!(p.name.as_deref(), Some("Bench iPhone 11"));
+        assert_eq!(p.model.as_deref(), Some("iPhone 11"));
+        assert_eq!(p.ios_version.as_deref(), Some("17.5.1"));
+        assert_eq!(p.ios_build.as_deref(), Some("21F90"));
+    }
+
+    #[test]
+    fn an_unknown_model_keeps_its_product_type_and_missing_keys_stay_unknown() {
+        let mut d = plist::Dictionary::new();
+        d.insert("ProductType".into(), "iPhone99,9".into());
+        d.insert("ProductVersion".into(), plist::Value::Integer(17.into()));
+        let p = PreSession::from_dict(&d);
+        assert_eq!(p.model, None);
+        assert_eq!(p.product_type.as_deref(), Some("iPhone99,9"));
+        assert_eq!(
+            p.ios_version, None,
+            "a version that is not a string is not guessed"
+        );
+        assert_eq!(p.name, None);
     }
 }
