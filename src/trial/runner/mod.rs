@@ -190,7 +190,7 @@ struct Runner<'a> {
     journal: Journal,
     ledger: Ledger,
     state: State,
-    lab: LabConnection,
+    lab: Lab,
     progress: Progress,
     run_dir: PathBuf,
     opts: &'a RunOptions,
@@ -206,6 +206,29 @@ struct Runner<'a> {
     stop_dirty: bool,
     /// The stop rule has triggered.
     stop_triggered: bool,
+}
+
+/// The lab as the runner holds it: a [`LabConnection`] whose MDM backend is shared, so a call to
+/// the MDM can be in flight while the runner journals (the retries of [`Runner::with_retries`]).
+struct Lab {
+    addrs: Vec<crate::usbmux::UsbmuxAddr>,
+    backend: Arc<dyn MdmBackend>,
+    time_scale: f64,
+    enrolled_check: Option<(String, String, usize)>,
+    /// Kept alive with the run (the webhook listener a NanoMDM or MicroMDM backend reads from).
+    _webhook: Option<crate::mdm::webhook_receiver::WebhookReceiver>,
+}
+
+impl From<LabConnection> for Lab {
+    fn from(c: LabConnection) -> Lab {
+        Lab {
+            addrs: c.addrs,
+            backend: Arc::from(c.backend),
+            time_scale: c.time_scale,
+            enrolled_check: c.enrolled_check,
+            _webhook: c.webhook,
+        }
+    }
 }
 
 /// Ctrl-C, noticed between steps rather than killing the process mid-write.
@@ -344,7 +367,7 @@ pub async fn run(
         journal,
         ledger: Ledger::new(&ledger_path),
         state,
-        lab,
+        lab: Lab::from(lab),
         progress: Progress::new(),
         run_dir: run_dir.clone(),
         opts,
@@ -478,7 +501,7 @@ pub async fn qualify(
         journal,
         ledger: Ledger::new(ledger),
         state: State::default(),
-        lab,
+        lab: Lab::from(lab),
         progress: Progress::quiet(),
         run_dir: scratch.clone(),
         opts: &opts,
