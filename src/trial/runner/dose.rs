@@ -35,25 +35,24 @@ impl Runner<'_> {
     /// The first step of every allocated device, in batches of [`CONCURRENCY`] (Ctrl-C is
     /// honoured between batches).
     pub(super) async fn first_doses(&mut self) -> Result<(), RunError> {
-        let allocated: Vec<(String, String)> = self
+        // Batched over every allocated device, as journaled batches always were (a resumed run
+        // groups its commits as the first run did); each device's own next action decides.
+        let allocated: Vec<String> = self
             .state
             .order
             .iter()
-            .filter_map(|u| self.state.devices[u].arm.clone().map(|a| (u.clone(), a)))
+            .filter(|u| self.state.devices[*u].arm.is_some())
+            .cloned()
             .collect();
         for batch in allocated.chunks(CONCURRENCY) {
+            let arms = &self.p.protocol.arms;
             let items = batch
                 .iter()
-                .map(|(udid, arm)| {
-                    let action = self
-                        .p
-                        .protocol
-                        .arms
-                        .iter()
-                        .find(|a| &a.name == arm)
-                        .map(|a| a.install_action)
-                        .unwrap_or(InstallAction::Default);
-                    (udid.clone(), 1, action)
+                .filter_map(|udid| {
+                    match next_action(&self.state.devices[udid], Moment::FirstDose { arms }) {
+                        Action::Dose { step, action } => Some((udid.clone(), step, action)),
+                        _ => None,
+                    }
                 })
                 .collect();
             self.check_interrupt()?;
@@ -109,7 +108,7 @@ impl Runner<'_> {
                 udid: &udid,
                 build: &build,
                 run_dir: &run_dir,
-                journal_uuids: &d.journal_uuids(),
+                journal_uuids: &journal_uuids(d),
                 ledger: &ledger,
                 mdm: mdm.as_deref(),
             });
@@ -139,7 +138,7 @@ impl Runner<'_> {
     /// the device), or a lost intent of this run found in the ledger (dose uncertain). `None`:
     /// dose.
     fn not_dosed(
-        &mut self,
+        &self,
         udid: &str,
         step: u32,
         build: &str,
@@ -148,8 +147,6 @@ impl Runner<'_> {
         match decision {
             Decision::Dose => None,
             Decision::AlreadyDosed(ev) => {
-                let d = self.state.devices.get_mut(udid).expect("device known");
-                d.withheld.insert(step);
                 Some(vec![Event::DoseWithheld {
                     udid: udid.into(),
                     step,
@@ -168,11 +165,6 @@ impl Runner<'_> {
                 step: lost_step,
                 at,
             } => {
-                let d = self.state.devices.get_mut(udid).expect("device known");
-                d.doses
-                    .entry(lost_step)
-                    .or_insert_with(|| (command_uuid.clone(), None));
-                d.uncertain.insert(command_uuid.clone());
                 Some(vec![
                     Event::DoseReconciled {
                         udid: udid.into(),
@@ -195,7 +187,7 @@ impl Runner<'_> {
 
     /// A fresh dose of `step`: its intent event and what to send once the intent is durable.
     fn intent(
-        &mut self,
+        &self,
         udid: &str,
         step: u32,
         action: InstallAction,
@@ -236,12 +228,6 @@ impl Runner<'_> {
             run_dir: run_dir.into(),
             at: chrono::Utc::now().to_rfc3339(),
         };
-        self.state
-            .devices
-            .get_mut(udid)
-            .expect("device known")
-            .doses
-            .insert(step, (uuid, None));
         let prepared = Prepared {
             udid: udid.into(),
             version,

@@ -251,7 +251,6 @@ impl Runner<'_> {
                         arm: arm.clone(),
                         seed,
                     });
-                    self.state.devices.get_mut(&udid).expect("known").arm = Some(arm);
                 }
             }
         }

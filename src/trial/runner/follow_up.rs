@@ -11,35 +11,17 @@ impl Runner<'_> {
             .max(Duration::from_millis(100));
         let max = self.real(fu.max_duration.0);
         loop {
-            let active: Vec<String> = self
-                .state
-                .order
-                .iter()
-                .filter(|u| {
-                    let d = &self.state.devices[*u];
-                    !d.ended && d.doses.values().any(|(_, a)| *a == Some(true))
-                })
-                .cloned()
-                .collect();
-            let unanswered_dosed: Vec<String> = self
-                .state
-                .order
-                .iter()
-                .filter(|u| {
-                    let d = &self.state.devices[*u];
-                    !d.ended
-                        && !d.doses.is_empty()
-                        && !d.doses.values().any(|(_, a)| *a == Some(true))
-                })
-                .cloned()
-                .collect();
+            let mut active = Vec::new();
             let mut ended = Vec::new();
-            for u in unanswered_dosed {
-                ended.push(Event::FollowUpEnded {
-                    udid: u.clone(),
-                    reason: FollowUpEndReason::NoDoseReachedMdm,
-                });
-                self.state.devices.get_mut(&u).expect("known").ended = true;
+            for u in &self.state.order {
+                match next_action(&self.state.devices[u], Moment::Round) {
+                    Action::Poll => active.push(u.clone()),
+                    Action::End(reason) => ended.push(Event::FollowUpEnded {
+                        udid: u.clone(),
+                        reason,
+                    }),
+                    _ => {}
+                }
             }
             self.log_all(ended)?;
             if active.is_empty() {
@@ -99,15 +81,8 @@ impl Runner<'_> {
                 raw_b64: raw_b64.clone(),
                 received_at: r.received_at.clone(),
             };
+            // The fold takes the answer in (and its status, for OSUpdateStatus) as it is logged.
             self.log(ev)?;
-            let d = self.state.devices.get_mut(udid).expect("known");
-            d.results.insert(key);
-            if d.outstanding.as_deref() == Some(r.command_uuid.as_str()) && r.status != "NotNow" {
-                d.outstanding = None;
-            }
-            if r.request_type.as_deref() == Some("OSUpdateStatus") {
-                apply_status(d, &raw_b64);
-            }
         }
         Ok(())
     }
@@ -152,9 +127,6 @@ impl Runner<'_> {
             Ok(rejected) => {
                 let after = self.state.rejected_max;
                 let fresh: Vec<_> = rejected.into_iter().filter(|r| r.id > after).collect();
-                if let Some(max) = fresh.iter().map(|r| r.id).max() {
-                    self.state.rejected_max = max;
-                }
                 fresh
                     .into_iter()
                     .map(|r| Event::Observation {
@@ -246,21 +218,15 @@ impl Runner<'_> {
                 events.push(api_error(udid, "results", &e));
                 Vec::new()
             });
+            // An answer is new unless the fold has it, or this fetch listed it already; the fold
+            // takes the new ones in (outstanding query, update status) when they are logged.
+            let mut seen = HashSet::new();
             for r in results {
                 let key = result_key(&r.command_uuid, &r.status, &r.received_at);
-                if self.state.devices[udid].results.contains(&key) {
+                if self.state.devices[udid].results.contains(&key) || !seen.insert(key) {
                     continue;
                 }
                 let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
-                let d = self.state.devices.get_mut(udid).expect("known");
-                d.results.insert(key);
-                if d.outstanding.as_deref() == Some(r.command_uuid.as_str()) && r.status != "NotNow"
-                {
-                    d.outstanding = None;
-                }
-                if r.request_type.as_deref() == Some("OSUpdateStatus") {
-                    apply_status(d, &raw_b64);
-                }
                 events.push(Event::MdmResult {
                     udid: udid.clone(),
                     command_uuid: r.command_uuid,
@@ -278,10 +244,13 @@ impl Runner<'_> {
                 {
                     events.push(ev);
                 }
-                let snapshot = (u.attached, u.version.clone(), u.build.clone());
-                let d = self.state.devices.get_mut(udid).expect("known");
-                if d.last_reprobe.as_ref() != Some(&snapshot) {
-                    d.last_reprobe = Some(snapshot);
+                // Journaled when it differs from the last one journaled.
+                let snapshot = crate::journal::fold::Reprobe {
+                    attached: u.attached,
+                    product_version: u.version.clone(),
+                    build_version: u.build.clone(),
+                };
+                if self.state.devices[udid].last_reprobe.as_ref() != Some(&snapshot) {
                     events.push(Event::DeviceReprobed {
                         udid: udid.clone(),
                         attached: u.attached,
@@ -317,17 +286,11 @@ impl Runner<'_> {
                     Some(udid),
                 )?;
             }
-            let arm = self.state.devices[udid].arm.clone();
-            let step2 = arm
-                .as_ref()
-                .and_then(|a| self.p.protocol.arms.iter().find(|x| &x.name == a))
-                .and_then(|a| a.follow_up_step.clone());
-            if let Some(s) = step2
-                && s.when == StepTrigger::Downloaded
-                && self.state.devices[udid].downloaded
-                && !self.state.devices[udid].doses.contains_key(&2)
+            let arms = &self.p.protocol.arms;
+            if let Action::Dose { step, action } =
+                next_action(&self.state.devices[udid], Moment::SecondDose { arms })
             {
-                second.push((udid.clone(), 2, s.install_action));
+                second.push((udid.clone(), step, action));
             }
         }
         self.dose_many(second).await?;
@@ -345,34 +308,22 @@ impl Runner<'_> {
         let mut ended = Vec::new();
         let mut ask = Vec::new();
         for (udid, now_build) in udids.iter().zip(now_builds) {
-            let d = &self.state.devices[udid];
-            let done = match &self.p.protocol.follow_up.until {
-                UntilSpec::Updated => now_build
-                    .as_ref()
-                    .is_some_and(|b| crate::trial::outcome::target_builds(&d.target).contains(b)),
-                UntilSpec::Downloaded => d.downloaded,
-                UntilSpec::Status(s) => d.last_status.as_deref() == Some(s.as_str()),
+            let moment = Moment::EndOfPoll {
+                until: &self.p.protocol.follow_up.until,
+                now_build: now_build.as_deref(),
+                now: chrono::Utc::now(),
+                max,
             };
-            let elapsed = d
-                .first_dose_at
-                .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default())
-                .unwrap_or_default();
-            if done || elapsed > max {
-                let reason = if done {
-                    FollowUpEndReason::reached(&self.p.protocol.follow_up.until)
-                } else {
-                    FollowUpEndReason::TimeLimit
-                };
-                ended.push(Event::FollowUpEnded {
+            match next_action(&self.state.devices[udid], moment) {
+                Action::End(reason) => ended.push(Event::FollowUpEnded {
                     udid: udid.clone(),
                     reason,
-                });
-                self.state.devices.get_mut(udid).expect("known").ended = true;
-            } else if d.outstanding.is_none() {
-                ask.push((
+                }),
+                Action::AskStatus => ask.push((
                     udid.clone(),
                     format!("lab-status-{}", crate::tls::random_secret()),
-                ));
+                )),
+                _ => {}
             }
         }
         self.log_all(ended)?;
@@ -401,11 +352,6 @@ impl Runner<'_> {
                         command_uuid: uuid.clone(),
                         request_type: "OSUpdateStatus".into(),
                     });
-                    self.state
-                        .devices
-                        .get_mut(&udid)
-                        .expect("known")
-                        .outstanding = Some(uuid);
                 }
                 // A status query is harmless: the next poll sends a fresh one.
                 Err(e) => events.push(api_error(

@@ -1,8 +1,10 @@
 //! The trial runner: discover → baseline → eligibility → allocation → consent → dose →
-//! follow-up → outcome → reports, as a state machine over the journal.
+//! follow-up → outcome → reports, as a state machine per device over the journal.
 //!
-//! Every decision is taken from the journal as replayed at start, so rerunning the same protocol
-//! resumes where the last run stopped. Before a ScheduleOSUpdate goes to the MDM its intent is
+//! Every decision is taken from the one fold of the journal (`journal::fold`: each device's facts
+//! and phase), folded once at start and then event by event as the runner appends them, so
+//! rerunning the same protocol resumes where the last run stopped. What to do next with a device
+//! is a pure function of its facts (`next_action`). Before a ScheduleOSUpdate goes to the MDM its intent is
 //! made durable in the journal *and* the lab-wide ledger; a device whose intent exists is never
 //! sent that step again. An intent without a recorded answer (a crash in between) is resolved
 //! from the MDM's own records when it exposes them: queued → recorded as enqueued; absent from
@@ -21,21 +23,20 @@ use super::eligibility::{Subject, assess};
 use super::lab_connection::LabConnection;
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
-use super::protocol::{LoadedProtocol, StepTrigger, TargetSpec, UntilSpec};
+use super::protocol::{LoadedProtocol, TargetSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
-use crate::journal::fold::{ProbeFacts, REJECTED_REPORT, rejected_report_id};
+use crate::journal::fold::{DeviceFacts, Fold, ProbeFacts, REJECTED_REPORT};
 use crate::journal::{
-    ConsentBy, Entry, Event, FollowUpEndReason, Journal, JournalError, ObservationSource,
-    SCHEMA_VERSION,
+    ConsentBy, Entry, Event, Journal, JournalError, ObservationSource, SCHEMA_VERSION,
 };
 use crate::mdm::backend::{MdmBackend, MdmDose, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
-use crate::mdm::report::{AvailableUpdate, available_os_updates, os_update_status, parse_report};
+use crate::mdm::report::{AvailableUpdate, available_os_updates, parse_report};
 use crate::probe::{self, DeviceProbe, ProbeOptions, ProbeStatus, mdm_side};
 use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
 use base64::Engine;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,59 +103,34 @@ pub struct RunSummary {
     pub run_lock: RunLock,
 }
 
-/// What the journal says so far, per device.
-#[derive(Debug, Default, Clone)]
-struct Dev {
-    host: String,
-    device_id: u32,
-    /// The few baseline facts the runner needs (the whole probe stays in the journal).
-    probe: Option<ProbeFacts>,
-    eligible: Option<bool>,
-    target: serde_json::Value,
-    arm: Option<String>,
-    /// step → (command_uuid, answered by the MDM API: Some(true) enqueued, Some(false) failed)
-    doses: BTreeMap<u32, (String, Option<bool>)>,
-    uncertain: HashSet<String>,
-    /// CommandUUID of each intent → the MDM store it was made against and its journal time.
-    intent_store: HashMap<String, IntentMade>,
-    /// Steps the check before the dose withheld (already dosed by another run).
-    withheld: HashSet<u32>,
-    results: HashSet<String>,
-    outstanding: Option<String>,
-    downloaded: bool,
-    last_status: Option<String>,
-    last_reprobe: Option<(bool, Option<String>, Option<String>)>,
-    ended: bool,
-    first_dose_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Against which MDM store, and when, an intent was made.
+/// Against which MDM store, and when, an intent was made (`DeviceFacts::intents` of the fold).
 #[derive(Debug, Default, Clone)]
 struct IntentMade {
     store: Option<StoreIdentity>,
     at: String,
 }
 
-impl Dev {
-    /// Every dose CommandUUID this run's journal holds for the device.
-    fn journal_uuids(&self) -> HashSet<String> {
-        self.doses
-            .values()
-            .map(|(u, _)| u.clone())
-            .chain(self.uncertain.iter().cloned())
-            .collect()
+impl IntentMade {
+    /// What the fold knows of the intent `uuid` of a device (nothing: not made in this run).
+    fn of(d: &DeviceFacts, uuid: &str) -> IntentMade {
+        d.intents
+            .get(uuid)
+            .map(|(store, at)| IntentMade {
+                store: store.clone(),
+                at: at.clone(),
+            })
+            .unwrap_or_default()
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
-    started: bool,
-    consented: Option<bool>,
-    devices: BTreeMap<String, Dev>,
-    order: Vec<String>,
-    finished: bool,
-    /// The highest number of a rejected report already journaled (the MDM numbers them).
-    rejected_max: i64,
+/// Every dose CommandUUID this run's journal holds for the device (intents, reconciled and
+/// uncertain ones): the check before the dose counts them as this run's own.
+fn journal_uuids(d: &DeviceFacts) -> HashSet<String> {
+    d.doses
+        .values()
+        .map(|x| x.command_uuid.clone())
+        .chain(d.uncertain.iter().cloned())
+        .collect()
 }
 
 /// An MDM answer that says for sure the command was not queued: a 4xx other than 408
@@ -177,19 +153,21 @@ fn result_key(uuid: &str, status: &str, received_at: &str) -> String {
 mod dose;
 mod enrol;
 mod follow_up;
+mod next_action;
 mod operator;
 mod resume;
-#[cfg(test)]
-use resume::replay_entry;
-use resume::{apply_status, replay, replay_journal};
 mod retry;
+use next_action::{Action, Moment, next_action};
 mod stop_rule;
 
 struct Runner<'a> {
     p: &'a LoadedProtocol,
     journal: Journal,
     ledger: Ledger,
-    state: State,
+    /// What the journal says so far: folded once from the journal at start, then event by
+    /// event as the runner appends them ([`Runner::log_all`]). The one source of truth of
+    /// every device's phase; only runtime data (connections, clock readings) lives outside it.
+    state: Fold,
     lab: Lab,
     progress: Progress,
     run_dir: PathBuf,
@@ -296,6 +274,7 @@ impl Runner<'_> {
         }
         let entries = self.journal.append_all(events)?;
         for e in &entries {
+            self.state.apply(e);
             self.progress.on(e);
         }
         Ok(entries)
@@ -354,7 +333,7 @@ pub async fn run(
         });
     }
     let (journal, loaded) = Journal::open(&run_dir.join("journal.jsonl"))?;
-    let state = replay(&loaded.entries);
+    let state = Fold::of(&loaded.entries);
     // Devices of an in-process simulated lab exist only for this run: their doses go to a
     // ledger in the run folder, not the lab-wide one (which guards real devices).
     let ledger_path = if p.protocol.lab.simulated.is_some() {
@@ -434,10 +413,8 @@ impl Runner<'_> {
         // none was).
         if self.state.consented.is_none() && self.state.devices.values().all(|d| d.arm.is_none()) {
             self.baseline().await?;
-            self.state = replay_journal(self.journal.path())?;
         }
         self.allocate()?;
-        self.state = replay_journal(self.journal.path())?;
         test_pause(self.opts.pauses.before_consent).await;
         self.consent()?;
         let fresh = !self.state.devices.values().any(|d| !d.doses.is_empty());
@@ -445,9 +422,7 @@ impl Runner<'_> {
             self.checkpoint(CheckpointMoment::Enrolment, None)?;
         }
         self.resolve_unanswered_intents().await?;
-        self.state = replay_journal(self.journal.path())?;
         self.first_doses().await?;
-        self.state = replay_journal(self.journal.path())?;
         if fresh {
             self.checkpoint(CheckpointMoment::AfterDose, None)?;
         }
@@ -500,7 +475,7 @@ pub async fn qualify(
         p,
         journal,
         ledger: Ledger::new(ledger),
-        state: State::default(),
+        state: Fold::default(),
         lab: Lab::from(lab),
         progress: Progress::quiet(),
         run_dir: scratch.clone(),
@@ -523,72 +498,3 @@ pub async fn qualify(
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(entries)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(seq: u64, event: Event) -> Entry {
-        Entry {
-            seq,
-            at: "2026-12-01T10:00:00Z".into(),
-            event,
-        }
-    }
-
-    #[test]
-    fn replay_keeps_reconciled_withheld_and_the_intents_store() {
-        let store = StoreIdentity {
-            store_id: "s1".into(),
-            created_at: "2026-12-01T09:00:00Z".into(),
-        };
-        let s = replay(&[
-            entry(
-                1,
-                Event::DoseIntent {
-                    udid: "A".into(),
-                    arm: "a".into(),
-                    step: 1,
-                    command_uuid: "U1".into(),
-                    request_type: "ScheduleOSUpdate".into(),
-                    install_action: InstallAction::Default,
-                    starting_build: "21F90".into(),
-                    command_b64: String::new(),
-                    mdm_store: Some(store.clone()),
-                },
-            ),
-            entry(
-                2,
-                Event::DoseReconciled {
-                    udid: "B".into(),
-                    step: 1,
-                    command_uuid: "U2".into(),
-                    starting_build: "21F90".into(),
-                    reason: "lost".into(),
-                },
-            ),
-            entry(
-                3,
-                Event::DoseWithheld {
-                    udid: "C".into(),
-                    step: 1,
-                    rule: "already_dosed".into(),
-                    reason: "r".into(),
-                },
-            ),
-        ]);
-        let a = &s.devices["A"];
-        assert_eq!(a.intent_store["U1"].store.as_ref(), Some(&store));
-        assert_eq!(a.intent_store["U1"].at, "2026-12-01T10:00:00Z");
-        // A reconciled intent is a dose of that step (never sent again) and uncertain.
-        let b = &s.devices["B"];
-        assert_eq!(b.doses.get(&1), Some(&("U2".to_string(), None)));
-        assert!(b.uncertain.contains("U2"));
-        assert!(b.journal_uuids().contains("U2"));
-        assert!(s.devices["C"].withheld.contains(&1));
-        assert!(s.devices["C"].doses.is_empty());
-    }
-}
-
-#[cfg(test)]
-mod fold_differential;

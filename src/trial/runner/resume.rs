@@ -3,194 +3,6 @@
 
 use super::*;
 
-pub(super) fn replay(entries: &[Entry]) -> State {
-    let mut s = State::default();
-    for e in entries {
-        replay_entry(&mut s, e);
-    }
-    s
-}
-
-/// The journal's state, read one line at a time (a 1 000-device journal parsed whole took
-/// hundreds of MiB at once).
-pub(super) fn replay_journal(path: &Path) -> Result<State, RunError> {
-    let mut s = State::default();
-    crate::trial::journal::stream(path, |_, e| {
-        replay_entry(&mut s, &e);
-        Ok(())
-    })?;
-    Ok(s)
-}
-
-pub(super) fn replay_entry(s: &mut State, e: &Entry) {
-    {
-        match &e.event {
-            Event::RunStarted { .. } => s.started = true,
-            Event::DeviceDiscovered {
-                udid,
-                host,
-                device_id,
-            } => {
-                if !s.devices.contains_key(udid) {
-                    s.order.push(udid.clone());
-                }
-                let d = s.devices.entry(udid.clone()).or_default();
-                d.host = host.clone();
-                d.device_id = *device_id;
-            }
-            Event::BaselineRecorded { udid, probe } => {
-                s.devices.entry(udid.clone()).or_default().probe = Some(ProbeFacts::of(probe))
-            }
-            Event::EligibilityAssessed {
-                udid,
-                eligible,
-                target,
-                ..
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                d.eligible = Some(*eligible);
-                d.target = target.clone();
-            }
-            Event::Allocated { udid, arm, .. } => {
-                s.devices.entry(udid.clone()).or_default().arm = Some(arm.clone())
-            }
-            Event::ConsentGiven { .. } => s.consented = Some(true),
-            Event::ConsentRefused { .. } => s.consented = Some(false),
-            Event::DoseIntent {
-                udid,
-                step,
-                command_uuid,
-                mdm_store,
-                ..
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                d.doses.insert(*step, (command_uuid.clone(), None));
-                d.intent_store.insert(
-                    command_uuid.clone(),
-                    IntentMade {
-                        store: mdm_store.clone(),
-                        at: e.at.clone(),
-                    },
-                );
-            }
-            Event::DoseReconciled {
-                udid,
-                step,
-                command_uuid,
-                ..
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                d.doses
-                    .entry(*step)
-                    .or_insert_with(|| (command_uuid.clone(), None));
-                d.uncertain.insert(command_uuid.clone());
-            }
-            Event::DoseWithheld { udid, step, .. } => {
-                s.devices
-                    .entry(udid.clone())
-                    .or_default()
-                    .withheld
-                    .insert(*step);
-            }
-            Event::DoseEnqueued {
-                udid, command_uuid, ..
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                for v in d.doses.values_mut() {
-                    if &v.0 == command_uuid {
-                        v.1 = Some(true);
-                    }
-                }
-                if d.first_dose_at.is_none() {
-                    d.first_dose_at = chrono::DateTime::parse_from_rfc3339(&e.at)
-                        .ok()
-                        .map(|t| t.with_timezone(&chrono::Utc));
-                }
-            }
-            Event::DoseFailed {
-                udid, command_uuid, ..
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                for v in d.doses.values_mut() {
-                    if &v.0 == command_uuid {
-                        v.1 = Some(false);
-                    }
-                }
-            }
-            Event::DoseUncertain {
-                udid, command_uuid, ..
-            } => {
-                s.devices
-                    .entry(udid.clone())
-                    .or_default()
-                    .uncertain
-                    .insert(command_uuid.clone());
-            }
-            Event::CommandSent {
-                udid, command_uuid, ..
-            } => {
-                s.devices.entry(udid.clone()).or_default().outstanding = Some(command_uuid.clone())
-            }
-            Event::MdmResult {
-                udid,
-                command_uuid,
-                request_type,
-                status,
-                raw_b64,
-                received_at,
-            } => {
-                let d = s.devices.entry(udid.clone()).or_default();
-                d.results
-                    .insert(result_key(command_uuid, status, received_at));
-                if d.outstanding.as_deref() == Some(command_uuid.as_str()) && status != "NotNow" {
-                    d.outstanding = None;
-                }
-                if request_type.as_deref() == Some("OSUpdateStatus") {
-                    apply_status(d, raw_b64);
-                }
-            }
-            Event::DeviceReprobed {
-                udid,
-                attached,
-                product_version,
-                build_version,
-                ..
-            } => {
-                s.devices.entry(udid.clone()).or_default().last_reprobe =
-                    Some((*attached, product_version.clone(), build_version.clone()))
-            }
-            Event::FollowUpEnded { udid, .. } => {
-                s.devices.entry(udid.clone()).or_default().ended = true
-            }
-            Event::Observation { kind, key, .. } if kind == REJECTED_REPORT => {
-                if let Some(id) = rejected_report_id(key) {
-                    s.rejected_max = s.rejected_max.max(id);
-                }
-            }
-            Event::RunFinished => s.finished = true,
-            _ => {}
-        }
-    }
-}
-
-pub(super) fn apply_status(d: &mut Dev, raw_b64: &str) {
-    let Ok(rep) = crate::journal::answer::report(raw_b64) else {
-        return;
-    };
-    if let Some(items) = os_update_status(&rep) {
-        let target_key = d.target["product_key"].as_str().map(str::to_string);
-        for it in items {
-            if target_key.is_some() && it.product_key != target_key {
-                continue;
-            }
-            if it.is_downloaded.value == Some(true) {
-                d.downloaded = true;
-            }
-            d.last_status = it.status.clone();
-        }
-    }
-}
-
 /// A run folder of the same protocol that has not finished, if any.
 fn find_unfinished(
     results: &Path,
@@ -237,8 +49,8 @@ impl Runner<'_> {
             .flat_map(|(u, d)| {
                 d.doses
                     .values()
-                    .filter(|(uuid, ans)| ans.is_none() && !d.uncertain.contains(uuid))
-                    .map(|(uuid, _)| (u.clone(), uuid.clone()))
+                    .filter(|x| x.enqueued.is_none() && !d.uncertain.contains(&x.command_uuid))
+                    .map(|x| (u.clone(), x.command_uuid.clone()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -265,11 +77,7 @@ impl Runner<'_> {
                     })?;
                 }
                 Some(false) => {
-                    let made = self.state.devices[&udid]
-                        .intent_store
-                        .get(&uuid)
-                        .cloned()
-                        .unwrap_or_default();
+                    let made = IntentMade::of(&self.state.devices[&udid], &uuid);
                     if let Err(why) =
                         dose_guard::records_cover(made.store.as_ref(), &made.at, store.as_ref())
                     {
@@ -398,7 +206,7 @@ impl Runner<'_> {
             .await?
             .pop()
             .flatten();
-        let mut journal_uuids = self.state.devices[udid].journal_uuids();
+        let mut journal_uuids = journal_uuids(&self.state.devices[udid]);
         journal_uuids.insert(uuid.to_string());
         if let Decision::AlreadyDosed(ev) = dose_guard::decide(&dose_guard::Facts {
             udid,
