@@ -498,3 +498,6 @@ pub async fn qualify(
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(entries)
 }
+
+#[cfg(test)]
+mod dose_tests;
