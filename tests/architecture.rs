@@ -76,7 +76,7 @@ const UPPER: &[&str] = &[
 
 /// Today's layer breaks (file, layer it reaches). Issue 12 removes them; strike each one here
 /// when it goes.
-const KNOWN_BREAKS: &[(&str, &str)] = &[("src/trial/runner.rs", "report")];
+const KNOWN_BREAKS: &[(&str, &str)] = &[("src/trial/runner/stop_rule.rs", "report")];
 
 /// No production file above this many lines (issue 12).
 const MAX_FILE_LINES: usize = 1000;
@@ -90,7 +90,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "src/sim/os_update.rs",
     "src/trial/eligibility.rs",
     "src/trial/outcome.rs",
-    "src/trial/runner.rs",
 ];
 
 /// Functions over [`MAX_FN_LINES`] today, as `file::name`.
@@ -105,9 +104,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "src/trial/outcome.rs::judge_device",
     "src/trial/outcome.rs::push_answered",
     "src/trial/protocol.rs::check",
-    "src/trial/runner.rs::dose_many",
-    "src/trial/runner.rs::poll_devices",
-    "src/trial/runner.rs::run",
 ];
 
 fn src_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -46,4 +46,5 @@ pub use webhook::{AcknowledgeEvent, CheckinEvent, Ids, WebhookEvent, hmac_signat
 pub mod backend;
 pub mod ddm_backend;
 pub mod kmfddm;
+pub mod memory;
 pub mod webhook_receiver;

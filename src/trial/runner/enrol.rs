@@ -1,0 +1,344 @@
+//! Before any dose: the baseline of every device (USB probe and the MDM's side of it), its
+//! eligibility verdict, and the seeded allocation to arms.
+
+use super::*;
+impl Runner<'_> {
+    pub(super) async fn baseline(&mut self) -> Result<(), RunError> {
+        if let Some((url, key, n)) = self.lab.enrolled_check.clone() {
+            crate::mdm::backend::wait_enrolled(&url, &key, n, Duration::from_secs(30)).await;
+        }
+        let (devices, host_errors) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+        for h in host_errors {
+            self.log(Event::Observation {
+                udid: None,
+                source: ObservationSource::Harness,
+                kind: "host_unreachable".into(),
+                key: h.host,
+                value: h.error,
+            })?;
+        }
+        let new: Vec<_> = devices
+            .into_iter()
+            .filter(|d| {
+                self.state
+                    .devices
+                    .get(&d.entry.serial_number)
+                    .is_none_or(|x| x.eligible.is_none())
+            })
+            .collect();
+        if new.is_empty() && self.state.devices.is_empty() {
+            return Err(RunError::Lab("no devices attached".into()));
+        }
+        let discovered: Vec<Event> = new
+            .iter()
+            .map(|d| Event::DeviceDiscovered {
+                udid: d.entry.serial_number.clone(),
+                host: d.host.clone(),
+                device_id: d.entry.device_id,
+            })
+            .collect();
+        self.log_all(discovered)?;
+        let probes = probe::probe_all(
+            new.into_iter().map(|d| (d, None)).collect(),
+            ProbeOptions {
+                timeout: Duration::from_secs(10),
+                ..ProbeOptions::default()
+            },
+        )
+        .await;
+        let wait = Duration::from_secs(30);
+        // The ledger is read once for the whole baseline, not once per device.
+        let ledger_records = self.ledger.records()?;
+        let mut probes = probes.into_iter();
+        loop {
+            let chunk: Vec<DeviceProbe> = probes.by_ref().take(CONCURRENCY).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            self.check_interrupt()?;
+            // The MDM side of a chunk of devices concurrently (each waits for its device to
+            // check in and answer) …
+            let answers = {
+                let backend = self.lab.backend.as_ref();
+                crate::join::join_all(
+                    chunk
+                        .iter()
+                        .map(|p| async move {
+                            if p.status == ProbeStatus::Failed {
+                                return None;
+                            }
+                            let version = p.baseline.product_version.get().cloned();
+                            let facts =
+                                mdm_side::query(backend, &p.udid, version.as_deref(), wait).await;
+                            let offered = available_updates(backend, &p.udid, version, wait).await;
+                            // The MDM's own dose records, for `already_dosed` (a failed call
+                            // leaves the ledger; the check before the dose asks again).
+                            let doses = backend.dose_records(&p.udid).await.ok().flatten();
+                            Some((facts, offered, doses))
+                        })
+                        .collect(),
+                )
+                .await
+            };
+            // … then recorded in order, one fsync for the chunk, before anything acts on them.
+            let mut events = Vec::new();
+            for (mut p, answer) in chunk.into_iter().zip(answers) {
+                let (offered, offered_error, offered_event, mdm_doses) = match answer {
+                    Some((facts, (event, offered, error), doses)) => {
+                        p.disagreements = mdm_side::compare(&p.baseline, &facts);
+                        p.mdm = Some(facts);
+                        (offered, error, event, doses)
+                    }
+                    None => (None, Some("no baseline".into()), None, None),
+                };
+                let probe_json = serde_json::to_value(&p).expect("probe serialises");
+                events.push(Event::BaselineRecorded {
+                    udid: p.udid.clone(),
+                    probe: probe_json,
+                });
+                events.extend(offered_event);
+                // Any other run, this protocol's included (a finished run is not resumed, and
+                // its devices must not be dosed again), by the ledger or the MDM's records.
+                let ledger_hits: Vec<LedgerRecord> = match p.baseline.build_version.get() {
+                    Some(b) => match dose_guard::decide(&dose_guard::Facts {
+                        udid: &p.udid,
+                        build: b,
+                        run_dir: &self.run_dir.display().to_string(),
+                        journal_uuids: &HashSet::new(),
+                        ledger: &ledger_records,
+                        mdm: mdm_doses.as_deref(),
+                    }) {
+                        Decision::AlreadyDosed(ev) => {
+                            ev.iter().map(|e| e.as_record(&p.udid, b)).collect()
+                        }
+                        Decision::Dose | Decision::Uncertain { .. } => Vec::new(),
+                    },
+                    None => Vec::new(),
+                };
+                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits));
+            }
+            self.log_all(events)?;
+        }
+        Ok(())
+    }
+
+    /// The eligibility verdict of one device (with the bug-reproduction waiver).
+    pub(super) fn assess(
+        &self,
+        p: &DeviceProbe,
+        offered: Option<&[AvailableUpdate]>,
+        offered_error: Option<String>,
+        ledger_hits: Vec<LedgerRecord>,
+    ) -> Event {
+        let subject = Subject {
+            probe: p,
+            offered,
+            offered_error,
+            dosed_by_other_protocols: ledger_hits,
+            access_rights: None,
+            shared_ipad_user_logged_in: None,
+            dep_enrolled: None,
+            feeds: self.feeds.as_ref(),
+        };
+        let mut v = assess(
+            &self.p.protocol.eligibility,
+            &self.p.protocol.target,
+            &subject,
+        );
+        // A bug-reproduction arm may take a device excluded only for its known-bad version:
+        // judge it again with that rule waived, and record the waiver as its reason.
+        let waiving: Vec<&str> = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .filter(|a| a.accept_known_bad)
+            .map(|a| a.name.as_str())
+            .collect();
+        if !v.eligible
+            && !waiving.is_empty()
+            && !v.reasons.is_empty()
+            && v.reasons.iter().all(|r| r.rule == "known_bad_version")
+        {
+            let mut spec = self.p.protocol.eligibility.clone();
+            spec.known_bad_versions = Some(Vec::new());
+            let again = assess(&spec, &self.p.protocol.target, &subject);
+            if again.eligible {
+                let original = v.reasons.remove(0);
+                v = again;
+                v.reasons = vec![crate::trial::journal::Reason {
+                    rule: WAIVED_KNOWN_BAD.into(),
+                    message: format!(
+                        "{} Waived: taken by the bug-reproduction arm {} to reproduce it.",
+                        original.message.trim_end_matches('.'),
+                        waiving.join(", ")
+                    ),
+                    values: original.values,
+                }];
+            }
+        }
+        let target = v.target_json();
+        Event::EligibilityAssessed {
+            udid: p.udid.clone(),
+            eligible: v.eligible,
+            reasons: v.reasons,
+            target,
+        }
+    }
+
+    pub(super) fn allocate(&mut self) -> Result<(), RunError> {
+        if self.state.consented.is_some() {
+            return Ok(());
+        }
+        let mut waived: HashSet<String> = HashSet::new();
+        crate::trial::journal::stream(self.journal.path(), |_, e| {
+            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
+                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
+            {
+                waived.insert(udid);
+            }
+            Ok(())
+        })?;
+        let candidates: Vec<Candidate> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| self.state.devices[*u].eligible == Some(true))
+            .map(|u| {
+                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
+                Candidate {
+                    udid: u.clone(),
+                    passcode: probe.passcode,
+                    model: probe.product_type,
+                }
+            })
+            .collect();
+        let seed = self.p.protocol.allocation_seed;
+        // Waived devices go only to bug-reproduction arms; the others only to the other arms.
+        let (repro, normal): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| waived.contains(&c.udid));
+        let (repro_arms, normal_arms): (Vec<_>, Vec<_>) = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .cloned()
+            .partition(|a| a.accept_known_bad);
+        let mut alloc = Vec::new();
+        for (arms, cands) in [(normal_arms, normal), (repro_arms, repro)] {
+            if arms.is_empty() || cands.is_empty() {
+                continue;
+            }
+            alloc.extend(allocate(&arms, &cands, seed).map_err(|e| {
+                RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
+            })?);
+        }
+        // The allocation is a pure function of the seed and the candidates: a run killed halfway
+        // through it logs the missing devices' arms on resume, and must agree with those logged.
+        let mut events = Vec::new();
+        for (udid, arm) in alloc {
+            match &self.state.devices[&udid].arm {
+                Some(a) if *a == arm => {}
+                Some(a) => {
+                    return Err(RunError::Lab(format!(
+                        "allocation of {udid}: the journal says arm {a}, the seed gives {arm}"
+                    )));
+                }
+                None => {
+                    events.push(Event::Allocated {
+                        udid: udid.clone(),
+                        arm: arm.clone(),
+                        seed,
+                    });
+                }
+            }
+        }
+        self.log_all(events)?;
+        Ok(())
+    }
+}
+
+/// Ask a device what it offers (AvailableOSUpdates) and wait for the answer: the event recording
+/// it (for the caller to log), the parsed offer, and why there is none.
+pub(super) async fn available_updates(
+    backend: &dyn MdmBackend,
+    udid: &str,
+    version: Option<String>,
+    wait: Duration,
+) -> (Option<Event>, Option<Vec<AvailableUpdate>>, Option<String>) {
+    let uuid = format!("lab-avail-{}", crate::tls::random_secret());
+    if let Some(v) = &version {
+        let violations =
+            crate::mdm::schema::validate_command(&Command::AvailableOSUpdates.to_dict(), v);
+        if !violations.is_empty() {
+            return (
+                None,
+                None,
+                Some(format!(
+                    "AvailableOSUpdates not sent: not available on iOS {v}"
+                )),
+            );
+        }
+    }
+    if let Err(e) = backend
+        .enqueue(udid, &Command::AvailableOSUpdates, &uuid)
+        .await
+    {
+        return (
+            None,
+            None,
+            Some(format!("AvailableOSUpdates could not be sent: {e}")),
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let results = backend.results(udid).await.unwrap_or_default();
+        if let Some(r) = results
+            .iter()
+            .find(|r| r.command_uuid == uuid && r.status != "NotNow")
+        {
+            let rep = parse_report(&r.raw).ok();
+            let updates = rep.as_ref().and_then(available_os_updates);
+            let event = Event::UpdatesOffered {
+                udid: udid.to_string(),
+                command_uuid: uuid.clone(),
+                updates: serde_json::json!({
+                    "status": r.status,
+                    "raw_b64": base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                    "updates": updates.as_ref().map(|u| u.iter().map(|x| serde_json::json!({
+                        "product_key": x.product_key, "version": x.version, "build": x.build,
+                        "download_size": x.download_size, "install_size": x.install_size,
+                    })).collect::<Vec<_>>()),
+                }),
+            };
+            let err = (r.status != "Acknowledged").then(|| {
+                let chain = rep
+                    .map(|x| {
+                        x.error_chain
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{} {}",
+                                    c.domain.clone().unwrap_or_default(),
+                                    c.code.unwrap_or_default()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    })
+                    .unwrap_or_default();
+                format!("AvailableOSUpdates answered {} {chain}", r.status)
+            });
+            return (Some(event), updates, err);
+        }
+        if start.elapsed() > wait {
+            return (
+                None,
+                None,
+                Some(format!("AvailableOSUpdates unanswered within {wait:?}")),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

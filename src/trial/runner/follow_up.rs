@@ -1,0 +1,429 @@
+//! Follow-up after a dose: status polling, USB re-probes, the second step once downloaded,
+//! and the end of follow-up.
+
+use super::*;
+use crate::mdm::backend::{BackendError, CommandResult};
+impl Runner<'_> {
+    pub(super) async fn follow_up(&mut self) -> Result<(), RunError> {
+        let fu = self.p.protocol.follow_up.clone();
+        let poll = self
+            .real(fu.poll_interval.0)
+            .max(Duration::from_millis(100));
+        let max = self.real(fu.max_duration.0);
+        loop {
+            let mut active = Vec::new();
+            let mut ended = Vec::new();
+            for u in &self.state.order {
+                match next_action(&self.state.devices[u], Moment::Round) {
+                    Action::Poll => active.push(u.clone()),
+                    Action::End(reason) => ended.push(Event::FollowUpEnded {
+                        udid: u.clone(),
+                        reason,
+                    }),
+                    _ => {}
+                }
+            }
+            self.log_all(ended)?;
+            if active.is_empty() {
+                return Ok(());
+            }
+            let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+            self.collect_rejected().await?;
+            for batch in active.chunks(CONCURRENCY) {
+                self.poll_devices(batch, &attached, max).await?;
+            }
+            self.check_interrupt()?;
+            let flag = self.interrupted.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = flag.notified() => {}
+            }
+            self.check_interrupt()?;
+        }
+    }
+
+    /// Journal the MDM's new answers for a device, the backend's notes (lost or duplicated
+    /// webhooks) and the reports the MDM rejected. A failed call is an observation.
+    pub(super) async fn collect_results(&mut self, udid: &str) -> Result<(), RunError> {
+        let results = match self.lab.backend.results(udid).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.log(Event::Observation {
+                    udid: Some(udid.into()),
+                    source: ObservationSource::Harness,
+                    kind: "mdm_api_error".into(),
+                    key: "results".into(),
+                    value: e.to_string(),
+                })?;
+                Vec::new()
+            }
+        };
+        for n in self.lab.backend.take_notes() {
+            self.log(Event::Observation {
+                udid: Some(n.udid),
+                source: ObservationSource::Harness,
+                kind: n.kind.into(),
+                key: n.key,
+                value: n.value,
+            })?;
+        }
+        for r in results {
+            let key = result_key(&r.command_uuid, &r.status, &r.received_at);
+            if self.state.devices[udid].results.contains(&key) {
+                continue;
+            }
+            let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
+            let ev = Event::MdmResult {
+                udid: udid.into(),
+                command_uuid: r.command_uuid.clone(),
+                request_type: r.request_type.clone(),
+                status: r.status.clone(),
+                raw_b64: raw_b64.clone(),
+                received_at: r.received_at.clone(),
+            };
+            // The fold takes the answer in (and its status, for OSUpdateStatus) as it is logged.
+            self.log(ev)?;
+        }
+        Ok(())
+    }
+
+    /// A device clock that moved differently from the host's since the last reading is an
+    /// observation (`device_clock_jump`): the install window and deferrals run on it.
+    pub(super) fn clock_reading(
+        &mut self,
+        udid: &str,
+        at: Instant,
+        device_time: f64,
+    ) -> Option<Event> {
+        let (prev_at, prev_time) = self
+            .clock_readings
+            .insert(udid.to_string(), (at, device_time))?;
+        let real = at.saturating_duration_since(prev_at).as_secs_f64();
+        let jump =
+            crate::evidence::clock::clock_jump(real, device_time - prev_time, self.lab.time_scale)?;
+        let when = |t: f64| {
+            chrono::DateTime::from_timestamp_millis((t * 1000.0) as i64)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| format!("{t}"))
+        };
+        Some(Event::Observation {
+            udid: Some(udid.into()),
+            source: ObservationSource::Device,
+            kind: "device_clock_jump".into(),
+            key: "TimeIntervalSince1970".into(),
+            value: format!(
+                "the device clock moved {} more than the host's between two probes ({} → {})",
+                crate::evidence::clock::describe(jump),
+                when(prev_time),
+                when(device_time)
+            ),
+        })
+    }
+
+    /// Journal the reports the MDM rejected since the last look (malformed, unknown
+    /// CommandUUID): one call for the whole lab. Garbage from a device is evidence: kept raw.
+    pub(super) async fn collect_rejected(&mut self) -> Result<(), RunError> {
+        let events = match self.lab.backend.rejected(self.state.rejected_max).await {
+            Ok(rejected) => {
+                let after = self.state.rejected_max;
+                let fresh: Vec<_> = rejected.into_iter().filter(|r| r.id > after).collect();
+                fresh
+                    .into_iter()
+                    .map(|r| Event::Observation {
+                        udid: r.udid,
+                        source: ObservationSource::Mdm,
+                        kind: REJECTED_REPORT.into(),
+                        key: rejected_report_key(r.id, &r.note),
+                        value: base64::engine::general_purpose::STANDARD.encode(&r.raw),
+                    })
+                    .collect()
+            }
+            Err(e) => vec![Event::Observation {
+                udid: None,
+                source: ObservationSource::Harness,
+                kind: "mdm_api_error".into(),
+                key: "rejected reports".into(),
+                value: e.to_string(),
+            }],
+        };
+        self.log_all(events)?;
+        Ok(())
+    }
+
+    /// After the follow-up: wait for webhooks still in flight, then journal every answer not yet
+    /// journaled (a report that came as the last device finished is evidence too).
+    pub(super) async fn final_sweep(&mut self) -> Result<(), RunError> {
+        let dosed: Vec<String> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| !self.state.devices[*u].doses.is_empty())
+            .cloned()
+            .collect();
+        if dosed.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(self.lab.backend.settle_time()).await;
+        for u in dosed {
+            self.collect_results(&u).await?;
+        }
+        self.collect_rejected().await?;
+        Ok(())
+    }
+    /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
+    /// and only then acted on (second step, end of follow-up, the next status query). A failed
+    /// MDM call is an observation; the next poll asks again.
+    pub(super) async fn poll_devices(
+        &mut self,
+        udids: &[String],
+        attached: &[probe::AttachedDevice],
+        max: Duration,
+    ) -> Result<(), RunError> {
+        let reprobe = self.p.protocol.follow_up.reprobe;
+        let fetched = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                udids
+                    .iter()
+                    .map(|udid| async move {
+                        let results = backend.results(udid).await;
+                        let usb = if reprobe {
+                            Some(reprobe_device(udid, attached).await)
+                        } else {
+                            None
+                        };
+                        (results, usb)
+                    })
+                    .collect(),
+            )
+            .await
+        };
+        let now_builds = self.record_poll(udids, fetched)?;
+        self.second_steps(udids).await?;
+        let ask = self.end_or_ask(udids, now_builds, max)?;
+        self.ask_status(ask).await
+    }
+
+    /// New MDM answers (1) and the re-probes over USB (2), recorded with one fsync before
+    /// anything acts on them. Returns the build each device runs now, as its re-probe read it.
+    fn record_poll(
+        &mut self,
+        udids: &[String],
+        fetched: Vec<Fetched>,
+    ) -> Result<Vec<Option<String>>, RunError> {
+        let mut events = Vec::new();
+        let mut now_builds = Vec::new();
+        for (udid, (results, usb)) in udids.iter().zip(fetched) {
+            let results = results.unwrap_or_else(|e| {
+                events.push(api_error(udid, "results", &e));
+                Vec::new()
+            });
+            // An answer is new unless the fold has it, or this fetch listed it already; the fold
+            // takes the new ones in (outstanding query, update status) when they are logged.
+            let mut seen = HashSet::new();
+            for r in results {
+                let key = result_key(&r.command_uuid, &r.status, &r.received_at);
+                if self.state.devices[udid].results.contains(&key) || !seen.insert(key) {
+                    continue;
+                }
+                let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
+                events.push(Event::MdmResult {
+                    udid: udid.clone(),
+                    command_uuid: r.command_uuid,
+                    request_type: r.request_type,
+                    status: r.status,
+                    raw_b64,
+                    received_at: r.received_at,
+                });
+            }
+            let mut now_build = None;
+            if let Some(u) = usb {
+                now_build = u.build.clone();
+                if let Some((at, t)) = u.clock
+                    && let Some(ev) = self.clock_reading(udid, at, t)
+                {
+                    events.push(ev);
+                }
+                // Journaled when it differs from the last one journaled.
+                let snapshot = crate::journal::fold::Reprobe {
+                    attached: u.attached,
+                    product_version: u.version.clone(),
+                    build_version: u.build.clone(),
+                };
+                if self.state.devices[udid].last_reprobe.as_ref() != Some(&snapshot) {
+                    events.push(Event::DeviceReprobed {
+                        udid: udid.clone(),
+                        attached: u.attached,
+                        product_version: u.version,
+                        build_version: u.build,
+                        error: u.error,
+                    });
+                }
+            }
+            now_builds.push(now_build);
+        }
+        for n in self.lab.backend.take_notes() {
+            events.push(Event::Observation {
+                udid: Some(n.udid),
+                source: ObservationSource::Harness,
+                kind: n.kind.into(),
+                key: n.key,
+                value: n.value,
+            });
+        }
+        self.log_all(events)?;
+        Ok(now_builds)
+    }
+
+    /// The protocol's follow-up step (3), once downloaded (and the after-download questions).
+    async fn second_steps(&mut self, udids: &[String]) -> Result<(), RunError> {
+        let mut second = Vec::new();
+        for udid in udids {
+            if self.state.devices[udid].downloaded && !self.asked_after_download.contains(udid) {
+                self.asked_after_download.insert(udid.to_string());
+                self.checkpoint(
+                    crate::trial::protocol::CheckpointMoment::AfterDownload,
+                    Some(udid),
+                )?;
+            }
+            let arms = &self.p.protocol.arms;
+            if let Action::Dose { step, action } =
+                next_action(&self.state.devices[udid], Moment::SecondDose { arms })
+            {
+                second.push((udid.clone(), step, action));
+            }
+        }
+        self.dose_many(second).await?;
+        Ok(())
+    }
+
+    /// The end of follow-up (4: its `until`, or the time limit), journaled. Returns the devices
+    /// to ask their update status, each with the CommandUUID to use.
+    fn end_or_ask(
+        &mut self,
+        udids: &[String],
+        now_builds: Vec<Option<String>>,
+        max: Duration,
+    ) -> Result<Vec<(String, String)>, RunError> {
+        let mut ended = Vec::new();
+        let mut ask = Vec::new();
+        for (udid, now_build) in udids.iter().zip(now_builds) {
+            let moment = Moment::EndOfPoll {
+                until: &self.p.protocol.follow_up.until,
+                now_build: now_build.as_deref(),
+                now: chrono::Utc::now(),
+                max,
+            };
+            match next_action(&self.state.devices[udid], moment) {
+                Action::End(reason) => ended.push(Event::FollowUpEnded {
+                    udid: udid.clone(),
+                    reason,
+                }),
+                Action::AskStatus => ask.push((
+                    udid.clone(),
+                    format!("lab-status-{}", crate::tls::random_secret()),
+                )),
+                _ => {}
+            }
+        }
+        self.log_all(ended)?;
+        Ok(ask)
+    }
+
+    /// Ask for the update status (5) (one outstanding at a time: the MDM queue is in order).
+    async fn ask_status(&mut self, ask: Vec<(String, String)>) -> Result<(), RunError> {
+        let sent = {
+            let backend = self.lab.backend.as_ref();
+            crate::join::join_all(
+                ask.iter()
+                    .map(|(udid, uuid)| async move {
+                        backend.enqueue(udid, &Command::OSUpdateStatus, uuid).await
+                    })
+                    .collect(),
+            )
+            .await
+        };
+        let mut events = Vec::new();
+        for ((udid, uuid), answer) in ask.into_iter().zip(sent) {
+            match answer {
+                Ok(_) => {
+                    events.push(Event::CommandSent {
+                        udid: udid.clone(),
+                        command_uuid: uuid.clone(),
+                        request_type: "OSUpdateStatus".into(),
+                    });
+                }
+                // A status query is harmless: the next poll sends a fresh one.
+                Err(e) => events.push(api_error(
+                    &udid,
+                    &format!("enqueue OSUpdateStatus {uuid}"),
+                    &e,
+                )),
+            }
+        }
+        self.log_all(events)?;
+        Ok(())
+    }
+}
+
+/// A follow-up re-probe over USB.
+struct Reprobe {
+    attached: bool,
+    version: Option<String>,
+    build: Option<String>,
+    /// Why the probe failed.
+    error: Option<String>,
+    /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
+    /// (the middle of the probe).
+    clock: Option<(Instant, f64)>,
+}
+
+/// Re-probe a device over USB during follow-up.
+async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Reprobe {
+    let Some(a) = attached.iter().find(|a| a.entry.serial_number == udid) else {
+        return Reprobe {
+            attached: false,
+            version: None,
+            build: None,
+            error: None,
+            clock: None,
+        };
+    };
+    let client = UsbmuxClient {
+        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
+        timeout: Duration::from_secs(5),
+    };
+    let before = Instant::now();
+    let p: DeviceProbe = probe::probe_device(
+        &client,
+        &a.entry,
+        &ProbeOptions {
+            timeout: Duration::from_secs(5),
+            ..ProbeOptions::default()
+        },
+        None,
+    )
+    .await;
+    let at = before + before.elapsed() / 2;
+    Reprobe {
+        attached: true,
+        version: p.baseline.product_version.value.clone(),
+        build: p.baseline.build_version.value.clone(),
+        error: p.failure.map(|f| f.message),
+        clock: p.device_time.map(|t| (at, t)),
+    }
+}
+
+/// A failed MDM call of the follow-up, as an observation (the next poll asks again).
+fn api_error(udid: &str, key: &str, e: &BackendError) -> Event {
+    Event::Observation {
+        udid: Some(udid.into()),
+        source: ObservationSource::Harness,
+        kind: "mdm_api_error".into(),
+        key: key.into(),
+        value: e.to_string(),
+    }
+}
+
+/// What one poll fetched for a device: its MDM answers, and its re-probe when the protocol asks.
+type Fetched = (Result<Vec<CommandResult>, BackendError>, Option<Reprobe>);
