@@ -9,4 +9,5 @@
 //! only `journal`, `mdm`, `feeds`, `known_bad`, `version`, `models` and plumbing
 //! (`tests/architecture.rs`).
 
+pub mod adverse;
 pub mod outcome;
