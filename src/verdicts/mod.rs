@@ -10,4 +10,5 @@
 //! (`tests/architecture.rs`).
 
 pub mod adverse;
+pub mod anomalies;
 pub mod outcome;
