@@ -576,3 +576,126 @@ impl Facts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::fold::Fold;
+    use std::path::Path;
+
+    fn entry(seq: u64, event: Event) -> Entry {
+        Entry {
+            seq,
+            at: format!("2026-01-01T00:00:{seq:02}.000Z"),
+            event,
+        }
+    }
+
+    fn discovered(udid: &str) -> Event {
+        Event::DeviceDiscovered {
+            udid: udid.into(),
+            host: "h".into(),
+            device_id: 1,
+        }
+    }
+
+    /// An answer with no RequestType of its own, to command `uuid`.
+    fn answer(udid: &str, uuid: &str) -> Event {
+        Event::MdmResult {
+            udid: udid.into(),
+            command_uuid: uuid.into(),
+            request_type: None,
+            status: "Acknowledged".into(),
+            raw_b64: String::new(),
+            received_at: String::new(),
+        }
+    }
+
+    fn sent(udid: &str, uuid: &str) -> Event {
+        Event::CommandSent {
+            udid: udid.into(),
+            command_uuid: uuid.into(),
+            request_type: "OSUpdateStatus".into(),
+        }
+    }
+
+    #[test]
+    fn only_discovered_devices_are_recorded_once_in_discovery_order() {
+        let entries: Vec<Entry> = [
+            answer("X", "S0"),
+            discovered("B"),
+            discovered("A"),
+            discovered("B"),
+            Event::Allocated {
+                udid: "X".into(),
+                arm: "a".into(),
+                seed: 1,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| entry(i as u64 + 1, e))
+        .collect();
+        let run = run_facts(&entries);
+        let udids: Vec<&str> = run.devices.iter().map(|d| d.udid.as_str()).collect();
+        assert_eq!(udids, ["B", "A"]);
+        assert!(run.devices.iter().all(|d| d.answers.is_empty()));
+    }
+
+    #[test]
+    fn an_answer_is_labelled_by_its_command_and_a_whole_journal_labels_late_commands_too() {
+        let entries: Vec<Entry> = [
+            discovered("A"),
+            sent("A", "S1"),
+            answer("A", "S1"),
+            // Journalled after its answer: only the whole journal's map knows it.
+            answer("A", "S2"),
+            sent("A", "S2"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| entry(i as u64 + 1, e))
+        .collect();
+        let labels = |run: &RunFacts| -> Vec<Option<String>> {
+            run.devices[0]
+                .answers
+                .iter()
+                .map(|a| a.request_type.as_deref().map(str::to_string))
+                .collect()
+        };
+        let status = Some("OSUpdateStatus".to_string());
+        assert_eq!(
+            labels(&run_facts(&entries)),
+            [status.clone(), status.clone()]
+        );
+        let streamed = Fold::of(&entries).record.finish();
+        assert_eq!(labels(&streamed), [status, None]);
+    }
+
+    /// The record the runner's fold builds event by event is the one the reports read, on
+    /// every golden journal (no golden journal records a command after its answer).
+    #[test]
+    fn the_folds_record_is_the_whole_journals_on_every_golden_journal() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let mut n = 0;
+        for case in std::fs::read_dir(&root).unwrap() {
+            let path = case.unwrap().path().join("journal.jsonl");
+            if !path.exists() {
+                continue;
+            }
+            let entries = crate::journal::read(&path).unwrap().entries;
+            let mut fold = Fold::default();
+            for e in &entries {
+                fold.apply(e);
+            }
+            assert_eq!(
+                fold.record.finish(),
+                run_facts(&entries),
+                "{}",
+                path.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 5, "golden journals: {n}");
+    }
+}
