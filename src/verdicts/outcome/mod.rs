@@ -24,10 +24,6 @@
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
 mod rules;
-#[cfg(test)]
-pub(crate) mod testkit;
-#[cfg(test)]
-mod tests;
 
 use crate::journal::Entry;
 use crate::journal::fold::{Record, RunFacts};
@@ -144,3 +140,8 @@ pub fn judge_run(run: &RunFacts, arm_steps: &BTreeMap<String, u32>) -> Vec<Devic
         .map(|d| rules::judge_device(d, run, arm_steps))
         .collect()
 }
+
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
