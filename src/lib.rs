@@ -32,4 +32,5 @@ pub mod trial;
 pub mod units;
 pub mod usb;
 pub mod usbmux;
+pub mod verdicts;
 pub mod version;

@@ -5,6 +5,21 @@
 //! all be answered from it instead of each walking the journal its own way (issue 12); a
 //! differential test (`trial::runner`'s tests) shows it agrees with the runner's own replay on
 //! every prefix of every golden journal.
+//!
+//! Two views come out of the one pass: the latest state of each device, with its phase
+//! ([`DeviceFacts`], what the runner decides with), and the device's history ([`Record`] →
+//! [`RunFacts`]/[`Facts`], what the verdicts and the reports read).
+
+mod answer_facts;
+mod record;
+
+pub use answer_facts::{
+    Answer, AvailFacts, Decoded, OsItem, RareFacts, ReportFacts, Strings, decode_answer,
+    decode_report, is_final_status,
+};
+pub use record::{
+    Attach, BuildSeen, Facts, Intent, Record, RunFacts, run_facts, target_builds, update_results_of,
+};
 
 use super::event::{Entry, Event};
 use super::vocab::FollowUpEndReason;
@@ -206,6 +221,8 @@ pub struct Fold {
     pub finished: bool,
     /// The highest number of a rejected report already journaled.
     pub rejected_max: i64,
+    /// Every device's history, for the verdicts and the reports.
+    pub record: Record,
 }
 
 impl Fold {
@@ -227,6 +244,7 @@ impl Fold {
     /// Take in one event.
     pub fn apply(&mut self, e: &Entry) {
         use Event::*;
+        self.record.apply(e);
         match &e.event {
             RunStarted {
                 trial_id,

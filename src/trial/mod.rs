@@ -10,6 +10,5 @@ pub mod ledger;
 pub mod outcome;
 pub mod progress;
 pub mod protocol;
-mod report_xml;
 pub mod run_lock;
 pub mod runner;

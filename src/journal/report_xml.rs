@@ -15,7 +15,7 @@ use crate::mdm::report::{Report, ReportStatus};
 use plist::{Dictionary, Integer, Value};
 
 /// The report in `raw`, when it is in the subset this reader reads.
-pub(crate) fn parse_report(raw: &[u8]) -> Option<Report> {
+pub fn parse_report(raw: &[u8]) -> Option<Report> {
     if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
         return None;
     }
@@ -100,12 +100,12 @@ fn close(mut p: P<'_>) -> bool {
 /// note, no error chain and nothing else a report reads; anything else is declined (`None`)
 /// and read as a [`Report`]. Same subset rules as [`parse_report`] otherwise.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StatusAnswer {
+pub struct StatusAnswer {
     pub items: Vec<StatusItem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StatusItem {
+pub struct StatusItem {
     pub product_key: String,
     pub status: String,
     pub download_percent_complete: f64,
@@ -113,7 +113,7 @@ pub(crate) struct StatusItem {
 }
 
 /// The answer in `raw`, when it is an OSUpdateStatus answer of the usual shape.
-pub(crate) fn parse_status(raw: &[u8]) -> Option<StatusAnswer> {
+pub fn parse_status(raw: &[u8]) -> Option<StatusAnswer> {
     if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
         return None;
     }
@@ -570,8 +570,8 @@ mod tests {
     /// Where `parse_status` reads, the facts are those of the report read by the crate.
     #[test]
     fn status_answers_give_the_facts_of_their_report() {
+        use crate::journal::fold::{ReportFacts, Strings};
         use crate::report::observations::Sink;
-        use crate::trial::outcome::{ReportFacts, Strings};
         let mut read = 0;
         for c in cases() {
             let Some(st) = parse_status(c.as_bytes()) else {
@@ -586,10 +586,10 @@ mod tests {
             assert_eq!(format!("{got:?}"), format!("{want:?}"), "{c:?}");
             // And the same observation rows.
             for received_at in ["", "2026-11-27T10:00:00Z"] {
-                let e = crate::trial::journal::Entry {
+                let e = crate::journal::Entry {
                     seq: 7,
                     at: "2026-11-27T09:00:00.000Z".into(),
-                    event: crate::trial::journal::Event::MdmResult {
+                    event: crate::journal::Event::MdmResult {
                         udid: "U1".into(),
                         command_uuid: "S1".into(),
                         request_type: None,

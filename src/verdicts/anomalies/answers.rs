@@ -1,0 +1,199 @@
+//! Detectors of answers that depart from their documented shape: value types, the
+//! InstallAction answered, a command answered twice, AvailableOSUpdates error 2213.
+
+use super::{Ctx, Found, schedule_intents, status_answers};
+use crate::journal::fold::{Answer, Facts};
+use crate::mdm::report::ReportStatus;
+use std::collections::{BTreeSet, HashMap};
+
+pub(super) fn documented_type_mismatch(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
+    let mut situation = false;
+    let mut notes: Vec<String> = Vec::new();
+    let mut evidence = Vec::new();
+    let mut first: Option<(String, u64)> = None;
+    let mut note = |seq: u64, uuid: &str, what: String, notes: &mut Vec<String>| {
+        evidence.push(seq);
+        if first.is_none() {
+            first = Some((uuid.to_string(), seq));
+        }
+        if !notes.contains(&what) {
+            notes.push(what);
+        }
+    };
+    for (a, items) in status_answers(d) {
+        if items.is_empty() {
+            continue;
+        }
+        situation = true;
+        for what in a.report.type_notes() {
+            note(a.seq, &a.command_uuid, what.clone(), &mut notes);
+        }
+    }
+    for a in ctx.avail.get(&d.udid).into_iter().flatten() {
+        let Some(r) = &a.report else { continue };
+        if !r.has_items {
+            continue;
+        }
+        situation = true;
+        for what in &r.type_notes {
+            note(a.seq, &a.uuid, what.clone(), &mut notes);
+        }
+    }
+    let found = first.map(|(uuid, seq)| Found {
+        actual: format!(
+            "{} ({} answer(s)).",
+            notes.join("; "),
+            evidence.iter().collect::<BTreeSet<_>>().len()
+        ),
+        evidence: evidence.clone(),
+        command_uuid: Some(uuid),
+        responses: vec![seq],
+    });
+    (situation, found)
+}
+
+/// Whether an UpdateResults InstallAction answers the requested one (`Default` never comes
+/// back; it downloads or installs depending on the state).
+fn action_consistent(requested: &str, answered: &str) -> bool {
+    match requested {
+        "Default" => matches!(answered, "DownloadOnly" | "InstallASAP"),
+        other => other == answered,
+    }
+}
+
+pub(super) fn install_action_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
+    let mut situation = false;
+    for i in schedule_intents(d) {
+        for a in d.answers_to(&i.command_uuid) {
+            let Some(results) = a.report.update_results() else {
+                continue;
+            };
+            for r in results {
+                let Some(got) = r.install_action.as_deref() else {
+                    continue;
+                };
+                situation = true;
+                if got == "Error" || action_consistent(&i.install_action, got) {
+                    continue;
+                }
+                return (
+                    true,
+                    Some(Found {
+                        evidence: vec![i.seq, a.seq],
+                        actual: format!(
+                            "ScheduleOSUpdate step {} asked for InstallAction {}; the UpdateResults item for {} came back InstallAction {} with Status {}.",
+                            i.step,
+                            i.install_action,
+                            r.product_key.as_deref().unwrap_or("?"),
+                            got,
+                            r.status.as_deref().unwrap_or("?")
+                        ),
+                        command_uuid: Some(i.command_uuid.clone()),
+                        responses: vec![a.seq],
+                    }),
+                );
+            }
+        }
+    }
+    (situation, None)
+}
+
+pub(super) fn command_redelivered(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
+    let situation = d.answers.iter().any(Answer::is_final);
+    // Answers grouped by CommandUUID, in order of first answer (one pass: a device may have
+    // answered a million status polls).
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_uuid: HashMap<&str, Vec<&Answer>> = HashMap::new();
+    for a in &d.answers {
+        if a.command_uuid.is_empty() {
+            continue;
+        }
+        by_uuid
+            .entry(&a.command_uuid)
+            .or_insert_with(|| {
+                order.push(&a.command_uuid);
+                Vec::new()
+            })
+            .push(a);
+    }
+    for uuid in order {
+        let answers = &by_uuid[uuid];
+        let Some(k) = answers.iter().position(|a| a.is_final()) else {
+            continue;
+        };
+        let again: Vec<&&Answer> = answers[k + 1..].iter().collect();
+        if again.is_empty() {
+            continue;
+        }
+        let rt = answers[k]
+            .request_type
+            .clone()
+            .unwrap_or_else(|| "command".into());
+        let mut evidence: Vec<u64> = d
+            .intents
+            .iter()
+            .filter(|i| i.command_uuid == uuid)
+            .map(|i| i.seq)
+            .collect();
+        evidence.push(answers[k].seq);
+        evidence.extend(again.iter().map(|a| a.seq));
+        let statuses: Vec<&str> = again.iter().map(|a| &*a.status).collect();
+        return (
+            true,
+            Some(Found {
+                evidence,
+                actual: format!(
+                    "{rt} {uuid} was answered {} and then answered again ({}): it was delivered again after it had left the queue.",
+                    answers[k].status,
+                    statuses.join(", ")
+                ),
+                command_uuid: Some(uuid.to_string()),
+                responses: std::iter::once(answers[k].seq)
+                    .chain(again.iter().map(|a| a.seq))
+                    .collect(),
+            }),
+        );
+    }
+    (situation, None)
+}
+
+pub(super) fn available_updates_error_2213(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
+    let mut situation = false;
+    for a in ctx.avail.get(&d.udid).into_iter().flatten() {
+        let Some(r) = &a.report else { continue };
+        let is_2213 =
+            r.status == ReportStatus::Error && r.error_chain.iter().any(|c| c.code == Some(2213));
+        let empty = r.status == ReportStatus::Acknowledged && r.empty_list;
+        if empty {
+            situation = true;
+        }
+        if !is_2213 {
+            continue;
+        }
+        let chain = r
+            .error_chain
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} \"{}\"",
+                    c.domain.as_deref().unwrap_or("?"),
+                    c.code.map(|x| x.to_string()).unwrap_or_default(),
+                    c.localized_description.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" → ");
+        return (
+            true,
+            Some(Found {
+                evidence: vec![a.seq],
+                actual: format!(
+                    "AvailableOSUpdates was answered Status Error with ErrorChain {chain}, and no AvailableOSUpdates array."
+                ),
+                command_uuid: Some(a.uuid.clone()),
+                responses: vec![a.seq],
+            }),
+        );
+    }
+    (situation, None)
+}

@@ -1,0 +1,150 @@
+//! The catalogue of detectors: what each looks for, where that expectation comes from, and
+//! what a radar draft says about it (`report::radar`).
+
+/// Whether a detector looks at the baseline (before any dose) or at the doses and follow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Baseline,
+    Dose,
+}
+
+/// A detector: what it looks for and where that expectation comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detector {
+    /// Stable snake_case id; names the radar draft (`radar/<id>.md`).
+    pub id: &'static str,
+    /// The radar's title (without the affected versions, which the draft adds).
+    pub title: &'static str,
+    /// One line: what the detector flags.
+    pub description: &'static str,
+    /// Radar number or document the behaviour was reported in.
+    pub source: &'static str,
+    /// What Apple's documented schema / documentation says should happen (Expected Results).
+    pub expected: &'static str,
+    /// The devices counted in `N`, in words.
+    pub situation: &'static str,
+    /// Radar classification (Serious Bug, Other Bug, …).
+    pub classification: &'static str,
+    /// What to do or watch for beyond the protocol's steps to see it.
+    pub trigger: &'static str,
+    pub scope: Scope,
+}
+
+/// Every detector, in report order.
+pub const DETECTORS: &[Detector] = &[
+    Detector {
+        id: "documented_type_mismatch",
+        title: "OSUpdateStatus/AvailableOSUpdates value sent with another type than documented (IsDownloaded as an integer)",
+        description: "A documented <boolean> or <real> of an OSUpdateStatus or AvailableOSUpdates item (IsDownloaded, DownloadPercentComplete, IsCritical, RestartRequired, AllowsInstallLater, IsSecurityResponse) arrived with another plist type or out of its range.",
+        source: "rdar 45414737 (lionheart/openradar-mirror#20593)",
+        expected: "OSUpdateStatusItem: IsDownloaded <boolean>, DownloadPercentComplete <real> 0.0–1.0 (Apple device-management schema, mdm/commands/system.update.status.yaml). AvailableOSUpdatesItem: IsCritical, RestartRequired, AllowsInstallLater, IsSecurityResponse <boolean> (system.update.available.yaml).",
+        situation: "devices whose OSUpdateStatus or AvailableOSUpdates answers carried update items",
+        classification: "Other Bug",
+        trigger: "Send OSUpdateStatus while the update downloads and after it has downloaded; read the raw plist's value types.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "schedule_error_but_proceeds",
+        title: "ScheduleOSUpdate answered Error, yet the device downloads the update or shows the install prompt",
+        description: "A ScheduleOSUpdate answered Status Error (or an UpdateResults item InstallAction Error), after which the device downloaded the update, showed the install prompt (operator observation) or installed it.",
+        source: "rdar 45414692 (lionheart/openradar-mirror#20595)",
+        expected: "Status Error means the command failed (\"See the ErrorChain\"); UpdateResultsItem InstallAction Error means \"An error occurred during scheduling\" (Apple device-management schema, mdm/commands/system.update.schedule.yaml). A command that failed should have no effect.",
+        situation: "devices that answered a ScheduleOSUpdate (Acknowledged, Error or CommandFormatError)",
+        classification: "Serious Bug",
+        trigger: "After the Error answer, poll OSUpdateStatus and watch the device's screen for the install prompt (record it as an operator observation of kind prompt_seen).",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "schedule_no_response",
+        title: "ScheduleOSUpdate is never answered: no Status, no UpdateResults",
+        description: "A ScheduleOSUpdate was queued and pushed and no answer of any status came back for it before its window closed: the device restarted or changed build (it carried the command out), or the protocol's follow-up of the device ended.",
+        source: "rdar 40161553 (lionheart/openradar-mirror#19740)",
+        expected: "The device answers every command it receives with Acknowledged, Error, CommandFormatError or NotNow; a ScheduleOSUpdate answer carries UpdateResults (Apple, \"Sending MDM commands\"; mdm/commands/system.update.schedule.yaml).",
+        situation: "devices sent a ScheduleOSUpdate whose answer window closed (restart, new build or end of follow-up)",
+        classification: "Serious Bug",
+        trigger: "Watch for the answer until the device restarts or its follow-up ends; the MDM's queue stays blocked behind the unanswered command.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "installing_while_scheduled",
+        title: "OSUpdateStatus reports Installing while the user scheduled the install for later",
+        description: "The operator recorded that the user picked \"Later\" at the install prompt (observation kind install_scheduled, value later), and OSUpdateStatus reported Status Installing.",
+        source: "rdar 45414727 (lionheart/openradar-mirror#20594)",
+        expected: "OSUpdateStatusItem Status is Idle, Downloading (\"downloading and subsequently preparing\") or Installing (Apple device-management schema, mdm/commands/system.update.status.yaml); an install the user scheduled for 1–3 AM is not being installed.",
+        situation: "devices whose user scheduled the install for later (operator observation)",
+        classification: "Serious Bug",
+        trigger: "On a passcode device, when the install prompt appears pick \"Later\" (install between 1 AM and 3 AM), record it (`lab observe RUN --udid U --kind install_scheduled --note later`), then poll OSUpdateStatus.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "install_after_further_command",
+        title: "A further ScheduleOSUpdate starts an install the user had scheduled for later",
+        description: "After the operator recorded that the user picked \"Later\", a further ScheduleOSUpdate was answered Installing, or the device restarted or reported a new build right after it.",
+        source: "rdar 45414727 (lionheart/openradar-mirror#20594)",
+        expected: "Passcode devices need the user to authorise the update; the user may defer it (Apple device-management schema notes, mdm/commands/system.update.schedule.yaml). An install the user scheduled for later should wait for its window.",
+        situation: "devices sent a further ScheduleOSUpdate after their user scheduled the install for later",
+        classification: "Serious Bug",
+        trigger: "After the user picked \"Later\", send ScheduleOSUpdate again (Default or InstallASAP) and watch whether the device installs at once.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "install_action_mismatch",
+        title: "ScheduleOSUpdate UpdateResults InstallAction differs from the one requested",
+        description: "An UpdateResults item's InstallAction is not what the request asked for (Default may come back as DownloadOnly or InstallASAP; Error items are left to schedule_error_but_proceeds).",
+        source: "Apple device-management schema, mdm/commands/system.update.schedule.yaml (\"A device may return a different InstallAction than requested\")",
+        expected: "UpdateResultsItem InstallAction is one of Error, DownloadOnly, InstallASAP, NotifyOnly, InstallLater, InstallForceRestart; Default never comes back; NotifyOnly, InstallLater and InstallForceRestart are macOS-only (mdm/commands/system.update.schedule.yaml).",
+        situation: "devices whose ScheduleOSUpdate answers carried UpdateResults items",
+        classification: "Other Bug",
+        trigger: "Compare each UpdateResults item's InstallAction with the command's.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "command_redelivered",
+        title: "The same CommandUUID is delivered or answered twice",
+        description: "A command was answered again after its final answer (Acknowledged/Error/CommandFormatError), i.e. it was delivered again: the NanoMDM kv queue re-delivers an answered command when the last queued one is acknowledged while an earlier one is parked as NotNow.",
+        source: "MDM brief §5.4 (NanoMDM storage/kv queue_ll.go unlink); Apple, \"Sending MDM commands\"",
+        expected: "A command leaves the queue once the device answers Acknowledged or Error; \"It's also possible for the device to send the same status twice\" (Apple, \"Sending MDM commands\"), but a re-delivered ScheduleOSUpdate starts an install at once (rdar 45414727).",
+        situation: "devices that gave a final answer to at least one command",
+        classification: "Serious Bug",
+        trigger: "Queue two commands, answer the first NotNow and the second Acknowledged, then acknowledge the first; watch what the server sends next.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "baseline_disagreement",
+        title: "Lockdown and MDM DeviceInformation/SecurityInfo disagree on a baseline fact",
+        description: "At baseline, lockdown and the MDM reported a different iOS version, build, battery level, capacity, passcode state, supervision or Wi-Fi MAC for the same device.",
+        source: "field brief §2.1 (field map); src/probe/mdm_side.rs compare",
+        expected: "DeviceInformation OSVersion, BuildVersion, BatteryLevel (0.0–1.0), DeviceCapacity (GB), IsSupervised, WiFiMAC and SecurityInfo PasscodePresent describe the same device state as lockdown's ProductVersion, BuildVersion, BatteryCurrentCapacity, TotalDiskCapacity, DeviceIsChaperoned, WiFiAddress and PasswordProtected (mdm/commands/information.device.yaml, information.security.yaml).",
+        situation: "devices whose baseline has both lockdown and MDM answers",
+        classification: "Other Bug",
+        trigger: "Read the device over USB (lockdown) and through the MDM (DeviceInformation, SecurityInfo) within a minute of each other.",
+        scope: Scope::Baseline,
+    },
+    Detector {
+        id: "acknowledged_not_updated",
+        title: "ScheduleOSUpdate install step Acknowledged, build unchanged at the end of follow-up",
+        description: "A ScheduleOSUpdate that asked for the install (InstallASAP, a Default sent once the update was downloaded, or an answer promising InstallASAP) was Acknowledged, and the device still reported its starting build when follow-up ended (no deferral recorded by the operator).",
+        source: "fleetdm/fleet#32740; field brief §0.2 (\"Acknowledged is not an outcome\")",
+        expected: "Default: \"Download or install the update, depending on the current state\"; InstallASAP: \"install a previously downloaded software update\" (mdm/commands/system.update.schedule.yaml). Acknowledged means the command was processed successfully.",
+        situation: "devices whose install step was Acknowledged and whose follow-up ended with a build observed",
+        classification: "Serious Bug",
+        trigger: "Follow the device until the protocol's follow-up ends; compare its build with the starting build.",
+        scope: Scope::Dose,
+    },
+    Detector {
+        id: "available_updates_error_2213",
+        title: "AvailableOSUpdates answers Error 2213 \"No update available\" instead of an empty list",
+        description: "AvailableOSUpdates answered Status Error with ErrorChain DeviceManagement.error 2213 (\"No update available.\") where the documented answer is an empty AvailableOSUpdates array.",
+        source: "rdar 39170807 (lionheart/openradar-mirror#19571); rdar 39591791 (#19665)",
+        expected: "Status Acknowledged with AvailableOSUpdates <array>, empty when no update is available; iOS lists only the most recent available updates (mdm/commands/system.update.available.yaml).",
+        situation: "devices whose AvailableOSUpdates answer said no update is available (Error 2213 or an empty array)",
+        classification: "Other Bug",
+        trigger: "Send AvailableOSUpdates to a device that runs the newest iOS offered to it.",
+        scope: Scope::Baseline,
+    },
+];
+
+/// The detector with this id.
+pub fn detector(id: &str) -> Option<&'static Detector> {
+    DETECTORS.iter().find(|d| d.id == id)
+}
