@@ -139,6 +139,9 @@ pub struct Journal {
     next_seq: u64,
     expected_len: u64,
     foreign_appends: u64,
+    /// Entries another process appended that this one has read but its caller has not yet been
+    /// handed ([`Journal::take_foreign`]): a runner folds them, in order, before its own.
+    foreign: Vec<Entry>,
 }
 
 impl Journal {
@@ -176,6 +179,7 @@ impl Journal {
                 next_seq,
                 expected_len: loaded.valid_len,
                 foreign_appends: 0,
+                foreign: Vec::new(),
             },
             loaded,
         ))
@@ -202,16 +206,7 @@ impl Journal {
         };
         self.file.lock().map_err(io)?;
         let result = (|| {
-            let len = self.file.metadata().map_err(io)?.len();
-            if len != self.expected_len {
-                // Another process appended: continue its numbering.
-                self.foreign_appends += 1;
-                let loaded = read(&self.path)?;
-                self.next_seq = loaded.entries.last().map(|e| e.seq + 1).unwrap_or(1);
-                if loaded.torn_tail.is_some() {
-                    self.file.set_len(loaded.valid_len).map_err(io)?;
-                }
-            }
+            self.read_foreign_locked()?;
             let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let mut buf = Vec::new();
             let mut entries = Vec::with_capacity(events.len());
@@ -233,6 +228,50 @@ impl Journal {
         })();
         let _ = self.file.unlock();
         result
+    }
+
+    /// Under the file lock: when another process appended since this one last did, read what
+    /// it appended (kept for [`Journal::take_foreign`]) and continue its numbering.
+    fn read_foreign_locked(&mut self) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let len = self.file.metadata().map_err(io)?.len();
+        if len == self.expected_len {
+            return Ok(());
+        }
+        self.foreign_appends += 1;
+        let loaded = read(&self.path)?;
+        let from = self.next_seq;
+        self.foreign
+            .extend(loaded.entries.iter().filter(|e| e.seq >= from).cloned());
+        self.next_seq = loaded.entries.last().map(|e| e.seq + 1).unwrap_or(1);
+        if loaded.torn_tail.is_some() {
+            self.file.set_len(loaded.valid_len).map_err(io)?;
+        }
+        self.expected_len = loaded.valid_len;
+        Ok(())
+    }
+
+    /// Read what other processes appended since this one last looked, without appending.
+    pub fn catch_up(&mut self) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        self.file.lock().map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let r = self.read_foreign_locked();
+        let _ = self.file.unlock();
+        r
+    }
+
+    /// The entries other processes appended that this one read (on an append or a
+    /// [`Journal::catch_up`]) since the last call, in journal order: all of them precede the
+    /// entries this process appended after reading them.
+    pub fn take_foreign(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.foreign)
     }
 
     /// Has another process (`lab observe`) appended since this journal's last append?
@@ -317,8 +356,29 @@ mod tests {
         assert!(a.appended_by_others().unwrap());
         a.append_all(vec![Event::RunFinished]).unwrap();
         assert_eq!(a.foreign_appends(), 1);
+        let foreign: Vec<u64> = a.take_foreign().iter().map(|e| e.seq).collect();
+        assert_eq!(foreign, vec![3], "the other process's entry, handed over");
+        assert!(a.take_foreign().is_empty(), "each handed over once");
         let seqs: Vec<u64> = read(&p).unwrap().entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn catching_up_reads_other_writers_without_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let (mut a, _) = Journal::open(&p).unwrap();
+        let (mut b, _) = Journal::open(&p).unwrap();
+        a.append(Event::RunInterrupted).unwrap();
+        b.append_all(vec![Event::RunFinished, Event::RunFinished])
+            .unwrap();
+        a.catch_up().unwrap();
+        assert!(!a.appended_by_others().unwrap(), "caught up");
+        let seqs: Vec<u64> = a.take_foreign().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        a.catch_up().unwrap();
+        assert!(a.take_foreign().is_empty(), "nothing new");
+        assert_eq!(a.append(Event::RunFinished).unwrap().seq, 4);
     }
 
     #[test]

@@ -273,11 +273,22 @@ impl Runner<'_> {
             self.stop_dirty = true;
         }
         let entries = self.journal.append_all(events)?;
+        // What another process (`lab observe`) appended before these is folded first, in
+        // journal order: the fold stays the whole journal's.
+        self.fold_foreign();
         for e in &entries {
             self.state.apply(e);
             self.progress.on(e);
         }
         Ok(entries)
+    }
+
+    /// Fold the entries other processes appended that the journal has read.
+    fn fold_foreign(&mut self) {
+        for e in self.journal.take_foreign() {
+            self.state.apply(&e);
+            self.progress.on(&e);
+        }
     }
 
     fn real(&self, simulated: Duration) -> Duration {

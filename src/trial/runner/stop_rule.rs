@@ -1,17 +1,9 @@
 //! The protocol's stop rule (`stop.severe_adverse_events: k`): once k devices had a severe
-//! adverse event, no more doses. Behind one function, [`severe_devices`]: how many devices had
-//! a severe adverse event so far. Today it re-reads the journal through the report layer's
-//! adverse-event derivation (the known layer break of `tests/architecture.rs`); once that
-//! derivation is a pure verdict over the fold it is asked here instead, and nothing else in the
-//! runner changes.
+//! adverse event, no more doses. The count is a pure verdict over the runner's own fold
+//! (`verdicts::adverse::severe_devices`), kept whole by folding what other processes (`lab
+//! observe`) appended: no re-read of the journal, and no report code in the runner.
 
 use super::*;
-
-/// How many devices of the run whose journal is at `journal` had a severe adverse event.
-fn severe_devices(journal: &Path) -> Result<usize, RunError> {
-    crate::report::adverse_events::devices_with_severe_events_in(journal)
-        .map_err(|e| RunError::Report(e.to_string()))
-}
 
 impl Runner<'_> {
     /// Has the stop rule halted dosing? Judged again only when something that could add a
@@ -29,12 +21,18 @@ impl Runner<'_> {
             return Ok(false);
         }
         self.stop_dirty = false;
+        self.journal.catch_up()?;
+        self.fold_foreign();
         // Fired earlier in this run (before a resume): the fold has it.
         if !self.state.stop_rules.is_empty() {
             self.stop_triggered = true;
             return Ok(true);
         }
-        let n = severe_devices(self.journal.path())?;
+        // No arm-step limits: the same count the reports' adverse_events.csv gives.
+        let n = crate::verdicts::adverse::severe_devices(
+            &self.state,
+            &std::collections::BTreeMap::new(),
+        );
         if n as u32 >= k {
             self.log(Event::StopRuleTriggered {
                 rule: "severe_adverse_events".into(),
