@@ -17,7 +17,9 @@
 //!
 //! [`ReportFacts`]: crate::trial::outcome::ReportFacts
 
-use super::html::{self, Head, LaneAnswer, LaneEv, LaneKind};
+use super::format::parse_instant;
+use super::head::Head;
+use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
 use super::{ReportError, adverse_events};
 use crate::evidence::anomalies::{self, Avail, Findings};
@@ -297,7 +299,7 @@ impl<'w> Builder<'w> {
 
     /// Take in the next entry; an `MdmResult` comes with its raw plist decoded.
     fn push(&mut self, e: &Entry, report: Option<&Decoded>) -> std::io::Result<()> {
-        let at = html::parse_instant(&e.at);
+        let at = parse_instant(&e.at);
         self.head.push(e, at);
         let lane = e.event.udid().map(|u| self.lane_id(u));
         if lane.is_none() {
@@ -359,7 +361,7 @@ impl<'w> Builder<'w> {
                     None => self.types.lane_label(command_uuid, lane),
                 };
                 kind = LaneKind::Answer {
-                    at: html::parse_instant(received_at).unwrap_or(at),
+                    at: parse_instant(received_at).unwrap_or(at),
                     request_type: lane_rt,
                     answer: match fact {
                         Some(i) => LaneAnswer::Fact(i),

@@ -10,7 +10,10 @@ pub mod adverse_events;
 pub mod devices;
 mod digest;
 pub mod flow;
+pub(crate) mod format;
+mod head;
 pub mod html;
+mod lanes;
 pub mod observations;
 pub mod radar;
 
