@@ -307,6 +307,14 @@ fn draft(
         let _ = writeln!(s, "\nHarness: lab {v}.");
     }
 
+    configuration(&mut s, &affected);
+    regression(&mut s, det, tally, run);
+    notes(&mut s, det, mine, files, ctx);
+    s
+}
+
+/// Configuration: the baseline of the affected devices.
+fn configuration(s: &mut String, affected: &[&Facts]) {
     let _ = writeln!(s, "\n## Configuration\n");
     let _ = writeln!(
         s,
@@ -317,7 +325,7 @@ fn draft(
         "| UDID | Name | Model | iOS | Build | Supervised | Passcode | Battery % | Charging | External power | Free bytes (AmountDataAvailable) | Total disk bytes | MDM OSVersion | MDM BuildVersion | MDM BatteryLevel | MDM PasscodePresent | Arm |"
     );
     let _ = writeln!(s, "|{}", "---|".repeat(17));
-    for d in &affected {
+    for d in affected {
         let row = [
             d.udid.clone(),
             baseline(d, "/baseline/device_name/value"),
@@ -343,7 +351,11 @@ fn draft(
             row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
         );
     }
+}
 
+/// Regression: the devices in the same situation grouped by version, model, passcode and
+/// power, and which groups showed it.
+fn regression(s: &mut String, det: &Detector, tally: &Tally, run: &RunFacts) {
     let _ = writeln!(s, "\n## Regression\n");
     let _ = writeln!(
         s,
@@ -403,7 +415,10 @@ fn draft(
             did_not.join("; ")
         }
     );
+}
 
+/// Notes and the list of attachments.
+fn notes(s: &mut String, det: &Detector, mine: &[&Anomaly], files: &[(String, String)], ctx: &Ctx) {
     let _ = writeln!(s, "\n## Notes\n");
     let _ = writeln!(s, "- Detector `{}`: {}", det.id, det.description);
     let _ = writeln!(
@@ -440,7 +455,6 @@ fn draft(
     for (name, what) in files {
         let _ = writeln!(s, "- `attachments/{name}`: {what}");
     }
-    s
 }
 
 /// Steps to Reproduce: from the frozen protocol when it parses, else from the journal.

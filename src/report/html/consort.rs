@@ -74,7 +74,27 @@ pub(super) fn consort(h: &mut String, f: &flow::Flow) {
     let side_w = 290.0;
     let side_x = cx + main_w / 2.0 + 36.0;
     let mut body = String::new();
+    let eligible_bottom = top_boxes(&mut body, f, cx, main_w, side_w, side_x);
+    let row_y = arm_columns(&mut body, f, cx, eligible_bottom, col_w, gap);
+    let height = row_y;
+    let _ = write!(
+        h,
+        "<svg class=\"consort\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {height:.0}\" \
+         role=\"img\" aria-label=\"CONSORT flow diagram\">\n<defs><marker id=\"arrowhead\" viewBox=\"0 0 10 10\" \
+         refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" \
+         style=\"fill:#52606d;stroke:none\"/></marker></defs>\n{body}</svg>\n</section>\n"
+    );
+}
 
+/// Enrolled, excluded (to the side) and eligible; the eligible box's bottom edge.
+fn top_boxes(
+    body: &mut String,
+    f: &flow::Flow,
+    cx: f64,
+    main_w: f64,
+    side_w: f64,
+    side_x: f64,
+) -> f64 {
     let mut y = 14.0;
     let mut enrolled_lines = vec![format!("assessed for eligibility: {}", f.assessed)];
     if f.not_assessed > 0 {
@@ -110,29 +130,35 @@ pub(super) fn consort(h: &mut String, f: &flow::Flow) {
         lines: eligible_lines,
         class: "main",
     };
-    enrolled.svg(&mut body);
-    excluded.svg(&mut body);
-    eligible.svg(&mut body);
-    arrow(
-        &mut body,
-        cx,
-        enrolled.y + enrolled.h(),
-        cx,
-        eligible.y - 2.0,
-    );
+    enrolled.svg(body);
+    excluded.svg(body);
+    eligible.svg(body);
+    arrow(body, cx, enrolled.y + enrolled.h(), cx, eligible.y - 2.0);
     let mid = excluded.y + excluded.h() / 2.0;
-    arrow(&mut body, cx, mid, side_x - 2.0, mid);
+    arrow(body, cx, mid, side_x - 2.0, mid);
+    eligible.y + eligible.h()
+}
 
-    // Per-arm columns.
+/// One column per arm under the eligible box: allocated, received, lost, analysed, aligned
+/// across arms; the bottom of the drawing.
+fn arm_columns(
+    body: &mut String,
+    f: &flow::Flow,
+    cx: f64,
+    eligible_bottom: f64,
+    col_w: f64,
+    gap: f64,
+) -> f64 {
+    let k = f.arms.len().max(1) as f64;
     let total_w = k * col_w + (k - 1.0) * gap;
     let left = cx - total_w / 2.0;
-    let branch_y = eligible.y + eligible.h() + 18.0;
+    let branch_y = eligible_bottom + 18.0;
     let row0 = branch_y + 22.0;
     if !f.arms.is_empty() {
         let _ = writeln!(
             body,
             "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{branch_y:.1}\"/>",
-            eligible.y + eligible.h()
+            eligible_bottom
         );
         let xs: Vec<f64> = (0..f.arms.len())
             .map(|i| left + i as f64 * (col_w + gap) + col_w / 2.0)
@@ -144,7 +170,7 @@ pub(super) fn consort(h: &mut String, f: &flow::Flow) {
             xs[xs.len() - 1].max(cx)
         );
         for x in &xs {
-            arrow(&mut body, *x, branch_y, *x, row0 - 2.0);
+            arrow(body, *x, branch_y, *x, row0 - 2.0);
         }
     }
     // Four rows of boxes, aligned across arms.
@@ -197,10 +223,10 @@ pub(super) fn consort(h: &mut String, f: &flow::Flow) {
             .collect();
         let tallest = boxes.iter().map(FlowBox::h).fold(0.0, f64::max);
         for b in &boxes {
-            b.svg(&mut body);
+            b.svg(body);
             if stage < 3 {
                 let x = b.x + col_w / 2.0;
-                arrow(&mut body, x, b.y + b.h(), x, row_y + tallest + 28.0 - 2.0);
+                arrow(body, x, b.y + b.h(), x, row_y + tallest + 28.0 - 2.0);
             }
         }
         row_y += tallest + 28.0;
@@ -213,12 +239,5 @@ pub(super) fn consort(h: &mut String, f: &flow::Flow) {
         );
         row_y = row0 + 30.0;
     }
-    let height = row_y;
-    let _ = write!(
-        h,
-        "<svg class=\"consort\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {height:.0}\" \
-         role=\"img\" aria-label=\"CONSORT flow diagram\">\n<defs><marker id=\"arrowhead\" viewBox=\"0 0 10 10\" \
-         refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" \
-         style=\"fill:#52606d;stroke:none\"/></marker></defs>\n{body}</svg>\n</section>\n"
-    );
+    row_y
 }
