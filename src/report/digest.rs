@@ -17,11 +17,11 @@
 //!
 //! [`ReportFacts`]: crate::trial::outcome::ReportFacts
 
+use super::ReportError;
 use super::format::parse_instant;
 use super::head::Head;
 use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
-use super::{ReportError, adverse_events};
 use crate::evidence::anomalies::{self, Avail, Findings};
 use crate::trial::journal::{self, Entry, Event};
 use crate::trial::outcome::{
@@ -38,8 +38,6 @@ pub(crate) struct Digest {
     /// One per device of `run.devices`, same order.
     pub outcomes: Vec<DeviceOutcome>,
     pub findings: Findings,
-    /// `adverse_events.csv` (the HTML report shows it too).
-    pub adverse_events: String,
     pub head: Head,
     /// Per device of `run.devices`: its lane events, journal order.
     lanes: Vec<Vec<LaneEv>>,
@@ -434,7 +432,6 @@ impl<'w> Builder<'w> {
         let run = self.g.finish();
         let outcomes = judge_run(&run, &BTreeMap::new());
         let findings = Findings::of(&run, std::mem::take(&mut self.offered));
-        let adverse_events = adverse_events::render_of(&run, &outcomes);
         let lanes = run
             .devices
             .iter()
@@ -449,7 +446,6 @@ impl<'w> Builder<'w> {
             run,
             outcomes,
             findings,
-            adverse_events,
             head: self.head,
             lanes,
             run_level: self.run_level,

@@ -22,6 +22,7 @@ use super::flow;
 pub(crate) use super::format::{Instant, Time, clip, dur};
 pub use super::format::{esc, rel};
 pub use super::head::FEED_HASH_KIND;
+use crate::report::export::RunView;
 use crate::trial::journal::Entry;
 use std::fmt::Write;
 
@@ -39,19 +40,17 @@ pub struct AnomalyLink {
 
 /// Render `report.html` from the journal and the anomalies found (may be empty).
 pub fn render(entries: &[Entry], anomalies: &[AnomalyLink]) -> String {
-    let digest = crate::report::digest::Digest::of_entries(entries);
+    let mut view = RunView::of_entries(entries, None);
+    view.anomalies = anomalies.to_vec();
     let mut out = Vec::new();
-    render_to(&digest, anomalies, &mut out).expect("writing to memory");
+    render_to(&view, &mut out).expect("writing to memory");
     String::from_utf8(out).expect("HTML is UTF-8")
 }
 
 /// [`render`] from a journal already read, written piece by piece (a long run's report is
 /// larger than it is worth holding).
-pub(crate) fn render_to(
-    digest: &crate::report::digest::Digest,
-    anomalies: &[AnomalyLink],
-    out: &mut dyn std::io::Write,
-) -> std::io::Result<()> {
+pub(crate) fn render_to(view: &RunView, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let (digest, anomalies) = (&view.digest, &view.anomalies[..]);
     let run = &digest.run;
     let outcomes = &digest.outcomes;
     let flow = flow::counts_of(run, outcomes);
@@ -76,7 +75,7 @@ pub(crate) fn render_to(
     baseline::baseline(&mut h, run, outcomes);
     timelines::timelines(&mut h, digest, t0.as_ref(), anomalies, out)?;
     tables::outcomes_section(&mut h, run, outcomes);
-    tables::adverse(&mut h, &digest.adverse_events, run);
+    tables::adverse(&mut h, &view.adverse_events, run);
     tables::anomalies_section(&mut h, run, anomalies);
     let _ = write!(
         h,
