@@ -4,6 +4,39 @@
 
 use chrono::{DateTime, FixedOffset, Utc};
 
+pub(crate) use crate::format::json_cell;
+
+/// RFC 4180 text: the header, then the rows.
+pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(header).expect("writing to memory");
+    for r in rows {
+        debug_assert_eq!(r.len(), header.len(), "row width for {header:?}");
+        w.write_record(r).expect("writing to memory");
+    }
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of strings is UTF-8")
+}
+
+/// `journal.jsonl#seq=N`: where a row's evidence is.
+pub(crate) fn seq_ref(seq: u64) -> String {
+    format!("journal.jsonl#seq={seq}")
+}
+
+pub(crate) fn seq_refs(seqs: impl IntoIterator<Item = u64>) -> String {
+    seqs.into_iter().map(seq_ref).collect::<Vec<_>>().join(";")
+}
+
+pub(crate) fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_default()
+}
+
+/// Seconds with millisecond precision.
+pub(crate) fn secs(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.3}")).unwrap_or_default()
+}
+
 /// Escape text for HTML element content and attribute values (also SVG).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -67,4 +100,62 @@ pub(crate) fn dur(secs: f64) -> String {
         return format!("{:.1}s", secs.abs());
     }
     rel(secs.abs()).trim_start_matches("T+").to_string()
+}
+
+/// A Markdown table cell: pipes escaped, line breaks as spaces, `unknown` when empty.
+pub(crate) fn md_cell(s: &str) -> String {
+    let s = s.replace('|', "\\|").replace(['\r', '\n'], " ");
+    if s.is_empty() { "unknown".into() } else { s }
+}
+
+/// Journal references in Markdown: `` `journal.jsonl#seq=N` ``, comma-separated.
+pub(crate) fn md_seq_refs(seqs: &[u64]) -> String {
+    seqs.iter()
+        .map(|s| format!("`journal.jsonl#seq={s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A protocol duration as a person writes it: `2 h`, `5 min`, `30 s`, `250 ms`.
+pub(crate) fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{s} s")
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn cells_references_and_durations_read_as_the_reports_print_them() {
+        assert_eq!(md_cell("a|b\r\nc"), "a\\|b  c");
+        assert_eq!(md_cell(""), "unknown");
+        assert_eq!(
+            md_seq_refs(&[3, 7]),
+            "`journal.jsonl#seq=3`, `journal.jsonl#seq=7`"
+        );
+        assert_eq!(seq_refs([1, 2]), "journal.jsonl#seq=1;journal.jsonl#seq=2");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2 h");
+        assert_eq!(human_duration(Duration::from_secs(300)), "5 min");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(secs(Some(1.23456)), "1.235");
+        assert_eq!(secs(None), "");
+        assert_eq!(dur(4.04), "4.0s");
+        assert_eq!(dur(-185.0), "3m05s");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(
+            to_csv(&["a", "b"], &[vec!["x,y".into(), "z".into()]]),
+            "a,b\r\n\"x,y\",z\r\n"
+        );
+    }
 }

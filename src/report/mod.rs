@@ -19,9 +19,10 @@ mod lanes;
 pub mod observations;
 pub mod radar;
 
-pub(crate) use crate::format::json_cell;
 use crate::trial::journal::{Entry, JournalError};
 use export::{Files, RunView};
+/// The formatting helpers, at the paths the reports have always imported them from.
+pub(crate) use format::{json_cell, opt, secs, seq_ref, seq_refs, to_csv};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -247,37 +248,6 @@ impl Batch {
 
 pub(crate) use crate::private_fs::create_private;
 pub use crate::private_fs::write_private;
-
-/// RFC 4180 text: the header, then the rows.
-pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
-    w.write_record(header).expect("writing to memory");
-    for r in rows {
-        debug_assert_eq!(r.len(), header.len(), "row width for {header:?}");
-        w.write_record(r).expect("writing to memory");
-    }
-    String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of strings is UTF-8")
-}
-
-/// `journal.jsonl#seq=N`: where a row's evidence is.
-pub(crate) fn seq_ref(seq: u64) -> String {
-    format!("journal.jsonl#seq={seq}")
-}
-
-pub(crate) fn seq_refs(seqs: impl IntoIterator<Item = u64>) -> String {
-    seqs.into_iter().map(seq_ref).collect::<Vec<_>>().join(";")
-}
-
-pub(crate) fn opt(s: &Option<String>) -> String {
-    s.clone().unwrap_or_default()
-}
-
-/// Seconds with millisecond precision.
-pub(crate) fn secs(x: Option<f64>) -> String {
-    x.map(|x| format!("{x:.3}")).unwrap_or_default()
-}
 
 #[cfg(test)]
 pub(crate) mod tests_util {
