@@ -1,10 +1,18 @@
 //! Reports: projections of the run journal, and nothing else.
 //!
-//! Every report is a pure `render(&[Entry]) -> String` (no I/O, no clock): `lab report RUN_DIR`
-//! regenerates them byte for byte. CSV files are RFC 4180 (CRLF line ends, quoted where
-//! needed), header row first, rows in a stable order, floats with fixed precision. Every column
-//! is documented in `docs/reports.md`. `report.html` (`html::render`) is the same journal for
-//! people: header, CONSORT diagram, baseline, device timelines, outcomes, anomalies.
+//! The journal is read once per report into a [`RunView`](export::RunView) (the digest: run and
+//! device facts, judged outcomes, the detectors' findings, header facts and lanes; plus the
+//! adverse events and the anomalies as links). Each format is an [`Exporter`](export::Exporter)
+//! (`exporters`: devices, observations, flow, adverse events, radar drafts, HTML) that turns the
+//! view into its file(s); [`write_all`] walks them into the run folder atomically,
+//! [`render_all`] into memory. No I/O besides that, no clock: `lab report RUN_DIR` regenerates
+//! every file byte for byte. Formatting helpers (CSV, cells, times, escaping) are in `format`.
+//!
+//! CSV files are RFC 4180 (CRLF line ends, quoted where needed), header row first, rows in a
+//! stable order, floats with fixed precision. Every column is documented in `docs/reports.md`.
+//! `report.html` (`html::render`) is the same journal for people: header, CONSORT diagram,
+//! baseline, device timelines, outcomes, anomalies. Each CSV also has a pure
+//! `render(&[Entry]) -> String` ([`CSV_REPORTS`]).
 
 pub mod adverse_events;
 pub mod devices;
