@@ -9,7 +9,8 @@ use crate::trial::journal::{Entry, Event};
 pub const FEED_HASH_KIND: &str = "feed_sha256";
 
 /// The run-level facts of the header, and what the timelines need of the whole journal,
-/// gathered one entry at a time ([`Head::push`]).
+/// gathered one entry at a time ([`Head::push`]). What the gathered run facts hold already
+/// (`RunFacts::finished`, `RunFacts::stop_rules`) is read there, not kept twice.
 #[derive(Default)]
 pub(crate) struct Head {
     pub(crate) trial_id: Option<String>,
@@ -19,11 +20,9 @@ pub(crate) struct Head {
     pub(crate) last: Option<String>,
     pub(crate) resumed: usize,
     pub(crate) interrupted: usize,
-    pub(crate) finished: bool,
     pub(crate) feeds: Vec<(String, String)>,
     pub(crate) notes: Vec<(u64, String, String, String, String, String)>,
     pub(crate) consent: Option<String>,
-    pub(crate) stop_rules: Vec<(String, String)>,
     /// Entries, and the seq of the last one.
     pub(crate) events: usize,
     pub(crate) last_seq: u64,
@@ -63,20 +62,13 @@ impl Head {
                 h.protocol_sha256 = Some(protocol_sha256.clone());
                 h.lab_version = Some(lab_version.clone());
             }
-            Event::RunResumed { .. } => {
-                h.resumed += 1;
-                h.finished = false;
-            }
+            Event::RunResumed { .. } => h.resumed += 1,
             Event::RunInterrupted => h.interrupted += 1,
-            Event::RunFinished => h.finished = true,
             Event::ConsentGiven { by, udids } => {
                 h.consent = Some(format!("given by {by} for {} device(s)", udids.len()));
             }
             Event::ConsentRefused { reason } => {
                 h.consent = Some(format!("refused: {reason}"));
-            }
-            Event::StopRuleTriggered { rule, message } => {
-                h.stop_rules.push((rule.clone(), message.clone()));
             }
             Event::Observation {
                 udid: None,

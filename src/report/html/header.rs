@@ -29,7 +29,7 @@ pub(super) fn header(
         "<h1>Trial report: {}</h1>\n<p class=\"sub\">OS-update trial run, projected from the run journal.</p>\n",
         esc(head.trial_id.as_deref().unwrap_or("(no RunStarted event)"))
     );
-    let state = if head.finished {
+    let state = if run.finished {
         "finished"
     } else if head.interrupted > 0 {
         "interrupted (resumable)"
@@ -90,7 +90,7 @@ pub(super) fn header(
         let _ = writeln!(h, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
     h.push_str("</table>\n");
-    for (rule, message) in &head.stop_rules {
+    for (rule, message) in &run.stop_rules {
         let _ = writeln!(
             h,
             "<p class=\"warn\"><b>Stop rule {}</b>: {}</p>",
