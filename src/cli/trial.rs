@@ -99,28 +99,20 @@ pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
         .await
         .map_err(run_error)?;
     drop(lab.sim);
-    let verdicts: Vec<serde_json::Value> = entries
+    // The facts the outcome module gathers: one device per assessment, in the order the
+    // qualification recorded them (discovery order), with the probe of its baseline.
+    let verdicts: Vec<serde_json::Value> = crate::trial::outcome::gather(&entries)
+        .devices
         .iter()
-        .filter_map(|e| match &e.event {
-            Event::EligibilityAssessed {
-                udid,
-                eligible,
-                reasons,
-                target,
-            } => {
-                let probe = entries.iter().find_map(|x| match &x.event {
-                    Event::BaselineRecorded { udid: u, probe } if u == udid => Some(probe.clone()),
-                    _ => None,
-                });
-                Some(serde_json::json!({
-                    "udid": udid,
-                    "eligible": eligible,
-                    "reasons": reasons,
-                    "target": target,
-                    "baseline": probe,
-                }))
-            }
-            _ => None,
+        .filter(|d| d.assessed)
+        .map(|d| {
+            serde_json::json!({
+                "udid": d.udid,
+                "eligible": d.eligible,
+                "reasons": d.reasons,
+                "target": d.target,
+                "baseline": d.probe,
+            })
         })
         .collect();
     if a.json {

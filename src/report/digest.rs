@@ -17,9 +17,11 @@
 //!
 //! [`ReportFacts`]: crate::trial::outcome::ReportFacts
 
-use super::html::{self, Head, LaneAnswer, LaneEv, LaneKind};
+use super::ReportError;
+use super::format::parse_instant;
+use super::head::Head;
+use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
-use super::{ReportError, adverse_events};
 use crate::evidence::anomalies::{self, Avail, Findings};
 use crate::trial::journal::{self, Entry, Event};
 use crate::trial::outcome::{
@@ -36,8 +38,6 @@ pub(crate) struct Digest {
     /// One per device of `run.devices`, same order.
     pub outcomes: Vec<DeviceOutcome>,
     pub findings: Findings,
-    /// `adverse_events.csv` (the HTML report shows it too).
-    pub adverse_events: String,
     pub head: Head,
     /// Per device of `run.devices`: its lane events, journal order.
     lanes: Vec<Vec<LaneEv>>,
@@ -297,7 +297,7 @@ impl<'w> Builder<'w> {
 
     /// Take in the next entry; an `MdmResult` comes with its raw plist decoded.
     fn push(&mut self, e: &Entry, report: Option<&Decoded>) -> std::io::Result<()> {
-        let at = html::parse_instant(&e.at);
+        let at = parse_instant(&e.at);
         self.head.push(e, at);
         let lane = e.event.udid().map(|u| self.lane_id(u));
         if lane.is_none() {
@@ -359,7 +359,7 @@ impl<'w> Builder<'w> {
                     None => self.types.lane_label(command_uuid, lane),
                 };
                 kind = LaneKind::Answer {
-                    at: html::parse_instant(received_at).unwrap_or(at),
+                    at: parse_instant(received_at).unwrap_or(at),
                     request_type: lane_rt,
                     answer: match fact {
                         Some(i) => LaneAnswer::Fact(i),
@@ -432,7 +432,6 @@ impl<'w> Builder<'w> {
         let run = self.g.finish();
         let outcomes = judge_run(&run, &BTreeMap::new());
         let findings = Findings::of(&run, std::mem::take(&mut self.offered));
-        let adverse_events = adverse_events::render_of(&run, &outcomes);
         let lanes = run
             .devices
             .iter()
@@ -447,7 +446,6 @@ impl<'w> Builder<'w> {
             run,
             outcomes,
             findings,
-            adverse_events,
             head: self.head,
             lanes,
             run_level: self.run_level,

@@ -1,22 +1,36 @@
 //! Reports: projections of the run journal, and nothing else.
 //!
-//! Every report is a pure `render(&[Entry]) -> String` (no I/O, no clock): `lab report RUN_DIR`
-//! regenerates them byte for byte. CSV files are RFC 4180 (CRLF line ends, quoted where
-//! needed), header row first, rows in a stable order, floats with fixed precision. Every column
-//! is documented in `docs/reports.md`. `report.html` (`html::render`) is the same journal for
-//! people: header, CONSORT diagram, baseline, device timelines, outcomes, anomalies.
+//! The journal is read once per report into a [`RunView`](export::RunView) (the digest: run and
+//! device facts, judged outcomes, the detectors' findings, header facts and lanes; plus the
+//! adverse events and the anomalies as links). Each format is an [`Exporter`](export::Exporter)
+//! (`exporters`: devices, observations, flow, adverse events, radar drafts, HTML) that turns the
+//! view into its file(s); [`write_all`] walks them into the run folder atomically,
+//! [`render_all`] into memory. No I/O besides that, no clock: `lab report RUN_DIR` regenerates
+//! every file byte for byte. Formatting helpers (CSV, cells, times, escaping) are in `format`.
+//!
+//! CSV files are RFC 4180 (CRLF line ends, quoted where needed), header row first, rows in a
+//! stable order, floats with fixed precision. Every column is documented in `docs/reports.md`.
+//! `report.html` (`html::render`) is the same journal for people: header, CONSORT diagram,
+//! baseline, device timelines, outcomes, anomalies. Each CSV also has a pure
+//! `render(&[Entry]) -> String` ([`CSV_REPORTS`]).
 
 pub mod adverse_events;
 pub mod devices;
 mod digest;
+mod export;
+mod exporters;
 pub mod flow;
+pub(crate) mod format;
+mod head;
 pub mod html;
+mod lanes;
 pub mod observations;
 pub mod radar;
 
-pub(crate) use crate::format::json_cell;
 use crate::trial::journal::{Entry, JournalError};
-use std::io::Write;
+use export::{Files, RunView};
+/// The formatting helpers, at the paths the reports have always imported them from.
+pub(crate) use format::{json_cell, opt, secs, seq_ref, seq_refs, to_csv};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,16 +82,31 @@ fn links(anomalies: Vec<crate::evidence::Anomaly>) -> Vec<html::AnomalyLink> {
         .collect()
 }
 
+/// Every report of entries in memory, as [`write_all`] would write them next to a journal of
+/// those entries (with `protocol_yaml` as its frozen protocol): (path relative to the run
+/// folder, bytes), in the order written.
+pub fn render_all(entries: &[Entry], protocol_yaml: Option<&str>) -> Vec<(PathBuf, Vec<u8>)> {
+    let view = RunView::of_entries(entries, protocol_yaml.map(str::to_string));
+    let mut files = export::InMemory::default();
+    for exporter in exporters::EXPORTERS {
+        exporter
+            .export(&view, &mut files)
+            .expect("entries in memory are read and written to memory");
+    }
+    files.files
+}
+
 /// Read `run_dir/journal.jsonl` (a torn last line is ignored) and write every report next to
-/// it, each through a temporary file and a rename so no report is ever half-written: the CSV
-/// projections, then the radar drafts (`radar/`, removed and written anew each time, absent when
-/// no detector fired; their steps come from the run folder's frozen `protocol.yaml`).
+/// it ([`exporters::EXPORTERS`], in order), each through a temporary file and a rename so no
+/// report is ever half-written: the CSV projections, then the radar drafts (`radar/`, removed
+/// and written anew each time, absent when no detector fired; their steps come from the run
+/// folder's frozen `protocol.yaml`), then `report.html`.
 ///
-/// The journal is read once, as a stream (see `digest`): `observations.csv` is written while it
-/// is read, the other reports from what the pass kept.
+/// The journal is read once, as a stream (see `digest`), into the [`RunView`] every exporter
+/// reads: `observations.csv` is written while it is read, the other reports from the view.
 pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let journal_path = run_dir.join("journal.jsonl");
-    let obs_path = run_dir.join(CSV_REPORTS[1].0);
+    let obs_path = run_dir.join("observations.csv");
     let obs_tmp = tmp_path(&obs_path);
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -92,43 +121,70 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
             return Err(e);
         }
     };
-    let mut batch = Batch::default();
-    batch.write(&run_dir.join(CSV_REPORTS[0].0), |w| {
-        w.write_all(devices::render_of(&digest.run, &digest.outcomes).as_bytes())
-    })?;
-    batch.adopt(obs, obs_tmp, obs_path);
-    let flow = flow::counts_of(&digest.run, &digest.outcomes);
-    batch.write(&run_dir.join(CSV_REPORTS[2].0), |w| {
-        w.write_all(flow::render_flow(&flow).as_bytes())
-    })?;
-    batch.write(&run_dir.join(CSV_REPORTS[3].0), |w| {
-        w.write_all(digest.adverse_events.as_bytes())
-    })?;
-
     let protocol = std::fs::read_to_string(run_dir.join("protocol.yaml")).ok();
-    let drafts = radar::render_digest(&digest, protocol.as_deref(), None)?;
-    let dir = run_dir.join(radar::DIR);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    let view = RunView::of_digest(digest, protocol);
+    let mut files = RunFolder {
+        dir: run_dir,
+        batch: Batch::default(),
+        streamed: Some((obs, obs_tmp, obs_path)),
+    };
+    for exporter in exporters::EXPORTERS {
+        exporter.export(&view, &mut files)?;
     }
-    for (rel, bytes) in drafts {
-        let path = run_dir.join(rel);
+    files.batch.commit(run_dir)
+}
+
+/// The run folder as exporters write to it: each file under a temporary name, renamed into
+/// place once every report is written and on disk ([`Batch`]).
+struct RunFolder<'d> {
+    dir: &'d Path,
+    batch: Batch,
+    /// The file written while the journal was read: (file, temporary path, final path).
+    streamed: Option<(std::fs::File, PathBuf, PathBuf)>,
+}
+
+impl Files for RunFolder<'_> {
+    fn file(&mut self, rel: &Path, body: export::Body) -> Result<(), ReportError> {
+        let path = self.dir.join(rel);
         if let Some(parent) = path.parent() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .map_err(io(parent))?;
+                .map_err(|source| ReportError::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
         }
-        batch.write(&path, |w| w.write_all(&bytes))?;
+        self.batch.write(&path, body)
     }
-    // The HTML report links every anomaly to its draft.
-    let links = links(digest.findings.anomalies());
-    batch.write(&run_dir.join(HTML_REPORT), |w| {
-        html::render_to(&digest, &links, w)
-    })?;
-    batch.commit(run_dir)
+
+    fn streamed(&mut self, rel: &Path) -> Result<(), ReportError> {
+        let path = self.dir.join(rel);
+        match self.streamed.take() {
+            Some((f, tmp, final_path)) if final_path == path => {
+                self.batch.adopt(f, tmp, final_path);
+                Ok(())
+            }
+            other => {
+                self.streamed = other;
+                Err(ReportError::Io {
+                    path,
+                    source: std::io::Error::other("no such file was written while reading"),
+                })
+            }
+        }
+    }
+
+    fn fresh_dir(&mut self, rel: &Path) -> Result<(), ReportError> {
+        let dir = self.dir.join(rel);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|source| ReportError::Io { path: dir, source })?;
+        }
+        Ok(())
+    }
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -150,11 +206,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn write(
-        &mut self,
-        path: &Path,
-        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-    ) -> Result<(), ReportError> {
+    fn write(&mut self, path: &Path, write: export::Body) -> Result<(), ReportError> {
         let io = |source| ReportError::Io {
             path: path.to_path_buf(),
             source,
@@ -204,37 +256,6 @@ impl Batch {
 
 pub(crate) use crate::private_fs::create_private;
 pub use crate::private_fs::write_private;
-
-/// RFC 4180 text: the header, then the rows.
-pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
-    w.write_record(header).expect("writing to memory");
-    for r in rows {
-        debug_assert_eq!(r.len(), header.len(), "row width for {header:?}");
-        w.write_record(r).expect("writing to memory");
-    }
-    String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of strings is UTF-8")
-}
-
-/// `journal.jsonl#seq=N`: where a row's evidence is.
-pub(crate) fn seq_ref(seq: u64) -> String {
-    format!("journal.jsonl#seq={seq}")
-}
-
-pub(crate) fn seq_refs(seqs: impl IntoIterator<Item = u64>) -> String {
-    seqs.into_iter().map(seq_ref).collect::<Vec<_>>().join(";")
-}
-
-pub(crate) fn opt(s: &Option<String>) -> String {
-    s.clone().unwrap_or_default()
-}
-
-/// Seconds with millisecond precision.
-pub(crate) fn secs(x: Option<f64>) -> String {
-    x.map(|x| format!("{x:.3}")).unwrap_or_default()
-}
 
 #[cfg(test)]
 pub(crate) mod tests_util {
@@ -375,6 +396,26 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The exporters over a view of entries in memory give the files a streamed read of the
+    /// same journal writes, path for path and byte for byte.
+    #[test]
+    fn every_exporter_gives_in_memory_what_write_all_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = sample();
+        std::fs::write(dir.path().join("journal.jsonl"), journal_text(&j)).unwrap();
+        let written: Vec<(PathBuf, Vec<u8>)> = write_all(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p.strip_prefix(dir.path()).unwrap().to_path_buf(), bytes)
+            })
+            .collect();
+        let in_memory = render_all(&j.entries, None);
+        assert!(in_memory.len() > 5, "the sample has radar drafts");
+        assert_eq!(written, in_memory);
     }
 
     #[test]

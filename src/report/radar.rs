@@ -9,6 +9,7 @@
 //! in, files out. No draft at all when no detector fired.
 
 use super::digest::{Digest, Raw};
+use super::format::{human_duration, md_cell, md_seq_refs};
 use crate::evidence::{self, Anomaly, Detector, Scope, Tally};
 use crate::trial::journal::{Entry, JournalError};
 use crate::trial::outcome::{Facts, RunFacts};
@@ -137,11 +138,6 @@ fn attachments_of(a: &Anomaly, raw: &Raw) -> Vec<(String, Vec<u8>, String)> {
     out
 }
 
-fn cell(s: &str) -> String {
-    let s = s.replace('|', "\\|").replace(['\r', '\n'], " ");
-    if s.is_empty() { "unknown".into() } else { s }
-}
-
 fn baseline(d: &Facts, path: &str) -> String {
     d.probe
         .as_ref()
@@ -196,26 +192,6 @@ fn dev<'a>(run: &'a RunFacts, udid: &str) -> Option<&'a Facts> {
     run.devices.iter().find(|d| d.udid == udid)
 }
 
-fn seq_list(seqs: &[u64]) -> String {
-    seqs.iter()
-        .map(|s| format!("`journal.jsonl#seq={s}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn human(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s > 0 && s.is_multiple_of(3600) {
-        format!("{} h", s / 3600)
-    } else if s > 0 && s.is_multiple_of(60) {
-        format!("{} min", s / 60)
-    } else if d.subsec_millis() == 0 {
-        format!("{s} s")
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
-
 fn draft(
     det: &Detector,
     mine: &[&Anomaly],
@@ -227,7 +203,7 @@ fn draft(
     let affected: Vec<&Facts> = mine.iter().filter_map(|a| dev(run, &a.udid)).collect();
     let mut versions: Vec<String> = Vec::new();
     for d in &affected {
-        let v = format!("iOS {} ({})", cell(&version(d)), cell(&build(d)));
+        let v = format!("iOS {} ({})", md_cell(&version(d)), md_cell(&build(d)));
         if !versions.contains(&v) {
             versions.push(v);
         }
@@ -297,7 +273,7 @@ fn draft(
             a.udid,
             who,
             a.actual,
-            seq_list(&a.evidence)
+            md_seq_refs(&a.evidence)
         );
     }
 
@@ -307,6 +283,14 @@ fn draft(
         let _ = writeln!(s, "\nHarness: lab {v}.");
     }
 
+    configuration(&mut s, &affected);
+    regression(&mut s, det, tally, run);
+    notes(&mut s, det, mine, files, ctx);
+    s
+}
+
+/// Configuration: the baseline of the affected devices.
+fn configuration(s: &mut String, affected: &[&Facts]) {
     let _ = writeln!(s, "\n## Configuration\n");
     let _ = writeln!(
         s,
@@ -317,7 +301,7 @@ fn draft(
         "| UDID | Name | Model | iOS | Build | Supervised | Passcode | Battery % | Charging | External power | Free bytes (AmountDataAvailable) | Total disk bytes | MDM OSVersion | MDM BuildVersion | MDM BatteryLevel | MDM PasscodePresent | Arm |"
     );
     let _ = writeln!(s, "|{}", "---|".repeat(17));
-    for d in &affected {
+    for d in affected {
         let row = [
             d.udid.clone(),
             baseline(d, "/baseline/device_name/value"),
@@ -340,10 +324,17 @@ fn draft(
         let _ = writeln!(
             s,
             "| {} |",
-            row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+            row.iter()
+                .map(|c| md_cell(c))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
     }
+}
 
+/// Regression: the devices in the same situation grouped by version, model, passcode and
+/// power, and which groups showed it.
+fn regression(s: &mut String, det: &Detector, tally: &Tally, run: &RunFacts) {
     let _ = writeln!(s, "\n## Regression\n");
     let _ = writeln!(
         s,
@@ -372,22 +363,22 @@ fn draft(
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {total} | {showed} of {total} |",
-            cell(&k[0]),
-            cell(&k[1]),
-            cell(&k[2]),
-            cell(&k[3]),
-            cell(&k[4]),
+            md_cell(&k[0]),
+            md_cell(&k[1]),
+            md_cell(&k[2]),
+            md_cell(&k[3]),
+            md_cell(&k[4]),
         );
     }
     let did: Vec<String> = groups
         .iter()
         .filter(|g| g.2 > 0)
-        .map(|g| format!("iOS {} on {}", cell(&g.0[0]), cell(&g.0[2])))
+        .map(|g| format!("iOS {} on {}", md_cell(&g.0[0]), md_cell(&g.0[2])))
         .collect();
     let did_not: Vec<String> = groups
         .iter()
         .filter(|g| g.2 < g.1)
-        .map(|g| format!("iOS {} on {}", cell(&g.0[0]), cell(&g.0[2])))
+        .map(|g| format!("iOS {} on {}", md_cell(&g.0[0]), md_cell(&g.0[2])))
         .collect();
     let _ = writeln!(
         s,
@@ -403,7 +394,10 @@ fn draft(
             did_not.join("; ")
         }
     );
+}
 
+/// Notes and the list of attachments.
+fn notes(s: &mut String, det: &Detector, mine: &[&Anomaly], files: &[(String, String)], ctx: &Ctx) {
     let _ = writeln!(s, "\n## Notes\n");
     let _ = writeln!(s, "- Detector `{}`: {}", det.id, det.description);
     let _ = writeln!(
@@ -440,7 +434,6 @@ fn draft(
     for (name, what) in files {
         let _ = writeln!(s, "- `attachments/{name}`: {what}");
     }
-    s
 }
 
 /// Steps to Reproduce: from the frozen protocol when it parses, else from the journal.
@@ -522,13 +515,13 @@ fn steps(det: &Detector, affected: &[&Facts], ctx: &Ctx) -> Vec<String> {
             };
             out.push(format!(
                 "Poll OSUpdateStatus every {}{} for up to {}, or until {until}.",
-                human(f.poll_interval.0),
+                human_duration(f.poll_interval.0),
                 if f.reprobe {
                     " and re-read ProductVersion/BuildVersion over USB"
                 } else {
                     ""
                 },
-                human(f.max_duration.0)
+                human_duration(f.max_duration.0)
             ));
         } else {
             out.push("Poll OSUpdateStatus and re-read the build over USB until the follow-up window closes.".into());

@@ -1,0 +1,99 @@
+//! One [`Exporter`] per report, in the order `report::write_all` writes them. Each is a thin
+//! adapter: the projection itself lives in the report's module (`devices`, `observations`,
+//! `flow`, `adverse_events`, `radar`, `html`).
+
+use super::export::{Exporter, Files, RunView};
+use super::{ReportError, devices, flow, html, observations, radar};
+use std::path::Path;
+
+/// Every report, in the order they are written: `report.html` last, so its presence says the
+/// others are there too (`report::all_written`).
+pub(crate) const EXPORTERS: [&dyn Exporter; 6] = [
+    &Devices,
+    &Observations,
+    &Flow,
+    &AdverseEvents,
+    &Radar,
+    &Html,
+];
+
+/// `devices.csv`.
+pub(crate) struct Devices;
+
+impl Exporter for Devices {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let d = &view.digest;
+        let text = devices::render_of(&d.run, &d.outcomes);
+        out.file(Path::new("devices.csv"), &mut |w| {
+            w.write_all(text.as_bytes())
+        })
+    }
+}
+
+/// `observations.csv`: written while a journal file is read; rendered here from entries in
+/// memory.
+pub(crate) struct Observations;
+
+impl Exporter for Observations {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let name = Path::new("observations.csv");
+        match view.entries {
+            None => out.streamed(name),
+            Some(entries) => {
+                let text = observations::render(entries);
+                out.file(name, &mut |w| w.write_all(text.as_bytes()))
+            }
+        }
+    }
+}
+
+/// `flow.csv`.
+pub(crate) struct Flow;
+
+impl Exporter for Flow {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let d = &view.digest;
+        let text = flow::render_flow(&flow::counts_of(&d.run, &d.outcomes));
+        out.file(Path::new("flow.csv"), &mut |w| w.write_all(text.as_bytes()))
+    }
+}
+
+/// `adverse_events.csv` (`adverse_events::render_of`, computed once in the view: the HTML
+/// report shows it too).
+pub(crate) struct AdverseEvents;
+
+impl Exporter for AdverseEvents {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        out.file(Path::new("adverse_events.csv"), &mut |w| {
+            w.write_all(view.adverse_events.as_bytes())
+        })
+    }
+}
+
+/// `radar/`: the drafts and their attachments, the folder written anew each time (absent when
+/// no detector fired).
+pub(crate) struct Radar;
+
+impl Exporter for Radar {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let drafts =
+            radar::render_digest(&view.digest, view.protocol_yaml.as_deref(), view.entries)?;
+        out.fresh_dir(Path::new(radar::DIR))?;
+        for (rel, bytes) in drafts {
+            out.file(&rel, &mut |w| w.write_all(&bytes))?;
+        }
+        Ok(())
+    }
+}
+
+/// `report.html`, written piece by piece (a long run's report is larger than it is worth
+/// holding).
+pub(crate) struct Html;
+
+impl Exporter for Html {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        out.file(Path::new(super::HTML_REPORT), &mut |w| {
+            html::render_to(view, w)
+        })
+    }
+}
