@@ -88,7 +88,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "src/evidence/anomalies.rs",
     "src/report/html.rs",
     "src/sim/os_update.rs",
-    "src/trial/eligibility.rs",
     "src/trial/outcome.rs",
     "src/trial/runner.rs",
 ];
@@ -101,7 +100,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "src/report/radar.rs::draft",
     "src/sim/fleet.rs::expand",
     "src/sim/lockdownd.rs::session",
-    "src/trial/eligibility.rs::assess",
     "src/trial/outcome.rs::judge_device",
     "src/trial/outcome.rs::push_answered",
     "src/trial/protocol.rs::check",

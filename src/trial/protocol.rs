@@ -262,6 +262,21 @@ pub struct ArmSpec {
     pub accept_known_bad: bool,
 }
 
+/// How an arm's dose reaches the device. Eligibility picks its rules by it
+/// (`trial::eligibility::TABLE`); the DDM enforcement arm of issue 13 adds a second kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DoseMechanism {
+    /// The MDM command ScheduleOSUpdate (briefs mdm.md §1).
+    ScheduleOsUpdate,
+}
+
+impl ArmSpec {
+    /// Every arm sends ScheduleOSUpdate today.
+    pub fn dose_mechanism(&self) -> DoseMechanism {
+        DoseMechanism::ScheduleOsUpdate
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpStep {
