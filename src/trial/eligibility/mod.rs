@@ -351,6 +351,19 @@ pub fn assess_for(
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
+    use super::{Applies, DoseMechanism, TABLE};
+
+    #[test]
+    fn the_table_runs_in_report_order_after_probe_failed() {
+        let pos = |id: &str| RULES.iter().position(|x| *x == id).unwrap();
+        let ids: Vec<usize> = TABLE.iter().map(|r| pos(r.id)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(ids[0] > pos(rule::PROBE_FAILED));
+        // Every rule applies to today's only mechanism.
+        let m = DoseMechanism::ScheduleOsUpdate;
+        assert!(TABLE.iter().all(|r| r.applies.to(m)));
+        assert!(Applies::Every.to(m));
+    }
 
     #[test]
     fn a_healthy_device_is_eligible_with_the_target_it_offers() {
