@@ -94,7 +94,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
 
 /// Functions over [`MAX_FN_LINES`] today, as `file::name`.
 const KNOWN_LONG_FNS: &[&str] = &[
-    "src/cli/probe.rs::run",
     "src/report/html.rs::consort",
     "src/report/html.rs::timelines",
     "src/report/radar.rs::draft",
@@ -102,7 +101,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "src/sim/lockdownd.rs::session",
     "src/trial/outcome.rs::judge_device",
     "src/trial/outcome.rs::push_answered",
-    "src/trial/protocol.rs::check",
     "src/trial/runner.rs::dose_many",
     "src/trial/runner.rs::poll_devices",
     "src/trial/runner.rs::run",
