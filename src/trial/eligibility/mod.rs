@@ -43,11 +43,7 @@ mod context;
 mod enrollment;
 mod facts;
 mod feed;
-#[cfg(test)]
-mod fixtures;
 mod free_disk;
-#[cfg(test)]
-mod grid;
 mod known_bad;
 mod min_ios;
 mod passcode;
@@ -348,6 +344,12 @@ pub fn assess_for(
     }
 }
 
+// Test-only modules are declared after the production code: `tests/architecture.rs` reads a
+// file up to its first test attribute.
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod grid;
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
