@@ -27,6 +27,10 @@
 //!   on the trial date; the target records `feed_builds`, `feed_date` and
 //!   `can_restore_to_baseline` (ipsw.me `signed` for the starting build), see
 //!   [`Verdict::target_json`].
+//! - `command_removed` (issue 13): ScheduleOSUpdate is removed on iOS 27.0 and later (Apple's
+//!   schema, [`command_lifetime`]), so a ScheduleOSUpdate dose excludes those devices; on 26.x
+//!   the device stays eligible and the verdict carries a `command_deprecated` note, recorded
+//!   with the target (`EligibilityAssessed.target.notes`).
 //!
 //! The rules are a table ([`TABLE`]): each is a named, pure `fn(&Context) -> RuleVerdict` in its
 //! own file with its tests, tagged with the dose mechanisms it applies to ([`Applies`]).
