@@ -4,12 +4,14 @@ use super::{CliError, print_json, table, usbmuxd_addrs};
 use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
 use crate::mdm::webhook_receiver::WebhookReceiver;
 use crate::probe::mdm_side;
-use crate::probe::{DeviceProbe, HostError, ProbeOptions, ProbeStatus, list_all, probe_all};
+use crate::probe::{
+    AttachedDevice, DeviceProbe, HostError, ProbeOptions, ProbeStatus, list_all, probe_all,
+};
 use crate::usb::{self, UsbScan};
 use crate::usbmux::UsbmuxAddr;
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -66,80 +68,24 @@ struct ProbeReport {
 pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
     let timeout = super::seconds_arg(a.timeout, 0.05, 3600.0);
     let sim_key = crate::tls::random_secret();
-    let (addrs, _sim) = match &a.sim {
-        Some(fleet) => {
-            let listen = UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address");
-            let opts = crate::sim::SimOptions {
-                listen: vec![listen],
-                speed: 1.0,
-                seed: None,
-                mdm: crate::sim::SimMdm::Embedded {
-                    listen: "127.0.0.1:0".into(),
-                    api_key: sim_key.clone(),
-                    faults: None,
-                    webhook_url: None,
-                },
-            };
-            let sim = crate::sim::start(fleet, opts).await.map_err(|e| match e {
-                crate::sim::SimError::Fleet(i) => CliError::Input(i),
-                other => CliError::Failed(other.to_string()),
-            })?;
-            if !a.json {
-                eprintln!(
-                    "simulated lab from {} on {} ({} devices)",
-                    fleet.display(),
-                    sim.addrs[0],
-                    sim.lab.devices.len()
-                );
-            }
-            (sim.addrs.clone(), Some(sim))
-        }
-        None => (usbmuxd_addrs(flags)?, None),
+    let sim = match &a.sim {
+        Some(fleet) => Some(start_sim(fleet, &sim_key, a.json).await?),
+        None => None,
     };
-    let (mut devices, host_errors) = list_all(&addrs, timeout.min(Duration::from_secs(5))).await;
-    if host_errors.len() == addrs.len() {
-        let msgs: Vec<String> = host_errors.iter().map(|e| e.error.clone()).collect();
-        return Err(CliError::Failed(format!(
-            "no usbmuxd reachable: {}",
-            msgs.join("; ")
-        )));
-    }
-    if !a.udids.is_empty() {
-        for u in &a.udids {
-            if !devices.iter().any(|d| &d.entry.serial_number == u) {
-                return Err(CliError::Failed(format!("device {u} is not attached")));
-            }
-        }
-        devices.retain(|d| a.udids.contains(&d.entry.serial_number));
-    }
-    let usb = tokio::task::spawn_blocking(usb::scan)
-        .await
-        .unwrap_or(UsbScan::Unavailable {
-            reason: "USB scan failed".into(),
-        });
-    let with_ports = devices
-        .into_iter()
-        .map(|d| {
-            let port = match &usb {
-                UsbScan::Ok { devices } => devices
-                    .iter()
-                    .find(|u| u.udid.as_deref() == Some(d.entry.serial_number.as_str()))
-                    .map(|u| u.port_path.clone()),
-                UsbScan::Unavailable { .. } => None,
-            };
-            (d, port)
-        })
-        .collect();
-    let probes = probe_all(
-        with_ports,
+    let addrs = match &sim {
+        Some(sim) => sim.addrs.clone(),
+        None => usbmuxd_addrs(flags)?,
+    };
+    let (devices, host_errors) = attached(&addrs, &a.udids, timeout).await?;
+    let mut probes = probe_all(
+        with_usb_ports(devices).await,
         ProbeOptions {
             timeout,
             ..ProbeOptions::default()
         },
     )
     .await;
-    let mut probes = probes;
-    let mdm = match (&_sim, &a.mdm) {
+    let mdm = match (&sim, &a.mdm) {
         (Some(sim), _) => sim
             .mdm
             .as_ref()
@@ -152,49 +98,16 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
     if let Some((url, kind, key)) = mdm {
         let key = match key {
             Some(k) => k,
-            None => std::env::var(&a.mdm_api_key_env)
-                .ok()
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| {
-                    CliError::BadArgument(format!(
-                        "--mdm needs the API key in the environment variable {}",
-                        a.mdm_api_key_env
-                    ))
-                })?,
+            None => env_secret(&a.mdm_api_key_env).ok_or_else(|| {
+                CliError::BadArgument(format!(
+                    "--mdm needs the API key in the environment variable {}",
+                    a.mdm_api_key_env
+                ))
+            })?,
         };
-        let wait = super::seconds_arg(a.mdm_wait, 0.1, 3600.0);
-        let backend: Box<dyn MdmBackend> = match kind {
-            MdmKind::Embedded => Box::new(NanoMdm::embedded(&url, &key, timeout)),
-            MdmKind::Nanomdm | MdmKind::Micromdm => {
-                let hmac = match &a.webhook_hmac_key_env {
-                    Some(n) => Some(
-                        std::env::var(n)
-                            .ok()
-                            .filter(|k| !k.is_empty())
-                            .ok_or_else(|| {
-                                CliError::BadArgument(format!(
-                                    "environment variable {n} is not set"
-                                ))
-                            })?
-                            .into_bytes(),
-                    ),
-                    None => None,
-                };
-                let r = WebhookReceiver::start(&a.webhook_listen, hmac)
-                    .await
-                    .map_err(|e| {
-                        CliError::Failed(format!("webhook listener on {}: {e}", a.webhook_listen))
-                    })?;
-                let inbox = r.inbox.clone();
-                _receiver = Some(r);
-                if kind == MdmKind::Nanomdm {
-                    Box::new(NanoMdm::with_webhooks(&url, &key, timeout, inbox))
-                } else {
-                    Box::new(MicroMdm::new(&url, &key, timeout, inbox))
-                }
-            }
-        };
-        if let Some(sim) = &_sim {
+        let (backend, receiver) = mdm_backend(&a, kind, &url, &key, timeout).await?;
+        _receiver = receiver;
+        if let Some(sim) = &sim {
             crate::mdm::backend::wait_enrolled(
                 &url,
                 &key,
@@ -203,33 +116,165 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
             )
             .await;
         }
-        let backend: &dyn MdmBackend = backend.as_ref();
-        let answers = probes
-            .iter()
-            .filter(|p| p.status != ProbeStatus::Failed)
-            .map(|p| {
-                mdm_side::query(
-                    backend,
-                    &p.udid,
-                    p.baseline.product_version.get().map(String::as_str),
-                    wait,
-                )
-            });
-        let facts = crate::join::join_all(answers.collect()).await;
-        let mut it = facts.into_iter();
-        for p in probes
-            .iter_mut()
-            .filter(|p| p.status != ProbeStatus::Failed)
-        {
-            if let Some(f) = it.next() {
-                p.disagreements = mdm_side::compare(&p.baseline, &f);
-                p.mdm = Some(f);
+        let wait = super::seconds_arg(a.mdm_wait, 0.1, 3600.0);
+        add_mdm_facts(backend.as_ref(), &mut probes, wait).await;
+    }
+    Ok(print(a.json, probes, host_errors))
+}
+
+/// `--sim`: a simulated lab from the fleet file, its usbmuxd and embedded MDM on loopback.
+async fn start_sim(
+    fleet: &Path,
+    sim_key: &str,
+    quiet: bool,
+) -> Result<crate::sim::RunningSim, CliError> {
+    let listen = UsbmuxAddr::parse_listen("127.0.0.1:0").expect("static address");
+    let opts = crate::sim::SimOptions {
+        listen: vec![listen],
+        speed: 1.0,
+        seed: None,
+        mdm: crate::sim::SimMdm::Embedded {
+            listen: "127.0.0.1:0".into(),
+            api_key: sim_key.to_string(),
+            faults: None,
+            webhook_url: None,
+        },
+    };
+    let sim = crate::sim::start(fleet, opts).await.map_err(|e| match e {
+        crate::sim::SimError::Fleet(i) => CliError::Input(i),
+        other => CliError::Failed(other.to_string()),
+    })?;
+    if !quiet {
+        eprintln!(
+            "simulated lab from {} on {} ({} devices)",
+            fleet.display(),
+            sim.addrs[0],
+            sim.lab.devices.len()
+        );
+    }
+    Ok(sim)
+}
+
+/// The devices attached to the usbmuxd hosts (only `udids` when given; each must be there),
+/// and the hosts that did not answer. An error when none answered.
+async fn attached(
+    addrs: &[UsbmuxAddr],
+    udids: &[String],
+    timeout: Duration,
+) -> Result<(Vec<AttachedDevice>, Vec<HostError>), CliError> {
+    let (mut devices, host_errors) = list_all(addrs, timeout.min(Duration::from_secs(5))).await;
+    if host_errors.len() == addrs.len() {
+        let msgs: Vec<String> = host_errors.iter().map(|e| e.error.clone()).collect();
+        return Err(CliError::Failed(format!(
+            "no usbmuxd reachable: {}",
+            msgs.join("; ")
+        )));
+    }
+    if !udids.is_empty() {
+        for u in udids {
+            if !devices.iter().any(|d| &d.entry.serial_number == u) {
+                return Err(CliError::Failed(format!("device {u} is not attached")));
             }
         }
+        devices.retain(|d| udids.contains(&d.entry.serial_number));
     }
+    Ok((devices, host_errors))
+}
+
+/// Each device with its USB port path, where the USB scan finds it.
+async fn with_usb_ports(devices: Vec<AttachedDevice>) -> Vec<(AttachedDevice, Option<String>)> {
+    let usb = tokio::task::spawn_blocking(usb::scan)
+        .await
+        .unwrap_or(UsbScan::Unavailable {
+            reason: "USB scan failed".into(),
+        });
+    devices
+        .into_iter()
+        .map(|d| {
+            let port = match &usb {
+                UsbScan::Ok { devices } => devices
+                    .iter()
+                    .find(|u| u.udid.as_deref() == Some(d.entry.serial_number.as_str()))
+                    .map(|u| u.port_path.clone()),
+                UsbScan::Unavailable { .. } => None,
+            };
+            (d, port)
+        })
+        .collect()
+}
+
+/// A non-empty environment variable.
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|k| !k.is_empty())
+}
+
+/// The client of the MDM at `url`, and the webhook listener it reads answers from (nanomdm,
+/// micromdm), which must stay alive while the answers come in.
+async fn mdm_backend(
+    a: &ProbeArgs,
+    kind: MdmKind,
+    url: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<(Box<dyn MdmBackend>, Option<WebhookReceiver>), CliError> {
+    if kind == MdmKind::Embedded {
+        return Ok((Box::new(NanoMdm::embedded(url, key, timeout)), None));
+    }
+    let hmac = match &a.webhook_hmac_key_env {
+        Some(n) => Some(
+            env_secret(n)
+                .ok_or_else(|| {
+                    CliError::BadArgument(format!("environment variable {n} is not set"))
+                })?
+                .into_bytes(),
+        ),
+        None => None,
+    };
+    let r = WebhookReceiver::start(&a.webhook_listen, hmac)
+        .await
+        .map_err(|e| CliError::Failed(format!("webhook listener on {}: {e}", a.webhook_listen)))?;
+    let inbox = r.inbox.clone();
+    let backend: Box<dyn MdmBackend> = if kind == MdmKind::Nanomdm {
+        Box::new(NanoMdm::with_webhooks(url, key, timeout, inbox))
+    } else {
+        Box::new(MicroMdm::new(url, key, timeout, inbox))
+    };
+    Ok((backend, Some(r)))
+}
+
+/// Ask the MDM about every probed device (DeviceInformation, SecurityInfo) and record where it
+/// and lockdown disagree.
+async fn add_mdm_facts(backend: &dyn MdmBackend, probes: &mut [DeviceProbe], wait: Duration) {
+    let answers = probes
+        .iter()
+        .filter(|p| p.status != ProbeStatus::Failed)
+        .map(|p| {
+            mdm_side::query(
+                backend,
+                &p.udid,
+                p.baseline.product_version.get().map(String::as_str),
+                wait,
+            )
+        });
+    let facts = crate::join::join_all(answers.collect()).await;
+    let mut it = facts.into_iter();
+    for p in probes
+        .iter_mut()
+        .filter(|p| p.status != ProbeStatus::Failed)
+    {
+        if let Some(f) = it.next() {
+            p.disagreements = mdm_side::compare(&p.baseline, &f);
+            p.mdm = Some(f);
+        }
+    }
+}
+
+/// Print the probes (JSON or a table); the exit code: 0 when every device was probed, 1 when
+/// one failed or none is attached.
+fn print(json: bool, probes: Vec<DeviceProbe>, host_errors: Vec<HostError>) -> u8 {
     let all_ok = probes.iter().all(|p| p.status == ProbeStatus::Ok);
     let none = probes.is_empty();
-    if a.json {
+    if json {
         print_json(&ProbeReport {
             lab_version: env!("CARGO_PKG_VERSION"),
             probed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -244,9 +289,9 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
     }
     if none {
         eprintln!("no devices attached");
-        return Ok(1);
+        return 1;
     }
-    Ok(if all_ok { 0 } else { 1 })
+    if all_ok { 0 } else { 1 }
 }
 
 fn gb(b: Option<&u64>) -> String {

@@ -262,6 +262,21 @@ pub struct ArmSpec {
     pub accept_known_bad: bool,
 }
 
+/// How an arm's dose reaches the device. Eligibility picks its rules by it
+/// (`trial::eligibility::TABLE`); the DDM enforcement arm of issue 13 adds a second kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DoseMechanism {
+    /// The MDM command ScheduleOSUpdate (briefs mdm.md §1).
+    ScheduleOsUpdate,
+}
+
+impl ArmSpec {
+    /// Every arm sends ScheduleOSUpdate today.
+    pub fn dose_mechanism(&self) -> DoseMechanism {
+        DoseMechanism::ScheduleOsUpdate
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpStep {
@@ -464,73 +479,96 @@ pub fn load(path: &Path) -> Result<LoadedProtocol, InputError> {
     Ok(loaded)
 }
 
-/// Checks serde cannot express (each names the file and what is wrong).
+/// Checks serde cannot express (each names the file and what is wrong), in this order: the id,
+/// at least one arm, the MDM API settings, the arms, the versions, the target's feed, the lab.
 pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
-    let pr = &p.protocol;
     let text = String::from_utf8_lossy(&p.bytes);
-    let err = |m: String| InputError::at(&p.path, None, m);
-    // An error found after parsing, pointed at where the YAML says it when that can be found.
-    let err_at = |m: String, loc: Option<(u64, u64)>| {
-        let mut e = err(m);
+    let at = Locate {
+        path: &p.path,
+        text: &text,
+    };
+    let pr = &p.protocol;
+    check_id(pr, &at)?;
+    if pr.arms.is_empty() {
+        return Err(at.err_at(
+            "arms: at least one arm is needed".into(),
+            locate_key(&text, "arms").map(|k| (k.0, k.1)),
+        ));
+    }
+    check_mdm_api(&pr.lab.mdm_api, &at)?;
+    check_arms(pr, &at)?;
+    check_versions(pr, &at)?;
+    let has_gdmf = pr.feeds.as_ref().is_some_and(|f| f.gdmf.is_some());
+    if pr.target == TargetSpec::LatestForModel && !has_gdmf {
+        return Err(at.err_at(
+            "target latest_for_model needs a gdmf feed: feeds: { gdmf: PATH }".into(),
+            locate_key(&text, "target").map(|k| (k.0, k.2)),
+        ));
+    }
+    // Missing or malformed feed files are protocol errors (exit 2, before any run folder).
+    p.load_feeds(chrono::Utc::now().date_naive())?;
+    check_lab(p, &at)
+}
+
+/// The protocol file and its text, to point an error found after parsing at where the YAML
+/// says it.
+struct Locate<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locate<'_> {
+    fn err(&self, m: String) -> InputError {
+        InputError::at(self.path, None, m)
+    }
+
+    /// An error at `loc` (line, column) when that could be found.
+    fn err_at(&self, m: String, loc: Option<(u64, u64)>) -> InputError {
+        let mut e = self.err(m);
         if let Some((line, column)) = loc {
             e.line = Some(line);
             e.column = Some(column);
-            e = e.with_source(&text);
+            e = e.with_source(self.text);
         }
         e
-    };
+    }
+}
+
+/// The id names the run folder: letters, digits, '-', '_' or '.'.
+fn check_id(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
     if pr.id.trim().is_empty()
         || !pr
             .id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     {
-        return Err(err_at(
+        return Err(at.err_at(
             format!(
                 "id {:?} must be letters, digits, '-', '_' or '.' (it names the run folder)",
                 pr.id
             ),
-            locate_key(&text, "id").map(|k| (k.0, k.2)),
+            locate_key(at.text, "id").map(|k| (k.0, k.2)),
         ));
     }
-    if pr.arms.is_empty() {
-        return Err(err_at(
-            "arms: at least one arm is needed".into(),
-            locate_key(&text, "arms").map(|k| (k.0, k.1)),
-        ));
-    }
-    let api = &pr.lab.mdm_api;
-    if api.attempts == 0 || api.attempts > 20 {
-        return Err(err_at(
-            format!(
-                "lab.mdm_api.attempts {} must be between 1 and 20 (the first attempt included)",
-                api.attempts
-            ),
-            locate_key(&text, "attempts").map(|k| (k.0, k.2)),
-        ));
-    }
-    if api.timeout.0 < std::time::Duration::from_millis(100) {
-        return Err(err_at(
-            "lab.mdm_api.timeout must be at least 100ms".into(),
-            locate_key(&text, "timeout").map(|k| (k.0, k.2)),
-        ));
-    }
+    Ok(())
+}
+
+/// Arm names used once, iOS install actions, a UDID allocated to one arm.
+fn check_arms(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
+    let text = at.text;
     let mut names = std::collections::HashSet::new();
     for a in &pr.arms {
         if !names.insert(a.name.as_str()) {
-            let mut e = err(format!("arms: the name {:?} is used twice", a.name));
-            if let Some((line, column)) = locate_value(&text, "name", &a.name, 2) {
-                e.line = Some(line);
-                e.column = Some(column);
-                e = e.with_source(&text);
-            }
-            return Err(e);
+            return Err(at.err_at(
+                format!("arms: the name {:?} is used twice", a.name),
+                locate_value(text, "name", &a.name, 2),
+            ));
         }
         for action in std::iter::once(a.install_action)
             .chain(a.follow_up_step.as_ref().map(|s| s.install_action))
         {
             if !is_ios_action(action) {
-                return Err(err(format!(
+                return Err(at.err(format!(
                     "arm {:?}: install_action {} is macOS-only; on iOS use Default, DownloadOnly or InstallASAP",
                     a.name,
                     action.as_str()
@@ -545,21 +583,46 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
             if let Some(first) = listed.insert(u.as_str(), a.name.as_str())
                 && first != a.name
             {
-                return Err(err_at(
+                return Err(at.err_at(
                     format!(
                         "allocation: {u} is listed in arms {first:?} and {:?} (a device goes to one arm)",
                         a.name
                     ),
-                    locate_token(&text, u, 2),
+                    locate_token(text, u, 2),
                 ));
             }
         }
     }
+    Ok(())
+}
+
+/// Bounded attempts and a timeout the MDM can meet.
+fn check_mdm_api(api: &MdmApiSpec, at: &Locate) -> Result<(), InputError> {
+    if api.attempts == 0 || api.attempts > 20 {
+        return Err(at.err_at(
+            format!(
+                "lab.mdm_api.attempts {} must be between 1 and 20 (the first attempt included)",
+                api.attempts
+            ),
+            locate_key(at.text, "attempts").map(|k| (k.0, k.2)),
+        ));
+    }
+    if api.timeout.0 < std::time::Duration::from_millis(100) {
+        return Err(at.err_at(
+            "lab.mdm_api.timeout must be at least 100ms".into(),
+            locate_key(at.text, "timeout").map(|k| (k.0, k.2)),
+        ));
+    }
+    Ok(())
+}
+
+/// Every version the protocol writes (`min_ios`, `known_bad_versions`, `product_version`).
+fn check_versions(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
     let version = |what: &str, key: &str, v: &str| {
         crate::version::Version::parse(v).map(|_| ()).map_err(|e| {
-            err_at(
+            at.err_at(
                 format!("{what}: {e}"),
-                locate_value(&text, key, v, 1).or_else(|| locate_token(&text, v, 1)),
+                locate_value(at.text, key, v, 1).or_else(|| locate_token(at.text, v, 1)),
             )
         })
     };
@@ -572,51 +635,47 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
     if let TargetSpec::ProductVersion(v) = &pr.target {
         version("target.product_version", "product_version", v)?;
     }
-    let has_gdmf = pr.feeds.as_ref().is_some_and(|f| f.gdmf.is_some());
-    if pr.target == TargetSpec::LatestForModel && !has_gdmf {
-        return Err(err_at(
-            "target latest_for_model needs a gdmf feed: feeds: { gdmf: PATH }".into(),
-            locate_key(&text, "target").map(|k| (k.0, k.2)),
-        ));
-    }
-    // Missing or malformed feed files are protocol errors (exit 2, before any run folder).
-    p.load_feeds(chrono::Utc::now().date_naive())?;
+    Ok(())
+}
+
+/// Either a simulated lab (its fleet file there, a positive speed) or a real bench (an MDM and
+/// usbmuxd addresses that parse).
+fn check_lab(p: &LoadedProtocol, at: &Locate) -> Result<(), InputError> {
+    let pr = &p.protocol;
     match (&pr.lab.simulated, pr.lab.usbmuxd.is_empty(), &pr.lab.mdm) {
         (Some(sim), true, _) => {
             let fleet = p.resolve(&sim.fleet);
             if !fleet.exists() {
-                return Err(err(format!(
+                return Err(at.err(format!(
                     "lab.simulated.fleet: {} does not exist",
                     fleet.display()
                 )));
             }
             if !(sim.speed > 0.0 && sim.speed.is_finite()) {
-                return Err(err_at(
+                return Err(at.err_at(
                     format!("lab.simulated.speed {} must be positive", sim.speed),
-                    locate_key(&text, "speed").map(|k| (k.0, k.2)),
+                    locate_key(at.text, "speed").map(|k| (k.0, k.2)),
                 ));
             }
             // The fleet's own content is the simulator's to read: the command line checks it
             // right after this (`cli::trial`), before any run folder exists.
         }
         (Some(_), false, _) => {
-            return Err(err_at(
+            return Err(at.err_at(
                 "lab: give either simulated or usbmuxd (a real bench), not both".into(),
-                locate_key(&text, "usbmuxd").map(|k| (k.0, k.1)),
+                locate_key(at.text, "usbmuxd").map(|k| (k.0, k.1)),
             ));
         }
         (None, true, _) => {
-            return Err(err(
-                "lab: give simulated: {fleet: …} or usbmuxd: [ADDR…]".into()
-            ));
+            return Err(at.err("lab: give simulated: {fleet: …} or usbmuxd: [ADDR…]".into()));
         }
         (None, false, None) => {
-            return Err(err("lab.mdm is needed for a real bench".into()));
+            return Err(at.err("lab.mdm is needed for a real bench".into()));
         }
         (None, false, Some(_)) => {
             for a in &pr.lab.usbmuxd {
                 crate::usbmux::UsbmuxAddr::parse(a)
-                    .map_err(|e| err(format!("lab.usbmuxd: {e}")))?;
+                    .map_err(|e| at.err(format!("lab.usbmuxd: {e}")))?;
             }
         }
     }
