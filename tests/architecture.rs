@@ -87,7 +87,6 @@ const MAX_FN_LINES: usize = 150;
 const KNOWN_LONG_FILES: &[&str] = &[
     "src/evidence/anomalies.rs",
     "src/report/html.rs",
-    "src/sim/os_update.rs",
     "src/trial/eligibility.rs",
     "src/trial/outcome.rs",
     "src/trial/runner.rs",
