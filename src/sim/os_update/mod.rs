@@ -26,9 +26,11 @@
 //! jump can make them due at once; a download keeps its progress (see `account_download`).
 
 mod commands;
+mod enforced;
 mod spec;
 mod timeline;
 
+pub use enforced::Blocked;
 pub use spec::{CatalogEntrySpec, UpdateBehaviourSpec, UserBehaviourSpec};
 
 use super::clock::{after, from_local, local_time};
