@@ -45,4 +45,5 @@ pub use webhook::{AcknowledgeEvent, CheckinEvent, Ids, WebhookEvent, hmac_signat
 
 // The harness's side of an MDM: backends and the webhook listener (I/O at the edge).
 pub mod backend;
+pub mod kmfddm;
 pub mod webhook_receiver;
