@@ -285,3 +285,148 @@ fn delay(facts: &DdmFacts, id: &str, version: &str) -> Duration {
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mdm::ddm::declaration::{LocalDateTime, declaration_of};
+    use crate::mdm::ddm::status::SUBSCRIBED_ITEMS;
+    use crate::sim::fleet::NetworkKind;
+    use crate::sim::os_update::{
+        CatalogEntry, DeviceUpdateState, Timing, UpdateConfig, UserBehaviour,
+    };
+    use crate::sim::quirks::Quirks;
+    use chrono::TimeZone;
+
+    fn os(version: &str, offset: i32) -> OsUpdateSim {
+        let state = DeviceUpdateState {
+            version: version.into(),
+            build: "X".into(),
+            product_type: "iPhone14,2".into(),
+            disk_free: 50_000_000_000,
+            battery_level: 90,
+            charging: true,
+            external_power: true,
+            network: NetworkKind::Wifi,
+            passcode: false,
+            supervised: true,
+            dep_enrolled: true,
+            unlocked_since_boot: true,
+            local_offset_minutes: offset,
+        };
+        let config = UpdateConfig {
+            catalogue: vec![CatalogEntry {
+                product_key: "iOSUpdate23G83".into(),
+                version: "26.6.1".into(),
+                build: "23G83".into(),
+                download_size: 1_000,
+                install_size: 1_000,
+                product_types: None,
+                is_critical: false,
+                restart_required: true,
+                allows_install_later: true,
+            }],
+            user: UserBehaviour::Approve {
+                after: Duration::from_secs(0),
+            },
+            timing: Timing::default(),
+        };
+        OsUpdateSim::new(state, config, Quirks::default(), 1)
+    }
+
+    /// The set lab's server serves: subscriptions, the enforcement, an activation of both.
+    fn manifest(local: &str) -> (DeclarationItems, Vec<Declaration>) {
+        let subs = declaration_of(
+            STATUS_SUBSCRIPTIONS,
+            "subs",
+            &StatusSubscriptions::of(SUBSCRIBED_ITEMS),
+        );
+        let e = Enforcement {
+            target_os_version: "26.6.1".into(),
+            target_build_version: None,
+            target_local_date_time: LocalDateTime::parse(local).unwrap(),
+            details_url: None,
+        }
+        .declaration("su");
+        let act = declaration_of(
+            ACTIVATION_SIMPLE,
+            "act",
+            &ActivationSimple {
+                standard_configurations: vec!["subs".into(), "su".into()],
+                predicate: None,
+            },
+        );
+        let set = vec![subs, e, act];
+        (DeclarationItems::of(&set, "T1"), set)
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_future_deadline_is_read_in_device_local_time() {
+        let facts = DdmFacts::builtin();
+        let os = os("26.5", 120);
+        let mut c = DdmClient::default();
+        let (m, set) = manifest("2026-12-01T12:30:00");
+        assert_eq!(c.to_fetch(&m).len(), 3);
+        c.apply_manifest(&m, set, t0(), &os, facts);
+        assert!(
+            c.to_fetch(&m).is_empty(),
+            "nothing changed: nothing to fetch"
+        );
+        assert_eq!(c.token(), Some("T1"));
+        let a = c.active.as_ref().unwrap();
+        assert_eq!(
+            a.install_at,
+            Utc.with_ymd_and_hms(2026, 12, 1, 10, 30, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_past_deadline_installs_an_hour_after_arrival_and_below_17_nothing_applies() {
+        let facts = DdmFacts::builtin();
+        let mut c = DdmClient::default();
+        let (m, set) = manifest("2026-11-01T09:00:00");
+        c.apply_manifest(&m, set.clone(), t0(), &os("26.5", 0), facts);
+        assert_eq!(
+            c.active.as_ref().unwrap().install_at,
+            t0() + chrono::Duration::hours(1)
+        );
+        let mut old = DdmClient::default();
+        old.apply_manifest(&m, set, t0(), &os("16.7.10", 0), facts);
+        assert!(old.active.is_none(), "enforcement_supported is 17.0+");
+    }
+
+    #[test]
+    fn only_changed_items_are_reported_and_an_unlisted_declaration_goes() {
+        let facts = DdmFacts::builtin();
+        let mut sim = os("26.5", 0);
+        let mut c = DdmClient::default();
+        let (m, set) = manifest("2026-12-01T12:00:00");
+        c.apply_manifest(&m, set, t0(), &sim, facts);
+        let v = c.values(t0(), &sim);
+        assert_eq!(v.len(), SUBSCRIBED_ITEMS.len());
+        assert!(c.report(&v).is_some());
+        c.delivered(v.clone());
+        assert!(c.report(&v).is_none(), "nothing changed since the last 200");
+        c.step(t0(), &mut sim, facts);
+        let v2 = c.values(t0(), &sim);
+        let r = c.report(&v2).unwrap();
+        assert_eq!(
+            r.get("softwareupdate.install-state")
+                .and_then(Value::as_str),
+            Some("downloading")
+        );
+        assert!(
+            r.get("device.operating-system.version").is_none(),
+            "unchanged items are left out"
+        );
+        // The server drops everything: the enforcement goes with it.
+        let empty = DeclarationItems::of(&[], "T2");
+        c.apply_manifest(&empty, vec![], t0(), &sim, facts);
+        assert!(c.active.is_none());
+        assert!(c.subscribed().is_empty());
+    }
+}
