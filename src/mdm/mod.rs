@@ -20,6 +20,7 @@ pub const API_USER: &str = "nanomdm";
 
 pub mod checkin;
 pub mod command;
+pub mod ddm;
 pub mod records;
 pub mod report;
 pub mod schema;

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/store", get(store_identity))
         .route("/v1/reports/rejected", get(rejected))
         .route("/version", get(version))
+        .merge(super::ddm_api::routes())
         .with_state(state);
     match faults {
         Some(f) => r.layer(axum::middleware::from_fn_with_state(
@@ -89,11 +90,11 @@ fn text(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, msg.into()).into_response()
 }
 
-fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn json_error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
-fn internal(e: StoreError) -> Response {
+pub(super) fn internal(e: StoreError) -> Response {
     tracing::error!(error = %e, "MDM store failure");
     text(StatusCode::INTERNAL_SERVER_ERROR, "store failure")
 }
@@ -298,6 +299,16 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             }
         }
     }
+    // A DeclarativeManagement check-in is answered with its endpoint's document (ddm.rs); the
+    // webhook below carries it as NanoMDM's `mdm.DeclarativeManagement` event does (DDM brief §6).
+    let ddm_answer = if msg.message_type() == crate::mdm::ddm::DDM_CHECKIN_MESSAGE_TYPE {
+        match super::ddm::answer_checkin(&st.store, body) {
+            Ok(a) => Some(a),
+            Err(e) => return internal(e),
+        }
+    } else {
+        None
+    };
     let mut ev = CheckinEvent::from_checkin(&msg, body);
     ev.token_update_tally = tally;
     send_webhook(
@@ -310,6 +321,10 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             acknowledge_event: None,
         },
     );
+    if let Some(a) = ddm_answer {
+        let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, [(header::CONTENT_TYPE, a.content_type)], a.body).into_response();
+    }
     // Check-ins are answered with an empty 200 (brief §4).
     StatusCode::OK.into_response()
 }
@@ -454,7 +469,7 @@ fn send_webhook(st: &AppState, ev: WebhookEvent) {
 
 // ---------------------------------------------------------------- operator API
 
-fn check_api_auth(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn check_api_auth(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(key) = &st.cfg.api_key else {
         return Err(json_error(
             StatusCode::FORBIDDEN,
@@ -528,7 +543,7 @@ fn split_ids(ids: &str) -> Vec<String> {
 }
 
 /// Push the ids; fills `result.status` and returns how many pushes failed.
-async fn push_ids(st: &AppState, ids: &[String], result: &mut ApiResult) -> usize {
+pub(super) async fn push_ids(st: &AppState, ids: &[String], result: &mut ApiResult) -> usize {
     let mut targets = Vec::new();
     let mut failed = 0;
     for id in ids {
@@ -565,7 +580,7 @@ async fn push_ids(st: &AppState, ids: &[String], result: &mut ApiResult) -> usiz
     failed
 }
 
-fn api_response(code: StatusCode, r: ApiResult) -> Response {
+pub(super) fn api_response(code: StatusCode, r: ApiResult) -> Response {
     (code, axum::Json(r)).into_response()
 }
 

@@ -5,6 +5,8 @@
 //! behind the TLS terminator that presents the MDM server certificate (as NanoMDM does), which
 //! passes the device's client certificate in a header.
 
+pub mod ddm;
+mod ddm_api;
 pub mod faults;
 pub mod http;
 pub mod identity;

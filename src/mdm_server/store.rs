@@ -195,6 +195,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(super::ddm::SCHEMA)?;
         let mut conn = conn;
         let identity = Self::identity_of(&mut conn)?;
         Ok(Store {
@@ -234,7 +235,7 @@ impl Store {
         &self.identity
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         // A panic while holding the lock would poison it; the connection itself is still
         // consistent (SQLite rolled the transaction back), so keep going.
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());

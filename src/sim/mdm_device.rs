@@ -23,12 +23,14 @@
 
 use super::apns::Registry;
 use super::clock::Clock;
+use super::ddm_device::{self, DdmClient, DdmFacts, DdmTransport};
 use super::fleet::{MdmFaultKind, NetworkKind};
 use super::lab::SimLab;
 use super::os_update::{DeviceUpdateState, OsUpdateSim, Outcome, UpdateEvent};
 use super::quirks::QuirkTable;
 use crate::mdm::checkin::{CHECKIN_CONTENT_TYPE, COMMAND_CONTENT_TYPE, CheckinMessage};
 use crate::mdm::command::parse_envelope;
+use crate::mdm::ddm::protocol::{DdmCheckin, TokensResponse, command_tokens};
 use crate::mdm::report::{error_chain, report_dict};
 use crate::mdm_server::identity::cert_header_value;
 use plist::{Dictionary, Value};
@@ -104,6 +106,10 @@ pub struct MdmAgent {
     faults_left: Mutex<u32>,
     /// Spoiled reports so far (names the made-up CommandUUIDs).
     faults_sent: Mutex<u64>,
+    /// The device's DDM client (`sim::ddm_device`); idle until a `DeclarativeManagement` command.
+    ddm: Mutex<DdmClient>,
+    /// A synchronisation the last `DeclarativeManagement` command asked for (with its tokens).
+    ddm_sync: Mutex<Option<Option<TokensResponse>>>,
 }
 
 /// `report` spoiled as `kind` says; `n` numbers the spoiled reports of this device (it makes
@@ -174,6 +180,8 @@ impl MdmAgent {
             wake,
             faults_left: Mutex::new(faults_left),
             faults_sent: Mutex::new(0),
+            ddm: Mutex::new(DdmClient::default()),
+            ddm_sync: Mutex::new(None),
         }
     }
 
@@ -264,8 +272,17 @@ impl MdmAgent {
         Ok(())
     }
 
-    /// One command connection: Idle, then answer commands until the server has none.
+    /// One command connection: Idle, then answer commands until the server has none; then the
+    /// DDM work a `DeclarativeManagement` command asked for.
     pub async fn connect(&self) -> Result<u32, String> {
+        let r = self.command_connection().await;
+        if let Err(e) = self.ddm_work().await {
+            tracing::debug!(udid = %self.udid, error = %e, "DDM request failed");
+        }
+        r
+    }
+
+    async fn command_connection(&self) -> Result<u32, String> {
         let now = self.lab.clock.now();
         if self.os().offline(now) {
             return Ok(0);
@@ -321,7 +338,14 @@ impl MdmAgent {
         request_type: &str,
         command: &Dictionary,
     ) -> Option<(String, Dictionary)> {
+        let version = self.os().version().0.to_string();
+        let facts = DdmFacts::builtin();
         match request_type {
+            "ScheduleOSUpdate" | "OSUpdateStatus" | "AvailableOSUpdates"
+                if facts.holds("legacy_update_commands_removed", &version) =>
+            {
+                Some(("Error".into(), removed_command(request_type)))
+            }
             "ScheduleOSUpdate" | "OSUpdateStatus" | "AvailableOSUpdates" => {
                 match self.os().handle(now, uuid, request_type, command) {
                     Outcome::Reply { status, body } => Some((status, body)),
@@ -330,6 +354,16 @@ impl MdmAgent {
             }
             "DeviceInformation" => Some(("Acknowledged".into(), self.device_information(command))),
             "SecurityInfo" => Some(("Acknowledged".into(), self.security_info())),
+            // Turns DDM on and asks for a synchronisation (ddm brief §1); a `Data` that is not
+            // a tokens document is a malformed command.
+            "DeclarativeManagement" => match command_tokens(command) {
+                Ok(tokens) => {
+                    self.lock_ddm().enabled = true;
+                    *self.ddm_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokens);
+                    Some(("Acknowledged".into(), Dictionary::new()))
+                }
+                Err(_) => Some(("CommandFormatError".into(), Dictionary::new())),
+            },
             other => {
                 let mut b = Dictionary::new();
                 b.insert(
@@ -441,6 +475,10 @@ impl MdmAgent {
     fn tick(&self) -> bool {
         let now = self.lab.clock.now();
         let events = self.os().tick(now);
+        {
+            let mut os = self.os();
+            self.lock_ddm().step(now, &mut os, DdmFacts::builtin());
+        }
         let mut check_in = false;
         let dev = &self.lab.devices[self.index];
         let disk_free = self.os().disk_free();
@@ -498,9 +536,71 @@ impl MdmAgent {
                 && let Err(e) = self.connect().await
             {
                 tracing::debug!(udid = %self.udid, error = %e, "command connection failed");
+            } else if let Err(e) = self.ddm_work().await {
+                tracing::debug!(udid = %self.udid, error = %e, "DDM request failed");
             }
         }
     }
+}
+
+impl MdmAgent {
+    fn lock_ddm(&self) -> std::sync::MutexGuard<'_, DdmClient> {
+        self.ddm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The DDM side of a wake: a requested synchronisation, then the status items that
+    /// changed. Nothing while DDM is off or the device is restarting.
+    async fn ddm_work(&self) -> Result<(), String> {
+        let now = self.lab.clock.now();
+        if !self.lock_ddm().enabled || self.os().offline(now) {
+            return Ok(());
+        }
+        let requested = self
+            .ddm_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tokens) = requested {
+            let clock = &self.lab.clock;
+            ddm_device::sync(
+                self,
+                &self.udid,
+                tokens,
+                &self.ddm,
+                &self.os,
+                || clock.now(),
+                DdmFacts::builtin(),
+            )
+            .await?;
+        }
+        ddm_device::send_status(self, &self.udid, &self.ddm, &self.os, self.lab.clock.now())
+            .await
+            .map(|_| ())
+    }
+}
+
+impl DdmTransport for MdmAgent {
+    async fn checkin(&self, c: DdmCheckin) -> Result<(u16, Vec<u8>), String> {
+        self.put(CHECKIN_CONTENT_TYPE, c.to_plist()).await
+    }
+}
+
+/// What an iOS 27+ device answers to the update commands Apple removed in 27.0
+/// (`legacy_update_commands_removed` in `data/ddm.yaml`): `Error` with the chain devices give
+/// for a request type they do not handle — `MCMDMErrorDomain` 12021, "“<Type>” is not a valid
+/// request type." (ddm brief §5: micromdm/micromdm#970, fleetdm/fleet#51653; for removed
+/// commands an inference until a 27 device is captured).
+fn removed_command(request_type: &str) -> Dictionary {
+    let mut b = Dictionary::new();
+    b.insert(
+        "ErrorChain".into(),
+        error_chain(&[(
+            12021,
+            "MCMDMErrorDomain",
+            &format!("\u{201c}{request_type}\u{201d} is not a valid request type."),
+        )]),
+    );
+    b
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod apns;
 pub mod clock;
+pub mod ddm_device;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
