@@ -58,7 +58,9 @@ enum Command {
 enum FeedsCommand {
     /// Validate a saved feed file and print what it offers per model.
     Check(cli::feeds::CheckArgs),
-    /// Not implemented: prints where to download the feeds (this build reads saved copies).
+    /// Not implemented, so not listed (issue 15: no unimplemented command in the help); typed
+    /// anyway, it says where to download the feeds, since this build reads saved copies.
+    #[command(hide = true)]
     Fetch(cli::feeds::FetchArgs),
 }
 

@@ -127,6 +127,10 @@ fn fetch_is_a_stub_that_says_so() {
     let out = run_lab(&["feeds", "fetch"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not implemented"), "{}", stderr(&out));
+    // …and is not offered in the help.
+    let help = stdout(&run_lab(&["feeds", "--help"], None));
+    assert!(help.contains("check"), "{help}");
+    assert!(!help.contains("fetch"), "{help}");
 }
 
 #[test]
