@@ -38,14 +38,82 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = observe_help())]
 pub struct ObserveArgs {
+    /// The run folder (the one holding journal.jsonl).
     run_dir: PathBuf,
+    /// The device observed (one of the run's devices); without it, the observation is about
+    /// the whole run.
     #[arg(long)]
     udid: Option<String>,
+    /// What was seen, in words: it becomes the observation's value (and an adverse event's
+    /// detail).
     #[arg(long)]
     note: String,
+    /// What kind of observation (see the list below).
     #[arg(long, default_value = "note")]
     kind: String,
+    /// What was observed, as a short term: for an `adverse_event`, its term in
+    /// adverse_events.csv (`device unusable` is graded severe and counts for the stop rule).
+    /// Default: the kind.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+/// The kinds an operator records, with what reads them (docs/reports.md).
+pub const OBSERVE_KINDS: &[(&str, &str)] = &[
+    (
+        "note",
+        "free text; observations.csv and the report's timeline",
+    ),
+    (
+        "adverse_event",
+        "a harm: a row of adverse_events.csv with --key as its term; `device unusable` is \
+         graded severe and counts for the protocol's stop rule",
+    ),
+    (
+        "unenrolled",
+        "the device left MDM management: a serious adverse event",
+    ),
+    (
+        "install_scheduled",
+        "the device shows an install scheduled for later: read by the install-later detector",
+    ),
+];
+
+fn observe_help() -> String {
+    let mut s = String::from("Kinds:\n");
+    for (k, what) in OBSERVE_KINDS {
+        s.push_str(&format!("  {k:<18} {what}\n"));
+    }
+    s.push_str(
+        "\nExample:\n  lab observe results/rehearsal-12-20261203T100000Z --udid 00008110-000A1B2C3D4E5F60 \\\n      \
+         --kind adverse_event --key 'device unusable' --note 'black screen after the download'",
+    );
+    s
+}
+
+/// An observation the journal may take: a known kind, and a device of this run. Pure, so the
+/// refusals are unit-tested.
+fn check_observation(kind: &str, udid: Option<&str>, devices: &[String]) -> Result<(), String> {
+    if !OBSERVE_KINDS.iter().any(|(k, _)| *k == kind) {
+        let known: Vec<&str> = OBSERVE_KINDS.iter().map(|(k, _)| *k).collect();
+        return Err(format!(
+            "--kind {kind}: not a kind lab reads; one of: {}",
+            known.join(", ")
+        ));
+    }
+    if let Some(u) = udid
+        && !devices.iter().any(|d| d == u)
+    {
+        let listed = if devices.is_empty() {
+            "this run has discovered no device yet".to_string()
+        } else {
+            format!("its devices: {}", devices.join(", "))
+        };
+        return Err(format!("--udid {u}: not a device of this run ({listed})"));
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -223,13 +291,15 @@ pub async fn observe(a: ObserveArgs) -> Result<u8, CliError> {
             a.run_dir.display()
         )));
     }
-    let (mut j, _) = Journal::open(&path).map_err(|e| CliError::Failed(e.to_string()))?;
+    let (mut j, loaded) = Journal::open(&path).map_err(|e| CliError::Failed(e.to_string()))?;
+    let fold = crate::journal::fold::Fold::of(&loaded.entries);
+    check_observation(&a.kind, a.udid.as_deref(), &fold.order).map_err(CliError::BadArgument)?;
     let e = j
         .append(Event::Observation {
             udid: a.udid.clone(),
             source: ObservationSource::Operator,
             kind: a.kind.clone(),
-            key: a.kind.clone(),
+            key: a.key.clone().unwrap_or_else(|| a.kind.clone()),
             value: a.note.clone(),
         })
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -256,4 +326,38 @@ pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
         println!("{}", w.display());
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devs() -> Vec<String> {
+        vec!["00008110-000A".into(), "00008110-000B".into()]
+    }
+
+    #[test]
+    fn a_known_kind_about_a_device_of_the_run_is_taken() {
+        assert_eq!(check_observation("note", None, &devs()), Ok(()));
+        assert_eq!(
+            check_observation("adverse_event", Some("00008110-000B"), &devs()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_misspelt_kind_is_refused_with_the_kinds_listed() {
+        let e = check_observation("adverse-event", None, &devs()).unwrap_err();
+        assert!(e.contains("--kind adverse-event"), "{e}");
+        assert!(e.contains("adverse_event, unenrolled"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_udid_is_refused_with_the_run_devices_listed() {
+        let e = check_observation("note", Some("00008110-000C"), &devs()).unwrap_err();
+        assert!(e.contains("not a device of this run"), "{e}");
+        assert!(e.contains("00008110-000A, 00008110-000B"), "{e}");
+        let e = check_observation("note", Some("x"), &[]).unwrap_err();
+        assert!(e.contains("no device yet"), "{e}");
+    }
 }
