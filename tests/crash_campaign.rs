@@ -333,7 +333,7 @@ fn aim_and_kill(
         Phase::Dose => Duration::ZERO,
     };
     // Which intent to aim at: skip a random number of them so kills spread over devices.
-    let mut skip_intents = rng.range(0, 3) as usize;
+    let skip_intents = rng.range(0, 3) as usize;
     let mut seen_intents = 0;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -350,14 +350,12 @@ fn aim_and_kill(
                     .rfind(|l| l.ends_with('\n'))
                     .unwrap_or("");
                 let n = fresh.matches("\"event\":\"dose_intent\"").count();
+                // Intents are skipped one by one, not batch by batch: the runner fsyncs a whole
+                // batch of intents at once (every device ready for a step), so counting batches
+                // could wait for one that never comes and let the run end unkilled.
                 if n > seen_intents && last.contains("\"event\":\"dose_intent\"") {
                     seen_intents = n;
-                    if skip_intents == 0 {
-                        true
-                    } else {
-                        skip_intents -= 1;
-                        false
-                    }
+                    n > skip_intents
                 } else {
                     false
                 }
