@@ -595,6 +595,7 @@ async fn nano_env(webhook_results: bool, server_hmac: Option<&[u8]>) -> Env {
         webhook_url: Some(receiver.url()),
         webhook_hmac_key: server_hmac.map(<[u8]>::to_vec),
         faults: None,
+        ddm_on_enroll: false,
         push: Arc::new(NoPush),
     };
     let store = Arc::new(Store::open(&dir.path().join("mdm.sqlite")).unwrap());

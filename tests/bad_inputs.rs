@@ -199,6 +199,7 @@ async fn every_malformed_http_body_is_refused_with_a_4xx_and_kept() {
         webhook_url: None,
         webhook_hmac_key: None,
         faults: None,
+        ddm_on_enroll: false,
         push: Arc::new(NoPush),
     };
     let store = Arc::new(Store::open(&db.path().join("mdm.sqlite")).unwrap());

@@ -79,6 +79,7 @@ async fn server(
         webhook_url: webhook,
         webhook_hmac_key: Some(HMAC_KEY.to_vec()),
         faults: None,
+        ddm_on_enroll: false,
         push: Arc::new(NoPush),
     };
     lab::mdm_server::start("127.0.0.1:0", Arc::new(Store::open(db).unwrap()), cfg)

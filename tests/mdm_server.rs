@@ -95,6 +95,7 @@ async fn server(
         webhook_url: webhook,
         webhook_hmac_key: Some(HMAC_KEY.to_vec()),
         faults: None,
+        ddm_on_enroll: false,
         push: Arc::new(NoPush),
     };
     lab::mdm_server::start("127.0.0.1:0", Arc::new(Store::open(db).unwrap()), cfg)
@@ -373,6 +374,7 @@ async fn enqueue_pushes_through_apns_over_http2() {
         webhook_url: None,
         webhook_hmac_key: None,
         faults: None,
+        ddm_on_enroll: false,
         push: Arc::new(
             Apns::new(
                 standin.push_cert_pem.as_bytes(),

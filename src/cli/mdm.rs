@@ -105,6 +105,7 @@ pub async fn serve(a: ServeArgs) -> Result<u8, CliError> {
         webhook_hmac_key,
         push,
         faults,
+        ddm_on_enroll: false,
     };
     let server = crate::mdm_server::start(&a.listen, Arc::new(store), cfg)
         .await

@@ -48,6 +48,48 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/ddm/sync/{id}", post(sync))
 }
 
+/// Whether an Authenticate's `OSVersion` names a device that knows the `DeclarativeManagement`
+/// command (iOS 15.0+, `mdm/commands/declarativemanagement.yaml`).
+pub(super) fn ddm_capable(os_version: Option<&str>) -> bool {
+    let at_least = crate::version::Version::parse("15.0").expect("static version");
+    os_version
+        .and_then(|v| crate::version::Version::parse(v).ok())
+        .is_some_and(|v| v >= at_least)
+}
+
+/// Queue a `DeclarativeManagement` command for a device that just enrolled and push it
+/// ([`super::http::ServerConfig::ddm_on_enroll`]). Its CommandUUID is derived from the UDID, so
+/// a repeated first TokenUpdate cannot queue a second one.
+pub(super) fn turn_ddm_on(st: &AppState, udid: &str) {
+    let uuid = format!("lab-ddm-on-{udid}");
+    let token = match st.store.ddm_token(udid) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(%udid, "DDM at enrolment: {e}");
+            return;
+        }
+    };
+    let tokens = TokensResponse::new(&token, chrono::Utc::now());
+    let plist = declarative_management_command(&uuid, Some(&tokens));
+    let ids = vec![udid.to_string()];
+    match st
+        .store
+        .enqueue(&ids, &uuid, DDM_CHECKIN_MESSAGE_TYPE, &plist)
+    {
+        Ok(()) => {}
+        Err(StoreError::DuplicateCommand(_)) => return,
+        Err(e) => {
+            tracing::warn!(%udid, "DDM at enrolment: {e}");
+            return;
+        }
+    }
+    let st = st.clone();
+    tokio::spawn(async move {
+        let mut result = ApiResult::default();
+        push_ids(&st, &ids, &mut result).await;
+    });
+}
+
 async fn put_declaration(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -44,6 +44,12 @@ pub struct ServerConfig {
     pub push: SharedPush,
     /// Injected faults (tests and rehearsals of a flaky MDM; `None` on a real bench).
     pub faults: Option<Arc<super::faults::Faults>>,
+    /// Turn DDM on at enrolment: after a device's first TokenUpdate, if its Authenticate said
+    /// iOS 15 or later (`mdm/commands/declarativemanagement.yaml`, introduced 15.0), queue a
+    /// `DeclarativeManagement` command and push, as DDM-capable MDMs do (DDM brief §1: DDM is
+    /// on once the device has done a `DeclarativeManagement` check-in). The simulated lab's
+    /// server does; `lab mdm serve` does not unless told.
+    pub ddm_on_enroll: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +57,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub cfg: Arc<ServerConfig>,
     http: reqwest::Client,
+    /// The UDIDs whose Authenticate said iOS 15 or later ([`ServerConfig::ddm_on_enroll`]).
+    ddm_capable: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl AppState {
@@ -59,6 +67,7 @@ impl AppState {
             store,
             cfg: Arc::new(cfg),
             http: crate::http_client::client(Duration::from_secs(5)),
+            ddm_capable: Arc::default(),
         }
     }
 }
@@ -259,9 +268,20 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
     }
     let mut tally = None;
     match &msg {
-        CheckinMessage::Authenticate { topic, udid, .. } => {
+        CheckinMessage::Authenticate {
+            topic,
+            udid,
+            os_version,
+            ..
+        } => {
             if let Err(e) = st.store.authenticate(udid, topic, presented.as_deref()) {
                 return internal(e);
+            }
+            if st.cfg.ddm_on_enroll && super::ddm_api::ddm_capable(os_version.as_deref()) {
+                st.ddm_capable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(udid.clone());
             }
         }
         CheckinMessage::TokenUpdate {
@@ -281,6 +301,15 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             {
                 Ok(t) => tally = Some(t),
                 Err(e) => return internal(e),
+            }
+            let turn_on = tally == Some(1)
+                && st
+                    .ddm_capable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(udid.as_str());
+            if turn_on {
+                super::ddm_api::turn_ddm_on(st, udid);
             }
         }
         CheckinMessage::CheckOut { udid, .. } => {

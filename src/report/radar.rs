@@ -470,11 +470,18 @@ fn steps(det: &Detector, affected: &[&Facts], ctx: &Ctx) -> Vec<String> {
             .unwrap_or_default();
         if !specs.is_empty() {
             for a in specs {
-                let mut step = format!(
-                    "Arm `{}`: send ScheduleOSUpdate with Updates = [{{{target}, InstallAction: {}}}].",
-                    a.name,
-                    a.install_action.as_str()
-                );
+                let mut step = match a.install_action {
+                    Some(action) => format!(
+                        "Arm `{}`: send ScheduleOSUpdate with Updates = [{{{target}, InstallAction: {}}}].",
+                        a.name,
+                        action.as_str()
+                    ),
+                    None => format!(
+                        "Arm `{}`: post the DDM declaration {} ({target}) to the enrollment and sync it.",
+                        a.name,
+                        crate::mdm::ddm::ENFORCEMENT_SPECIFIC
+                    ),
+                };
                 if let Some(f) = &a.follow_up_step {
                     let _ = write!(
                         step,

@@ -184,6 +184,7 @@ async fn start_mdm(
                 webhook_hmac_key: None,
                 push: Arc::new(push),
                 faults: faults.clone(),
+                ddm_on_enroll: true,
             };
             let store = match mdm_db {
                 Some(p) => crate::mdm_server::Store::open(p)

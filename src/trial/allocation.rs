@@ -233,7 +233,8 @@ mod tests {
     fn arm(name: &str, allocation: AllocationSpec) -> ArmSpec {
         ArmSpec {
             name: name.into(),
-            install_action: InstallAction::Default,
+            install_action: Some(InstallAction::Default),
+            ddm_enforcement: None,
             follow_up_step: None,
             allocation,
             accept_known_bad: false,

@@ -247,10 +247,14 @@ pub enum TargetSpec {
 #[serde(deny_unknown_fields)]
 pub struct ArmSpec {
     pub name: String,
-    /// `Default`, `DownloadOnly` or `InstallASAP`; the macOS-only actions are refused where they
-    /// are written.
-    #[serde(deserialize_with = "ios_install_action")]
-    pub install_action: InstallAction,
+    /// A ScheduleOSUpdate arm: `Default`, `DownloadOnly` or `InstallASAP`; the macOS-only actions
+    /// are refused where they are written. An arm has this or `ddm_enforcement`, not both.
+    #[serde(default, deserialize_with = "ios_install_action_opt")]
+    pub install_action: Option<InstallAction>,
+    /// A DDM arm (issue 13): the dose is a software-update enforcement declaration
+    /// (`com.apple.configuration.softwareupdate.enforcement.specific`) whose `TargetOSVersion`
+    /// is the protocol's target.
+    pub ddm_enforcement: Option<EnforcementSpec>,
     /// A second command sent only when the protocol says so (iOS installs in two steps).
     pub follow_up_step: Option<FollowUpStep>,
     #[serde(default)]
@@ -263,18 +267,76 @@ pub struct ArmSpec {
 }
 
 /// How an arm's dose reaches the device. Eligibility picks its rules by it
-/// (`trial::eligibility::TABLE`); the DDM enforcement arm of issue 13 adds a second kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// (`trial::eligibility::TABLE`), and devices.csv names it (`dose_mechanism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DoseMechanism {
     /// The MDM command ScheduleOSUpdate (briefs mdm.md §1).
     ScheduleOsUpdate,
+    /// The DDM configuration `com.apple.configuration.softwareupdate.enforcement.specific`
+    /// (briefs ddm.md §2), posted to the device's enrollment and synced.
+    DdmEnforcement,
+}
+
+impl DoseMechanism {
+    /// As devices.csv and the journal's targets write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoseMechanism::ScheduleOsUpdate => "schedule_os_update",
+            DoseMechanism::DdmEnforcement => "ddm_enforcement",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DoseMechanism> {
+        match s {
+            "schedule_os_update" => Some(DoseMechanism::ScheduleOsUpdate),
+            "ddm_enforcement" => Some(DoseMechanism::DdmEnforcement),
+            _ => None,
+        }
+    }
 }
 
 impl ArmSpec {
-    /// Every arm sends ScheduleOSUpdate today.
     pub fn dose_mechanism(&self) -> DoseMechanism {
-        DoseMechanism::ScheduleOsUpdate
+        if self.ddm_enforcement.is_some() {
+            DoseMechanism::DdmEnforcement
+        } else {
+            DoseMechanism::ScheduleOsUpdate
+        }
     }
+
+    /// The first step's InstallAction (`Default` for a DDM arm, which has none).
+    pub fn action(&self) -> InstallAction {
+        self.install_action.unwrap_or(InstallAction::Default)
+    }
+}
+
+/// A DDM arm's enforcement (enforcement schema `softwareupdate.enforcement.specific.yaml`):
+/// the target version is the protocol's `target` (`product_version`, or `latest_for_model`
+/// resolved per device from the gdmf feed).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcementSpec {
+    /// `TargetBuildVersion` (optional; the version wins when the two disagree).
+    pub target_build: Option<String>,
+    /// `TargetLocalDateTime`: when the device force-installs.
+    pub deadline: DeadlineSpec,
+    /// `DetailsURL` (optional).
+    pub details_url: Option<String>,
+}
+
+/// When an enforcement's deadline falls. The declaration carries a device-local date-time
+/// without zone (enforcement schema, `TargetLocalDateTime`); an offset is turned into one at
+/// the dose, from the device's own clock and time zone as its baseline probe read them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeadlineSpec {
+    /// `yyyy-mm-ddThh:mm:ss`, the device's local time.
+    Local(String),
+    /// This long after the dose, in device time.
+    AfterDose(DurationSpec),
+    /// This long before the dose: a deadline already past when the device gets it (it prompts
+    /// at once and installs about an hour later, briefs ddm.md §4).
+    BeforeDose(DurationSpec),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +347,13 @@ pub struct FollowUpStep {
     /// When to send it.
     #[serde(default)]
     pub when: StepTrigger,
+}
+
+/// [`ios_install_action`] for an optional key.
+fn ios_install_action_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<InstallAction>, D::Error> {
+    ios_install_action(d).map(Some)
 }
 
 /// An `InstallAction` iOS knows (mdm.md §1); the error carries the YAML location.
@@ -564,7 +633,10 @@ fn check_arms(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
                 locate_value(text, "name", &a.name, 2),
             ));
         }
-        for action in std::iter::once(a.install_action)
+        check_arm_dose(pr, a, at)?;
+        for action in a
+            .install_action
+            .into_iter()
             .chain(a.follow_up_step.as_ref().map(|s| s.install_action))
         {
             if !is_ios_action(action) {
@@ -591,6 +663,75 @@ fn check_arms(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
                     locate_token(text, u, 2),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// An arm doses one way: `install_action` (ScheduleOSUpdate) or `ddm_enforcement`; a DDM arm
+/// has one step, no bug-reproduction waiver (that rule is about ScheduleOSUpdate), a target
+/// that names a version, and a deadline that parses.
+fn check_arm_dose(pr: &Protocol, a: &ArmSpec, at: &Locate) -> Result<(), InputError> {
+    let here = || locate_value(at.text, "name", &a.name, 1);
+    let Some(e) = &a.ddm_enforcement else {
+        if a.install_action.is_none() {
+            return Err(at.err_at(
+                format!(
+                    "arm {:?}: give install_action (a ScheduleOSUpdate arm) or ddm_enforcement (a DDM arm)",
+                    a.name
+                ),
+                here(),
+            ));
+        }
+        return Ok(());
+    };
+    let refuse = |what: &str| {
+        Err(at.err_at(
+            format!("arm {:?}: a ddm_enforcement arm {what}", a.name),
+            here(),
+        ))
+    };
+    if a.install_action.is_some() {
+        return refuse(
+            "takes no install_action (that is ScheduleOSUpdate's); the declaration's deadline says when",
+        );
+    }
+    if a.follow_up_step.is_some() {
+        return refuse("has one step: the declaration (no follow_up_step)");
+    }
+    if a.accept_known_bad {
+        return refuse(
+            "cannot accept_known_bad: the known-bad versions are ScheduleOSUpdate bugs",
+        );
+    }
+    if !matches!(
+        pr.target,
+        TargetSpec::ProductVersion(_) | TargetSpec::LatestForModel
+    ) {
+        return Err(at.err_at(
+            format!(
+                "arm {:?}: a ddm_enforcement arm needs target product_version or latest_for_model (the declaration's TargetOSVersion names a version)",
+                a.name
+            ),
+            locate_key(at.text, "target").map(|k| (k.0, k.2)),
+        ));
+    }
+    if let DeadlineSpec::Local(t) = &e.deadline
+        && let Err(err) = crate::mdm::ddm::LocalDateTime::parse(t)
+    {
+        return Err(at.err_at(
+            format!("arm {:?}: ddm_enforcement.deadline.local: {err}", a.name),
+            locate_token(at.text, t, 1),
+        ));
+    }
+    for (key, v) in [
+        ("target_build", &e.target_build),
+        ("details_url", &e.details_url),
+    ] {
+        if v.as_ref().is_some_and(|v| v.trim().is_empty() || v.len() > 1024) {
+            return refuse(&format!(
+                "has an empty (or over 1024-byte) ddm_enforcement.{key}"
+            ));
         }
     }
     Ok(())

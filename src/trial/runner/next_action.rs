@@ -81,7 +81,7 @@ pub(super) fn next_action(d: &DeviceFacts, m: Moment<'_>) -> Action {
             (None, _) => Action::Wait(Why::NotAllocated),
             (Some(arm), _) => {
                 let action = arm_spec(arms, arm)
-                    .map(|a| a.install_action)
+                    .map(ArmSpec::action)
                     .unwrap_or(InstallAction::Default);
                 dose_step(d, 1, action)
             }
@@ -287,7 +287,8 @@ mod tests {
     fn arms() -> Vec<ArmSpec> {
         vec![ArmSpec {
             name: "two-step".into(),
-            install_action: InstallAction::DownloadOnly,
+            install_action: Some(InstallAction::DownloadOnly),
+            ddm_enforcement: None,
             follow_up_step: Some(FollowUpStep {
                 install_action: InstallAction::InstallASAP,
                 when: StepTrigger::Downloaded,

@@ -35,7 +35,8 @@ impl Runner<'_> {
                     .and_then(|p| p.product_version.as_deref())
                     .unwrap_or("?"),
                 d.target["version"].as_str().unwrap_or("?"),
-                spec.map(|s| s.install_action.as_str()).unwrap_or("?"),
+                spec.map(|s| s.install_action.map_or("a DDM enforcement", |a| a.as_str()))
+                    .unwrap_or("?"),
                 spec.and_then(|s| s.follow_up_step.as_ref())
                     .map(|f| format!(", then {} once downloaded", f.install_action.as_str()))
                     .unwrap_or_default()
