@@ -143,7 +143,7 @@ fn main() {
                 step: 1,
                 command_uuid: c.clone(),
                 request_type: "ScheduleOSUpdate".into(),
-                install_action: lab::mdm::command::InstallAction::Default,
+                install_action: Some(lab::mdm::command::InstallAction::Default),
                 starting_build: "21F90".into(),
                 command_b64: String::new(),
                 mdm_store: None,

@@ -109,7 +109,7 @@ impl J {
             step,
             command_uuid: uuid.into(),
             request_type: "ScheduleOSUpdate".into(),
-            install_action: lab::mdm::command::InstallAction::Default,
+            install_action: Some(lab::mdm::command::InstallAction::Default),
             starting_build: "21F90".into(),
             command_b64: "AAAA".into(),
             mdm_store: None,

@@ -109,6 +109,7 @@ fn probe(lab: &SimLab, i: usize) -> DeviceProbe {
         mdm: None,
         disagreements: Vec::new(),
         device_time: None,
+        utc_offset: None,
     }
 }
 
@@ -133,6 +134,8 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
             access_rights: Some(8191),
             shared_ipad_user_logged_in: None,
             dep_enrolled: Some(lab.devices[i].spec.update.dep_enrolled),
+            ddm_active: None,
+            ddm_error: None,
             feeds: None,
         };
         let v = assess(&pr.eligibility, &pr.target, &s);

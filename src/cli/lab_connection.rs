@@ -6,6 +6,7 @@
 //! point 4: the runner does not build the simulated lab).
 
 use crate::mdm::backend::{MdmBackend, MicroMdm, NanoMdm};
+use crate::mdm::ddm_doses::{DdmDoses, EmbeddedDdm};
 use crate::mdm::webhook_receiver::WebhookReceiver;
 use crate::trial::lab_connection::LabConnection;
 use crate::trial::protocol::{LoadedProtocol, MdmKind};
@@ -64,6 +65,7 @@ pub async fn connect(p: &LoadedProtocol) -> Result<ConnectedLab, RunError> {
                 backend: Box::new(NanoMdm::embedded(&url, &key, timeout)),
                 time_scale: sim.speed,
                 webhook: None,
+                ddm: Some(Box::new(EmbeddedDdm::new(&url, &key, timeout))),
                 enrolled_check: Some((url, key, n)),
             },
             sim: Some(running),
@@ -96,6 +98,7 @@ async fn connect_bench(p: &LoadedProtocol) -> Result<LabConnection, RunError> {
                 mdm.api_key_env
             ))
         })?;
+    let ddm = connect_ddm(p, &key)?;
     let (backend, webhook): (Box<dyn MdmBackend>, Option<WebhookReceiver>) = match mdm.kind {
         MdmKind::Embedded => (Box::new(NanoMdm::embedded(&mdm.url, &key, timeout)), None),
         kind => {
@@ -136,5 +139,37 @@ async fn connect_bench(p: &LoadedProtocol) -> Result<LabConnection, RunError> {
         time_scale: lab.time_scale.filter(|t| *t > 0.0).unwrap_or(1.0),
         webhook,
         enrolled_check: None,
+        ddm,
     })
+}
+
+/// A bench's DDM server: `lab.mdm.ddm` (KMFDDM, its key from the environment), else the
+/// embedded server itself when `lab.mdm.kind` is `embedded`; none otherwise.
+fn connect_ddm(p: &LoadedProtocol, mdm_key: &str) -> Result<Option<Box<dyn DdmDoses>>, RunError> {
+    let lab = &p.protocol.lab;
+    let timeout = lab.mdm_api.timeout.0;
+    let file = p.path.display();
+    let Some(mdm) = &lab.mdm else {
+        return Ok(None);
+    };
+    match &mdm.ddm {
+        Some(d) => {
+            let key = std::env::var(&d.api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    RunError::BadInput(format!(
+                        "{file}: lab.mdm.ddm.api_key_env: the environment variable {} is not set (it holds the KMFDDM API key)",
+                        d.api_key_env
+                    ))
+                })?;
+            let k = crate::mdm::kmfddm::Kmfddm::new(&d.url, &key, timeout)
+                .map_err(|e| RunError::BadInput(format!("{file}: lab.mdm.ddm.url: {e}")))?;
+            Ok(Some(Box::new(k)))
+        }
+        None if mdm.kind == MdmKind::Embedded => {
+            Ok(Some(Box::new(EmbeddedDdm::new(&mdm.url, mdm_key, timeout))))
+        }
+        None => Ok(None),
+    }
 }

@@ -81,10 +81,15 @@ pub enum Event {
         arm: String,
         step: u32,
         command_uuid: String,
+        /// `ScheduleOSUpdate`, or for a DDM dose the declaration's `Type`
+        /// (`com.apple.configuration.softwareupdate.enforcement.specific`).
         request_type: String,
-        install_action: InstallAction,
+        /// A ScheduleOSUpdate's InstallAction; absent for a DDM dose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        install_action: Option<InstallAction>,
         starting_build: String,
-        /// The exact command plist, base64.
+        /// The exact command plist, base64; for a DDM dose, the exact declaration JSON (its
+        /// `Identifier` is `command_uuid`).
         command_b64: String,
         /// The MDM store the intent was made against (`GET /v1/store` of `lab`'s own server;
         /// absent for an MDM without one, and in journals written before it was recorded):
@@ -148,6 +153,15 @@ pub enum Event {
         status: String,
         raw_b64: String,
         received_at: String,
+    },
+    /// A DDM status report of the device (issue 13), raw: the JSON bytes as the DDM server
+    /// stored them, base64. `report_id` is the server's (the next poll asks for later ones).
+    DdmStatusReport {
+        udid: String,
+        report_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        received_at: Option<String>,
+        raw_b64: String,
     },
     /// A re-probe over USB during follow-up.
     DeviceReprobed {
@@ -220,6 +234,7 @@ impl Event {
             | DoseWithheld { udid, .. }
             | CommandSent { udid, .. }
             | MdmResult { udid, .. }
+            | DdmStatusReport { udid, .. }
             | DeviceReprobed { udid, .. }
             | FollowUpEnded { udid, .. } => Some(udid),
             Observation { udid, .. } => udid.as_deref(),

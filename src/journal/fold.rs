@@ -70,6 +70,11 @@ pub struct ProbeFacts {
     pub build_version: Option<String>,
     pub product_type: Option<String>,
     pub passcode: Option<bool>,
+    /// The device clock at the probe (lockdown `TimeIntervalSince1970`, in milliseconds) and
+    /// its time zone (`TimeZoneOffsetFromUTC`, seconds east of UTC): a DDM deadline given as
+    /// an offset from the dose is device-local time.
+    pub device_time_ms: Option<i64>,
+    pub utc_offset_s: Option<i64>,
 }
 
 impl ProbeFacts {
@@ -83,6 +88,11 @@ impl ProbeFacts {
             build_version: text(&b["build_version"]["value"]),
             product_type: text(&b["product_type"]["value"]),
             passcode: b["passcode"]["password_protected"]["value"].as_bool(),
+            device_time_ms: probe["device_time"]
+                .as_f64()
+                .filter(|t| t.is_finite())
+                .map(|t| (t * 1000.0) as i64),
+            utc_offset_s: probe["utc_offset"].as_f64().map(|o| o as i64),
         }
     }
 }
@@ -91,6 +101,8 @@ impl ProbeFacts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dose {
     pub command_uuid: String,
+    /// A DDM declaration (its `command_uuid` is the declaration's identifier), not a command.
+    pub declaration: bool,
     /// What the MDM API said: `Some(true)` queued, `Some(false)` refused, `None` not known.
     pub enqueued: Option<bool>,
 }
@@ -110,6 +122,8 @@ pub struct DeviceFacts {
     pub host: String,
     pub device_id: u32,
     pub probe: Option<ProbeFacts>,
+    /// Journal time of the (last) baseline: when its device clock was read.
+    pub baseline_at: Option<String>,
     pub eligible: Option<bool>,
     /// The update the device would get (`EligibilityAssessed.target`).
     pub target: serde_json::Value,
@@ -134,6 +148,10 @@ pub struct DeviceFacts {
     pub end: Option<FollowUpEndReason>,
     /// Journal time of the first dose the MDM queued: follow-up's clock starts there.
     pub first_dose_at: Option<String>,
+    /// The id of the last DDM status report journaled (the next poll asks for later ones).
+    pub ddm_report_after: Option<String>,
+    /// What the DDM status reports said so far (the `softwareupdate.*` items, folded).
+    pub ddm_status: crate::mdm::ddm::SoftwareUpdateView,
 }
 
 impl DeviceFacts {
@@ -143,6 +161,7 @@ impl DeviceFacts {
             host: String::new(),
             device_id: 0,
             probe: None,
+            baseline_at: None,
             eligible: None,
             target: serde_json::Value::Null,
             arm: None,
@@ -157,6 +176,8 @@ impl DeviceFacts {
             last_reprobe: None,
             end: None,
             first_dose_at: None,
+            ddm_report_after: None,
+            ddm_status: Default::default(),
         }
     }
 
@@ -303,6 +324,18 @@ impl DeviceFacts {
             | MdmResult { .. }
             | DeviceReprobed { .. }
             | FollowUpEnded { .. } => self.apply_follow_up(&e.event),
+            DdmStatusReport {
+                report_id, raw_b64, ..
+            } => {
+                self.ddm_report_after = Some(report_id.clone());
+                if let Some(r) = super::answer::bytes(raw_b64)
+                    .ok()
+                    .and_then(|b| crate::mdm::ddm::StatusReport::parse(&b).ok())
+                {
+                    self.ddm_status.fold(&r);
+                }
+                self.enter(Phase::FollowingUp);
+            }
             DeviceDiscovered {
                 host, device_id, ..
             } => {
@@ -311,6 +344,7 @@ impl DeviceFacts {
             }
             BaselineRecorded { probe, .. } => {
                 self.probe = Some(ProbeFacts::of(probe));
+                self.baseline_at = Some(e.at.clone());
                 if self.phase == Phase::Discovered {
                     self.phase = Phase::Baselined;
                 }
@@ -342,12 +376,14 @@ impl DeviceFacts {
                 step,
                 command_uuid,
                 mdm_store,
+                request_type,
                 ..
             } => {
                 self.doses.insert(
                     *step,
                     Dose {
                         command_uuid: command_uuid.clone(),
+                        declaration: request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC,
                         enqueued: None,
                     },
                 );
@@ -360,6 +396,7 @@ impl DeviceFacts {
             } => {
                 self.doses.entry(*step).or_insert_with(|| Dose {
                     command_uuid: command_uuid.clone(),
+                    declaration: false,
                     enqueued: None,
                 });
                 self.uncertain.insert(command_uuid.clone());
@@ -475,7 +512,7 @@ mod tests {
             step,
             command_uuid: uuid.into(),
             request_type: "ScheduleOSUpdate".into(),
-            install_action: InstallAction::Default,
+            install_action: Some(InstallAction::Default),
             starting_build: "19H12".into(),
             command_b64: String::new(),
             mdm_store: None,

@@ -46,6 +46,7 @@ pub use webhook::{AcknowledgeEvent, CheckinEvent, Ids, WebhookEvent, hmac_signat
 // The harness's side of an MDM: backends and the webhook listener (I/O at the edge).
 pub mod backend;
 pub mod ddm_backend;
+pub mod ddm_doses;
 pub mod kmfddm;
 pub mod memory;
 pub mod webhook_receiver;

@@ -146,6 +146,23 @@ pub struct DeviceProbe {
     /// of the [`Baseline`]: it describes the moment, not the device.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_time: Option<f64>,
+    /// The device's time zone when it answered: lockdown `TimeZoneOffsetFromUTC`, seconds east
+    /// of UTC (briefs device-side.md, global domain). A DDM deadline is device-local time with
+    /// no zone (enforcement schema `TargetLocalDateTime`): an offset from the dose is turned
+    /// into one with it. `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<f64>,
+}
+
+/// `TimeZoneOffsetFromUTC` from a global-domain reply, integer or real, within ±18 h (the widest
+/// offset in use is +14 h); `None` otherwise.
+pub fn utc_offset(global: &DomainReply) -> Option<f64> {
+    let v = match global.as_ref().ok()?.get("TimeZoneOffsetFromUTC")? {
+        plist::Value::Real(r) => *r,
+        plist::Value::Integer(i) => i.as_signed()? as f64,
+        _ => return None,
+    };
+    (v.is_finite() && v.abs() <= 18.0 * 3600.0).then_some(v)
 }
 
 /// `TimeIntervalSince1970` from a global-domain reply, integer or real; `None` when absent,
@@ -232,6 +249,7 @@ pub async fn probe_device(
     let baseline =
         Baseline::from_replies(&host, entry, global, disk, battery, chaperone, port_path);
     let device_time = device_time(global);
+    let utc_offset = utc_offset(global);
     DeviceProbe {
         host,
         device_id: entry.device_id,
@@ -243,6 +261,7 @@ pub async fn probe_device(
         mdm: None,
         disagreements: Vec::new(),
         device_time,
+        utc_offset,
     }
 }
 
@@ -390,6 +409,7 @@ pub async fn probe_all(
                         mdm: None,
                         disagreements: Vec::new(),
                         device_time: None,
+                        utc_offset: None,
                     }
                 }
             };

@@ -22,4 +22,7 @@ pub struct LabConnection {
     /// An in-process lab's embedded MDM as (URL, API key, number of devices): the baseline
     /// waits until that many devices have enrolled before it probes.
     pub enrolled_check: Option<(String, String, usize)>,
+    /// Where DDM doses go and their status is read (`None`: the MDM speaks no DDM the harness
+    /// knows, and a DDM arm's devices are excluded as `ddm_active` unknown).
+    pub ddm: Option<Box<dyn crate::mdm::ddm_doses::DdmDoses>>,
 }

@@ -2,6 +2,7 @@
 //! follow-up and outcome.
 
 pub mod allocation;
+pub mod ddm_dose;
 pub mod dose_guard;
 pub mod eligibility;
 pub mod journal;

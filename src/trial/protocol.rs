@@ -128,6 +128,18 @@ pub struct MdmSpec {
     /// Name of the environment variable holding the API key (never the key itself).
     pub api_key_env: String,
     pub webhook: Option<WebhookSpec>,
+    /// The DDM server beside the MDM (KMFDDM, DDM brief §6), for `ddm_enforcement` arms. An
+    /// `embedded` MDM speaks DDM itself and needs none.
+    pub ddm: Option<DdmServerSpec>,
+}
+
+/// A KMFDDM server: its root URL and the environment variable holding its API key (HTTP Basic
+/// user `kmfddm`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DdmServerSpec {
+    pub url: String,
+    pub api_key_env: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

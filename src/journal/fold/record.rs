@@ -505,7 +505,7 @@ impl Facts {
                 step: *step,
                 command_uuid: command_uuid.clone(),
                 request_type: request_type.clone(),
-                install_action: install_action.to_string(),
+                install_action: install_action.map(|a| a.to_string()).unwrap_or_default(),
                 starting_build: starting_build.clone(),
                 enqueued: None,
                 failed: None,

@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub(super) passcode: Fact<bool>,
     pub(super) product_type: Fact<String>,
     pub(super) resolution: Resolution,
+    /// The protocol's target, as written.
+    pub(super) target_spec: TargetSpec,
 }
 
 impl<'a> Context<'a> {
@@ -67,6 +69,7 @@ impl<'a> Context<'a> {
             passcode,
             product_type,
             resolution,
+            target_spec: target.clone(),
         })
     }
 

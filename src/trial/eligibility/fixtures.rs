@@ -109,6 +109,7 @@ impl Dev {
             mdm: None,
             disagreements: Vec::new(),
             device_time: None,
+            utc_offset: None,
         }
     }
 }
@@ -180,6 +181,8 @@ pub(super) fn subject<'a>(
         access_rights: None,
         shared_ipad_user_logged_in: None,
         dep_enrolled: None,
+        ddm_active: None,
+        ddm_error: None,
         feeds: None,
     }
 }

@@ -44,6 +44,7 @@ mod already_dosed;
 mod battery;
 pub mod command_lifetime;
 mod context;
+pub mod ddm;
 mod enrollment;
 mod facts;
 mod feed;
@@ -87,17 +88,26 @@ pub mod rule {
     pub const ALREADY_DOSED: &str = "already_dosed";
     /// A note, not a reason: ScheduleOSUpdate is deprecated on the device's iOS.
     pub const COMMAND_DEPRECATED: &str = "command_deprecated";
+    /// DDM arms (`ddm`): iOS 17.0+, DDM on, an allowed enrollment, a target to name.
+    pub const DDM_MIN_IOS: &str = "ddm_min_ios";
+    pub const DDM_ACTIVE: &str = "ddm_active";
+    pub const DDM_ENROLLMENT: &str = "ddm_enrollment";
+    pub const DDM_TARGET: &str = "ddm_target";
 }
 
 /// Every rule id [`assess`] can report as a reason, in report order.
-pub const RULES: [&str; 14] = [
+pub const RULES: [&str; 18] = [
     rule::PROBE_FAILED,
     rule::SUPERVISED,
     rule::MIN_IOS,
+    rule::DDM_MIN_IOS,
+    rule::DDM_ACTIVE,
+    rule::DDM_ENROLLMENT,
     rule::COMMAND_REMOVED,
     rule::KNOWN_BAD_VERSION,
     rule::NEWER_TARGET,
     rule::NO_TARGET,
+    rule::DDM_TARGET,
     rule::NEWER_TARGET_IN_FEED,
     rule::FREE_DISK,
     rule::BATTERY,
@@ -122,6 +132,10 @@ pub struct Subject<'a> {
     pub access_rights: Option<u64>,
     pub shared_ipad_user_logged_in: Option<bool>,
     pub dep_enrolled: Option<bool>,
+    /// DDM is on for the enrollment (the DDM server saw a `DeclarativeManagement` check-in);
+    /// `None`: unknown, [`Subject::ddm_error`] says why.
+    pub ddm_active: Option<bool>,
+    pub ddm_error: Option<String>,
     /// The protocol's feeds (gdmf, ipsw.me) at the trial date; `None`: the protocol names none.
     pub feeds: Option<&'a TrialFeeds>,
 }
@@ -154,6 +168,10 @@ pub struct Verdict {
     /// With feeds: the trial date and whether the device's starting build is still signed
     /// (ipsw.me; `None`: unknown). `None` without feeds.
     pub feed_facts: Option<(NaiveDate, Option<bool>)>,
+    /// A DDM verdict: its mechanism and the enrollment type the rules read (recorded with the
+    /// target as `mechanism` and `enrollment`); `None` for ScheduleOSUpdate, whose target
+    /// record is unchanged.
+    pub mechanism: Option<(DoseMechanism, Option<&'static str>)>,
 }
 
 impl Verdict {
@@ -185,6 +203,10 @@ impl Verdict {
             }
             if !self.notes.is_empty() {
                 o.insert("notes".into(), json!(self.notes));
+            }
+            if let Some((m, enrollment)) = self.mechanism {
+                o.insert("mechanism".into(), json!(m.as_str()));
+                o.insert("enrollment".into(), json!(enrollment));
             }
         }
         v
@@ -236,6 +258,7 @@ pub struct Rule {
 }
 
 const SCHEDULE_OS_UPDATE: Applies = Applies::Only(DoseMechanism::ScheduleOsUpdate);
+const DDM_ENFORCEMENT: Applies = Applies::Only(DoseMechanism::DdmEnforcement);
 
 /// Every rule after `probe_failed`, in report order (see [`RULES`]).
 pub const TABLE: &[Rule] = &[
@@ -250,6 +273,21 @@ pub const TABLE: &[Rule] = &[
         check: min_ios::check,
     },
     Rule {
+        id: rule::DDM_MIN_IOS,
+        applies: DDM_ENFORCEMENT,
+        check: ddm::min_ios,
+    },
+    Rule {
+        id: rule::DDM_ACTIVE,
+        applies: DDM_ENFORCEMENT,
+        check: ddm::active,
+    },
+    Rule {
+        id: rule::DDM_ENROLLMENT,
+        applies: DDM_ENFORCEMENT,
+        check: ddm::enrollment,
+    },
+    Rule {
         id: rule::COMMAND_REMOVED,
         applies: SCHEDULE_OS_UPDATE,
         check: command_lifetime::check,
@@ -261,8 +299,13 @@ pub const TABLE: &[Rule] = &[
     },
     Rule {
         id: rule::NEWER_TARGET,
-        applies: Applies::Every,
+        applies: SCHEDULE_OS_UPDATE,
         check: target::check,
+    },
+    Rule {
+        id: rule::DDM_TARGET,
+        applies: DDM_ENFORCEMENT,
+        check: ddm::target_rule,
     },
     Rule {
         id: rule::NEWER_TARGET_IN_FEED,
@@ -326,6 +369,7 @@ pub fn assess_for(
                 target: None,
                 feed_builds: Vec::new(),
                 feed_facts: None,
+                mechanism: None,
             };
         }
     };
@@ -338,13 +382,21 @@ pub fn assess_for(
         }
     }
     let feed_facts = ctx.feed_facts();
+    let (target, mechanism) = match mechanism {
+        DoseMechanism::ScheduleOsUpdate => (ctx.resolution.target.clone(), None),
+        DoseMechanism::DdmEnforcement => (
+            ddm::target(&ctx, target),
+            Some((mechanism, ddm::enrollment_kind(&ctx))),
+        ),
+    };
     Verdict {
         eligible: reasons.is_empty(),
         reasons,
         notes,
-        target: ctx.resolution.target,
+        target,
         feed_builds: ctx.resolution.feed_builds,
         feed_facts,
+        mechanism,
     }
 }
 

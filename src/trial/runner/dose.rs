@@ -185,6 +185,34 @@ impl Runner<'_> {
         }
     }
 
+    /// A DDM arm's dose for a device: the declaration's identifier and exact bytes, built once
+    /// here (`trial::ddm_dose`), the deadline counted on the device's own clock and zone.
+    fn declaration_for(&self, udid: &str, spec: &EnforcementSpec) -> Result<Payload, String> {
+        let d = &self.state.devices[udid];
+        let probe = d.probe.clone().unwrap_or_default();
+        let read_at = d
+            .baseline_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let clock = probe.device_time_ms.zip(read_at);
+        let now = crate::trial::ddm_dose::device_now(clock, chrono::Utc::now(), self.lab.time_scale);
+        let deadline = crate::trial::ddm_dose::local_deadline(
+            &spec.deadline,
+            now,
+            probe.utc_offset_s.unwrap_or(0),
+        )?;
+        let version = d.target["version"]
+            .as_str()
+            .ok_or("no target version was resolved for the device")?;
+        let e = crate::trial::ddm_dose::enforcement(spec, version, deadline);
+        let identifier = format!("lab-ddm-{}", uuid_v4());
+        Ok(Payload::Declaration {
+            bytes: crate::trial::ddm_dose::declaration_bytes(&e, &identifier),
+            identifier,
+        })
+    }
+
     /// A fresh dose of `step`: its intent event and what to send once the intent is durable.
     fn intent(
         &self,
@@ -198,21 +226,61 @@ impl Runner<'_> {
         let version = probe.product_version.clone().unwrap_or_default();
         let build = probe.build_version.clone().unwrap_or_default();
         let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
-        let cmd = self.command_for(udid, action);
-        let uuid = format!("lab-dose-{}", uuid_v4());
-        let violations: Vec<String> =
-            crate::mdm::schema::validate_command(&cmd.to_dict(), &version)
-                .iter()
-                .map(|v| v.to_string())
-                .collect();
-        let bytes = cmd.to_plist(&uuid);
+        let enforcement = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .find(|a| a.name == arm)
+            .and_then(|a| a.ddm_enforcement.clone());
+        let (payload, uuid, mut violations) = match enforcement {
+            None => {
+                let cmd = self.command_for(udid, action);
+                let uuid = format!("lab-dose-{}", uuid_v4());
+                let violations: Vec<String> =
+                    crate::mdm::schema::validate_command(&cmd.to_dict(), &version)
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect();
+                (Payload::Command(cmd), uuid, violations)
+            }
+            Some(spec) => match self.declaration_for(udid, &spec) {
+                Ok(p) => {
+                    let uuid = p.uuid().to_string();
+                    (p, uuid, Vec::new())
+                }
+                Err(why) => (
+                    Payload::Declaration {
+                        identifier: format!("lab-ddm-{}", uuid_v4()),
+                        bytes: Vec::new(),
+                    },
+                    String::new(),
+                    vec![why],
+                ),
+            },
+        };
+        let uuid = if uuid.is_empty() {
+            payload.uuid().to_string()
+        } else {
+            uuid
+        };
+        if violations.is_empty()
+            && let Payload::Declaration { .. } = payload
+            && !crate::trial::eligibility::ddm::enforcement_available(&version)
+        {
+            violations.push(format!(
+                "the enforcement declaration needs iOS {} or later",
+                crate::trial::eligibility::ddm::ENFORCEMENT_MIN_IOS
+            ));
+        }
+        let bytes = payload.bytes(&uuid);
         let intent = Event::DoseIntent {
             udid: udid.into(),
             arm,
             step,
             command_uuid: uuid.clone(),
-            request_type: cmd.request_type().into(),
-            install_action: action,
+            request_type: payload.request_type().into(),
+            install_action: payload.install_action(),
             starting_build: build.clone(),
             command_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
             mdm_store: store.clone(),
@@ -231,7 +299,7 @@ impl Runner<'_> {
         let prepared = Prepared {
             udid: udid.into(),
             version,
-            cmd,
+            payload,
             violations,
             rec,
             made: IntentMade::default(),
@@ -245,6 +313,7 @@ impl Runner<'_> {
     async fn send_prepared(&mut self, prepared: Vec<Prepared>) -> Result<(), RunError> {
         let answers = {
             let backend = self.lab.backend.as_ref();
+            let ddm = self.lab.ddm.as_deref();
             crate::join::join_all(
                 prepared
                     .iter()
@@ -252,7 +321,11 @@ impl Runner<'_> {
                         if !x.violations.is_empty() {
                             return None;
                         }
-                        Some(backend.enqueue(&x.udid, &x.cmd, &x.rec.command_uuid).await)
+                        Some(
+                            x.payload
+                                .send(backend, ddm, &x.udid, &x.rec.command_uuid)
+                                .await,
+                        )
                     })
                     .collect(),
             )
@@ -275,7 +348,8 @@ impl Runner<'_> {
                         udid,
                         command_uuid,
                         error: format!(
-                            "not sent: the command fails Apple's schema for iOS {}: {}",
+                            "not sent: the {} fails Apple's schema for iOS {}: {}",
+                            x.payload.noun(),
                             x.version,
                             x.violations.join("; ")
                         ),
@@ -299,7 +373,7 @@ impl Runner<'_> {
         for (x, e) in failed {
             self.send_dose(
                 &x.udid,
-                &x.cmd,
+                &x.payload,
                 &x.rec.command_uuid.clone(),
                 x.rec,
                 &x.made,
@@ -322,7 +396,7 @@ impl Runner<'_> {
     pub(super) async fn send_dose(
         &mut self,
         udid: &str,
-        cmd: &Command,
+        cmd: &Payload,
         uuid: &str,
         template: LedgerRecord,
         made: &IntentMade,
@@ -338,7 +412,10 @@ impl Runner<'_> {
         for attempt in 1..=api.attempts {
             let answer = match first_error.take() {
                 Some(e) => Err(e),
-                None => self.lab.backend.enqueue(udid, cmd, uuid).await,
+                None => {
+                    cmd.send(self.lab.backend.as_ref(), self.lab.ddm.as_deref(), udid, uuid)
+                        .await
+                }
             };
             let err = match answer {
                 Ok(q) => {
@@ -389,7 +466,7 @@ impl Runner<'_> {
                 })?;
                 return Ok(());
             }
-            match self.ask_records(udid, uuid).await? {
+            match self.ask_records(udid, uuid, cmd.is_declaration()).await? {
                 Some(true) => {
                     self.ledger.append(&rec(LedgerKind::Enqueued))?;
                     self.log(Event::DoseEnqueued {
@@ -463,11 +540,86 @@ impl Runner<'_> {
     }
 }
 
+/// What a dose sends: a ScheduleOSUpdate command, or a DDM declaration (its identifier is the
+/// dose's id, its bytes exactly those journaled with the intent).
+pub(super) enum Payload {
+    Command(Command),
+    Declaration { identifier: String, bytes: Vec<u8> },
+}
+
+impl Payload {
+    pub(super) fn request_type(&self) -> &'static str {
+        match self {
+            Payload::Command(c) => c.request_type(),
+            Payload::Declaration { .. } => crate::mdm::ddm::ENFORCEMENT_SPECIFIC,
+        }
+    }
+
+    fn install_action(&self) -> Option<InstallAction> {
+        match self {
+            Payload::Command(Command::ScheduleOSUpdate { updates }) => {
+                updates.first().map(|u| u.install_action)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_declaration(&self) -> bool {
+        matches!(self, Payload::Declaration { .. })
+    }
+
+    fn noun(&self) -> &'static str {
+        if self.is_declaration() {
+            "declaration"
+        } else {
+            "command"
+        }
+    }
+
+    /// A declaration's id is its identifier; a command's is given.
+    fn uuid(&self) -> &str {
+        match self {
+            Payload::Command(_) => "",
+            Payload::Declaration { identifier, .. } => identifier,
+        }
+    }
+
+    /// The exact bytes the intent journals.
+    fn bytes(&self, uuid: &str) -> Vec<u8> {
+        match self {
+            Payload::Command(c) => c.to_plist(uuid),
+            Payload::Declaration { bytes, .. } => bytes.clone(),
+        }
+    }
+
+    /// Send it: a command to the MDM's queue, a declaration to the DDM server (no DDM server:
+    /// refused, never sent).
+    pub(super) async fn send(
+        &self,
+        backend: &dyn MdmBackend,
+        ddm: Option<&dyn crate::mdm::ddm_doses::DdmDoses>,
+        udid: &str,
+        uuid: &str,
+    ) -> Result<crate::mdm::backend::Enqueued, crate::mdm::backend::BackendError> {
+        match self {
+            Payload::Command(c) => backend.enqueue(udid, c, uuid).await,
+            Payload::Declaration { identifier, bytes } => match ddm {
+                Some(d) => d.give(udid, bytes, identifier).await,
+                None => Err(crate::mdm::backend::BackendError::Refused {
+                    url: String::new(),
+                    status: 501,
+                    message: "the lab's MDM has no DDM server: lab.mdm.ddm".into(),
+                }),
+            },
+        }
+    }
+}
+
 /// A dose whose intent is decided, waiting to be made durable and sent.
 struct Prepared {
     udid: String,
     version: String,
-    cmd: Command,
+    payload: Payload,
     violations: Vec<String>,
     rec: LedgerRecord,
     made: IntentMade,

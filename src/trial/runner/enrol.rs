@@ -60,6 +60,7 @@ impl Runner<'_> {
             // check in and answer) …
             let answers = {
                 let backend = self.lab.backend.as_ref();
+                let ddm = self.lab.ddm.as_deref().filter(|_| self.has_ddm_arms());
                 crate::join::join_all(
                     chunk
                         .iter()
@@ -74,7 +75,11 @@ impl Runner<'_> {
                             // The MDM's own dose records, for `already_dosed` (a failed call
                             // leaves the ledger; the check before the dose asks again).
                             let doses = backend.dose_records(&p.udid).await.ok().flatten();
-                            Some((facts, offered, doses))
+                            let ddm = match ddm {
+                                Some(d) => Some(ddm_state(d, &p.udid).await),
+                                None => None,
+                            };
+                            Some((facts, offered, doses, ddm))
                         })
                         .collect(),
                 )
@@ -83,13 +88,13 @@ impl Runner<'_> {
             // … then recorded in order, one fsync for the chunk, before anything acts on them.
             let mut events = Vec::new();
             for (mut p, answer) in chunk.into_iter().zip(answers) {
-                let (offered, offered_error, offered_event, mdm_doses) = match answer {
-                    Some((facts, (event, offered, error), doses)) => {
+                let (offered, offered_error, offered_event, mdm_doses, ddm) = match answer {
+                    Some((facts, (event, offered, error), doses, ddm)) => {
                         p.disagreements = mdm_side::compare(&p.baseline, &facts);
                         p.mdm = Some(facts);
-                        (offered, error, event, doses)
+                        (offered, error, event, doses, ddm)
                     }
-                    None => (None, Some("no baseline".into()), None, None),
+                    None => (None, Some("no baseline".into()), None, None, None),
                 };
                 let probe_json = serde_json::to_value(&p).expect("probe serialises");
                 events.push(Event::BaselineRecorded {
@@ -115,21 +120,46 @@ impl Runner<'_> {
                     },
                     None => Vec::new(),
                 };
-                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits));
+                events.push(self.assess(
+                    &p,
+                    offered.as_deref(),
+                    offered_error,
+                    ledger_hits,
+                    ddm,
+                ));
             }
             self.log_all(events)?;
         }
         Ok(())
     }
 
-    /// The eligibility verdict of one device (with the bug-reproduction waiver).
+    /// Whether any arm doses by DDM declaration.
+    pub(super) fn has_ddm_arms(&self) -> bool {
+        self.p
+            .protocol
+            .arms
+            .iter()
+            .any(|a| a.dose_mechanism() == DoseMechanism::DdmEnforcement)
+    }
+
+    /// The eligibility verdict of one device, for every dose mechanism the protocol's arms use
+    /// (issue 13). A device eligible for a DDM arm is recorded with that verdict (DDM is
+    /// Apple's supported mechanism wherever both apply); else with the ScheduleOSUpdate verdict
+    /// (with the bug-reproduction waiver); an excluded device carries every mechanism's reasons,
+    /// each rule once.
     pub(super) fn assess(
         &self,
         p: &DeviceProbe,
         offered: Option<&[AvailableUpdate]>,
         offered_error: Option<String>,
         ledger_hits: Vec<LedgerRecord>,
+        ddm: Option<Result<crate::mdm::ddm_doses::DdmEnrollment, String>>,
     ) -> Event {
+        let (ddm_active, ddm_error) = match ddm {
+            Some(Ok(e)) => (e.active, None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
         let subject = Subject {
             probe: p,
             offered,
@@ -138,12 +168,58 @@ impl Runner<'_> {
             access_rights: None,
             shared_ipad_user_logged_in: None,
             dep_enrolled: None,
+            ddm_active,
+            ddm_error,
             feeds: self.feeds.as_ref(),
         };
+        let mechanisms: std::collections::BTreeSet<DoseMechanism> = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .map(|a| a.dose_mechanism())
+            .collect();
+        let ddm = mechanisms.contains(&DoseMechanism::DdmEnforcement).then(|| {
+            assess_for(
+                DoseMechanism::DdmEnforcement,
+                &self.p.protocol.eligibility,
+                &self.p.protocol.target,
+                &subject,
+            )
+        });
+        let sou = mechanisms
+            .contains(&DoseMechanism::ScheduleOsUpdate)
+            .then(|| self.assess_schedule_os_update(&subject));
+        let v = match (sou, ddm) {
+            (_, Some(d)) if d.eligible => d,
+            (Some(s), _) if s.eligible => s,
+            (Some(mut s), Some(d)) => {
+                for r in d.reasons {
+                    if s.reason(&r.rule).is_none() {
+                        s.reasons.push(r);
+                    }
+                }
+                s
+            }
+            (Some(s), None) => s,
+            (None, Some(d)) => d,
+            (None, None) => unreachable!("a protocol has at least one arm"),
+        };
+        let target = v.target_json();
+        Event::EligibilityAssessed {
+            udid: p.udid.clone(),
+            eligible: v.eligible,
+            reasons: v.reasons,
+            target,
+        }
+    }
+
+    /// The ScheduleOSUpdate verdict, with the bug-reproduction waiver.
+    fn assess_schedule_os_update(&self, subject: &Subject) -> crate::trial::eligibility::Verdict {
         let mut v = assess(
             &self.p.protocol.eligibility,
             &self.p.protocol.target,
-            &subject,
+            subject,
         );
         // A bug-reproduction arm may take a device excluded only for its known-bad version:
         // judge it again with that rule waived, and record the waiver as its reason.
@@ -162,7 +238,7 @@ impl Runner<'_> {
         {
             let mut spec = self.p.protocol.eligibility.clone();
             spec.known_bad_versions = Some(Vec::new());
-            let again = assess(&spec, &self.p.protocol.target, &subject);
+            let again = assess(&spec, &self.p.protocol.target, subject);
             if again.eligible {
                 let original = v.reasons.remove(0);
                 v = again;
@@ -177,13 +253,7 @@ impl Runner<'_> {
                 }];
             }
         }
-        let target = v.target_json();
-        Event::EligibilityAssessed {
-            udid: p.udid.clone(),
-            eligible: v.eligible,
-            reasons: v.reasons,
-            target,
-        }
+        v
     }
 
     pub(super) fn allocate(&mut self) -> Result<(), RunError> {
@@ -214,19 +284,43 @@ impl Runner<'_> {
             })
             .collect();
         let seed = self.p.protocol.allocation_seed;
-        // Waived devices go only to bug-reproduction arms; the others only to the other arms.
-        let (repro, normal): (Vec<Candidate>, Vec<Candidate>) = candidates
-            .into_iter()
-            .partition(|c| waived.contains(&c.udid));
-        let (repro_arms, normal_arms): (Vec<_>, Vec<_>) = self
-            .p
-            .protocol
-            .arms
-            .iter()
-            .cloned()
-            .partition(|a| a.accept_known_bad);
+        // Waived devices go only to bug-reproduction arms; devices judged for a DDM dose only
+        // to DDM arms; the others only to the other arms.
+        let group_of_device = |c: &Candidate| {
+            if waived.contains(&c.udid) {
+                2
+            } else if self.state.devices[&c.udid].target["mechanism"]
+                == DoseMechanism::DdmEnforcement.as_str()
+            {
+                1
+            } else {
+                0
+            }
+        };
+        let group_of_arm = |a: &crate::trial::protocol::ArmSpec| {
+            if a.accept_known_bad {
+                2
+            } else if a.dose_mechanism() == DoseMechanism::DdmEnforcement {
+                1
+            } else {
+                0
+            }
+        };
         let mut alloc = Vec::new();
-        for (arms, cands) in [(normal_arms, normal), (repro_arms, repro)] {
+        for group in 0..3 {
+            let arms: Vec<_> = self
+                .p
+                .protocol
+                .arms
+                .iter()
+                .filter(|a| group_of_arm(a) == group)
+                .cloned()
+                .collect();
+            let cands: Vec<Candidate> = candidates
+                .iter()
+                .filter(|c| group_of_device(c) == group)
+                .cloned()
+                .collect();
             if arms.is_empty() || cands.is_empty() {
                 continue;
             }
@@ -256,6 +350,25 @@ impl Runner<'_> {
         }
         self.log_all(events)?;
         Ok(())
+    }
+}
+
+/// What the DDM server knows of a device's enrollment. DDM is turned on at enrolment
+/// (`DeclarativeManagement` command, then the device's check-in), possibly while the baseline
+/// runs: a "not on" is asked again for a few seconds before it counts.
+async fn ddm_state(
+    ddm: &dyn crate::mdm::ddm_doses::DdmDoses,
+    udid: &str,
+) -> Result<crate::mdm::ddm_doses::DdmEnrollment, String> {
+    let start = Instant::now();
+    loop {
+        match ddm.enrollment(udid).await {
+            Ok(e) if e.active == Some(false) && start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(e) => return Ok(e),
+            Err(e) => return Err(format!("the DDM server ({}) did not answer: {e}", ddm.kind())),
+        }
     }
 }
 

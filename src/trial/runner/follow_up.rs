@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::mdm::backend::{BackendError, CommandResult};
+use crate::mdm::ddm_backend::RawStatusReport;
 impl Runner<'_> {
     pub(super) async fn follow_up(&mut self) -> Result<(), RunError> {
         let fu = self.p.protocol.follow_up.clone();
@@ -87,6 +88,23 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Journal a DDM-dosed device's new status reports (the final sweep's; polls fetch them
+    /// with the rest of the round).
+    pub(super) async fn collect_ddm_reports(&mut self, udid: &str) -> Result<(), RunError> {
+        let d = &self.state.devices[udid];
+        let Some(ddm) = self.lab.ddm.clone() else {
+            return Ok(());
+        };
+        if !d.doses.values().any(|x| x.declaration) {
+            return Ok(());
+        }
+        let after = d.ddm_report_after.clone();
+        let reports = ddm.status_reports(udid, after.as_deref()).await;
+        let events = ddm_report_events(udid, Some(reports));
+        self.log_all(events)?;
+        Ok(())
+    }
+
     /// A device clock that moved differently from the host's since the last reading is an
     /// observation (`device_clock_jump`): the install window and deferrals run on it.
     pub(super) fn clock_reading(
@@ -166,6 +184,7 @@ impl Runner<'_> {
         tokio::time::sleep(self.lab.backend.settle_time()).await;
         for u in dosed {
             self.collect_results(&u).await?;
+            self.collect_ddm_reports(&u).await?;
         }
         self.collect_rejected().await?;
         Ok(())
@@ -182,17 +201,27 @@ impl Runner<'_> {
         let reprobe = self.p.protocol.follow_up.reprobe;
         let fetched = {
             let backend = self.lab.backend.as_ref();
+            let ddm = self.lab.ddm.as_deref();
+            let devices = &self.state.devices;
             crate::join::join_all(
                 udids
                     .iter()
                     .map(|udid| async move {
                         let results = backend.results(udid).await;
+                        let d = &devices[udid];
+                        let reports = match ddm {
+                            Some(ddm) if d.doses.values().any(|x| x.declaration) => Some(
+                                ddm.status_reports(udid, d.ddm_report_after.as_deref())
+                                    .await,
+                            ),
+                            _ => None,
+                        };
                         let usb = if reprobe {
                             Some(reprobe_device(udid, attached).await)
                         } else {
                             None
                         };
-                        (results, usb)
+                        (results, usb, reports)
                     })
                     .collect(),
             )
@@ -213,11 +242,12 @@ impl Runner<'_> {
     ) -> Result<Vec<Option<String>>, RunError> {
         let mut events = Vec::new();
         let mut now_builds = Vec::new();
-        for (udid, (results, usb)) in udids.iter().zip(fetched) {
+        for (udid, (results, usb, reports)) in udids.iter().zip(fetched) {
             let results = results.unwrap_or_else(|e| {
                 events.push(api_error(udid, "results", &e));
                 Vec::new()
             });
+            events.extend(ddm_report_events(udid, reports));
             // An answer is new unless the fold has it, or this fetch listed it already; the fold
             // takes the new ones in (outstanding query, update status) when they are logged.
             let mut seen = HashSet::new();
@@ -426,4 +456,29 @@ fn api_error(udid: &str, key: &str, e: &BackendError) -> Event {
 }
 
 /// What one poll fetched for a device: its MDM answers, and its re-probe when the protocol asks.
-type Fetched = (Result<Vec<CommandResult>, BackendError>, Option<Reprobe>);
+type Fetched = (
+    Result<Vec<CommandResult>, BackendError>,
+    Option<Reprobe>,
+    Option<Result<Vec<RawStatusReport>, BackendError>>,
+);
+
+/// The DDM status reports of one poll as journal events, raw (a failed call is an
+/// observation; the next poll asks again from the same report).
+fn ddm_report_events(
+    udid: &str,
+    reports: Option<Result<Vec<RawStatusReport>, BackendError>>,
+) -> Vec<Event> {
+    match reports {
+        None => Vec::new(),
+        Some(Err(e)) => vec![api_error(udid, "DDM status reports", &e)],
+        Some(Ok(list)) => list
+            .into_iter()
+            .map(|r| Event::DdmStatusReport {
+                udid: udid.to_string(),
+                report_id: r.id,
+                received_at: r.received,
+                raw_b64: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+            })
+            .collect(),
+    }
+}

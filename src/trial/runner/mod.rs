@@ -19,11 +19,11 @@
 
 use super::allocation::{Candidate, allocate};
 use super::dose_guard::{self, Decision};
-use super::eligibility::{Subject, assess};
+use super::eligibility::{Subject, assess, assess_for};
 use super::lab_connection::LabConnection;
 use super::ledger::{Ledger, LedgerKind, LedgerRecord};
 use super::progress::Progress;
-use super::protocol::{LoadedProtocol, TargetSpec};
+use super::protocol::{DoseMechanism, EnforcementSpec, LoadedProtocol, TargetSpec};
 use super::run_lock::{Holder, LockError, RunLock, ShortLock};
 use crate::feeds::TrialFeeds;
 use crate::journal::fold::{DeviceFacts, Fold, ProbeFacts, REJECTED_REPORT};
@@ -195,6 +195,8 @@ struct Lab {
     enrolled_check: Option<(String, String, usize)>,
     /// Kept alive with the run (the webhook listener a NanoMDM or MicroMDM backend reads from).
     _webhook: Option<crate::mdm::webhook_receiver::WebhookReceiver>,
+    /// The DDM server DDM doses go to.
+    ddm: Option<Arc<dyn crate::mdm::ddm_doses::DdmDoses>>,
 }
 
 impl From<LabConnection> for Lab {
@@ -205,6 +207,7 @@ impl From<LabConnection> for Lab {
             time_scale: c.time_scale,
             enrolled_check: c.enrolled_check,
             _webhook: c.webhook,
+            ddm: c.ddm.map(Arc::from),
         }
     }
 }

@@ -71,6 +71,8 @@ pub(super) enum Why {
     NotDosed,
     /// A status query is still unanswered (the MDM queue is in order: one at a time).
     StatusOutstanding,
+    /// A DDM dose: the device reports its status itself.
+    StatusReported,
 }
 
 /// The next action for device `d` at moment `m`.
@@ -136,6 +138,10 @@ pub(super) fn next_action(d: &DeviceFacts, m: Moment<'_>) -> Action {
                 Action::End(FollowUpEndReason::reached(until))
             } else if elapsed(d, now) > max {
                 Action::End(FollowUpEndReason::TimeLimit)
+            } else if d.doses.values().any(|x| x.declaration) {
+                // A DDM dose's status comes from the device's own reports, not a query (and
+                // OSUpdateStatus is removed on iOS 27).
+                Action::Wait(Why::StatusReported)
             } else if d.outstanding.is_none() {
                 Action::AskStatus
             } else {
@@ -233,7 +239,7 @@ mod tests {
             step,
             command_uuid: uuid.into(),
             request_type: "ScheduleOSUpdate".into(),
-            install_action: InstallAction::DownloadOnly,
+            install_action: Some(InstallAction::DownloadOnly),
             starting_build: "21F90".into(),
             command_b64: String::new(),
             mdm_store: None,

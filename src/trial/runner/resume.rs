@@ -1,6 +1,7 @@
 //! Resuming a run: finding the unfinished run folder of a protocol, and settling the intents a
 //! killed run left without an answer (under the lab-wide dose lock, from the MDM's records).
 
+use super::dose::Payload;
 use super::*;
 
 /// A run folder of the same protocol that has not finished, if any.
@@ -42,7 +43,7 @@ impl Runner<'_> {
     /// ledger intent made sure of first), after the lock is released. Anything else → *dose
     /// uncertain*, never re-sent.
     pub(super) async fn resolve_unanswered_intents(&mut self) -> Result<(), RunError> {
-        let pending: Vec<(String, String)> = self
+        let pending: Vec<(String, String, bool)> = self
             .state
             .devices
             .iter()
@@ -50,7 +51,7 @@ impl Runner<'_> {
                 d.doses
                     .values()
                     .filter(|x| x.enqueued.is_none() && !d.uncertain.contains(&x.command_uuid))
-                    .map(|x| (u.clone(), x.command_uuid.clone()))
+                    .map(|x| (u.clone(), x.command_uuid.clone(), x.declaration))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -60,11 +61,11 @@ impl Runner<'_> {
         let dose_lock = self.ledger.dose_lock().await?;
         let store = self.current_store().await?;
         let mut to_send = Vec::new();
-        for (udid, uuid) in pending {
+        for (udid, uuid, declaration) in pending {
             // `lab`'s own server (also behind an in-process simulated lab) lists every command
             // it ever queued and refuses a second command with a CommandUUID it knows; the
             // webhook-fed NanoMDM and MicroMDM only know the answers that came back.
-            match self.ask_records(&udid, &uuid).await? {
+            match self.ask_records(&udid, &uuid, declaration).await? {
                 Some(true) => {
                     self.log(Event::DoseEnqueued {
                         udid,
@@ -104,10 +105,10 @@ impl Runner<'_> {
             }
         }
         drop(dose_lock);
-        for (udid, uuid, (cmd, rec), made) in to_send {
+        for (udid, uuid, (payload, rec), made) in to_send {
             // The same bounded retries as any dose: a refusal because a late request of the
             // dead harness got there first (the server's 409) is settled by the MDM's records.
-            self.send_dose(&udid, &cmd, &uuid, rec, &made, None).await?;
+            self.send_dose(&udid, &payload, &uuid, rec, &made, None).await?;
         }
         Ok(())
     }
@@ -125,7 +126,7 @@ impl Runner<'_> {
         &mut self,
         udid: &str,
         uuid: &str,
-    ) -> Result<Option<(Command, LedgerRecord)>, RunError> {
+    ) -> Result<Option<(Payload, LedgerRecord)>, RunError> {
         let intent = crate::trial::journal::read(self.journal.path())?
             .entries
             .into_iter()
@@ -137,10 +138,15 @@ impl Runner<'_> {
                     install_action,
                     starting_build,
                     command_b64,
+                    request_type,
                     ..
-                } if u == udid && command_uuid == uuid => {
-                    Some((step, install_action, starting_build, command_b64))
-                }
+                } if u == udid && command_uuid == uuid => Some((
+                    step,
+                    install_action,
+                    starting_build,
+                    command_b64,
+                    request_type,
+                )),
                 _ => None,
             });
         let uncertain = |reason: String| Event::DoseUncertain {
@@ -148,13 +154,30 @@ impl Runner<'_> {
             command_uuid: uuid.into(),
             reason,
         };
-        let Some((step, action, build, command_b64)) = intent else {
+        let Some((step, action, build, command_b64, request_type)) = intent else {
             self.log(uncertain(
                 "intent not found in the journal; not re-sent".into(),
             ))?;
             return Ok(None);
         };
-        let cmd = Some(self.command_for(udid, action));
+        if request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
+            // A declaration is re-sent from the intent's own bytes, never rebuilt (its deadline
+            // would move): the same identifier and content cannot make a second enforcement.
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&command_b64) else {
+                self.log(uncertain(
+                    "intent recorded, but its declaration bytes do not decode; not re-sent".into(),
+                ))?;
+                return Ok(None);
+            };
+            let payload = Payload::Declaration {
+                identifier: uuid.to_string(),
+                bytes,
+            };
+            return self
+                .guard_interrupted(udid, uuid, step, &build, payload)
+                .await;
+        }
+        let cmd = action.map(|a| self.command_for(udid, a));
         let same_bytes = cmd.as_ref().is_some_and(|c| {
             base64::engine::general_purpose::STANDARD.encode(c.to_plist(uuid)) == command_b64
         });
@@ -186,6 +209,21 @@ impl Runner<'_> {
             })?;
             return Ok(None);
         }
+        self.guard_interrupted(udid, uuid, step, &build, Payload::Command(cmd))
+            .await
+    }
+
+    /// The check before the dose, again, for an interrupted enqueue about to be completed: the
+    /// ledger, the journal and the MDM's records under the lab-wide lock the caller holds.
+    async fn guard_interrupted(
+        &mut self,
+        udid: &str,
+        uuid: &str,
+        step: u32,
+        build: &str,
+        payload: Payload,
+    ) -> Result<Option<(Payload, LedgerRecord)>, RunError> {
+        let build = build.to_string();
         let run_dir = self.run_dir.display().to_string();
         let intent = LedgerRecord {
             udid: udid.to_string(),
@@ -241,7 +279,7 @@ impl Runner<'_> {
         {
             self.ledger.append(&intent)?;
         }
-        Ok(Some((cmd, intent)))
+        Ok(Some((payload, intent)))
     }
 }
 

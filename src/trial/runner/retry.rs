@@ -87,7 +87,20 @@ impl Runner<'_> {
         &mut self,
         udid: &str,
         uuid: &str,
+        declaration: bool,
     ) -> Result<Option<bool>, RunError> {
+        if declaration {
+            // A DDM dose's record: the declarations the enrollment holds (`ddm_doses`).
+            let Some(ddm) = self.lab.ddm.clone() else {
+                return Ok(None);
+            };
+            let known = self
+                .with_retries(Some(udid), &format!("declarations of {udid}"), None, || {
+                    ddm.enrollment(udid)
+                })
+                .await?;
+            return Ok(known.map(|e| e.declarations.iter().any(|d| d == uuid)));
+        }
         let backend = self.lab.backend.clone();
         let known = self
             .with_retries(Some(udid), &format!("records of {uuid}"), None, || {

@@ -142,7 +142,7 @@ impl J {
             step,
             command_uuid: uuid.into(),
             request_type: "ScheduleOSUpdate".into(),
-            install_action: action.parse().expect("an Apple InstallAction"),
+            install_action: Some(action.parse().expect("an Apple InstallAction")),
             starting_build: "19H12".into(),
             command_b64: "AAAA".into(),
             mdm_store: None,
