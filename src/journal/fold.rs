@@ -333,6 +333,15 @@ impl DeviceFacts {
                     .and_then(|b| crate::mdm::ddm::StatusReport::parse(&b).ok())
                 {
                     self.ddm_status.fold(&r);
+                    // A DDM update is downloaded once the device prepared it (install-state,
+                    // DDM brief §3): what `until: downloaded` waits for.
+                    use crate::mdm::ddm::InstallState;
+                    if matches!(
+                        self.ddm_status.install_state,
+                        Some(InstallState::Prepared | InstallState::Installing)
+                    ) {
+                        self.downloaded = true;
+                    }
                 }
                 self.enter(Phase::FollowingUp);
             }

@@ -106,6 +106,7 @@ pub fn header() -> Vec<String> {
             "target_download_size",
             "target_install_size",
             "arm",
+            "dose_mechanism",
         ]
         .map(String::from),
     );
@@ -176,6 +177,23 @@ fn push_field(
     if let Some(n) = f.get("note").and_then(Value::as_str) {
         notes.push(format!("{name}={n}"));
     }
+}
+
+/// `schedule_os_update` or `ddm_enforcement` (issue 13): what the device's dose intents are;
+/// for an allocated device not (yet) dosed, what its verdict judged it for; empty otherwise.
+fn dose_mechanism(d: &Facts) -> Option<&'static str> {
+    if let Some(i) = d.intents.first() {
+        return Some(if i.request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
+            "ddm_enforcement"
+        } else {
+            "schedule_os_update"
+        });
+    }
+    d.arm.as_ref()?;
+    Some(match d.target.get("mechanism").and_then(Value::as_str) {
+        Some("ddm_enforcement") => "ddm_enforcement",
+        _ => "schedule_os_update",
+    })
 }
 
 fn step_cells(d: &Facts, intent: Option<&Intent>) -> Vec<String> {
@@ -292,6 +310,7 @@ pub(crate) fn render_of(run: &RunFacts, outcomes: &[outcome::DeviceOutcome]) -> 
             row.push(d.target_field(k).unwrap_or_default());
         }
         row.push(opt(&d.arm));
+        row.push(dose_mechanism(d).unwrap_or_default().to_string());
         for s in 1..=MAX_ARM_STEPS {
             let intent = d.intents.iter().find(|i| i.step == s);
             row.extend(step_cells(d, intent));
@@ -372,6 +391,7 @@ mod tests {
         assert_eq!(cell(&h, r, "target_build"), "19H390");
         assert_eq!(cell(&h, r, "target_download_size"), "1000");
         assert_eq!(cell(&h, r, "arm"), "download");
+        assert_eq!(cell(&h, r, "dose_mechanism"), "schedule_os_update");
         assert_eq!(cell(&h, r, "step1_install_action"), "Default");
         assert_eq!(cell(&h, r, "step1_command_uuid"), "C1");
         assert_eq!(cell(&h, r, "step1_dose_result"), "enqueued");

@@ -323,8 +323,8 @@ impl ArmSpec {
 }
 
 /// A DDM arm's enforcement (enforcement schema `softwareupdate.enforcement.specific.yaml`):
-/// the target version is the protocol's `target` (`product_version`, or `latest_for_model`
-/// resolved per device from the gdmf feed).
+/// the target version is the protocol's `target` (`product_version`; `latest`, the newest the
+/// device offers; or `latest_for_model`, resolved per device from the gdmf feed).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EnforcementSpec {
@@ -716,13 +716,10 @@ fn check_arm_dose(pr: &Protocol, a: &ArmSpec, at: &Locate) -> Result<(), InputEr
             "cannot accept_known_bad: the known-bad versions are ScheduleOSUpdate bugs",
         );
     }
-    if !matches!(
-        pr.target,
-        TargetSpec::ProductVersion(_) | TargetSpec::LatestForModel
-    ) {
+    if let TargetSpec::ProductKey(_) = pr.target {
         return Err(at.err_at(
             format!(
-                "arm {:?}: a ddm_enforcement arm needs target product_version or latest_for_model (the declaration's TargetOSVersion names a version)",
+                "arm {:?}: a ddm_enforcement arm needs target product_version, latest or latest_for_model (the declaration's TargetOSVersion names a version, not a product key)",
                 a.name
             ),
             locate_key(at.text, "target").map(|k| (k.0, k.2)),

@@ -107,8 +107,11 @@ pub(super) fn enrollment_kind(ctx: &Context) -> Option<&'static str> {
 pub(super) fn target(ctx: &Context, target: &TargetSpec) -> Option<ResolvedTarget> {
     let version = match target {
         TargetSpec::ProductVersion(v) => v.clone(),
-        TargetSpec::LatestForModel => ctx.resolution.target.as_ref()?.version.clone(),
-        TargetSpec::ProductKey(_) | TargetSpec::Latest => return None,
+        // The feed's latest for the model, or the newest the device itself offers.
+        TargetSpec::LatestForModel | TargetSpec::Latest => {
+            ctx.resolution.target.as_ref()?.version.clone()
+        }
+        TargetSpec::ProductKey(_) => return None,
     };
     // The device's own offer of that version (sizes for `free_disk`), when it made one.
     if let Some(t) = &ctx.resolution.target
@@ -116,10 +119,23 @@ pub(super) fn target(ctx: &Context, target: &TargetSpec) -> Option<ResolvedTarge
     {
         return Some(t.clone());
     }
+    // Else the build the gdmf feed gives that version for the model (the outcome and the
+    // follow-up's `until: updated` compare builds), when there is a feed.
+    let build = ctx
+        .subject
+        .feeds
+        .and_then(|f| Some((f, f.gdmf.as_ref()?)))
+        .zip(ctx.product_type.value.as_deref())
+        .and_then(|((f, g), pt)| {
+            gdmf::releases_for(g, pt, f.date)
+                .into_iter()
+                .find(|r| r.version == version)
+                .map(|r| r.build)
+        });
     Some(ResolvedTarget {
         product_key: None,
         version,
-        build: None,
+        build,
         download_size: None,
         install_size: None,
     })
@@ -129,7 +145,7 @@ pub fn target_rule(ctx: &Context) -> RuleVerdict {
     let Some(t) = self::target(ctx, &ctx.target_spec) else {
         return RuleVerdict::Exclude(reason(
             rule::DDM_TARGET,
-            "No target version can be named for the declaration (give target product_version, or latest_for_model with a gdmf feed that offers the model a release).".into(),
+            "No target version can be named for the declaration (target product_version; latest, when the device offers an update; or latest_for_model, when the gdmf feed offers the model a release).".into(),
             json!({ "target": null }),
         ));
     };
