@@ -414,6 +414,9 @@ impl<'w> Builder<'w> {
                 value.clone(),
             ])),
             (Event::FollowUpEnded { .. }, _) => LaneKind::FollowUpEnded,
+            (Event::DdmStatusReport { raw_b64, .. }, _) => LaneKind::DdmStatus {
+                install_state: ddm_install_state(raw_b64),
+            },
             _ => LaneKind::Other,
         };
         let ev = LaneEv {
@@ -653,3 +656,12 @@ impl RawIndex {
         Ok(raw)
     }
 }
+/// The `softwareupdate.install-state` a DDM status report carries, if any (DDM brief §3): what
+/// a device's lane shows for it. A report that does not parse shows nothing.
+fn ddm_install_state(raw_b64: &str) -> Option<Box<str>> {
+    let bytes = crate::journal::answer::bytes(raw_b64).ok()?;
+    let r = crate::mdm::ddm::StatusReport::parse(&bytes).ok()?;
+    let state = r.get("softwareupdate.install-state")?.as_str()?;
+    Some(state.into())
+}
+

@@ -37,6 +37,10 @@ pub(crate) enum LaneKind {
     /// source, kind, key, value.
     Observation(Box<[String; 4]>),
     FollowUpEnded,
+    /// A DDM status report, with the `install-state` it carries.
+    DdmStatus {
+        install_state: Option<Box<str>>,
+    },
     /// Any other entry of the device, or a run-level one.
     Other,
 }

@@ -116,6 +116,23 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
             LaneKind::FollowUpEnded => {
                 l.end = Some(at);
             }
+            LaneKind::DdmStatus { install_state } => {
+                detached = false;
+                if let Some(s) = install_state {
+                    l.answers
+                        .push((at, Rc::from("DDM install-state"), Rc::from(&**s)));
+                    if dosed && !matches!(base, Status::Updated | Status::WrongVersion) {
+                        // DDM brief §3: none → downloading → prepared → installing; failed.
+                        match &**s {
+                            "downloading" => base = Status::Downloading,
+                            "prepared" => base = Status::Downloaded,
+                            "installing" => base = Status::Installing,
+                            "failed" => base = Status::Error,
+                            _ => {}
+                        }
+                    }
+                }
+            }
             LaneKind::Discovered | LaneKind::Other => {}
         }
         // A build report after the dose settles the status.
