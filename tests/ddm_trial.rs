@@ -36,10 +36,7 @@ fn protocol(sim: &Sim, dir: &Path) -> PathBuf {
 }
 
 fn start_sim() -> Sim {
-    let sim = Sim::start_with(
-        &repo_path("trials/fleets/ddm-8.yaml"),
-        &["--speed", SPEED],
-    );
+    let sim = Sim::start_with(&repo_path("trials/fleets/ddm-8.yaml"), &["--speed", SPEED]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(sim.enrolled(8));
     sim
@@ -134,14 +131,17 @@ fn a_ddm_trial_doses_by_declaration_and_judges_by_the_reported_build() {
         assert_eq!(on_server.len(), 1, "{name}: {on_server:?}");
         assert_eq!(on_server[0]["Identifier"], mine[0].0.as_str(), "{name}");
         let sent: serde_json::Value = serde_json::from_slice(&mine[0].1).unwrap();
-        assert_eq!(sent, on_server[0], "{name}: the server holds the journaled bytes");
+        assert_eq!(
+            sent, on_server[0],
+            "{name}: the server holds the journaled bytes"
+        );
         assert_eq!(sent["Payload"]["TargetOSVersion"], "26.6.1");
         // The outcome is the build the last USB re-probe read.
         let last_build = events
             .iter()
+            .rev()
             .filter(|e| e["event"] == "device_reprobed" && e["udid"] == udid.as_str())
-            .filter_map(|e| e["build_version"].as_str())
-            .last()
+            .find_map(|e| e["build_version"].as_str())
             .unwrap_or_default()
             .to_string();
         assert_eq!(r["final_build"], last_build, "{name}");
@@ -158,7 +158,10 @@ fn a_ddm_trial_doses_by_declaration_and_judges_by_the_reported_build() {
     }
     for name in ["D05", "D06", "D07"] {
         let u = &by_name[name]["udid"];
-        assert!(declarations[u.as_str()].is_empty(), "{name} got a declaration");
+        assert!(
+            declarations[u.as_str()].is_empty(),
+            "{name} got a declaration"
+        );
     }
     // Status reports are journaled raw, and they are the server's bytes.
     assert!(
@@ -224,7 +227,10 @@ fn a_kill_between_the_intent_and_the_upload_gives_no_second_declaration() {
         assert_eq!(held.len(), 1, "{udid}: {held:?}");
         assert_eq!(held[0]["Identifier"], mine[0].0.as_str());
         let sent: serde_json::Value = serde_json::from_slice(&mine[0].1).unwrap();
-        assert_eq!(sent, held[0], "{udid}: the journaled bytes, not a rebuilt declaration");
+        assert_eq!(
+            sent, held[0],
+            "{udid}: the journaled bytes, not a rebuilt declaration"
+        );
     }
     // One sync command per dose in the server's own history, the one derived from the
     // declaration (the DeclarativeManagement of enrolment has another CommandUUID).

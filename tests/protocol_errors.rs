@@ -202,3 +202,54 @@ fn a_missing_or_malformed_feed_or_a_feedless_latest_for_model_is_refused() {
     let (_, e) = load_err(&format!("{GOOD}feeds:\n  gdmf: x.json\n  colour: blue\n"));
     assert!(e.message.contains("colour"), "{e}");
 }
+
+/// A DDM arm (issue 13): `ddm_enforcement` instead of `install_action`, one step, a target that
+/// names a version, a deadline that parses. Each mistake is refused where it is written.
+#[test]
+fn ddm_arms_are_checked_where_they_are_written() {
+    let ddm = |arm: &str, target: &str| {
+        GOOD.replace("target: latest", target).replace(
+            "  - name: download-only\n    install_action: DownloadOnly\n",
+            arm,
+        )
+    };
+    let ok = ddm(
+        "  - name: ddm\n    ddm_enforcement: { deadline: { after_dose: 2h } }\n",
+        "target: { product_version: \"26.6.1\" }",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = load(&write(&dir, &ok, true)).expect("a DDM arm loads");
+    let arm = &p.protocol.arms[1];
+    assert_eq!(
+        arm.dose_mechanism(),
+        lab::trial::protocol::DoseMechanism::DdmEnforcement
+    );
+    assert_eq!(arm.install_action, None);
+
+    let (p, e) = load_err(&ddm(
+        "  - name: ddm\n    install_action: Default\n    ddm_enforcement: { deadline: { after_dose: 2h } }\n",
+        "target: { product_version: \"26.6.1\" }",
+    ));
+    assert_at(&e, &p, 10, 11, "takes no install_action");
+    let (p, e) = load_err(&ddm(
+        "  - name: ddm\n    ddm_enforcement: { deadline: { local: \"2026-12-10 03:00\" } }\n",
+        "target: { product_version: \"26.6.1\" }",
+    ));
+    assert_at(&e, &p, 11, 44, "deadline.local");
+    let (p, e) = load_err(&ddm(
+        "  - name: ddm\n    ddm_enforcement: { deadline: { after_dose: 2h } }\n",
+        "target: { product_key: iOSUpdate23G83 }",
+    ));
+    assert_at(&e, &p, 5, 9, "not a product key");
+    let (p, e) = load_err(&ddm(
+        "  - name: ddm\n    ddm_enforcement: { deadline: { in: 2h } }\n",
+        "target: { product_version: \"26.6.1\" }",
+    ));
+    assert_eq!(e.path, p);
+    assert!(e.line.is_some(), "{e}");
+    let (p, e) = load_err(&ddm(
+        "  - name: none\n    allocation: { count: 1 }\n",
+        "target: latest",
+    ));
+    assert_at(&e, &p, 10, 11, "give install_action");
+}

@@ -664,4 +664,3 @@ fn ddm_install_state(raw_b64: &str) -> Option<Box<str>> {
     let state = r.get("softwareupdate.install-state")?.as_str()?;
     Some(state.into())
 }
-

@@ -61,7 +61,10 @@ pub fn active(ctx: &Context) -> RuleVerdict {
     };
     RuleVerdict::Exclude(reason(
         rule::DDM_ACTIVE,
-        format!("{}; a declaration would never reach the device.", capital(&why)),
+        format!(
+            "{}; a declaration would never reach the device.",
+            capital(&why)
+        ),
         json!({ "ddm_active": ctx.subject.ddm_active, "error": ctx.subject.ddm_error }),
     ))
 }
@@ -120,18 +123,9 @@ pub(super) fn target(ctx: &Context, target: &TargetSpec) -> Option<ResolvedTarge
         return Some(t.clone());
     }
     // Else the build the gdmf feed gives that version for the model (the outcome and the
-    // follow-up's `until: updated` compare builds), when there is a feed.
-    let build = ctx
-        .subject
-        .feeds
-        .and_then(|f| Some((f, f.gdmf.as_ref()?)))
-        .zip(ctx.product_type.value.as_deref())
-        .and_then(|((f, g), pt)| {
-            gdmf::releases_for(g, pt, f.date)
-                .into_iter()
-                .find(|r| r.version == version)
-                .map(|r| r.build)
-        });
+    // follow-up's `until: updated` compare builds), when there is a feed: of two builds of one
+    // version (a model-specific `…6083` beside `…83`), the shorter is the general one.
+    let build = feed_builds(ctx, &version).into_iter().next();
     Some(ResolvedTarget {
         product_key: None,
         version,
@@ -139,6 +133,25 @@ pub(super) fn target(ctx: &Context, target: &TargetSpec) -> Option<ResolvedTarge
         download_size: None,
         install_size: None,
     })
+}
+
+/// Every build of `version` the gdmf feed offers the device's model on the trial date, the
+/// general (shortest) one first; empty without a feed or a known model.
+pub(super) fn feed_builds(ctx: &Context, version: &str) -> Vec<String> {
+    let (Some((f, g)), Some(pt)) = (
+        ctx.subject.feeds.and_then(|f| Some((f, f.gdmf.as_ref()?))),
+        ctx.product_type.value.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    let mut builds: Vec<String> = gdmf::releases_for(g, pt, f.date)
+        .into_iter()
+        .filter(|r| r.version == version)
+        .map(|r| r.build)
+        .collect();
+    builds.sort_by_key(|b| (b.len(), b.clone()));
+    builds.dedup();
+    builds
 }
 
 pub fn target_rule(ctx: &Context) -> RuleVerdict {
@@ -160,11 +173,7 @@ pub fn target_rule(ctx: &Context) -> RuleVerdict {
             json!({ "target": t.version, "device_version": ctx.device_label }),
         ));
     }
-    let Some((feeds, g)) = ctx
-        .subject
-        .feeds
-        .and_then(|f| Some((f, f.gdmf.as_ref()?)))
-    else {
+    let Some((feeds, g)) = ctx.subject.feeds.and_then(|f| Some((f, f.gdmf.as_ref()?))) else {
         return RuleVerdict::Pass;
     };
     let Some(pt) = ctx.product_type.value.as_deref() else {
@@ -203,5 +212,126 @@ fn capital(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::{DoseMechanism, assess_for};
+
+    const TARGET: &str = "26.6.1";
+
+    /// A DDM verdict for `d`, DDM on or not, with the sample feed at `date` (if any).
+    fn ddm(d: &Dev, active: Option<bool>, date: Option<&str>) -> Verdict {
+        let p = d.probe();
+        let feeds = date.map(|x| sample_feeds(x, true));
+        let s = Subject {
+            ddm_active: active,
+            feeds: feeds.as_ref(),
+            ..subject(&p, Some(&[]))
+        };
+        assess_for(
+            DoseMechanism::DdmEnforcement,
+            &EligibilitySpec::default(),
+            &TargetSpec::ProductVersion(TARGET.into()),
+            &s,
+        )
+    }
+
+    #[test]
+    fn a_ddm_dose_needs_ios_17_ddm_on_and_a_newer_target() {
+        let v = ddm(&dev(), Some(true), None);
+        assert!(v.eligible, "{:#?}", v.reasons);
+        let t = v.target_json();
+        assert_eq!(t["version"], TARGET);
+        assert_eq!(t["mechanism"], "ddm_enforcement");
+        assert_eq!(t["enrollment"], "supervised");
+        let old = Dev {
+            version: Some("16.7.8"),
+            build: "20H343",
+            ..dev()
+        };
+        let r = only(&ddm(&old, Some(true), None), rule::DDM_MIN_IOS);
+        assert!(r.message.contains("17.0"), "{}", r.message);
+        let current = Dev {
+            version: Some(TARGET),
+            build: "23G83",
+            ..dev()
+        };
+        only(&ddm(&current, Some(true), None), rule::DDM_TARGET);
+    }
+
+    #[test]
+    fn ddm_off_or_unknown_excludes_and_says_which() {
+        let off = only(&ddm(&dev(), Some(false), None), rule::DDM_ACTIVE);
+        assert!(off.message.contains("no DeclarativeManagement check-in"));
+        let v = ddm(&dev(), None, None);
+        assert!(v.rules().contains(&rule::DDM_ACTIVE), "{:?}", v.rules());
+        assert!(
+            v.reason(rule::DDM_ACTIVE)
+                .unwrap()
+                .message
+                .contains("unknown")
+        );
+    }
+
+    #[test]
+    fn an_unsupervised_device_enrollment_is_allowed_an_unknown_one_is_not() {
+        let unsupervised = Dev {
+            chaperoned: Some(false),
+            ..dev()
+        };
+        let v = ddm(&unsupervised, Some(true), None);
+        assert!(v.eligible, "{:#?}", v.reasons);
+        assert_eq!(v.target_json()["enrollment"], "device");
+        let v = ddm(&unsupervised, None, None);
+        assert!(v.rules().contains(&rule::DDM_ENROLLMENT), "{:?}", v.rules());
+    }
+
+    #[test]
+    fn with_a_feed_the_target_must_be_offered_to_the_model_and_takes_its_build() {
+        // The sample feed posts 26.6.1 (23G83) on 2026-08-17 for iPhone12,1.
+        let v = ddm(&dev(), Some(true), Some("2026-09-01"));
+        assert!(v.eligible, "{:#?}", v.reasons);
+        assert_eq!(v.target_json()["build"], "23G83");
+        let v = ddm(&dev(), Some(true), Some("2026-08-01"));
+        assert!(!v.eligible);
+        let r = v.reason(rule::DDM_TARGET).expect("not offered yet");
+        assert!(
+            r.message.contains("offers iPhone12,1 no iOS 26.6.1"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn the_schedule_os_update_rules_do_not_judge_a_ddm_dose() {
+        // Unsupervised and on a version ScheduleOSUpdate has removed: no matter for DDM.
+        let d = Dev {
+            version: Some("27.0"),
+            build: "24A5000",
+            chaperoned: Some(false),
+            ..dev()
+        };
+        let p = d.probe();
+        let s = Subject {
+            ddm_active: Some(true),
+            ..subject(&p, None)
+        };
+        let v = assess_for(
+            DoseMechanism::DdmEnforcement,
+            &EligibilitySpec::default(),
+            &TargetSpec::ProductVersion("27.1".into()),
+            &s,
+        );
+        assert!(v.eligible, "{:#?}", v.reasons);
+        let sou = assess(
+            &EligibilitySpec::default(),
+            &TargetSpec::ProductVersion("27.1".into()),
+            &s,
+        );
+        assert!(sou.rules().contains(&rule::COMMAND_REMOVED));
+        assert!(sou.rules().contains(&rule::SUPERVISED));
     }
 }

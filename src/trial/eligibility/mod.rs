@@ -382,19 +382,27 @@ pub fn assess_for(
         }
     }
     let feed_facts = ctx.feed_facts();
-    let (target, mechanism) = match mechanism {
-        DoseMechanism::ScheduleOsUpdate => (ctx.resolution.target.clone(), None),
-        DoseMechanism::DdmEnforcement => (
-            ddm::target(&ctx, target),
-            Some((mechanism, ddm::enrollment_kind(&ctx))),
+    let (target, mechanism, feed_builds) = match mechanism {
+        DoseMechanism::ScheduleOsUpdate => (
+            ctx.resolution.target.clone(),
+            None,
+            ctx.resolution.feed_builds.clone(),
         ),
+        DoseMechanism::DdmEnforcement => {
+            let t = ddm::target(&ctx, target);
+            let builds = t
+                .as_ref()
+                .map(|t| ddm::feed_builds(&ctx, &t.version))
+                .unwrap_or_default();
+            (t, Some((mechanism, ddm::enrollment_kind(&ctx))), builds)
+        }
     };
     Verdict {
         eligible: reasons.is_empty(),
         reasons,
         notes,
         target,
-        feed_builds: ctx.resolution.feed_builds,
+        feed_builds,
         feed_facts,
         mechanism,
     }
@@ -417,10 +425,30 @@ mod tests {
         let ids: Vec<usize> = TABLE.iter().map(|r| pos(r.id)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
         assert!(ids[0] > pos(rule::PROBE_FAILED));
-        // Every rule applies to today's only mechanism.
-        let m = DoseMechanism::ScheduleOsUpdate;
-        assert!(TABLE.iter().all(|r| r.applies.to(m)));
-        assert!(Applies::Every.to(m));
+        // Each mechanism's rules are tagged with it; the rest apply to every dose.
+        for m in [
+            DoseMechanism::ScheduleOsUpdate,
+            DoseMechanism::DdmEnforcement,
+        ] {
+            assert!(Applies::Every.to(m));
+            assert!(TABLE.iter().any(|r| r.applies == Applies::Only(m)));
+        }
+        let sou = Applies::Only(DoseMechanism::ScheduleOsUpdate);
+        assert!(!sou.to(DoseMechanism::DdmEnforcement));
+        let ddm_ids: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.applies == Applies::Only(DoseMechanism::DdmEnforcement))
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            ddm_ids,
+            [
+                rule::DDM_MIN_IOS,
+                rule::DDM_ACTIVE,
+                rule::DDM_ENROLLMENT,
+                rule::DDM_TARGET
+            ]
+        );
     }
 
     #[test]

@@ -594,4 +594,67 @@ mod tests {
             Action::Wait(Why::Ended)
         );
     }
+
+    /// A DDM dose: never asked for its status (the device reports it; OSUpdateStatus is removed
+    /// on iOS 27), downloaded once a report says `prepared`, done on the target build.
+    #[test]
+    fn a_ddm_dose_is_followed_by_its_reports_not_by_queries() {
+        let ddm_intent = Event::DoseIntent {
+            udid: "A".into(),
+            arm: "two-step".into(),
+            step: 1,
+            command_uuid: "lab-ddm-1".into(),
+            request_type: crate::mdm::ddm::ENFORCEMENT_SPECIFIC.into(),
+            install_action: None,
+            starting_build: "21F90".into(),
+            command_b64: String::new(),
+            mdm_store: None,
+        };
+        let report = |state: &str| {
+            let raw = format!(
+                "{{\"StatusItems\":{{\"softwareupdate\":{{\"install-state\":\"{state}\"}}}},\"Errors\":[]}}"
+            );
+            Event::DdmStatusReport {
+                udid: "A".into(),
+                report_id: "7".into(),
+                received_at: None,
+                raw_b64: base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    raw.as_bytes(),
+                ),
+            }
+        };
+        let d = facts(vec![
+            baselined(),
+            assessed(true),
+            allocated(),
+            ddm_intent.clone(),
+            enqueued("lab-ddm-1"),
+            report("downloading"),
+        ]);
+        assert!(d.doses[&1].declaration);
+        assert!(!d.downloaded);
+        assert_eq!(d.ddm_report_after.as_deref(), Some("7"));
+        assert_eq!(
+            end_of_poll(&d, &UntilSpec::Updated, Some("21F90"), 1),
+            Action::Wait(Why::StatusReported)
+        );
+        assert_eq!(
+            end_of_poll(&d, &UntilSpec::Updated, Some("21G93"), 1),
+            Action::End(FollowUpEndReason::reached(&UntilSpec::Updated))
+        );
+        let prepared = facts(vec![
+            baselined(),
+            assessed(true),
+            allocated(),
+            ddm_intent,
+            enqueued("lab-ddm-1"),
+            report("prepared"),
+        ]);
+        assert!(prepared.downloaded);
+        assert_eq!(
+            end_of_poll(&prepared, &UntilSpec::Downloaded, None, 1),
+            Action::End(FollowUpEndReason::reached(&UntilSpec::Downloaded))
+        );
+    }
 }
