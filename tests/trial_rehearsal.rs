@@ -30,9 +30,18 @@ fn rehearsal_protocol_and_fleet_load() {
     let names: Vec<&str> = pr.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["default-two-step", "download-only", "bug-reproduction"]
+        [
+            "default-two-step",
+            "download-only",
+            "ddm-enforcement",
+            "bug-reproduction"
+        ]
     );
-    assert!(pr.arms[2].accept_known_bad && !pr.arms[0].accept_known_bad);
+    assert!(pr.arms[3].accept_known_bad && !pr.arms[0].accept_known_bad);
+    assert_eq!(
+        pr.arms[2].dose_mechanism(),
+        lab::trial::protocol::DoseMechanism::DdmEnforcement
+    );
     // At speed 120 the follow-up lasts at most a minute of real time.
     let real = pr.follow_up.max_duration.0.as_secs_f64() / sim.speed;
     assert!(real <= 60.0, "{real}");
@@ -170,16 +179,40 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     assert_eq!(expect("R11"), ["known_bad_version"]);
     assert_eq!(expect("R12"), ["min_ios"]);
 
-    // As the runner does: the bug-reproduction arm takes only waived known-bad devices.
+    // As the runner does: the DDM arm draws first (two of the iOS 17 devices, which the
+    // simulated MDM turns DDM on for), the ScheduleOSUpdate arms share the rest; the
+    // bug-reproduction arm takes only waived known-bad devices.
+    let ddm_arms: Vec<_> = pr
+        .arms
+        .iter()
+        .filter(|a| a.ddm_enforcement.is_some())
+        .cloned()
+        .collect();
+    let ios17: Vec<Candidate> = eligible
+        .iter()
+        .filter(|c| {
+            let i = lab.devices.iter().position(|d| d.spec.udid == c.udid).unwrap();
+            lab.devices[i].spec.ios_version.starts_with("17.")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(ios17.len(), 4, "R01, R02, R05, R06");
+    let d = allocate(&ddm_arms, &ios17, pr.allocation_seed).unwrap();
+    assert_eq!(d.len(), 2);
+    let rest: Vec<Candidate> = eligible
+        .iter()
+        .filter(|c| !d.iter().any(|(u, _)| *u == c.udid))
+        .cloned()
+        .collect();
     let arms: Vec<_> = pr
         .arms
         .iter()
-        .filter(|a| !a.accept_known_bad)
+        .filter(|a| !a.accept_known_bad && a.ddm_enforcement.is_none())
         .cloned()
         .collect();
-    let a = allocate(&arms, &eligible, pr.allocation_seed).unwrap();
-    assert_eq!(a.len(), 5);
+    let a = allocate(&arms, &rest, pr.allocation_seed).unwrap();
+    assert_eq!(a.len(), 3);
     let n = |arm: &str| a.iter().filter(|(_, x)| x == arm).count();
-    assert_eq!((n("default-two-step"), n("download-only")), (3, 2));
-    assert_eq!(a, allocate(&arms, &eligible, pr.allocation_seed).unwrap());
+    assert_eq!((n("default-two-step"), n("download-only")), (2, 1));
+    assert_eq!(a, allocate(&arms, &rest, pr.allocation_seed).unwrap());
 }

@@ -180,19 +180,13 @@ fn push_field(
 }
 
 /// `schedule_os_update` or `ddm_enforcement` (issue 13): what the device's dose intents are;
-/// for an allocated device not (yet) dosed, what its verdict judged it for; empty otherwise.
+/// empty for a device never dosed.
 fn dose_mechanism(d: &Facts) -> Option<&'static str> {
-    if let Some(i) = d.intents.first() {
-        return Some(if i.request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
-            "ddm_enforcement"
-        } else {
-            "schedule_os_update"
-        });
-    }
-    d.arm.as_ref()?;
-    Some(match d.target.get("mechanism").and_then(Value::as_str) {
-        Some("ddm_enforcement") => "ddm_enforcement",
-        _ => "schedule_os_update",
+    let i = d.intents.first()?;
+    Some(if i.request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
+        "ddm_enforcement"
+    } else {
+        "schedule_os_update"
     })
 }
 

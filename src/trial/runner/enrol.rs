@@ -137,10 +137,11 @@ impl Runner<'_> {
     }
 
     /// The eligibility verdict of one device, for every dose mechanism the protocol's arms use
-    /// (issue 13). A device eligible for a DDM arm is recorded with that verdict (DDM is
-    /// Apple's supported mechanism wherever both apply); else with the ScheduleOSUpdate verdict
-    /// (with the bug-reproduction waiver); an excluded device carries every mechanism's reasons,
-    /// each rule once.
+    /// (issue 13). With DDM arms the target records `mechanisms`, the doses the device may
+    /// receive (allocation reads it: a DDM arm draws only from devices eligible for a
+    /// declaration). The verdict recorded is the ScheduleOSUpdate one (with the
+    /// bug-reproduction waiver) when it is eligible, else the DDM one; an excluded device
+    /// carries every mechanism's reasons, each rule once.
     pub(super) fn assess(
         &self,
         p: &DeviceProbe,
@@ -186,9 +187,16 @@ impl Runner<'_> {
         let sou = mechanisms
             .contains(&DoseMechanism::ScheduleOsUpdate)
             .then(|| self.assess_schedule_os_update(&subject));
+        let mut may: Vec<&str> = Vec::new();
+        if sou.as_ref().is_some_and(|v| v.eligible) {
+            may.push(DoseMechanism::ScheduleOsUpdate.as_str());
+        }
+        if ddm.as_ref().is_some_and(|v| v.eligible) {
+            may.push(DoseMechanism::DdmEnforcement.as_str());
+        }
         let v = match (sou, ddm) {
-            (_, Some(d)) if d.eligible => d,
             (Some(s), _) if s.eligible => s,
+            (_, Some(d)) if d.eligible => d,
             (Some(mut s), Some(d)) => {
                 for r in d.reasons {
                     if s.reason(&r.rule).is_none() {
@@ -201,7 +209,12 @@ impl Runner<'_> {
             (None, Some(d)) => d,
             (None, None) => unreachable!("a protocol has at least one arm"),
         };
-        let target = v.target_json();
+        let mut target = v.target_json();
+        if self.has_ddm_arms()
+            && let serde_json::Value::Object(o) = &mut target
+        {
+            o.insert("mechanisms".into(), serde_json::json!(may));
+        }
         Event::EligibilityAssessed {
             udid: p.udid.clone(),
             eligible: v.eligible,
@@ -252,6 +265,60 @@ impl Runner<'_> {
         v
     }
 
+    /// The seeded allocation of the eligible `candidates` (the `waived` ones only to
+    /// bug-reproduction arms). The DDM arms draw first, from the devices eligible for a
+    /// declaration; the ScheduleOSUpdate arms share the others that may receive the command (a
+    /// target without `mechanisms`: a protocol without DDM arms). Pure in the seed, the
+    /// candidates and the verdicts.
+    fn draw(
+        &self,
+        candidates: Vec<Candidate>,
+        waived: &HashSet<String>,
+    ) -> Result<Vec<(String, String)>, RunError> {
+        let seed = self.p.protocol.allocation_seed;
+        let may = |c: &Candidate, m: DoseMechanism| {
+            let t = &self.state.devices[&c.udid].target["mechanisms"];
+            match t.as_array() {
+                Some(list) => list.iter().any(|x| x == m.as_str()),
+                None => m == DoseMechanism::ScheduleOsUpdate,
+            }
+        };
+        let arms_of = |f: &dyn Fn(&crate::trial::protocol::ArmSpec) -> bool| -> Vec<_> {
+            self.p.protocol.arms.iter().filter(|a| f(a)).cloned().collect()
+        };
+        let repro_arms = arms_of(&|a| a.accept_known_bad);
+        let ddm_arms = arms_of(&|a| a.dose_mechanism() == DoseMechanism::DdmEnforcement);
+        let sou_arms = arms_of(&|a| {
+            !a.accept_known_bad && a.dose_mechanism() == DoseMechanism::ScheduleOsUpdate
+        });
+        let (repro, others): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| waived.contains(&c.udid));
+        let mut alloc = Vec::new();
+        // (arms, the dose their devices must be eligible for; `None`: the waived devices).
+        let groups = [
+            (ddm_arms, Some(DoseMechanism::DdmEnforcement)),
+            (sou_arms, Some(DoseMechanism::ScheduleOsUpdate)),
+            (repro_arms, None),
+        ];
+        for (arms, mechanism) in groups {
+            let pool = if mechanism.is_none() { &repro } else { &others };
+            let cands: Vec<Candidate> = pool
+                .iter()
+                .filter(|c| mechanism.is_none_or(|m| may(c, m)))
+                .filter(|c| !alloc.iter().any(|(u, _): &(String, String)| *u == c.udid))
+                .cloned()
+                .collect();
+            if arms.is_empty() || cands.is_empty() {
+                continue;
+            }
+            alloc.extend(allocate(&arms, &cands, seed).map_err(|e| {
+                RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
+            })?);
+        }
+        Ok(alloc)
+    }
+
     pub(super) fn allocate(&mut self) -> Result<(), RunError> {
         if self.state.consented.is_some() {
             return Ok(());
@@ -280,50 +347,7 @@ impl Runner<'_> {
             })
             .collect();
         let seed = self.p.protocol.allocation_seed;
-        // Waived devices go only to bug-reproduction arms; devices judged for a DDM dose only
-        // to DDM arms; the others only to the other arms.
-        let group_of_device = |c: &Candidate| {
-            if waived.contains(&c.udid) {
-                2
-            } else if self.state.devices[&c.udid].target["mechanism"]
-                == DoseMechanism::DdmEnforcement.as_str()
-            {
-                1
-            } else {
-                0
-            }
-        };
-        let group_of_arm = |a: &crate::trial::protocol::ArmSpec| {
-            if a.accept_known_bad {
-                2
-            } else if a.dose_mechanism() == DoseMechanism::DdmEnforcement {
-                1
-            } else {
-                0
-            }
-        };
-        let mut alloc = Vec::new();
-        for group in 0..3 {
-            let arms: Vec<_> = self
-                .p
-                .protocol
-                .arms
-                .iter()
-                .filter(|a| group_of_arm(a) == group)
-                .cloned()
-                .collect();
-            let cands: Vec<Candidate> = candidates
-                .iter()
-                .filter(|c| group_of_device(c) == group)
-                .cloned()
-                .collect();
-            if arms.is_empty() || cands.is_empty() {
-                continue;
-            }
-            alloc.extend(allocate(&arms, &cands, seed).map_err(|e| {
-                RunError::BadInput(format!("{}: allocation: {e}", self.p.path.display()))
-            })?);
-        }
+        let alloc = self.draw(candidates, &waived)?;
         // The allocation is a pure function of the seed and the candidates: a run killed halfway
         // through it logs the missing devices' arms on resume, and must agree with those logged.
         let mut events = Vec::new();
