@@ -163,14 +163,37 @@ fn a_ddm_trial_doses_by_declaration_and_judges_by_the_reported_build() {
             "{name} got a declaration"
         );
     }
-    // Status reports are journaled raw, and they are the server's bytes.
-    assert!(
-        events
-            .iter()
-            .filter(|e| e["event"] == "ddm_status_report")
-            .count()
-            >= 5
-    );
+    // Status reports are journaled raw, and the run folder holds every declaration and every
+    // report byte for byte (`ddm/<udid>/`).
+    let reports: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "ddm_status_report")
+        .collect();
+    assert!(reports.len() >= 5, "{}", reports.len());
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    for r in &reports {
+        let f = dir
+            .join("ddm")
+            .join(r["udid"].as_str().unwrap())
+            .join(format!("status-{}.json", r["report_id"].as_str().unwrap()));
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            b64(&r["raw_b64"]),
+            "{}",
+            f.display()
+        );
+    }
+    for (udid, mine) in &intents {
+        let f = dir
+            .join("ddm")
+            .join(udid)
+            .join(format!("declaration-{}.json", mine[0].0));
+        assert_eq!(std::fs::read(&f).unwrap(), mine[0].1, "{}", f.display());
+    }
 }
 
 #[test]

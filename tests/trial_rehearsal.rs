@@ -191,7 +191,11 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     let ios17: Vec<Candidate> = eligible
         .iter()
         .filter(|c| {
-            let i = lab.devices.iter().position(|d| d.spec.udid == c.udid).unwrap();
+            let i = lab
+                .devices
+                .iter()
+                .position(|d| d.spec.udid == c.udid)
+                .unwrap();
             lab.devices[i].spec.ios_version.starts_with("17.")
         })
         .cloned()

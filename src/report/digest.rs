@@ -47,6 +47,10 @@ pub(crate) struct Digest {
     any_run_level: bool,
     /// Where the raw plists are.
     pub raw: RawIndex,
+    /// The DDM evidence, byte for byte (issue 13): each declaration as sent
+    /// (`ddm/<udid>/declaration-<identifier>.json`) and each status report as received
+    /// (`ddm/<udid>/status-<report id>.json`), in journal order. Empty without DDM doses.
+    pub ddm_files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl Digest {
@@ -267,6 +271,7 @@ struct Builder<'w> {
     run_level: Vec<LaneEv>,
     any_run_level: bool,
     offered: Vec<(String, Avail)>,
+    ddm_files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl<'w> Builder<'w> {
@@ -282,6 +287,7 @@ impl<'w> Builder<'w> {
             run_level: Vec::new(),
             any_run_level: false,
             offered: Vec::new(),
+            ddm_files: Vec::new(),
         }
     }
 
@@ -312,6 +318,7 @@ impl<'w> Builder<'w> {
         if let Event::UpdatesOffered { .. } = &e.event {
             self.offered.extend(anomalies::offered_answer(e));
         }
+        self.ddm_files.extend(ddm_file(e));
         let mut kind = LaneKind::Other;
         if let Event::MdmResult {
             udid,
@@ -454,6 +461,7 @@ impl<'w> Builder<'w> {
             run_level: self.run_level,
             any_run_level: self.any_run_level,
             raw,
+            ddm_files: self.ddm_files,
         }
     }
 }
@@ -656,6 +664,49 @@ impl RawIndex {
         Ok(raw)
     }
 }
+/// The evidence file of a DDM declaration intent or status report (see [`Digest::ddm_files`]);
+/// names are cut to file-name-safe characters (the journal is trusted, but a path is a path).
+fn ddm_file(e: &Entry) -> Option<(PathBuf, Vec<u8>)> {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches('.')
+            .to_string()
+    };
+    let (udid, name, b64) = match &e.event {
+        Event::DoseIntent {
+            udid,
+            request_type,
+            command_uuid,
+            command_b64,
+            ..
+        } if request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC => (
+            udid,
+            format!("declaration-{}.json", safe(command_uuid)),
+            command_b64,
+        ),
+        Event::DdmStatusReport {
+            udid,
+            report_id,
+            raw_b64,
+            ..
+        } => (udid, format!("status-{}.json", safe(report_id)), raw_b64),
+        _ => return None,
+    };
+    let bytes = crate::journal::answer::bytes(b64).ok()?;
+    Some((PathBuf::from(DDM_DIR).join(safe(udid)).join(name), bytes))
+}
+
+/// The folder of the DDM evidence files.
+pub(crate) const DDM_DIR: &str = "ddm";
+
 /// The `softwareupdate.install-state` a DDM status report carries, if any (DDM brief §3): what
 /// a device's lane shows for it. A report that does not parse shows nothing.
 fn ddm_install_state(raw_b64: &str) -> Option<Box<str>> {

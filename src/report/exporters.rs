@@ -8,12 +8,13 @@ use std::path::Path;
 
 /// Every report, in the order they are written: `report.html` last, so its presence says the
 /// others are there too (`report::all_written`).
-pub(crate) const EXPORTERS: [&dyn Exporter; 6] = [
+pub(crate) const EXPORTERS: [&dyn Exporter; 7] = [
     &Devices,
     &Observations,
     &Flow,
     &AdverseEvents,
     &Radar,
+    &DdmEvidence,
     &Html,
 ];
 
@@ -81,6 +82,20 @@ impl Exporter for Radar {
         out.fresh_dir(Path::new(radar::DIR))?;
         for (rel, bytes) in drafts {
             out.file(&rel, &mut |w| w.write_all(&bytes))?;
+        }
+        Ok(())
+    }
+}
+
+/// `ddm/`: every DDM declaration as sent and every status report as received, byte for byte
+/// (the folder written anew; absent without DDM doses).
+pub(crate) struct DdmEvidence;
+
+impl Exporter for DdmEvidence {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        out.fresh_dir(Path::new(super::digest::DDM_DIR))?;
+        for (rel, bytes) in &view.digest.ddm_files {
+            out.file(rel, &mut |w| w.write_all(bytes))?;
         }
         Ok(())
     }

@@ -284,7 +284,13 @@ impl Runner<'_> {
             }
         };
         let arms_of = |f: &dyn Fn(&crate::trial::protocol::ArmSpec) -> bool| -> Vec<_> {
-            self.p.protocol.arms.iter().filter(|a| f(a)).cloned().collect()
+            self.p
+                .protocol
+                .arms
+                .iter()
+                .filter(|a| f(a))
+                .cloned()
+                .collect()
         };
         let repro_arms = arms_of(&|a| a.accept_known_bad);
         let ddm_arms = arms_of(&|a| a.dose_mechanism() == DoseMechanism::DdmEnforcement);
