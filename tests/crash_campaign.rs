@@ -4,7 +4,8 @@
 //! finishes. The invariants are checked against the MDM server's own records
 //! (`GET /v1/history/{udid}`), not against `lab`'s:
 //!
-//! 1. no device received more ScheduleOSUpdate commands than its arm calls for (1 or 2 steps);
+//! 1. no device received more doses than its arm calls for (1 or 2 ScheduleOSUpdate steps; one
+//!    DDM enforcement declaration on its enrollment for the rehearsal's DDM arm, issue 13);
 //! 2. every dose the server queued is accounted for in the journal (DoseIntent, then DoseEnqueued
 //!    — possibly recovered after a crash — or DoseUncertain);
 //! 3. every journal line complete before a kill is still there, in order, at the end;
@@ -101,15 +102,40 @@ struct Figures {
 /// What a `lab run` refused by the run lock says (`trial::run_lock::LockError::Held`).
 const LOCK_MESSAGE: &str = "this run is in use by lab run (PID";
 
-/// ScheduleOSUpdate CommandUUIDs the server queued, per device.
+/// The doses the server holds, per device: the ScheduleOSUpdate CommandUUIDs it queued and the
+/// identifiers of the DDM enforcement declarations on the device's enrollment (the rehearsal's
+/// DDM arm, issue 13).
 fn server_dose_map(sim: &Sim, udids: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut declarations = server_declarations(sim, udids);
     sim.histories(udids)
         .into_iter()
         .map(|(u, h)| {
-            let d = server_doses(&h);
+            let mut d = server_doses(&h);
+            d.extend(declarations.remove(&u).unwrap_or_default());
             (u, d)
         })
         .collect()
+}
+
+/// The identifiers of the enforcement declarations each device's enrollment holds.
+fn server_declarations(sim: &Sim, udids: &[String]) -> BTreeMap<String, Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut out = BTreeMap::new();
+        for u in udids {
+            let v = sim.api(&format!("/v1/ddm/declarations/{u}")).await;
+            let ids = v["declarations"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter(|d| d["Type"] == lab::mdm::ddm::ENFORCEMENT_SPECIFIC)
+                .filter_map(|d| d["Identifier"].as_str().map(str::to_string))
+                .collect();
+            out.insert(u.clone(), ids);
+        }
+        out
+    })
 }
 
 /// CommandUUIDs of intents without an answer in a journal (doses in flight at a kill).
@@ -555,7 +581,7 @@ fn trial(
         // 1. Never a second dose (counted on the server).
         if doses.len() > allowed {
             f.violations.push(format!(
-                "trial {n}: {u} received {} ScheduleOSUpdate, its arm calls for {allowed}",
+                "trial {n}: {u} received {} doses (ScheduleOSUpdate or DDM declarations), its arm calls for {allowed}",
                 doses.len()
             ));
         }
@@ -766,15 +792,21 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
     );
     let udids = fleet_udids(&fleet);
     let history = sim.histories(&udids);
+    let declarations = server_declarations(&sim, &udids);
     for u in &udids {
         let got = server_doses(&history[u]).len();
+        let declared = declarations[u].len();
         match arms.get(u).map(String::as_str) {
+            Some("ddm-enforcement") => assert_eq!((got, declared), (0, 1), "{u}"),
             Some("default-two-step") => assert_eq!(got, 2, "{u}"),
             // The second step follows a download the harness can see; an 11.3.1 device never
             // answers, so it may get only the first.
             Some("bug-reproduction") => assert!((1..=2).contains(&got), "{u}: {got}"),
             Some(_) => assert_eq!(got, 1, "{u}"),
             None => assert_eq!(got, 0, "{u}"),
+        }
+        if arms.get(u).map(String::as_str) != Some("ddm-enforcement") {
+            assert_eq!(declared, 0, "{u}");
         }
     }
     assert!(dir.join("devices.csv").exists());
