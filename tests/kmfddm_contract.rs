@@ -419,3 +419,33 @@ async fn answers_that_are_not_the_api_json_are_bad_responses() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The harness's dose path over KMFDDM (`lab::mdm::ddm_doses::DdmDoses`): the declaration goes
+/// in unchanged, a set named after it, the set assigned to the enrollment — which is the MDM's
+/// record of the dose, read back before every retry. A repeated give changes nothing.
+#[tokio::test]
+async fn a_dose_given_through_kmfddm_is_one_declaration_one_set_one_assignment() {
+    use lab::mdm::ddm_doses::DdmDoses;
+    let state = Shared::default();
+    let base = serve(state.clone()).await;
+    let k = Kmfddm::new(&base, API_KEY, Duration::from_secs(5)).unwrap();
+    let before = DdmDoses::enrollment(&k, ENROLLMENT).await.unwrap();
+    assert!(before.declarations.is_empty());
+    let mut d = enforcement("26.6.1");
+    d["Identifier"] = json!("lab-ddm-1");
+    let bytes = serde_json::to_vec(&d).unwrap();
+    let given = k.give(ENROLLMENT, &bytes, "lab-ddm-1").await.unwrap();
+    assert!(!given.pushed, "KMFDDM does not say whether it pushed");
+    k.give(ENROLLMENT, &bytes, "lab-ddm-1").await.unwrap();
+    let after = DdmDoses::enrollment(&k, ENROLLMENT).await.unwrap();
+    assert_eq!(after.declarations, ["lab-ddm-1"]);
+    assert_eq!(
+        k.set_declarations("lab-ddm-1").await.unwrap(),
+        ["lab-ddm-1"]
+    );
+    let stored = k.declaration("lab-ddm-1").await.unwrap().unwrap();
+    assert_eq!(stored["Payload"]["TargetOSVersion"], "26.6.1");
+    let st = state.lock().unwrap();
+    assert_eq!(st.declarations.len(), 1);
+    assert_eq!(st.enrollment_sets[ENROLLMENT].len(), 1);
+}

@@ -36,12 +36,14 @@ fn fleet_udids() -> Vec<String> {
         .collect()
 }
 
-/// ScheduleOSUpdate CommandUUIDs the MDM server queued for each device.
+/// The doses the MDM server holds for each device: the ScheduleOSUpdate CommandUUIDs it queued
+/// and the identifiers of the DDM enforcement declarations on the enrollment.
 fn server_doses(sim: &Sim) -> BTreeMap<String, Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
     sim.histories(&fleet_udids())
         .into_iter()
         .map(|(u, h)| {
-            let doses = h["commands"]
+            let mut doses: Vec<String> = h["commands"]
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
@@ -49,6 +51,17 @@ fn server_doses(sim: &Sim) -> BTreeMap<String, Vec<String>> {
                 .filter(|c| c["request_type"] == "ScheduleOSUpdate")
                 .map(|c| c["command_uuid"].as_str().unwrap().to_string())
                 .collect();
+            // The rehearsal's DDM arm: the enforcement declarations on the enrollment.
+            let d = rt.block_on(sim.api(&format!("/v1/ddm/declarations/{u}")));
+            doses.extend(
+                d["declarations"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter(|x| x["Type"] == lab::mdm::ddm::ENFORCEMENT_SPECIFIC)
+                    .filter_map(|x| x["Identifier"].as_str().map(str::to_string)),
+            );
             (u, doses)
         })
         .collect()

@@ -119,6 +119,7 @@ fn probe(lab: &SimLab, i: usize) -> DeviceProbe {
         disagreements: Vec::new(),
         device_time: None,
         utc_offset: None,
+        host_time: None,
     }
 }
 

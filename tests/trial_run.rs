@@ -27,6 +27,19 @@ fn doses_on_server(sim: &Sim, udids: &[String]) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// The DDM enforcement declarations the server holds on a device's enrollment.
+fn declarations_on_server(sim: &Sim, udid: &str) -> usize {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let v = rt.block_on(sim.api(&format!("/v1/ddm/declarations/{udid}")));
+    v["declarations"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|x| x["Type"] == lab::mdm::ddm::ENFORCEMENT_SPECIFIC)
+        .count()
+}
+
 fn summary(
     devices: &[BTreeMap<String, String>],
 ) -> Vec<(String, String, String, String, String, String)> {
@@ -55,7 +68,8 @@ fn check_run(sim: &Sim, dir: &Path) -> Vec<BTreeMap<String, String>> {
             .unwrap_or_else(|| panic!("no device {n}"))
     };
     // Eligibility verdicts and reasons.
-    assert_eq!(by_name("10.2")["exclusion_rules"], "min_ios");
+    // The ScheduleOSUpdate rule first; the DDM arm's own rules after it (issue 13).
+    assert_eq!(by_name("10.2")["exclusion_rules"], "min_ios;ddm_min_ios");
     for v in ["11.3", "11.3.1", "11.4"] {
         let d = devices.iter().find(|d| d["product_version"] == v).unwrap();
         assert!(
@@ -77,8 +91,16 @@ fn check_run(sim: &Sim, dir: &Path) -> Vec<BTreeMap<String, String>> {
         let want = match d["arm"].as_str() {
             "default-two-step" => 2,
             "download-only" => 1,
+            // The DDM arm's dose is a declaration, never a command (counted below).
             _ => 0,
         };
+        let declarations = declarations_on_server(sim, &d["udid"]);
+        assert_eq!(
+            declarations,
+            usize::from(d["arm"] == "ddm-enforcement"),
+            "{}",
+            d["device_name"]
+        );
         assert_eq!(
             doses[&d["udid"]], want,
             "{}: {:?}",
@@ -91,6 +113,11 @@ fn check_run(sim: &Sim, dir: &Path) -> Vec<BTreeMap<String, String>> {
                 assert_eq!(d["final_version"], "17.6.1");
             }
             "download-only" => assert_eq!(d["outcome"], "downloaded_not_installed", "{d:?}"),
+            "ddm-enforcement" => {
+                assert_eq!(d["dose_mechanism"], "ddm_enforcement");
+                assert_eq!(d["outcome"], "updated", "{d:?}");
+                assert_eq!(d["final_version"], "17.6.1");
+            }
             _ => assert_eq!(d["outcome"], "excluded"),
         }
     }
@@ -439,7 +466,7 @@ fn the_rehearsal_reproduces_each_seeded_quirk_as_a_radar_draft() {
         .iter()
         .find(|d| d["product_version"] == "10.2")
         .unwrap();
-    assert_eq!(old["exclusion_rules"], "min_ios");
+    assert_eq!(old["exclusion_rules"], "min_ios;ddm_min_ios");
     let mut drafts: Vec<String> = std::fs::read_dir(dir.join("radar"))
         .unwrap()
         .filter_map(|e| e.ok())

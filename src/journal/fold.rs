@@ -75,6 +75,8 @@ pub struct ProbeFacts {
     /// an offset from the dose is device-local time.
     pub device_time_ms: Option<i64>,
     pub utc_offset_s: Option<i64>,
+    /// The host's clock when the device clock was read (milliseconds since 1970).
+    pub host_time_ms: Option<i64>,
 }
 
 impl ProbeFacts {
@@ -93,6 +95,10 @@ impl ProbeFacts {
                 .filter(|t| t.is_finite())
                 .map(|t| (t * 1000.0) as i64),
             utc_offset_s: probe["utc_offset"].as_f64().map(|o| o as i64),
+            host_time_ms: probe["host_time"]
+                .as_f64()
+                .filter(|t| t.is_finite())
+                .map(|t| (t * 1000.0) as i64),
         }
     }
 }

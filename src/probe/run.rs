@@ -152,6 +152,11 @@ pub struct DeviceProbe {
     /// into one with it. `None` when not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utc_offset: Option<f64>,
+    /// The host's clock (seconds since 1970 UTC) when `device_time` was read (the end of the
+    /// probe, within its few milliseconds): a simulated lab's device clock runs faster than the
+    /// host's, so the two are read together to tell the device's time later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_time: Option<f64>,
 }
 
 /// `TimeZoneOffsetFromUTC` from a global-domain reply, integer or real, within ±18 h (the widest
@@ -250,6 +255,7 @@ pub async fn probe_device(
         Baseline::from_replies(&host, entry, global, disk, battery, chaperone, port_path);
     let device_time = device_time(global);
     let utc_offset = utc_offset(global);
+    let host_time = device_time.map(|_| chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     DeviceProbe {
         host,
         device_id: entry.device_id,
@@ -262,6 +268,7 @@ pub async fn probe_device(
         disagreements: Vec::new(),
         device_time,
         utc_offset,
+        host_time,
     }
 }
 
@@ -410,6 +417,7 @@ pub async fn probe_all(
                         disagreements: Vec::new(),
                         device_time: None,
                         utc_offset: None,
+                        host_time: None,
                     }
                 }
             };

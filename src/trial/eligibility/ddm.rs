@@ -5,7 +5,7 @@
 //! DDM brief (`shared/briefs/ddm.md` §1: DDM is on once the device has done a
 //! `DeclarativeManagement` check-in):
 //!
-//! - `ddm_min_ios`: iOS 17.0 or later.
+//! - `ddm_min_ios`: iOS 17.0 or later (below it, only this rule of the four is reported).
 //! - `ddm_active`: the DDM server has seen the enrollment's `DeclarativeManagement` check-in.
 //! - `ddm_enrollment`: a supervised or device enrollment. A User Enrollment is known to the MDM
 //!   by an `EnrollmentID`, never by the UDID (MDM brief §0), so an enrollment the DDM server
@@ -46,6 +46,10 @@ pub fn min_ios(ctx: &Context) -> RuleVerdict {
 }
 
 pub fn active(ctx: &Context) -> RuleVerdict {
+    if !enforcement_available(&ctx.device.version.to_string()) {
+        // `ddm_min_ios` says it: whether DDM is on does not matter below 17.0.
+        return RuleVerdict::Pass;
+    }
     let why = match ctx.subject.ddm_active {
         Some(true) => return RuleVerdict::Pass,
         Some(false) => {
@@ -70,7 +74,7 @@ pub fn active(ctx: &Context) -> RuleVerdict {
 }
 
 pub fn enrollment(ctx: &Context) -> RuleVerdict {
-    if enrollment_kind(ctx).is_some() {
+    if enrollment_kind(ctx).is_some() || !enforcement_available(&ctx.device.version.to_string()) {
         return RuleVerdict::Pass;
     }
     let supervised = ctx
@@ -254,6 +258,8 @@ mod tests {
         };
         let r = only(&ddm(&old, Some(true), None), rule::DDM_MIN_IOS);
         assert!(r.message.contains("17.0"), "{}", r.message);
+        // Below 17.0, DDM off or unknown adds nothing: the version says it all.
+        only(&ddm(&old, None, None), rule::DDM_MIN_IOS);
         let current = Dev {
             version: Some(TARGET),
             build: "23G83",

@@ -110,6 +110,7 @@ impl Dev {
             disagreements: Vec::new(),
             device_time: None,
             utc_offset: None,
+            host_time: None,
         }
     }
 }

@@ -190,11 +190,17 @@ impl Runner<'_> {
     fn declaration_for(&self, udid: &str, spec: &EnforcementSpec) -> Result<Payload, String> {
         let d = &self.state.devices[udid];
         let probe = d.probe.clone().unwrap_or_default();
-        let read_at = d
-            .baseline_at
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc));
+        // When the clock was read: the probe's own host time, else (older journals) the time
+        // the baseline was journaled, a little later.
+        let read_at = probe
+            .host_time_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .or_else(|| {
+                d.baseline_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            });
         let clock = probe.device_time_ms.zip(read_at);
         let now =
             crate::trial::ddm_dose::device_now(clock, chrono::Utc::now(), self.lab.time_scale);
