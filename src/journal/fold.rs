@@ -18,7 +18,7 @@ pub use answer_facts::{
     Answer, AvailFacts, Decoded, OsItem, RareFacts, ReportFacts, Strings, decode_answer,
     decode_report, is_final_status,
 };
-pub use ddm_facts::{DdmDose, DdmReport};
+pub use ddm_facts::{DdmDose, DdmReport, seconds_between};
 pub use record::{
     Attach, BuildSeen, Facts, Intent, Record, RunFacts, run_facts, target_builds, update_results_of,
 };

@@ -112,14 +112,15 @@ impl Facts {
             .iter()
             .find(|i| i.request_type == ENFORCEMENT_SPECIFIC);
         self.ddm_reports.iter().filter(move |r| {
-            first
-                .is_some_and(|i| r.seq > i.seq && seconds(&i.at, r.time()).is_none_or(|s| s >= 0.0))
+            first.is_some_and(|i| {
+                r.seq > i.seq && seconds_between(&i.at, r.time()).is_none_or(|s| s >= 0.0)
+            })
         })
     }
 }
 
 /// Seconds from `from` to `to` (RFC 3339), when both parse.
-pub fn seconds(from: &str, to: &str) -> Option<f64> {
+pub fn seconds_between(from: &str, to: &str) -> Option<f64> {
     let a = chrono::DateTime::parse_from_rfc3339(from).ok()?;
     let b = chrono::DateTime::parse_from_rfc3339(to).ok()?;
     Some((b - a).num_milliseconds() as f64 / 1000.0)

@@ -58,6 +58,9 @@ pub struct Facts {
     pub probe: Option<serde_json::Value>,
     /// Seq of the (last) `BaselineRecorded`.
     pub baseline_seq: Option<u64>,
+    /// Journal time of the (last) `BaselineRecorded`: when the probe's clock reading
+    /// (`device_time`) was taken, give or take the probe's length.
+    pub baseline_at: Option<String>,
     pub assessed: bool,
     pub eligible: bool,
     pub reasons: Vec<Reason>,
@@ -435,6 +438,7 @@ impl Facts {
             Event::BaselineRecorded { probe, .. } => {
                 self.probe = Some(probe.clone());
                 self.baseline_seq = Some(e.seq);
+                self.baseline_at = Some(e.at.clone());
             }
             Event::EligibilityAssessed {
                 eligible,
