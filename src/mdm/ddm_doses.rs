@@ -222,9 +222,7 @@ impl DdmDoses for EmbeddedDdm {
                 };
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(raw)
-                    .map_err(|e| {
-                        self.bad(&path, format!("report {seq}: raw is not base64: {e}"))
-                    })?;
+                    .map_err(|e| self.bad(&path, format!("report {seq}: raw is not base64: {e}")))?;
                 out.push(RawStatusReport {
                     id: seq.to_string(),
                     received: r["received_at"].as_str().map(str::to_string),

@@ -97,11 +97,7 @@ mod tests {
             device_now(Some((device, read)), now, 1.0),
             t("2027-01-01T00:01:00Z")
         );
-        assert_eq!(
-            device_now(None, now, 60.0),
-            now,
-            "no reading: the host's clock"
-        );
+        assert_eq!(device_now(None, now, 60.0), now, "no reading: the host's clock");
     }
 
     #[test]

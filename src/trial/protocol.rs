@@ -712,7 +712,9 @@ fn check_arm_dose(pr: &Protocol, a: &ArmSpec, at: &Locate) -> Result<(), InputEr
         return refuse("has one step: the declaration (no follow_up_step)");
     }
     if a.accept_known_bad {
-        return refuse("cannot accept_known_bad: the known-bad versions are ScheduleOSUpdate bugs");
+        return refuse(
+            "cannot accept_known_bad: the known-bad versions are ScheduleOSUpdate bugs",
+        );
     }
     if !matches!(
         pr.target,
@@ -738,9 +740,7 @@ fn check_arm_dose(pr: &Protocol, a: &ArmSpec, at: &Locate) -> Result<(), InputEr
         ("target_build", &e.target_build),
         ("details_url", &e.details_url),
     ] {
-        if v.as_ref()
-            .is_some_and(|v| v.trim().is_empty() || v.len() > 1024)
-        {
+        if v.as_ref().is_some_and(|v| v.trim().is_empty() || v.len() > 1024) {
             return refuse(&format!(
                 "has an empty (or over 1024-byte) ddm_enforcement.{key}"
             ));

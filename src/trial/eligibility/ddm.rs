@@ -61,10 +61,7 @@ pub fn active(ctx: &Context) -> RuleVerdict {
     };
     RuleVerdict::Exclude(reason(
         rule::DDM_ACTIVE,
-        format!(
-            "{}; a declaration would never reach the device.",
-            capital(&why)
-        ),
+        format!("{}; a declaration would never reach the device.", capital(&why)),
         json!({ "ddm_active": ctx.subject.ddm_active, "error": ctx.subject.ddm_error }),
     ))
 }
@@ -147,7 +144,11 @@ pub fn target_rule(ctx: &Context) -> RuleVerdict {
             json!({ "target": t.version, "device_version": ctx.device_label }),
         ));
     }
-    let Some((feeds, g)) = ctx.subject.feeds.and_then(|f| Some((f, f.gdmf.as_ref()?))) else {
+    let Some((feeds, g)) = ctx
+        .subject
+        .feeds
+        .and_then(|f| Some((f, f.gdmf.as_ref()?)))
+    else {
         return RuleVerdict::Pass;
     };
     let Some(pt) = ctx.product_type.value.as_deref() else {

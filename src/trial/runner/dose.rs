@@ -196,8 +196,7 @@ impl Runner<'_> {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc));
         let clock = probe.device_time_ms.zip(read_at);
-        let now =
-            crate::trial::ddm_dose::device_now(clock, chrono::Utc::now(), self.lab.time_scale);
+        let now = crate::trial::ddm_dose::device_now(clock, chrono::Utc::now(), self.lab.time_scale);
         let deadline = crate::trial::ddm_dose::local_deadline(
             &spec.deadline,
             now,
@@ -414,13 +413,8 @@ impl Runner<'_> {
             let answer = match first_error.take() {
                 Some(e) => Err(e),
                 None => {
-                    cmd.send(
-                        self.lab.backend.as_ref(),
-                        self.lab.ddm.as_deref(),
-                        udid,
-                        uuid,
-                    )
-                    .await
+                    cmd.send(self.lab.backend.as_ref(), self.lab.ddm.as_deref(), udid, uuid)
+                        .await
                 }
             };
             let err = match answer {

@@ -120,7 +120,13 @@ impl Runner<'_> {
                     },
                     None => Vec::new(),
                 };
-                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits, ddm));
+                events.push(self.assess(
+                    &p,
+                    offered.as_deref(),
+                    offered_error,
+                    ledger_hits,
+                    ddm,
+                ));
             }
             self.log_all(events)?;
         }
@@ -173,16 +179,14 @@ impl Runner<'_> {
             .iter()
             .map(|a| a.dose_mechanism())
             .collect();
-        let ddm = mechanisms
-            .contains(&DoseMechanism::DdmEnforcement)
-            .then(|| {
-                assess_for(
-                    DoseMechanism::DdmEnforcement,
-                    &self.p.protocol.eligibility,
-                    &self.p.protocol.target,
-                    &subject,
-                )
-            });
+        let ddm = mechanisms.contains(&DoseMechanism::DdmEnforcement).then(|| {
+            assess_for(
+                DoseMechanism::DdmEnforcement,
+                &self.p.protocol.eligibility,
+                &self.p.protocol.target,
+                &subject,
+            )
+        });
         let sou = mechanisms
             .contains(&DoseMechanism::ScheduleOsUpdate)
             .then(|| self.assess_schedule_os_update(&subject));
@@ -363,12 +367,7 @@ async fn ddm_state(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Ok(e) => return Ok(e),
-            Err(e) => {
-                return Err(format!(
-                    "the DDM server ({}) did not answer: {e}",
-                    ddm.kind()
-                ));
-            }
+            Err(e) => return Err(format!("the DDM server ({}) did not answer: {e}", ddm.kind())),
         }
     }
 }

@@ -108,8 +108,7 @@ impl Runner<'_> {
         for (udid, uuid, (payload, rec), made) in to_send {
             // The same bounded retries as any dose: a refusal because a late request of the
             // dead harness got there first (the server's 409) is settled by the MDM's records.
-            self.send_dose(&udid, &payload, &uuid, rec, &made, None)
-                .await?;
+            self.send_dose(&udid, &payload, &uuid, rec, &made, None).await?;
         }
         Ok(())
     }
