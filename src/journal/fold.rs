@@ -11,12 +11,14 @@
 //! [`RunFacts`]/[`Facts`], what the verdicts and the reports read).
 
 mod answer_facts;
+mod ddm_facts;
 mod record;
 
 pub use answer_facts::{
     Answer, AvailFacts, Decoded, OsItem, RareFacts, ReportFacts, Strings, decode_answer,
     decode_report, is_final_status,
 };
+pub use ddm_facts::{DdmDose, DdmReport, seconds_between};
 pub use record::{
     Attach, BuildSeen, Facts, Intent, Record, RunFacts, run_facts, target_builds, update_results_of,
 };

@@ -549,7 +549,8 @@ fn stream_decoded(
 #[derive(Default)]
 pub(crate) struct RawIndex {
     journal: Option<PathBuf>,
-    /// (seq, offset) of every `MdmResult` and `UpdatesOffered`, journal order.
+    /// (seq, offset) of every `MdmResult`, `UpdatesOffered` and `DdmStatusReport`, journal
+    /// order.
     answers: Vec<(u64, u64)>,
     /// (udid, CommandUUID) → offsets of its `DoseIntent`s, journal order.
     commands: HashMap<(String, String), Vec<u64>>,
@@ -573,6 +574,11 @@ impl Raw {
     fn take(&mut self, e: &Entry) {
         match &e.event {
             Event::MdmResult { raw_b64, .. } => {
+                if let Some(b) = b64(raw_b64) {
+                    self.answers.insert(e.seq, b);
+                }
+            }
+            Event::DdmStatusReport { raw_b64, .. } => {
                 if let Some(b) = b64(raw_b64) {
                     self.answers.insert(e.seq, b);
                 }
@@ -607,7 +613,9 @@ impl Raw {
 impl RawIndex {
     fn note(&mut self, offset: u64, e: &Entry) {
         match &e.event {
-            Event::MdmResult { .. } | Event::UpdatesOffered { .. } => {
+            Event::MdmResult { .. }
+            | Event::UpdatesOffered { .. }
+            | Event::DdmStatusReport { .. } => {
                 self.answers.push((e.seq, offset));
             }
             Event::DoseIntent {
@@ -631,7 +639,9 @@ impl RawIndex {
     ) -> Result<Raw, journal::JournalError> {
         let mut raw = Raw::default();
         let wanted = |e: &Entry| match &e.event {
-            Event::MdmResult { .. } | Event::UpdatesOffered { .. } => seqs.contains(&e.seq),
+            Event::MdmResult { .. }
+            | Event::UpdatesOffered { .. }
+            | Event::DdmStatusReport { .. } => seqs.contains(&e.seq),
             Event::DoseIntent {
                 udid, command_uuid, ..
             } => commands.contains(&(udid.clone(), command_uuid.clone())),

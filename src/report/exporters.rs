@@ -80,6 +80,7 @@ impl Exporter for Radar {
         let drafts =
             radar::render_digest(&view.digest, view.protocol_yaml.as_deref(), view.entries)?;
         out.fresh_dir(Path::new(radar::DIR))?;
+        out.fresh_dir(Path::new(super::feedback::DIR))?;
         for (rel, bytes) in drafts {
             out.file(&rel, &mut |w| w.write_all(&bytes))?;
         }

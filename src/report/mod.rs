@@ -19,6 +19,7 @@ pub mod devices;
 mod digest;
 mod export;
 mod exporters;
+pub mod feedback;
 pub mod flow;
 pub(crate) mod format;
 mod head;

@@ -5,10 +5,15 @@
 //! what the harness queued (`DoseIntent.command_b64`) and the device sent (`MdmResult.raw_b64`,
 //! `UpdatesOffered.updates.raw_b64`).
 //!
+//! Findings on a DDM dose (the `ddm_*` detectors) get a Feedback Assistant draft instead
+//! (`feedback/<detector-id>.md`, `report::feedback`), with their attachments in
+//! `feedback/attachments/`.
+//!
 //! Pure: the journal's entries and the text of the run's frozen `protocol.yaml` (for the steps)
 //! in, files out. No draft at all when no detector fired.
 
 use super::digest::{Digest, Raw};
+use super::feedback;
 use super::format::{human_duration, md_cell, md_seq_refs};
 use crate::evidence::{self, Anomaly, Detector, Scope, Tally};
 use crate::trial::journal::{Entry, JournalError};
@@ -45,6 +50,7 @@ pub(crate) fn render_digest(
     let seqs: BTreeSet<u64> = anomalies
         .iter()
         .flat_map(|a| a.responses.iter().copied())
+        .chain(feedback::report_seqs(run, &anomalies))
         .collect();
     let commands: BTreeSet<(String, String)> = anomalies
         .iter()
@@ -69,12 +75,25 @@ pub(crate) fn render_digest(
             .iter()
             .find(|t| t.detector == det.id)
             .expect("a tally per detector");
+        // A DDM dose's finding goes to Feedback Assistant instead (`report::feedback`).
+        let to_feedback = feedback::is_feedback(det);
+        let dir = if to_feedback { feedback::DIR } else { DIR };
         let mut files = Vec::new();
         for a in &mine {
-            for (name, bytes, what) in attachments_of(a, &raw) {
+            let found = if to_feedback {
+                feedback::attachments_of(a, run, &raw)
+            } else {
+                attachments_of(a, &raw)
+            };
+            for (name, bytes, what) in found {
                 files.push((name.clone(), what));
-                attachments.insert(Path::new(DIR).join("attachments").join(&name), bytes);
+                attachments.insert(Path::new(dir).join("attachments").join(&name), bytes);
             }
+        }
+        if to_feedback {
+            let text = feedback::draft(det, &mine, tally, &files, &ctx);
+            out.push((feedback::draft_path(det), text.into_bytes()));
+            continue;
         }
         let text = draft(det, &mine, tally, &files, &ctx);
         out.push((
@@ -86,15 +105,15 @@ pub(crate) fn render_digest(
     Ok(out)
 }
 
-struct Ctx<'a> {
-    run: &'a RunFacts,
-    protocol: Option<&'a Protocol>,
-    raw: &'a Raw,
-    lab_version: Option<String>,
+pub(super) struct Ctx<'a> {
+    pub run: &'a RunFacts,
+    pub protocol: Option<&'a Protocol>,
+    pub raw: &'a Raw,
+    pub lab_version: Option<String>,
 }
 
 /// A file-name-safe piece.
-fn safe(s: &str) -> String {
+pub(super) fn safe(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -146,15 +165,15 @@ fn baseline(d: &Facts, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn version(d: &Facts) -> String {
+pub(super) fn version(d: &Facts) -> String {
     d.starting_version().unwrap_or_default()
 }
 
-fn build(d: &Facts) -> String {
+pub(super) fn build(d: &Facts) -> String {
     d.starting_build().unwrap_or_default()
 }
 
-fn model(d: &Facts) -> String {
+pub(super) fn model(d: &Facts) -> String {
     let pt = baseline(d, "/baseline/product_type/value");
     let name = baseline(d, "/baseline/marketing_name/value");
     match (pt.is_empty(), name.is_empty()) {
@@ -188,7 +207,7 @@ fn power(d: &Facts) -> String {
     }
 }
 
-fn dev<'a>(run: &'a RunFacts, udid: &str) -> Option<&'a Facts> {
+pub(super) fn dev<'a>(run: &'a RunFacts, udid: &str) -> Option<&'a Facts> {
     run.devices.iter().find(|d| d.udid == udid)
 }
 
@@ -290,7 +309,7 @@ fn draft(
 }
 
 /// Configuration: the baseline of the affected devices.
-fn configuration(s: &mut String, affected: &[&Facts]) {
+pub(super) fn configuration(s: &mut String, affected: &[&Facts]) {
     let _ = writeln!(s, "\n## Configuration\n");
     let _ = writeln!(
         s,
@@ -334,7 +353,7 @@ fn configuration(s: &mut String, affected: &[&Facts]) {
 
 /// Regression: the devices in the same situation grouped by version, model, passcode and
 /// power, and which groups showed it.
-fn regression(s: &mut String, det: &Detector, tally: &Tally, run: &RunFacts) {
+pub(super) fn regression(s: &mut String, det: &Detector, tally: &Tally, run: &RunFacts) {
     let _ = writeln!(s, "\n## Regression\n");
     let _ = writeln!(
         s,

@@ -10,6 +10,8 @@
 //!   of it (no re-probe with it attached, no MDM answer);
 //! - `update loop`: [`LOOP_RESTARTS`] or more restarts (detach → re-attach) after which the
 //!   device still reported its starting build;
+//! - `update install failed`: a DDM dose's status report set `softwareupdate.install-state` to
+//!   `failed` (moderate; the detector `ddm_install_failed` flags the same reports);
 //! - observations of kind `adverse_event` (term = key, detail = value) and of kind or key
 //!   `unenrolled`.
 
@@ -117,6 +119,24 @@ pub fn derive(d: &Facts, o: &DeviceOutcome, out: &mut Vec<AdverseEvent>) {
         });
     }
 
+    if let Some((start, seqs, detail)) = ddm_install_failed(d) {
+        let recovered = o.outcome == Outcome::Updated;
+        out.push(AdverseEvent {
+            relatedness: "related",
+            outcome: if recovered {
+                "recovered"
+            } else {
+                "not_recovered"
+            },
+            ..base(
+                "update install failed",
+                &start,
+                intents.iter().copied().chain(seqs).collect(),
+                detail,
+            )
+        });
+    }
+
     // Restarts: a detach followed by a re-attach; the build on re-attach tells whether the
     // version changed.
     let mut restarts = Vec::new();
@@ -156,6 +176,35 @@ pub fn derive(d: &Facts, o: &DeviceOutcome, out: &mut Vec<AdverseEvent>) {
         });
     }
     observed(d, &arm, out);
+}
+
+/// A DDM dose's status reports set `softwareupdate.install-state` to `failed` (the anomaly
+/// `ddm_install_failed`, DDM brief §3, §7): the first failed report's time, the failed reports'
+/// seqs, and the failure reason the device gave.
+fn ddm_install_failed(d: &Facts) -> Option<(String, Vec<u64>, String)> {
+    let failed: Vec<_> = d
+        .ddm_reports_after_dose()
+        .filter(|r| {
+            r.items
+                .get("softwareupdate")
+                .and_then(|s| s.get("install-state"))
+                .and_then(|v| v.as_str())
+                == Some("failed")
+        })
+        .collect();
+    let first = failed.first()?;
+    let last = failed.last()?;
+    let reason = last
+        .view
+        .failure_reason
+        .as_ref()
+        .and_then(|f| f.reason.clone())
+        .unwrap_or_else(|| "no reason given".into());
+    Some((
+        first.time().to_string(),
+        failed.iter().map(|r| r.seq).collect(),
+        format!("DDM install-state failed ({reason})"),
+    ))
 }
 
 /// Adverse events the operator or the harness recorded as observations.
@@ -291,5 +340,33 @@ mod tests {
             ("unenrolled", "yes")
         );
         assert_eq!(severe_count(&run, &outcomes), 0);
+    }
+
+    #[test]
+    fn a_ddm_install_failure_is_a_moderate_related_event_and_prepared_is_none() {
+        let events = |state: &str| {
+            let mut j = J::new();
+            j.device("U", true)
+                .allocate("U", "a")
+                .consent(&["U"])
+                .ddm_dose("U", "D1", "15.8", "2026-12-01T11:00:00")
+                .ddm_report(
+                    "U",
+                    serde_json::json!({"softwareupdate": {"install-state": state,
+                        "failure-reason": {"count": 1, "reason": "no space"}}}),
+                )
+                .reprobe("U", true, Some("19H12"))
+                .ended("U", "time limit");
+            let record = Record::of_entries(&j.entries);
+            let run = record.run();
+            of_run(run, &judge_run(run, &BTreeMap::new()))
+        };
+        let failed = events("failed");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].term, "update install failed");
+        assert_eq!(failed[0].severity, "moderate");
+        assert_eq!(failed[0].outcome, "not_recovered");
+        assert!(failed[0].detail.contains("no space"));
+        assert!(events("prepared").is_empty());
     }
 }

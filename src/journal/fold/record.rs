@@ -10,6 +10,7 @@
 //! last detach?).
 
 use super::answer_facts::{Answer, ReportFacts, Strings, decode_report};
+use super::ddm_facts::{DdmDose, DdmReport, read_report};
 use crate::journal::report_xml::StatusAnswer;
 use crate::journal::{Entry, Event, Reason};
 use crate::mdm::report::{Report, query_responses};
@@ -29,6 +30,8 @@ pub struct Intent {
     pub enqueued: Option<(u64, String)>,
     pub failed: Option<(u64, String)>,
     pub uncertain: Option<(u64, String)>,
+    /// The enforcement declaration, when this intent is a DDM dose (issue 13).
+    pub ddm: Option<DdmDose>,
 }
 
 /// A build the device reported.
@@ -55,6 +58,9 @@ pub struct Facts {
     pub probe: Option<serde_json::Value>,
     /// Seq of the (last) `BaselineRecorded`.
     pub baseline_seq: Option<u64>,
+    /// Journal time of the (last) `BaselineRecorded`: when the probe's clock reading
+    /// (`device_time`) was taken, give or take the probe's length.
+    pub baseline_at: Option<String>,
     pub assessed: bool,
     pub eligible: bool,
     pub reasons: Vec<Reason>,
@@ -74,6 +80,8 @@ pub struct Facts {
     pub follow_up_end: Option<(u64, String)>,
     /// Operator/harness observations about this device: (seq, time, source, kind, key, value).
     pub observations: Vec<(u64, String, String, String, String, String)>,
+    /// The device's DDM status reports, in journal order, each with the view folded so far.
+    pub ddm_reports: Vec<DdmReport>,
 }
 
 impl Facts {
@@ -430,6 +438,7 @@ impl Facts {
             Event::BaselineRecorded { probe, .. } => {
                 self.probe = Some(probe.clone());
                 self.baseline_seq = Some(e.seq);
+                self.baseline_at = Some(e.at.clone());
             }
             Event::EligibilityAssessed {
                 eligible,
@@ -484,6 +493,23 @@ impl Facts {
             Event::FollowUpEnded { reason, .. } => {
                 self.follow_up_end = Some((e.seq, reason.to_string()));
             }
+            Event::DdmStatusReport {
+                report_id,
+                received_at,
+                raw_b64,
+                ..
+            } => {
+                let before = self.ddm_reports.last().map(|r| &r.view);
+                let r = read_report(
+                    e.seq,
+                    &e.at,
+                    report_id,
+                    received_at.as_ref(),
+                    raw_b64,
+                    before,
+                );
+                self.ddm_reports.push(r);
+            }
             _ => {}
         }
     }
@@ -496,6 +522,7 @@ impl Facts {
             request_type,
             install_action,
             starting_build,
+            command_b64,
             ..
         } = &e.event
         {
@@ -510,6 +537,7 @@ impl Facts {
                 enqueued: None,
                 failed: None,
                 uncertain: None,
+                ddm: DdmDose::of_intent(request_type, command_b64),
             });
             return;
         }

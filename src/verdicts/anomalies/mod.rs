@@ -9,11 +9,13 @@
 //!
 //! The detectors live by family: answers that depart from their documented shape
 //! ([`answers`]), what follows a ScheduleOSUpdate ([`schedule`]), installs the user deferred
-//! ([`install_later`]) and the baseline ([`baseline`]); [`catalogue`] describes them all.
+//! ([`install_later`]), the baseline ([`baseline`]) and DDM doses' status reports ([`ddm`]);
+//! [`catalogue`] describes them all.
 
 mod answers;
 mod baseline;
 mod catalogue;
+mod ddm;
 mod install_later;
 mod schedule;
 
@@ -28,6 +30,10 @@ use answers::{
     install_action_mismatch,
 };
 use baseline::baseline_disagreement;
+use ddm::{
+    ddm_deadline_passed_without_install, ddm_install_failed, ddm_pending_version_mismatch,
+    ddm_status_build_mismatch, ddm_status_silent,
+};
 use install_later::{install_after_further_command, installing_while_scheduled};
 use schedule::{acknowledged_not_updated, schedule_error_but_proceeds, schedule_no_response};
 use std::collections::{BTreeSet, HashMap};
@@ -186,7 +192,7 @@ struct Found {
     responses: Vec<u64>,
 }
 
-fn checks() -> [(&'static str, Check); 10] {
+fn checks() -> [(&'static str, Check); 15] {
     [
         ("documented_type_mismatch", documented_type_mismatch),
         ("schedule_error_but_proceeds", schedule_error_but_proceeds),
@@ -201,6 +207,14 @@ fn checks() -> [(&'static str, Check); 10] {
         ("baseline_disagreement", baseline_disagreement),
         ("acknowledged_not_updated", acknowledged_not_updated),
         ("available_updates_error_2213", available_updates_error_2213),
+        (
+            "ddm_deadline_passed_without_install",
+            ddm_deadline_passed_without_install,
+        ),
+        ("ddm_install_failed", ddm_install_failed),
+        ("ddm_pending_version_mismatch", ddm_pending_version_mismatch),
+        ("ddm_status_silent", ddm_status_silent),
+        ("ddm_status_build_mismatch", ddm_status_build_mismatch),
     ]
 }
 

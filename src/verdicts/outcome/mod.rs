@@ -20,6 +20,15 @@
 //! 9. OSUpdateStatus said `IsDownloaded` after the dose → `downloaded_not_installed`;
 //! 10. otherwise `not_downloaded`.
 //!
+//! A DDM dose (an intent whose request type is the enforcement declaration's `Type`, issue 13)
+//! is answered by status reports, not command answers, so after step 5 its ladder is
+//! `rules::ddm_ladder`: 6 has no counterpart (a `failed` install-state is no command error);
+//! 7. no status report after the dose → `no_response`; 8. as above; 9. a report after the dose
+//! left `softwareupdate.install-state` at `prepared` or `installing` → `downloaded_not_installed`
+//! (its time is the report's); 10. otherwise `not_downloaded`, the reason naming the last
+//! install-state. Steps 2–3 read builds as for any dose (USB, DeviceInformation), never the
+//! report's own `device.operating-system.build-version` (DDM brief §3 "Outcome items").
+//!
 //! Times are seconds from the first dose's `DoseEnqueued`. An MDM answer's time is its
 //! `received_at` (when the MDM received it), falling back to the journal time.
 
@@ -41,13 +50,14 @@ pub enum Outcome {
     Updated,
     /// The final build is neither the target nor the starting build.
     WrongVersion,
-    /// OSUpdateStatus reported the update downloaded; the build did not change.
+    /// OSUpdateStatus reported the update downloaded (DDM: install-state `prepared` or
+    /// `installing` reported); the build did not change.
     DownloadedNotInstalled,
     /// The dose was answered; no download was reported and the build did not change.
     NotDownloaded,
     /// ScheduleOSUpdate answered Error/CommandFormatError and the build did not change.
     CommandError,
-    /// Dose enqueued, never answered.
+    /// Dose enqueued, never answered (DDM: no status report after the dose).
     NoResponse,
     /// Detached and never seen again, or follow-up ended without a build observation.
     LostToFollowUp,

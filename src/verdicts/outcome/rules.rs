@@ -3,7 +3,8 @@
 //! ([`deviations`]) and the ladder ([`ladder`]) of the module doc.
 
 use super::{DeviceOutcome, MAX_ARM_STEPS, Outcome};
-use crate::journal::fold::{Answer, BuildSeen, Facts, Intent, RunFacts};
+use crate::journal::fold::{Answer, BuildSeen, DdmReport, Facts, Intent, RunFacts};
+use crate::mdm::ddm::InstallState;
 use crate::mdm::report::ReportStatus;
 use std::collections::{BTreeMap, HashSet};
 
@@ -81,11 +82,14 @@ impl Times {
             .iter()
             .find_map(|i| i.enqueued.as_ref().map(|x| x.1.clone()));
         let after_dose = |seq: u64| seen.first_intent.is_some_and(|s| seq > s);
-        let download_complete_at = d
-            .downloaded
-            .iter()
-            .find(|(seq, _)| after_dose(*seq))
-            .map(|x| x.1.clone());
+        let download_complete_at = if d.is_ddm_dosed() {
+            ddm_downloaded(d).map(|r| r.time().to_string())
+        } else {
+            d.downloaded
+                .iter()
+                .find(|(seq, _)| after_dose(*seq))
+                .map(|x| x.1.clone())
+        };
         let new_build_at = if seen.first_intent.is_some() {
             seen.post
                 .iter()
@@ -244,6 +248,8 @@ fn ladder(d: &Facts, run: &RunFacts, seen: &Seen, downloaded: bool) -> (Outcome,
             Outcome::LostToFollowUp,
             Some(format!("detached at {} and never seen again", a.at)),
         )
+    } else if d.is_ddm_dosed() {
+        ddm_ladder(d, last_seen.is_some(), downloaded)
     } else if let Some(status) = last_answered_step_error(d) {
         (Outcome::CommandError, Some(status))
     } else if !d
@@ -254,16 +260,69 @@ fn ladder(d: &Facts, run: &RunFacts, seen: &Seen, downloaded: bool) -> (Outcome,
     {
         (Outcome::NoResponse, None)
     } else if last_seen.is_none() {
-        let why = match &d.follow_up_end {
-            Some((_, r)) => format!("follow-up ended ({r}) without a build observation"),
-            None => "no build observation after the dose".into(),
-        };
-        (Outcome::LostToFollowUp, Some(why))
+        lost_without_build(d)
     } else if downloaded {
         (Outcome::DownloadedNotInstalled, None)
     } else {
         (Outcome::NotDownloaded, None)
     }
+}
+
+/// Steps 6–10 for a DDM dose: the device answers a declaration with status reports, not
+/// command answers (DDM brief §1 "Report", §3), so step 6 has no DDM counterpart (a `failed`
+/// install-state is not a command error: the declaration was taken, the install failed), step
+/// 7 reads "no status report after the dose", and step 9 reads `install-state` `prepared` or
+/// `installing` (the update is downloaded and prepared, DDM brief §3; Apple's phases article).
+fn ddm_ladder(d: &Facts, build_seen: bool, downloaded: bool) -> (Outcome, Option<String>) {
+    if d.ddm_reports_after_dose().next().is_none() {
+        (
+            Outcome::NoResponse,
+            Some("no DDM status report after the declaration".into()),
+        )
+    } else if !build_seen {
+        lost_without_build(d)
+    } else if let Some(r) = downloaded.then(|| ddm_downloaded(d)).flatten() {
+        let state = r.view.install_state.as_ref().map_or("", |s| s.as_str());
+        (
+            Outcome::DownloadedNotInstalled,
+            Some(format!(
+                "status reported install-state {state} (journal seq {})",
+                r.seq
+            )),
+        )
+    } else {
+        (Outcome::NotDownloaded, ddm_last_state(d))
+    }
+}
+
+/// The first status report after the DDM dose whose install-state says the update is
+/// downloaded: `prepared` or `installing` (DDM brief §3).
+fn ddm_downloaded(d: &Facts) -> Option<&DdmReport> {
+    d.ddm_reports_after_dose().find(|r| {
+        matches!(
+            r.view.install_state,
+            Some(InstallState::Prepared | InstallState::Installing)
+        )
+    })
+}
+
+/// The last install-state reported after the DDM dose, with its failure reason if any.
+fn ddm_last_state(d: &Facts) -> Option<String> {
+    let v = &d.ddm_reports_after_dose().last()?.view;
+    let state = v.install_state.as_ref()?.as_str().to_string();
+    match v.failure_reason.as_ref().and_then(|f| f.reason.as_deref()) {
+        Some(why) if state == "failed" => Some(format!("last install-state failed: {why}")),
+        _ => Some(format!("last install-state {state}")),
+    }
+}
+
+/// Step 8: follow-up ended, or never did, without a build observation after the dose.
+fn lost_without_build(d: &Facts) -> (Outcome, Option<String>) {
+    let why = match &d.follow_up_end {
+        Some((_, r)) => format!("follow-up ended ({r}) without a build observation"),
+        None => "no build observation after the dose".into(),
+    };
+    (Outcome::LostToFollowUp, Some(why))
 }
 
 /// No intent reached the MDM's queue: one uncertain → `dose_uncertain`, else `not_dosed`.

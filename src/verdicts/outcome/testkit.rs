@@ -244,4 +244,50 @@ impl J {
             reason: reason.into(),
         })
     }
+
+    /// The enforcement declaration `Identifier` `uuid` for `target` with this deadline, as JSON.
+    pub fn declaration(uuid: &str, target: &str, deadline: &str) -> String {
+        json!({
+            "Type": crate::mdm::ddm::ENFORCEMENT_SPECIFIC,
+            "Identifier": uuid,
+            "ServerToken": "t1",
+            "Payload": {"TargetOSVersion": target, "TargetLocalDateTime": deadline},
+        })
+        .to_string()
+    }
+
+    /// A DDM dose (intent + enqueue): the enforcement declaration for `target` (DDM brief §2).
+    pub fn ddm_dose(&mut self, udid: &str, uuid: &str, target: &str, deadline: &str) -> &mut Self {
+        let json = J::declaration(uuid, target, deadline);
+        self.push(Event::DoseIntent {
+            udid: udid.into(),
+            arm: "a".into(),
+            step: 1,
+            command_uuid: uuid.into(),
+            request_type: crate::mdm::ddm::ENFORCEMENT_SPECIFIC.into(),
+            install_action: None,
+            starting_build: "19H12".into(),
+            command_b64: base64::engine::general_purpose::STANDARD.encode(json),
+            mdm_store: None,
+        })
+        .enqueued(udid, uuid)
+    }
+
+    /// A DDM status report with these `StatusItems` (JSON), received now.
+    pub fn ddm_report(&mut self, udid: &str, items: serde_json::Value) -> &mut Self {
+        let body = json!({"StatusItems": items, "Errors": [], "FullReport": false}).to_string();
+        let received_at = self.at();
+        let id = format!("r{}", self.entries.len() + 1);
+        self.push(Event::DdmStatusReport {
+            udid: udid.into(),
+            report_id: id,
+            received_at: Some(received_at),
+            raw_b64: base64::engine::general_purpose::STANDARD.encode(body),
+        })
+    }
+
+    /// A status report of `softwareupdate.install-state` alone.
+    pub fn ddm_state(&mut self, udid: &str, state: &str) -> &mut Self {
+        self.ddm_report(udid, json!({"softwareupdate": {"install-state": state}}))
+    }
 }

@@ -230,3 +230,80 @@ fn devices_in_order_of_first_discovery_once() {
         ["B", "A"]
     );
 }
+
+/// A device given the enforcement declaration for 15.8 (the testkit's target).
+fn ddm_dosed(u: &str) -> J {
+    let mut j = J::new();
+    j.device(u, true).allocate(u, "a").consent(&[u]).ddm_dose(
+        u,
+        "D1",
+        "15.8",
+        "2026-12-01T11:00:00",
+    );
+    j
+}
+
+#[test]
+fn ddm_without_a_status_report_after_the_dose_is_no_response() {
+    let mut j = ddm_dosed("U");
+    j.reprobe("U", true, Some("19H12")).ended("U", "time limit");
+    let o = one(&j);
+    assert_eq!(o.outcome, Outcome::NoResponse);
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("no DDM status report after the declaration")
+    );
+}
+
+#[test]
+fn ddm_prepared_is_downloaded_not_installed_with_its_time() {
+    let mut j = ddm_dosed("U");
+    j.wait(8)
+        .ddm_state("U", "downloading")
+        .wait(10)
+        .ddm_state("U", "prepared")
+        .ddm_state("U", "failed")
+        .reprobe("U", true, Some("19H12"))
+        .ended("U", "time limit");
+    let o = one(&j);
+    assert_eq!(o.outcome, Outcome::DownloadedNotInstalled);
+    // Enqueued at t, downloading at +9, prepared at +20.
+    assert_eq!(o.time_to_download_s, Some(20.0));
+    assert_eq!(o.first_mdm_status, None);
+}
+
+#[test]
+fn ddm_failed_without_a_download_is_not_downloaded_not_a_command_error() {
+    let mut j = ddm_dosed("U");
+    j.ddm_report(
+        "U",
+        serde_json::json!({"softwareupdate": {"install-state": "failed",
+            "failure-reason": {"count": 1, "reason": "no space"}}}),
+    )
+    .reprobe("U", true, Some("19H12"))
+    .ended("U", "time limit");
+    let o = one(&j);
+    assert_eq!(o.outcome, Outcome::NotDownloaded);
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("last install-state failed: no space")
+    );
+}
+
+#[test]
+fn ddm_outcome_is_the_usb_build_not_the_status_report() {
+    let mut j = ddm_dosed("U");
+    j.ddm_state("U", "installing")
+        .reprobe("U", true, Some("19H390"))
+        .ended("U", "updated");
+    assert_eq!(one(&j).outcome, Outcome::Updated);
+    // The report claims the target build; USB still shows the start: not updated.
+    let mut j = ddm_dosed("U");
+    j.ddm_report(
+        "U",
+        serde_json::json!({"device": {"operating-system": {"build-version": "19H390"}}}),
+    )
+    .reprobe("U", true, Some("19H12"))
+    .ended("U", "time limit");
+    assert_eq!(one(&j).outcome, Outcome::NotDownloaded);
+}
