@@ -54,6 +54,7 @@ impl J {
             trial_id: "html-trial-7".into(),
             protocol_sha256: SHA.into(),
             lab_version: "0.1.0".into(),
+            time_scale: None,
         });
         j
     }

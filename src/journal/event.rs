@@ -30,6 +30,11 @@ pub enum Event {
         trial_id: String,
         protocol_sha256: String,
         lab_version: String,
+        /// Simulated seconds per real second of the lab (a simulated lab's speed; absent in
+        /// journals written before it was recorded, read as 1): the verdicts read a device's
+        /// clock with it between two readings.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_scale: Option<f64>,
     },
     /// The same protocol was run again: the run goes on where it stopped.
     RunResumed {

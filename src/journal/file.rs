@@ -315,6 +315,7 @@ mod tests {
                 trial_id: "t".into(),
                 protocol_sha256: "abc".into(),
                 lab_version: "0".into(),
+                time_scale: None,
             })
             .unwrap();
             j.append(Event::ConsentGiven {

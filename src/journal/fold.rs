@@ -679,6 +679,7 @@ mod tests {
                 trial_id: "t".into(),
                 protocol_sha256: "s".into(),
                 lab_version: "0".into(),
+                time_scale: None,
             },
             Event::ConsentGiven {
                 by: ConsentBy::Flag,

@@ -78,6 +78,8 @@ pub struct Facts {
     /// Last OSUpdateStatus item status seen: (seq, status).
     pub update_statuses: Vec<(u64, Rc<str>)>,
     pub follow_up_end: Option<(u64, String)>,
+    /// The journal time of `follow_up_end`.
+    pub follow_up_end_at: Option<String>,
     /// Operator/harness observations about this device: (seq, time, source, kind, key, value).
     pub observations: Vec<(u64, String, String, String, String, String)>,
     /// The device's DDM status reports, in journal order, each with the view folded so far.
@@ -156,6 +158,8 @@ impl Facts {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFacts {
+    /// The lab's time scale (`RunStarted.time_scale`; `None` in older journals: 1).
+    pub time_scale: Option<f64>,
     pub trial_id: Option<String>,
     pub protocol_sha256: Option<String>,
     pub devices: Vec<Facts>,
@@ -352,8 +356,12 @@ impl Record {
             Event::RunStarted {
                 trial_id,
                 protocol_sha256,
+                time_scale,
                 ..
             } => {
+                if run.time_scale.is_none() {
+                    run.time_scale = *time_scale;
+                }
                 run.trial_id.get_or_insert_with(|| trial_id.clone());
                 run.protocol_sha256
                     .get_or_insert_with(|| protocol_sha256.clone());
@@ -492,6 +500,7 @@ impl Facts {
             )),
             Event::FollowUpEnded { reason, .. } => {
                 self.follow_up_end = Some((e.seq, reason.to_string()));
+                self.follow_up_end_at = Some(e.at.clone());
             }
             Event::DdmStatusReport {
                 report_id,

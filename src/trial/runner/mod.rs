@@ -398,6 +398,7 @@ impl Runner<'_> {
                 trial_id: self.p.protocol.id.clone(),
                 protocol_sha256: self.p.sha256.clone(),
                 lab_version: env!("CARGO_PKG_VERSION").into(),
+                time_scale: Some(self.lab.time_scale),
             })?;
         } else {
             self.log(Event::RunResumed {
@@ -506,6 +507,7 @@ pub async fn qualify(
         trial_id: p.protocol.id.clone(),
         protocol_sha256: p.sha256.clone(),
         lab_version: env!("CARGO_PKG_VERSION").into(),
+        time_scale: Some(r.lab.time_scale),
     })?;
     r.baseline().await?;
     let entries = super::journal::read(r.journal.path())?.entries;

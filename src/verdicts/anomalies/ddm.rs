@@ -275,15 +275,27 @@ pub(super) fn ddm_status_build_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Fou
 
 /// The device's local clock at journal time `at`: its clock reading at baseline
 /// (`probe.device_time`, lockdown `TimeIntervalSince1970`, plus `probe.utc_offset`,
-/// `TimeZoneOffsetFromUTC`) moved on by the journal time since the baseline. A simulated lab's
-/// clock runs faster than the journal's, so this reads it slow: the deadline detector then
-/// misses, it never fires early.
-fn device_local_at(d: &Facts, at: &str) -> Option<chrono::NaiveDateTime> {
+/// `TimeZoneOffsetFromUTC`) moved on by the host time since that reading (`probe.host_time`,
+/// else the baseline's journal time, a little after it) times the lab's time scale (a simulated
+/// lab's clock runs that much faster; `RunStarted.time_scale`).
+fn device_local_at(d: &Facts, at: &str, time_scale: f64) -> Option<chrono::NaiveDateTime> {
     let probe = d.probe.as_ref()?;
     let clock = probe.get("device_time")?.as_f64()?;
     let offset = probe.get("utc_offset")?.as_f64()?;
-    let since = crate::journal::fold::seconds_between(d.baseline_at.as_deref()?, at)?;
-    let local = clock + offset + since;
+    let at_s = chrono::DateTime::parse_from_rfc3339(at)
+        .ok()?
+        .timestamp_millis() as f64
+        / 1000.0;
+    let read_s = match probe.get("host_time").and_then(serde_json::Value::as_f64) {
+        Some(h) => h,
+        None => {
+            chrono::DateTime::parse_from_rfc3339(d.baseline_at.as_deref()?)
+                .ok()?
+                .timestamp_millis() as f64
+                / 1000.0
+        }
+    };
+    let local = clock + offset + (at_s - read_s).max(0.0) * time_scale;
     if !local.is_finite() {
         return None;
     }
@@ -291,10 +303,12 @@ fn device_local_at(d: &Facts, at: &str) -> Option<chrono::NaiveDateTime> {
     chrono::DateTime::from_timestamp(secs, 0).map(|t| t.naive_utc())
 }
 
-/// Follow-up ended with the build over USB unchanged, after the device's own clock (read at
-/// baseline, carried forward by journal time) had passed the declaration's
-/// `TargetLocalDateTime` by more than [`DEADLINE_GRACE_S`] at the last build observation.
-pub(super) fn ddm_deadline_passed_without_install(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
+/// Follow-up ended with the build over USB unchanged and the device attached, after the
+/// device's own clock (read at baseline, carried forward by the host's time and the lab's time
+/// scale) had passed the declaration's `TargetLocalDateTime` by more than [`DEADLINE_GRACE_S`]
+/// when follow-up ended. (A re-probe is journaled only when what it reads changes: the build
+/// last journaled is the build the device still ran at the end.)
+pub(super) fn ddm_deadline_passed_without_install(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
     let doses = enqueued_doses(d);
     let Some(&(intent, dose)) = doses.last() else {
         return (false, None);
@@ -309,7 +323,15 @@ pub(super) fn ddm_deadline_passed_without_install(d: &Facts, _: &Ctx) -> (bool, 
     let Some(last) = last_build_after_dose(d) else {
         return (false, None);
     };
-    let Some(local) = device_local_at(d, &last.at) else {
+    if d.attaches.last().is_some_and(|a| !a.attached) {
+        // Detached at the end: what it runs is not known.
+        return (false, None);
+    }
+    let Some(local) = d
+        .follow_up_end_at
+        .as_deref()
+        .and_then(|at| device_local_at(d, at, ctx.time_scale))
+    else {
         return (false, None);
     };
     let due = deadline.0 + chrono::Duration::seconds(DEADLINE_GRACE_S);
@@ -339,7 +361,7 @@ pub(super) fn ddm_deadline_passed_without_install(d: &Facts, _: &Ctx) -> (bool, 
     let found = Found {
         evidence,
         actual: format!(
-            "TargetLocalDateTime {} passed on the device's clock (about {} local at the last build observation, journal seq {}), yet the device still ran {start} when follow-up ended ({reason}){state}.",
+            "TargetLocalDateTime {} passed on the device's clock (about {} local when follow-up ended, journal seq {end}), yet the device still ran {start} (last build observation, journal seq {}) when follow-up ended ({reason}){state}.",
             deadline.to_wire(),
             local.format("%Y-%m-%dT%H:%M:%S"),
             last.seq

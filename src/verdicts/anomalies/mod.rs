@@ -102,6 +102,10 @@ impl Findings {
     pub fn of(facts: &RunFacts, offered: Vec<(String, Avail)>) -> Findings {
         let ctx = Ctx {
             avail: avail_answers(offered, facts),
+            time_scale: facts
+                .time_scale
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or(1.0),
         };
         Findings(run(facts, &ctx))
     }
@@ -180,6 +184,8 @@ fn offered_answers(entries: &[Entry]) -> Vec<(String, Avail)> {
 
 struct Ctx {
     avail: HashMap<String, Vec<Avail>>,
+    /// Simulated seconds per real second (`RunFacts::time_scale`, 1 when not recorded).
+    time_scale: f64,
 }
 
 type Check = fn(&Facts, &Ctx) -> (bool, Option<Found>);
