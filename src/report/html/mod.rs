@@ -105,6 +105,10 @@ mod tests {
         assert_eq!(rel(3720.0), "T+1h02m");
         assert_eq!(radar_href("A-1"), "radar/A-1.md");
         assert_eq!(radar_href("../x"), "radar/%2E%2E%2Fx.md");
+        assert_eq!(
+            radar_href("ddm_install_failed"),
+            "feedback/ddm_install_failed.md"
+        );
         assert_eq!(tick_step(50.0), 5.0);
         assert_eq!(tick_step(7200.0), 900.0);
     }

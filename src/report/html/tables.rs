@@ -177,8 +177,15 @@ pub(super) fn adverse(h: &mut String, text: &str, run: &RunFacts) {
 
 /// `radar/<id>.md`, with anything but `[A-Za-z0-9._-]` in the id percent-encoded (no `..`
 /// path tricks, no scheme).
+/// The link to a detector's draft: `radar/<id>.md`, or `feedback/<id>.md` for the findings on
+/// DDM doses (`report::feedback`, Feedback Assistant drafts), the id percent-encoded.
 pub(super) fn radar_href(id: &str) -> String {
-    let mut out = String::from("radar/");
+    let dir = if id.starts_with("ddm_") {
+        crate::report::feedback::DIR
+    } else {
+        crate::report::radar::DIR
+    };
+    let mut out = format!("{dir}/");
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && !id.contains(".."))
         {
