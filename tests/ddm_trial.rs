@@ -151,8 +151,18 @@ fn a_ddm_trial_doses_by_declaration_and_judges_by_the_reported_build() {
             assert_ne!(r["outcome"], "updated", "{name}");
         }
     }
-    // The passcode device whose user never approves does not install; the others do.
+    // The passcode device whose user never approves does not install; the others do. Past its
+    // deadline (+1 h) by the end of follow-up, it is a finding, drafted for Feedback Assistant
+    // with the declaration and its status reports attached.
     assert_ne!(by_name["D04"]["final_build"], "23G83");
+    assert_eq!(by_name["D04"]["outcome"], "downloaded_not_installed");
+    if by_name["D04"]["arm"] == "ddm-deadline-future" {
+        let draft =
+            std::fs::read_to_string(dir.join("feedback/ddm_deadline_passed_without_install.md"))
+                .expect("a Feedback Assistant draft");
+        assert!(draft.contains(by_name["D04"]["udid"].as_str()), "{draft}");
+        assert!(draft.contains("**Area:** Device Management"), "{draft}");
+    }
     for name in ["D01", "D02", "D03", "D08"] {
         assert_eq!(by_name[name]["outcome"], "updated", "{name}");
     }
