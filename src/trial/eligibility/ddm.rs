@@ -77,14 +77,7 @@ pub fn enrollment(ctx: &Context) -> RuleVerdict {
     if enrollment_kind(ctx).is_some() || !enforcement_available(&ctx.device.version.to_string()) {
         return RuleVerdict::Pass;
     }
-    let supervised = ctx
-        .subject
-        .probe
-        .baseline
-        .supervision
-        .device_is_chaperoned
-        .get()
-        .copied();
+    let supervised = supervised(ctx);
     RuleVerdict::Exclude(reason(
         rule::DDM_ENROLLMENT,
         "The device is not known to be supervised and the DDM server does not know its enrollment by its UDID, so its enrollment type is unknown; the enforcement declaration is allowed on supervised and device enrollments only.".into(),
@@ -92,17 +85,20 @@ pub fn enrollment(ctx: &Context) -> RuleVerdict {
     ))
 }
 
-/// The enrollment type as the rule reads it, for the target record.
-pub(super) fn enrollment_kind(ctx: &Context) -> Option<&'static str> {
-    let supervised = ctx
-        .subject
+/// Lockdown's `DeviceIsChaperoned`, when read.
+fn supervised(ctx: &Context) -> Option<bool> {
+    ctx.subject
         .probe
         .baseline
         .supervision
         .device_is_chaperoned
         .get()
-        .copied();
-    match (supervised, ctx.subject.ddm_active) {
+        .copied()
+}
+
+/// The enrollment type as the rule reads it, for the target record.
+pub(super) fn enrollment_kind(ctx: &Context) -> Option<&'static str> {
+    match (supervised(ctx), ctx.subject.ddm_active) {
         (Some(true), _) => Some("supervised"),
         (_, Some(_)) => Some("device"),
         _ => None,
