@@ -94,9 +94,27 @@ impl Progress {
                 pushed,
                 ..
             } => format!(
-                "{} ScheduleOSUpdate queued ({command_uuid}){}",
+                "{} {} ({command_uuid}){}",
                 short(udid),
+                // `lab-ddm-<UUID>` is a DDM declaration's identifier (`runner::dose`).
+                if command_uuid.starts_with("lab-ddm-") {
+                    "DDM enforcement declaration given"
+                } else {
+                    "ScheduleOSUpdate queued"
+                },
                 if *pushed { ", pushed" } else { "" }
+            ),
+            Event::DdmStatusReport { udid, raw_b64, .. } => format!(
+                "{} DDM status: install-state {}",
+                short(udid),
+                crate::journal::answer::bytes(raw_b64)
+                    .ok()
+                    .and_then(|b| crate::mdm::ddm::StatusReport::parse(&b).ok())
+                    .and_then(|r| r
+                        .get("softwareupdate.install-state")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string))
+                    .unwrap_or_else(|| "(not in this report)".into())
             ),
             Event::DoseFailed { udid, error, .. } => {
                 format!("{} dose FAILED: {error}", short(udid))

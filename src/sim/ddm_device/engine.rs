@@ -188,9 +188,12 @@ impl DdmClient {
             return;
         }
         if now >= a.install_at && !a.install_started {
-            if os.offline(now) {
+            if let Some(back) = os.back_at(now) {
                 // Off at the deadline: an hour after it is back (`off_at_deadline_install_delay`).
-                a.install_at = after(now, delay(facts, "off_at_deadline_install_delay", &version));
+                a.install_at = after(
+                    back,
+                    delay(facts, "off_at_deadline_install_delay", &version),
+                );
                 return;
             }
             match os.enforced_install(now) {
@@ -382,6 +385,29 @@ mod tests {
             a.install_at,
             Utc.with_ymd_and_hms(2026, 12, 1, 10, 30, 0).unwrap()
         );
+    }
+
+    /// `off_at_deadline_install_delay`: a device switched off across its deadline installs an
+    /// hour after it is back, not at the deadline nor an hour after it.
+    #[test]
+    fn a_device_off_at_the_deadline_installs_an_hour_after_it_is_back() {
+        let facts = DdmFacts::builtin();
+        let mut os = os("26.5", 0);
+        let mut c = DdmClient::default();
+        let (m, set) = manifest("2026-12-01T10:30:00");
+        c.apply_manifest(&m, set, t0(), &os, facts);
+        let h = |m: i64| t0() + chrono::Duration::minutes(m);
+        // Downloaded before the deadline; off from 10:20 to 11:15.
+        c.step(h(10), &mut os, facts);
+        os.set_off(h(20), h(75));
+        c.step(h(31), &mut os, facts);
+        let a = c.active.as_ref().unwrap();
+        assert_eq!(a.install_at, h(75 + 60), "an hour after it is back");
+        assert!(!a.install_started);
+        c.step(h(100), &mut os, facts);
+        assert!(!c.active.as_ref().unwrap().install_started, "not yet");
+        c.step(h(136), &mut os, facts);
+        assert!(c.active.as_ref().unwrap().install_started);
     }
 
     #[test]

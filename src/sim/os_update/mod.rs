@@ -329,6 +329,8 @@ pub struct OsUpdateSim {
     /// Where the quirks of the version a restart brings come from (table, fleet seed, UDID);
     /// `None`: the quirks given to `new` stay.
     requirk: Option<(&'static QuirkTable, u64, String)>,
+    /// A time the device is switched off (from, until): offline, as during a restart.
+    off: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 const ACKNOWLEDGED: &str = "Acknowledged";
@@ -369,6 +371,7 @@ impl OsUpdateSim {
             handled: HashSet::new(),
             before_restart: HashSet::new(),
             requirk: None,
+            off: None,
         }
     }
 
@@ -409,12 +412,43 @@ impl OsUpdateSim {
     /// True while the device reboots into the new OS: detached from USB, no check-ins, no
     /// replies. Computed from `now` alone, so it is right even before the next `tick`.
     pub fn offline(&self, now: DateTime<Utc>) -> bool {
+        if self
+            .off
+            .is_some_and(|(from, until)| now >= from && now < until)
+        {
+            return true;
+        }
         match self.phase {
             Phase::Restarting { back_at, .. } => now < back_at,
             Phase::Installing { until, .. } => {
                 now >= until && now < after(until, self.config.timing.restart)
             }
             _ => false,
+        }
+    }
+
+    /// Switch the device off from `from` until `until` (the DDM deadline rule for a device that
+    /// was off, `data/ddm.yaml` `off_at_deadline_install_delay`).
+    pub fn set_off(&mut self, from: DateTime<Utc>, until: DateTime<Utc>) {
+        self.off = Some((from, until));
+    }
+
+    /// When an offline device is back: the end of its switched-off time or of its restart;
+    /// `None` when it is not offline at `now`.
+    pub fn back_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.offline(now) {
+            return None;
+        }
+        if let Some((from, until)) = self.off
+            && now >= from
+            && now < until
+        {
+            return Some(until);
+        }
+        match self.phase {
+            Phase::Restarting { back_at, .. } => Some(back_at),
+            Phase::Installing { until, .. } => Some(after(until, self.config.timing.restart)),
+            _ => Some(now),
         }
     }
 
