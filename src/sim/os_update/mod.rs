@@ -409,8 +409,9 @@ impl OsUpdateSim {
         &self.quirks
     }
 
-    /// True while the device reboots into the new OS: detached from USB, no check-ins, no
-    /// replies. Computed from `now` alone, so it is right even before the next `tick`.
+    /// True while the device reboots into the new OS, or is switched off ([`Self::set_off`]):
+    /// detached from USB, no check-ins, no replies. Computed from `now` alone, so it is right
+    /// even before the next `tick`.
     pub fn offline(&self, now: DateTime<Utc>) -> bool {
         if self
             .off
