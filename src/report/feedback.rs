@@ -124,21 +124,7 @@ pub(super) fn draft(
     let _ = writeln!(s, "- **Title:** {title}");
     let _ = writeln!(s, "- **Area:** {AREA}");
     let _ = writeln!(s, "- **Type:** {TYPE}");
-    let _ = writeln!(
-        s,
-        "- **Reproducibility:** {} ({n} of {of} devices in the same situation: {})",
-        evidence::reproducibility(n, of),
-        det.situation
-    );
-    let _ = writeln!(s, "- **Detector:** `{}`", det.id);
-    let _ = writeln!(s, "- **Source:** {}", det.source);
-    if let Some(t) = &run.trial_id {
-        let _ = writeln!(
-            s,
-            "- **Trial:** `{t}` (protocol sha256 `{}`)",
-            run.protocol_sha256.as_deref().unwrap_or("unknown")
-        );
-    }
+    super::radar::provenance(&mut s, det, evidence::reproducibility(n, of), (n, of), run);
     let _ = writeln!(s, "\n## Description\n");
     let _ = writeln!(
         s,

@@ -251,20 +251,7 @@ fn draft(
     let _ = writeln!(s, "- **Title:** {title}");
     let _ = writeln!(s, "- **Area:** Device Management");
     let _ = writeln!(s, "- **Classification:** {}", det.classification);
-    let _ = writeln!(
-        s,
-        "- **Reproducibility:** {repro} ({n} of {of} devices in the same situation: {})",
-        det.situation
-    );
-    let _ = writeln!(s, "- **Detector:** `{}`", det.id);
-    let _ = writeln!(s, "- **Source:** {}", det.source);
-    if let Some(t) = &run.trial_id {
-        let _ = writeln!(
-            s,
-            "- **Trial:** `{t}` (protocol sha256 `{}`)",
-            run.protocol_sha256.as_deref().unwrap_or("unknown")
-        );
-    }
+    provenance(&mut s, det, repro, (n, of), run);
 
     let _ = writeln!(s, "\n## Summary\n");
     let _ = writeln!(
@@ -442,6 +429,31 @@ fn notes(s: &mut String, det: &Detector, mine: &[&Anomaly], files: &[(String, St
         "- Attachments are byte-identical to what the harness queued (`DoseIntent.command_b64`) and what the device sent (`MdmResult.raw_b64`). A sysdiagnose and an `mdmclient` log excerpt of the affected devices should be added by hand before filing."
     );
     attachments_section(s, files);
+}
+
+/// The lines of a draft (radar or Feedback Assistant) that say how often it was seen, which
+/// detector and source, and in which trial.
+pub(crate) fn provenance(
+    s: &mut String,
+    det: &Detector,
+    repro: &str,
+    (n, of): (usize, usize),
+    run: &RunFacts,
+) {
+    let _ = writeln!(
+        s,
+        "- **Reproducibility:** {repro} ({n} of {of} devices in the same situation: {})",
+        det.situation
+    );
+    let _ = writeln!(s, "- **Detector:** `{}`", det.id);
+    let _ = writeln!(s, "- **Source:** {}", det.source);
+    if let Some(t) = &run.trial_id {
+        let _ = writeln!(
+            s,
+            "- **Trial:** `{t}` (protocol sha256 `{}`)",
+            run.protocol_sha256.as_deref().unwrap_or("unknown")
+        );
+    }
 }
 
 /// The last note and the `## Attachments` list of a draft (radar or Feedback Assistant).
