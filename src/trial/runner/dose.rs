@@ -220,6 +220,55 @@ impl Runner<'_> {
         })
     }
 
+    /// What a dose of `arm` sends to `udid` (on iOS `version`), its id, and why it may not be
+    /// sent: a command failing Apple's schema for that version, or a declaration the device's
+    /// iOS does not know or whose deadline cannot be told.
+    fn payload_for(
+        &self,
+        udid: &str,
+        arm: &str,
+        action: InstallAction,
+        version: &str,
+    ) -> (Payload, String, Vec<String>) {
+        let enforcement = self
+            .p
+            .protocol
+            .arms
+            .iter()
+            .find(|a| a.name == arm)
+            .and_then(|a| a.ddm_enforcement.clone());
+        let Some(spec) = enforcement else {
+            let cmd = self.command_for(udid, action);
+            let violations = crate::mdm::schema::validate_command(&cmd.to_dict(), version)
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+            return (
+                Payload::Command(cmd),
+                format!("lab-dose-{}", uuid_v4()),
+                violations,
+            );
+        };
+        let (payload, mut violations) = match self.declaration_for(udid, &spec) {
+            Ok(p) => (p, Vec::new()),
+            Err(why) => (
+                Payload::Declaration {
+                    identifier: format!("lab-ddm-{}", uuid_v4()),
+                    bytes: Vec::new(),
+                },
+                vec![why],
+            ),
+        };
+        if !crate::trial::eligibility::ddm::enforcement_available(version) {
+            violations.push(format!(
+                "the enforcement declaration needs iOS {} or later",
+                crate::trial::eligibility::ddm::ENFORCEMENT_MIN_IOS
+            ));
+        }
+        let uuid = payload.identifier().unwrap_or_default().to_string();
+        (payload, uuid, violations)
+    }
+
     /// A fresh dose of `step`: its intent event and what to send once the intent is durable.
     fn intent(
         &self,
@@ -233,53 +282,7 @@ impl Runner<'_> {
         let version = probe.product_version.clone().unwrap_or_default();
         let build = probe.build_version.clone().unwrap_or_default();
         let arm = self.state.devices[udid].arm.clone().unwrap_or_default();
-        let enforcement = self
-            .p
-            .protocol
-            .arms
-            .iter()
-            .find(|a| a.name == arm)
-            .and_then(|a| a.ddm_enforcement.clone());
-        let (payload, uuid, mut violations) = match enforcement {
-            None => {
-                let cmd = self.command_for(udid, action);
-                let uuid = format!("lab-dose-{}", uuid_v4());
-                let violations: Vec<String> =
-                    crate::mdm::schema::validate_command(&cmd.to_dict(), &version)
-                        .iter()
-                        .map(|v| v.to_string())
-                        .collect();
-                (Payload::Command(cmd), uuid, violations)
-            }
-            Some(spec) => match self.declaration_for(udid, &spec) {
-                Ok(p) => {
-                    let uuid = p.uuid().to_string();
-                    (p, uuid, Vec::new())
-                }
-                Err(why) => (
-                    Payload::Declaration {
-                        identifier: format!("lab-ddm-{}", uuid_v4()),
-                        bytes: Vec::new(),
-                    },
-                    String::new(),
-                    vec![why],
-                ),
-            },
-        };
-        let uuid = if uuid.is_empty() {
-            payload.uuid().to_string()
-        } else {
-            uuid
-        };
-        if violations.is_empty()
-            && let Payload::Declaration { .. } = payload
-            && !crate::trial::eligibility::ddm::enforcement_available(&version)
-        {
-            violations.push(format!(
-                "the enforcement declaration needs iOS {} or later",
-                crate::trial::eligibility::ddm::ENFORCEMENT_MIN_IOS
-            ));
-        }
+        let (payload, uuid, violations) = self.payload_for(udid, &arm, action, &version);
         let bytes = payload.bytes(&uuid);
         let intent = Event::DoseIntent {
             udid: udid.into(),
@@ -588,11 +591,11 @@ impl Payload {
         }
     }
 
-    /// A declaration's id is its identifier; a command's is given.
-    fn uuid(&self) -> &str {
+    /// A declaration's identifier (its dose's id); `None` for a command, whose id is given.
+    fn identifier(&self) -> Option<&str> {
         match self {
-            Payload::Command(_) => "",
-            Payload::Declaration { identifier, .. } => identifier,
+            Payload::Command(_) => None,
+            Payload::Declaration { identifier, .. } => Some(identifier),
         }
     }
 
