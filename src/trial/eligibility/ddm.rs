@@ -337,3 +337,58 @@ mod tests {
         assert!(sou.rules().contains(&rule::SUPERVISED));
     }
 }
+
+#[cfg(test)]
+mod combine_tests {
+    use super::super::fixtures::*;
+    use super::super::{DoseMechanism, assess_for, combine};
+
+    fn both(d: &Dev, active: Option<bool>) -> Option<(Verdict, Vec<DoseMechanism>)> {
+        let p = d.probe();
+        let o = offer();
+        let s = Subject {
+            ddm_active: active,
+            ..subject(&p, Some(&o))
+        };
+        let t = TargetSpec::Latest;
+        let spec = EligibilitySpec::default();
+        combine(
+            Some(assess(&spec, &t, &s)),
+            Some(assess_for(DoseMechanism::DdmEnforcement, &spec, &t, &s)),
+        )
+    }
+
+    #[test]
+    fn a_device_eligible_for_both_keeps_the_command_verdict_and_may_take_either() {
+        let (v, may) = both(&dev(), Some(true)).unwrap();
+        assert!(v.eligible);
+        assert_eq!(
+            may,
+            [
+                DoseMechanism::ScheduleOsUpdate,
+                DoseMechanism::DdmEnforcement
+            ]
+        );
+        assert!(v.mechanism.is_none(), "the ScheduleOSUpdate verdict");
+    }
+
+    #[test]
+    fn eligible_for_one_only_that_verdict_and_excluded_lists_each_rule_once() {
+        let unsupervised = Dev {
+            chaperoned: Some(false),
+            ..dev()
+        };
+        let (v, may) = both(&unsupervised, Some(true)).unwrap();
+        assert!(v.eligible, "DDM needs no supervision: {:#?}", v.reasons);
+        assert_eq!(may, [DoseMechanism::DdmEnforcement]);
+        let low = Dev {
+            battery: Some(10),
+            external: Some(false),
+            ..dev()
+        };
+        let (v, may) = both(&low, Some(false)).unwrap();
+        assert!(!v.eligible && may.is_empty());
+        assert_eq!(v.rules(), [rule::BATTERY, rule::DDM_ACTIVE]);
+        assert!(combine(None, None).is_none());
+    }
+}

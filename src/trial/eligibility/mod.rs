@@ -408,6 +408,39 @@ pub fn assess_for(
     }
 }
 
+/// One device's verdicts for the two mechanisms (`None`: the protocol has no arm of that kind)
+/// as one: the ScheduleOSUpdate verdict when it is eligible, else the DDM one when that is,
+/// else the ScheduleOSUpdate one with the DDM reasons it lacks appended (each rule once). Also
+/// the mechanisms the device may receive, for allocation. `None` without any verdict. Pure.
+pub fn combine(
+    sou: Option<Verdict>,
+    ddm: Option<Verdict>,
+) -> Option<(Verdict, Vec<DoseMechanism>)> {
+    let mut may = Vec::new();
+    if sou.as_ref().is_some_and(|v| v.eligible) {
+        may.push(DoseMechanism::ScheduleOsUpdate);
+    }
+    if ddm.as_ref().is_some_and(|v| v.eligible) {
+        may.push(DoseMechanism::DdmEnforcement);
+    }
+    let v = match (sou, ddm) {
+        (Some(s), _) if s.eligible => s,
+        (_, Some(d)) if d.eligible => d,
+        (Some(mut s), Some(d)) => {
+            for r in d.reasons {
+                if s.reason(&r.rule).is_none() {
+                    s.reasons.push(r);
+                }
+            }
+            s
+        }
+        (Some(s), None) => s,
+        (None, Some(d)) => d,
+        (None, None) => return None,
+    };
+    Some((v, may))
+}
+
 // Test-only modules are declared after the production code: `tests/architecture.rs` reads a
 // file up to its first test attribute.
 #[cfg(test)]

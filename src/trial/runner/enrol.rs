@@ -187,32 +187,13 @@ impl Runner<'_> {
         let sou = mechanisms
             .contains(&DoseMechanism::ScheduleOsUpdate)
             .then(|| self.assess_schedule_os_update(&subject));
-        let mut may: Vec<&str> = Vec::new();
-        if sou.as_ref().is_some_and(|v| v.eligible) {
-            may.push(DoseMechanism::ScheduleOsUpdate.as_str());
-        }
-        if ddm.as_ref().is_some_and(|v| v.eligible) {
-            may.push(DoseMechanism::DdmEnforcement.as_str());
-        }
-        let v = match (sou, ddm) {
-            (Some(s), _) if s.eligible => s,
-            (_, Some(d)) if d.eligible => d,
-            (Some(mut s), Some(d)) => {
-                for r in d.reasons {
-                    if s.reason(&r.rule).is_none() {
-                        s.reasons.push(r);
-                    }
-                }
-                s
-            }
-            (Some(s), None) => s,
-            (None, Some(d)) => d,
-            (None, None) => unreachable!("a protocol has at least one arm"),
-        };
+        let (v, may) =
+            crate::trial::eligibility::combine(sou, ddm).expect("a protocol has at least one arm");
         let mut target = v.target_json();
         if self.has_ddm_arms()
             && let serde_json::Value::Object(o) = &mut target
         {
+            let may: Vec<&str> = may.iter().map(|m| m.as_str()).collect();
             o.insert("mechanisms".into(), serde_json::json!(may));
         }
         Event::EligibilityAssessed {
