@@ -220,3 +220,17 @@ async fn sync(
     };
     api_response(code, result)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `ddm_supported` (`data/ddm.yaml`): the DeclarativeManagement command exists from iOS 15.0,
+    /// so the server turns DDM on at enrolment only for those devices.
+    #[test]
+    fn ddm_is_turned_on_from_ios_15() {
+        assert!(super::ddm_capable(Some("15.0")));
+        assert!(super::ddm_capable(Some("17.5.1")));
+        assert!(!super::ddm_capable(Some("14.8.1")));
+        assert!(!super::ddm_capable(Some("not a version")));
+        assert!(!super::ddm_capable(None));
+    }
+}

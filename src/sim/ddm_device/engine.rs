@@ -387,6 +387,26 @@ mod tests {
         );
     }
 
+    /// `failed_retry_interval` (an assumption, `data/ddm.yaml`): a blocked download is a failure,
+    /// and the device tries again an hour later, not before.
+    #[test]
+    fn a_blocked_download_fails_and_is_tried_again_an_hour_later() {
+        let facts = DdmFacts::builtin();
+        let mut os = os("26.5", 0);
+        os.set_power(10, false, false);
+        let mut c = DdmClient::default();
+        let (m, set) = manifest("2026-12-01T12:00:00");
+        c.apply_manifest(&m, set, t0(), &os, facts);
+        let h = |m: i64| t0() + chrono::Duration::minutes(m);
+        c.step(h(1), &mut os, facts);
+        assert_eq!(c.failures, 1, "blocked on battery");
+        assert_eq!(c.active.as_ref().unwrap().failed_until, Some(h(61)));
+        c.step(h(30), &mut os, facts);
+        assert_eq!(c.failures, 1, "not tried again within the hour");
+        c.step(h(62), &mut os, facts);
+        assert_eq!(c.failures, 2, "tried again after it");
+    }
+
     /// `off_at_deadline_install_delay`: a device switched off across its deadline installs an
     /// hour after it is back, not at the deadline nor an hour after it.
     #[test]
