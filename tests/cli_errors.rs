@@ -115,3 +115,18 @@ fn probe_with_an_embedded_sim_works_in_one_command() {
     assert_eq!(table.lines().count(), 6, "{table}");
     assert!(table.contains("Bench iPhone 11") && table.contains("17.5.1 (21F90)"));
 }
+
+/// `lab report` on a run folder whose journal has no events (a run killed before its first
+/// line) is bad input: exit 2, the journal named, no empty reports written (issue 15).
+#[test]
+fn report_on_an_empty_journal_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("journal.jsonl"), b"").unwrap();
+    let out = run_lab(&["report", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("journal.jsonl"), "{e}");
+    assert!(e.contains("no run_started"), "{e}");
+    assert!(!dir.path().join("devices.csv").exists());
+    assert!(!dir.path().join("report.html").exists());
+}

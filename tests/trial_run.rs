@@ -386,6 +386,22 @@ fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
         .map(|s| s.udid)
         .collect();
     assert!(doses_on_server(&sim, &udids).values().all(|n| *n == 0));
+    // Each arm's dose is named on the consent screen, the DDM arm's as a declaration.
+    assert!(
+        stderr(&out).contains("ScheduleOSUpdate InstallAction Default")
+            && stderr(&out).contains("DDM declaration com.apple.configuration.softwareupdate"),
+        "{}",
+        stderr(&out)
+    );
+    // The same command again, now with --yes: the folder keeps the refusal, and says the way
+    // out (issue 15: no trap).
+    let again = lab_run(&proto, &results).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let e = stderr(&again);
+    assert!(e.contains("refused earlier in this run"), "{e}");
+    assert!(e.contains("move that folder aside"), "{e}");
+    assert!(e.contains(&dir.display().to_string()), "{e}");
+    assert!(doses_on_server(&sim, &udids).values().all(|n| *n == 0));
 }
 
 #[test]

@@ -314,6 +314,12 @@ pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
             a.run_dir.display()
         )));
     }
+    if !journal_has_a_start(&a.run_dir.join("journal.jsonl")) {
+        return Err(CliError::BadArgument(format!(
+            "{}: the journal has no run_started event (empty, or cut before its first line): nothing to report; run the protocol again",
+            a.run_dir.join("journal.jsonl").display()
+        )));
+    }
     // Not while a `lab run` (or another `lab report`) holds the run: both write these files.
     let _lock = crate::trial::run_lock::RunLock::acquire(
         &a.run_dir,
@@ -328,9 +334,43 @@ pub async fn report(a: ReportArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
+/// Whether a journal's first line is a complete `run_started` event (every run writes it first):
+/// read the first line only, so a large journal costs nothing more.
+fn journal_has_a_start(path: &std::path::Path) -> bool {
+    use std::io::{BufRead, Read};
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut line = Vec::new();
+    // A run_started line is well under 4 KiB.
+    let mut r = std::io::BufReader::new(f).take(64 * 1024);
+    if r.read_until(b'\n', &mut line).is_err() || line.last() != Some(&b'\n') {
+        return false;
+    }
+    serde_json::from_slice::<crate::journal::Entry>(&line)
+        .is_ok_and(|e| matches!(e.event, crate::journal::Event::RunStarted { .. }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_without_its_start_is_told_from_one_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        std::fs::write(&p, b"").unwrap();
+        assert!(!journal_has_a_start(&p));
+        std::fs::write(
+            &p,
+            b"{\"seq\":1,\"at\":\"2026-12-03T10:00:00Z\",\"event\":\"run_st",
+        )
+        .unwrap();
+        assert!(!journal_has_a_start(&p), "a torn first line");
+        std::fs::write(&p, b"{\"seq\":1,\"at\":\"2026-12-03T10:00:00Z\",\"event\":\"run_started\",\"schema\":1,\"trial_id\":\"t\",\"protocol_sha256\":\"s\",\"lab_version\":\"0\"}\n").unwrap();
+        assert!(journal_has_a_start(&p));
+        assert!(!journal_has_a_start(&dir.path().join("absent")));
+    }
 
     fn devs() -> Vec<String> {
         vec!["00008110-000A".into(), "00008110-000B".into()]

@@ -6,7 +6,12 @@ impl Runner<'_> {
     pub(super) fn consent(&mut self) -> Result<(), RunError> {
         match self.state.consented {
             Some(true) => return Ok(()),
-            Some(false) => return Err(RunError::NoConsent("refused earlier in this run".into())),
+            Some(false) => {
+                return Err(RunError::NoConsent(format!(
+                    "refused earlier in this run, and nothing was sent; the run folder {} keeps the refusal. To be asked again, move that folder aside (or delete it) and run the same command",
+                    self.run_dir.display()
+                )));
+            }
             None => {}
         }
         let allocated: Vec<(String, String)> = self
@@ -18,14 +23,14 @@ impl Runner<'_> {
         let mut out = std::io::stderr().lock();
         let _ = writeln!(
             out,
-            "\nThese devices will receive an IRREVERSIBLE ScheduleOSUpdate (an update cannot be undone):"
+            "\nThese devices will receive an IRREVERSIBLE update dose — a ScheduleOSUpdate command or a DDM enforcement declaration (an update cannot be undone):"
         );
         for (u, arm) in &allocated {
             let spec = self.p.protocol.arms.iter().find(|a| &a.name == arm);
             let d = &self.state.devices[u];
             let _ = writeln!(
                 out,
-                "  {u}  {}  iOS {} → {}  arm {arm}: InstallAction {}{}",
+                "  {u}  {}  iOS {} → {}  arm {arm}: {}{}",
                 d.probe
                     .as_ref()
                     .and_then(|p| p.device_name.as_deref())
@@ -35,8 +40,11 @@ impl Runner<'_> {
                     .and_then(|p| p.product_version.as_deref())
                     .unwrap_or("?"),
                 d.target["version"].as_str().unwrap_or("?"),
-                spec.map(|s| s.install_action.map_or("a DDM enforcement", |a| a.as_str()))
-                    .unwrap_or("?"),
+                spec.map(|s| match s.install_action {
+                    Some(a) => format!("ScheduleOSUpdate InstallAction {}", a.as_str()),
+                    None => format!("DDM declaration {}", crate::mdm::ddm::ENFORCEMENT_SPECIFIC),
+                })
+                .unwrap_or_else(|| "?".into()),
                 spec.and_then(|s| s.follow_up_step.as_ref())
                     .map(|f| format!(", then {} once downloaded", f.install_action.as_str()))
                     .unwrap_or_default()
