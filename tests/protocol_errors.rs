@@ -253,3 +253,21 @@ fn ddm_arms_are_checked_where_they_are_written() {
     ));
     assert_at(&e, &p, 10, 11, "give install_action");
 }
+
+/// A webhook HMAC key with MicroMDM, which never signs its webhooks, would make the listener
+/// refuse every result (issue 17): refused where it is written.
+#[test]
+fn an_hmac_key_for_micromdm_is_refused_where_it_is() {
+    let bench = |kind: &str| {
+        GOOD.replace(
+            "lab:\n  simulated: { fleet: fleet.yaml, speed: 60 }\n",
+            &format!(
+                "lab:\n  usbmuxd: [\"/var/run/usbmuxd\"]\n  mdm:\n    kind: {kind}\n    url: \"http://127.0.0.1:8080\"\n    api_key_env: MDM_KEY\n    webhook: {{ listen: \"127.0.0.1:9000\", hmac_key_env: HOOK_KEY }}\n"
+            ),
+        )
+    };
+    let (p, e) = load_err(&bench("micromdm"));
+    assert_at(&e, &p, 9, 42, "MicroMDM does not sign its webhooks");
+    let dir = tempfile::tempdir().unwrap();
+    load(&write(&dir, &bench("nanomdm"), false)).expect("NanoMDM signs them: a key is right");
+}

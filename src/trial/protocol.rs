@@ -822,12 +822,30 @@ fn check_lab(p: &LoadedProtocol, at: &Locate) -> Result<(), InputError> {
         (None, false, None) => {
             return Err(at.err("lab.mdm is needed for a real bench".into()));
         }
-        (None, false, Some(_)) => {
+        (None, false, Some(mdm)) => {
             for a in &pr.lab.usbmuxd {
                 crate::usbmux::UsbmuxAddr::parse(a)
                     .map_err(|e| at.err(format!("lab.usbmuxd: {e}")))?;
             }
+            check_webhook(mdm, at)?;
         }
+    }
+    Ok(())
+}
+
+/// MicroMDM never signs its webhooks (issue 17; MicroMDM's webhook has no HMAC): with a key,
+/// the listener would refuse every result with 401 and the trial would see no answers.
+fn check_webhook(mdm: &MdmSpec, at: &Locate) -> Result<(), InputError> {
+    if mdm.kind == MdmKind::Micromdm
+        && mdm
+            .webhook
+            .as_ref()
+            .is_some_and(|w| w.hmac_key_env.is_some())
+    {
+        return Err(at.err_at(
+            "lab.mdm.webhook.hmac_key_env: MicroMDM does not sign its webhooks, so with a key every result would be refused (401) and no answer would reach the trial; remove the key for kind: micromdm".into(),
+            locate_key(at.text, "hmac_key_env").map(|k| (k.0, k.1)),
+        ));
     }
     Ok(())
 }
