@@ -81,22 +81,48 @@ fn error_reply(request: &str, name: &str) -> Dictionary {
     d
 }
 
+/// What the connection loop does after one request.
+enum Next {
+    /// Go on reading requests on this connection (plaintext or TLS).
+    Go(Conn),
+    /// The connection is over (Goodbye, a fault, a failed handshake).
+    End,
+}
+
+/// Write one reply and go on.
+async fn answer(mut conn: Conn, d: Dictionary) -> Result<Next, FrameError> {
+    conn.write(d).await?;
+    Ok(Next::Go(conn))
+}
+
+/// One lockdown connection's state: which device it speaks for and its session, if any.
+struct Session {
+    lab: Arc<SimLab>,
+    dev: Arc<SimDevice>,
+    limits: crate::listen_limits::Limits,
+    id: Option<String>,
+}
+
 async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(), FrameError> {
     let mut conn = Conn::Plain(io);
-    let mut session_id: Option<String> = None;
     let mut first_reply = true;
-    let limits = crate::listen_limits::Limits::current();
+    let mut s = Session {
+        lab,
+        dev,
+        limits: crate::listen_limits::Limits::current(),
+        id: None,
+    };
     loop {
         // The first request within the header timeout, later ones within the idle timeout
         // (crate::listen_limits): a client that connects and sends nothing is let go.
         let wait = if first_reply {
-            limits.header_read_timeout
+            s.limits.header_read_timeout
         } else {
-            limits.idle_timeout
+            s.limits.idle_timeout
         };
         let raw = match tokio::time::timeout(wait, conn.read()).await {
             Err(_) => {
-                tracing::debug!(udid = %dev.spec.udid, "lockdown client idle: connection closed");
+                tracing::debug!(udid = %s.dev.spec.udid, "lockdown client idle: connection closed");
                 return Ok(());
             }
             Ok(Err(FrameError::Closed)) => return Ok(()),
@@ -104,7 +130,7 @@ async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(),
         };
         if first_reply {
             first_reply = false;
-            if let Some(f) = dev.spec.fault
+            if let Some(f) = s.dev.spec.fault
                 && apply_first_reply_fault(f, &mut conn).await?
             {
                 return Ok(());
@@ -114,140 +140,141 @@ async fn session(lab: Arc<SimLab>, dev: Arc<SimDevice>, io: BoxIo) -> Result<(),
             conn.write(error_reply("", "InvalidResponse")).await?;
             continue;
         };
-        let request = get_str(&req, "Request").unwrap_or("").to_string();
+        conn = match s.handle(conn, &req).await? {
+            Next::Go(c) => c,
+            Next::End => return Ok(()),
+        };
+    }
+}
+
+impl Session {
+    /// Answer one request (brief §5.3 for the request names and error strings).
+    async fn handle(&mut self, conn: Conn, req: &Dictionary) -> Result<Next, FrameError> {
+        let request = get_str(req, "Request").unwrap_or("").to_string();
         match request.as_str() {
             "QueryType" => {
                 let mut d = reply_to("QueryType");
                 d.insert("Type".into(), SERVICE_TYPE.into());
-                conn.write(d).await?;
+                answer(conn, d).await
             }
             "GetValue" => {
-                let d = get_value(&lab, &dev, &req, session_id.is_some());
-                conn.write(d).await?;
+                let d = get_value(&self.lab, &self.dev, req, self.id.is_some());
+                answer(conn, d).await
             }
-            "StartSession" => {
-                if session_id.is_some() {
-                    conn.write(error_reply("StartSession", "SessionActive"))
-                        .await?;
-                    continue;
-                }
-                let Some(host_id) = get_str(&req, "HostID") else {
-                    conn.write(error_reply("StartSession", "MissingHostID"))
-                        .await?;
-                    continue;
-                };
-                if !lab.accepted_host_ids(&dev).iter().any(|h| h == host_id) {
-                    conn.write(error_reply("StartSession", "InvalidHostID"))
-                        .await?;
-                    continue;
-                }
-                let id = crate::sim::identity::uuid_from(
-                    rand_seed(),
-                    &format!("session/{}", dev.spec.udid),
-                );
-                let mut d = reply_to("StartSession");
-                d.insert("EnableSessionSSL".into(), Value::Boolean(true));
-                d.insert("SessionID".into(), id.clone().into());
-                conn.write(d).await?;
-                session_id = Some(id);
-                if dev.spec.fault == Some(Fault::TlsFailure) {
-                    conn.write_raw(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS")
-                        .await?;
-                    return Ok(());
-                }
-                let Conn::Plain(io) = conn else {
-                    unreachable!("a session starts in plaintext")
-                };
-                let acceptor = TlsAcceptor::from(dev.identity.server_config.clone());
-                let handshake =
-                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io));
-                let Ok(tls) = handshake.await else {
-                    return Ok(());
-                };
-                conn = Conn::Tls(Box::new(tls?));
-            }
-            "StopSession" => {
-                let given = get_str(&req, "SessionID");
-                if session_id.is_none() {
-                    conn.write(error_reply("StopSession", "SessionInactive"))
-                        .await?;
-                    continue;
-                }
-                if given != session_id.as_deref() {
-                    conn.write(error_reply("StopSession", "InvalidSessionID"))
-                        .await?;
-                    continue;
-                }
-                let mut d = reply_to("StopSession");
-                d.insert("Result".into(), "Success".into());
-                conn.write(d).await?;
-                session_id = None;
-                // The client ends TLS with close_notify and may go on in plaintext (brief §5.3);
-                // EOF or RST are just as fine.
-                if let Conn::Tls(mut s) = conn {
-                    let mut probe = [0u8; 1];
-                    match s.read(&mut probe).await {
-                        Ok(0) => {
-                            let (io, _) = s.into_inner();
-                            conn = Conn::Plain(io);
-                        }
-                        _ => return Ok(()),
-                    }
-                }
-            }
+            "StartSession" => self.start(conn, req).await,
+            "StopSession" => self.stop(conn, req).await,
             "ValidatePair" => {
                 let host_id = req
                     .get("PairRecord")
                     .and_then(Value::as_dictionary)
                     .and_then(|p| get_str(p, "HostID"));
-                let ok = host_id
-                    .map(|h| lab.accepted_host_ids(&dev).iter().any(|x| x == h))
-                    .unwrap_or(false);
-                if ok {
-                    conn.write(reply_to("ValidatePair")).await?;
+                if host_id.is_some_and(|h| self.host_accepted(h)) {
+                    answer(conn, reply_to("ValidatePair")).await
                 } else {
-                    conn.write(error_reply("ValidatePair", "InvalidHostID"))
-                        .await?;
+                    answer(conn, error_reply("ValidatePair", "InvalidHostID")).await
                 }
             }
-            "Pair" => {
-                // Pairing a simulated device succeeds unless it is locked: the record the
-                // client then saves through usbmuxd is accepted by StartSession.
-                if dev.spec.passcode {
-                    conn.write(error_reply("Pair", "PasswordProtected")).await?;
-                } else {
-                    let mut d = reply_to("Pair");
-                    d.insert(
-                        "EscrowBag".into(),
-                        Value::Data(
-                            dev.identity
-                                .pair_record
-                                .escrow_bag
-                                .clone()
-                                .unwrap_or_default(),
-                        ),
-                    );
-                    conn.write(d).await?;
-                }
-            }
+            "Pair" => answer(conn, self.pair()).await,
             "StartService" => {
-                let code = if session_id.is_none() {
+                let code = if self.id.is_none() {
                     "SessionInactive"
                 } else {
                     "InvalidService"
                 };
-                conn.write(error_reply("StartService", code)).await?;
+                answer(conn, error_reply("StartService", code)).await
             }
             "Goodbye" => {
                 let mut d = reply_to("Goodbye");
                 d.insert("Result".into(), "Success".into());
+                let mut conn = conn;
                 conn.write(d).await?;
-                return Ok(());
+                Ok(Next::End)
             }
-            other => {
-                conn.write(error_reply(other, "InvalidRequest")).await?;
-            }
+            other => answer(conn, error_reply(other, "InvalidRequest")).await,
         }
+    }
+
+    fn host_accepted(&self, host_id: &str) -> bool {
+        self.lab
+            .accepted_host_ids(&self.dev)
+            .iter()
+            .any(|h| h == host_id)
+    }
+
+    /// StartSession: check the HostID, answer with a SessionID, then TLS on the same stream.
+    async fn start(&mut self, mut conn: Conn, req: &Dictionary) -> Result<Next, FrameError> {
+        if self.id.is_some() {
+            return answer(conn, error_reply("StartSession", "SessionActive")).await;
+        }
+        let Some(host_id) = get_str(req, "HostID") else {
+            return answer(conn, error_reply("StartSession", "MissingHostID")).await;
+        };
+        if !self.host_accepted(host_id) {
+            return answer(conn, error_reply("StartSession", "InvalidHostID")).await;
+        }
+        let id = crate::sim::identity::uuid_from(
+            rand_seed(),
+            &format!("session/{}", self.dev.spec.udid),
+        );
+        let mut d = reply_to("StartSession");
+        d.insert("EnableSessionSSL".into(), Value::Boolean(true));
+        d.insert("SessionID".into(), id.clone().into());
+        conn.write(d).await?;
+        self.id = Some(id);
+        if self.dev.spec.fault == Some(Fault::TlsFailure) {
+            conn.write_raw(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS")
+                .await?;
+            return Ok(Next::End);
+        }
+        let Conn::Plain(io) = conn else {
+            unreachable!("a session starts in plaintext")
+        };
+        let acceptor = TlsAcceptor::from(self.dev.identity.server_config.clone());
+        let handshake = tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(io));
+        let Ok(tls) = handshake.await else {
+            return Ok(Next::End);
+        };
+        Ok(Next::Go(Conn::Tls(Box::new(tls?))))
+    }
+
+    /// StopSession: the SessionID must match; then back to plaintext if the client goes on.
+    async fn stop(&mut self, conn: Conn, req: &Dictionary) -> Result<Next, FrameError> {
+        if self.id.is_none() {
+            return answer(conn, error_reply("StopSession", "SessionInactive")).await;
+        }
+        if get_str(req, "SessionID") != self.id.as_deref() {
+            return answer(conn, error_reply("StopSession", "InvalidSessionID")).await;
+        }
+        let mut d = reply_to("StopSession");
+        d.insert("Result".into(), "Success".into());
+        let mut conn = conn;
+        conn.write(d).await?;
+        self.id = None;
+        // The client ends TLS with close_notify and may go on in plaintext (brief §5.3);
+        // EOF or RST are just as fine.
+        let Conn::Tls(mut s) = conn else {
+            return Ok(Next::Go(conn));
+        };
+        let mut probe = [0u8; 1];
+        match s.read(&mut probe).await {
+            Ok(0) => {
+                let (io, _) = s.into_inner();
+                Ok(Next::Go(Conn::Plain(io)))
+            }
+            _ => Ok(Next::End),
+        }
+    }
+
+    /// Pair: succeeds unless the device is locked; the record the client then saves through
+    /// usbmuxd is accepted by StartSession.
+    fn pair(&self) -> Dictionary {
+        if self.dev.spec.passcode {
+            return error_reply("Pair", "PasswordProtected");
+        }
+        let mut d = reply_to("Pair");
+        let bag = self.dev.identity.pair_record.escrow_bag.clone();
+        d.insert("EscrowBag".into(), Value::Data(bag.unwrap_or_default()));
+        d
     }
 }
 
