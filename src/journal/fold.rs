@@ -24,7 +24,7 @@ pub use record::{
 };
 
 use super::event::{Entry, Event};
-use super::vocab::FollowUpEndReason;
+use super::vocab::{DoseKind, FollowUpEndReason};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a device stands in the trial, as the journal tells it.
@@ -400,7 +400,7 @@ impl DeviceFacts {
                     *step,
                     Dose {
                         command_uuid: command_uuid.clone(),
-                        declaration: request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC,
+                        declaration: DoseKind::of_request_type(request_type).is_declaration(),
                         enqueued: None,
                     },
                 );

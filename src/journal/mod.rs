@@ -21,4 +21,4 @@ pub mod vocab;
 
 pub use event::*;
 pub use file::*;
-pub use vocab::{ConsentBy, FollowUpEndReason, ObservationSource};
+pub use vocab::{ConsentBy, DoseKind, FollowUpEndReason, ObservationSource};

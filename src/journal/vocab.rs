@@ -139,9 +139,57 @@ impl<'de> Deserialize<'de> for FollowUpEndReason {
     }
 }
 
+/// What a `DoseIntent` sends, told by its `request_type` (issue 13): an MDM command
+/// (ScheduleOSUpdate) or a DDM declaration whose `Type` is the software-update enforcement
+/// configuration (`/work/shared/briefs/ddm.md`). The one place this test is written: the fold,
+/// the reports and the runner's resume all ask it here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoseKind {
+    Command,
+    Declaration,
+}
+
+impl DoseKind {
+    pub fn of_request_type(request_type: &str) -> Self {
+        if request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
+            DoseKind::Declaration
+        } else {
+            DoseKind::Command
+        }
+    }
+
+    pub fn is_declaration(self) -> bool {
+        self == DoseKind::Declaration
+    }
+
+    /// The mechanism's name as devices.csv's `dose_mechanism` cell and the protocol spell it.
+    pub fn mechanism(self) -> &'static str {
+        match self {
+            DoseKind::Command => "schedule_os_update",
+            DoseKind::Declaration => "ddm_enforcement",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_enforcement_declaration_is_a_declaration() {
+        let d = DoseKind::of_request_type(crate::mdm::ddm::ENFORCEMENT_SPECIFIC);
+        assert!(d.is_declaration());
+        assert_eq!(d.mechanism(), "ddm_enforcement");
+        for t in [
+            "ScheduleOSUpdate",
+            "",
+            "com.apple.configuration.softwareupdate.settings",
+        ] {
+            let c = DoseKind::of_request_type(t);
+            assert!(!c.is_declaration(), "{t}");
+            assert_eq!(c.mechanism(), "schedule_os_update");
+        }
+    }
 
     #[test]
     fn follow_up_reasons_read_back_as_written() {

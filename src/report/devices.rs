@@ -183,11 +183,7 @@ fn push_field(
 /// empty for a device never dosed.
 fn dose_mechanism(d: &Facts) -> Option<&'static str> {
     let i = d.intents.first()?;
-    Some(if i.request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
-        "ddm_enforcement"
-    } else {
-        "schedule_os_update"
-    })
+    Some(crate::journal::DoseKind::of_request_type(&i.request_type).mechanism())
 }
 
 fn step_cells(d: &Facts, intent: Option<&Intent>) -> Vec<String> {

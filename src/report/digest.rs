@@ -697,7 +697,7 @@ fn ddm_file(e: &Entry) -> Option<(PathBuf, Vec<u8>)> {
             command_uuid,
             command_b64,
             ..
-        } if request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC => (
+        } if crate::journal::DoseKind::of_request_type(request_type).is_declaration() => (
             udid,
             format!("declaration-{}.json", safe(command_uuid)),
             command_b64,

@@ -8,9 +8,8 @@
 //! `declarative/protocol/statusreport.yaml`). The record folds as it reads, once.
 
 use super::record::{Facts, Intent};
-use crate::mdm::ddm::{
-    Declaration, ENFORCEMENT_SPECIFIC, LocalDateTime, SoftwareUpdateView, StatusReport,
-};
+use crate::journal::DoseKind;
+use crate::mdm::ddm::{Declaration, LocalDateTime, SoftwareUpdateView, StatusReport};
 use serde_json::{Map, Value};
 
 /// The enforcement declaration of a DDM dose intent
@@ -32,7 +31,7 @@ impl DdmDose {
     /// The declaration a `DoseIntent` carries, when its request type is the enforcement
     /// declaration's `Type` and its bytes read as a declaration; `None` otherwise.
     pub fn of_intent(request_type: &str, command_b64: &str) -> Option<DdmDose> {
-        if request_type != ENFORCEMENT_SPECIFIC {
+        if !DoseKind::of_request_type(request_type).is_declaration() {
             return None;
         }
         let bytes = crate::journal::answer::bytes(command_b64).ok()?;
@@ -92,7 +91,7 @@ impl Facts {
     pub fn is_ddm_dosed(&self) -> bool {
         self.intents
             .iter()
-            .any(|i| i.request_type == ENFORCEMENT_SPECIFIC)
+            .any(|i| DoseKind::of_request_type(&i.request_type).is_declaration())
     }
 
     /// The DDM dose intents with their declarations (unreadable ones left out).
@@ -110,7 +109,7 @@ impl Facts {
         let first = self
             .intents
             .iter()
-            .find(|i| i.request_type == ENFORCEMENT_SPECIFIC);
+            .find(|i| DoseKind::of_request_type(&i.request_type).is_declaration());
         self.ddm_reports.iter().filter(move |r| {
             first.is_some_and(|i| {
                 r.seq > i.seq && seconds_between(&i.at, r.time()).is_none_or(|s| s >= 0.0)
@@ -160,6 +159,7 @@ pub(super) fn read_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mdm::ddm::ENFORCEMENT_SPECIFIC;
     use base64::Engine;
 
     fn b64(s: &str) -> String {

@@ -161,7 +161,7 @@ impl Runner<'_> {
             ))?;
             return Ok(None);
         };
-        if request_type == crate::mdm::ddm::ENFORCEMENT_SPECIFIC {
+        if crate::journal::DoseKind::of_request_type(&request_type).is_declaration() {
             // A declaration is re-sent from the intent's own bytes, never rebuilt (its deadline
             // would move): the same identifier and content cannot make a second enforcement.
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&command_b64) else {
