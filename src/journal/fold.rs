@@ -158,8 +158,10 @@ pub struct DeviceFacts {
     pub first_dose_at: Option<String>,
     /// The id of the last DDM status report journaled (the next poll asks for later ones).
     pub ddm_report_after: Option<String>,
-    /// What the DDM status reports said so far (the `softwareupdate.*` items, folded).
-    pub ddm_status: crate::mdm::ddm::SoftwareUpdateView,
+    /// What the DDM status reports said so far (the `softwareupdate.*` items, folded: a report
+    /// carries only the items that changed, DDM brief §3). Kept here only to set `downloaded`;
+    /// the reports read the raw reports through `Facts`.
+    ddm_status: crate::mdm::ddm::SoftwareUpdateView,
 }
 
 impl DeviceFacts {

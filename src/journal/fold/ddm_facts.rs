@@ -74,15 +74,6 @@ impl DdmReport {
             _ => &self.at,
         }
     }
-
-    /// The report as it came, rebuilt from its items (for a reader that needs the typed
-    /// accessors); `None` when it did not parse.
-    pub fn report(&self) -> Option<StatusReport> {
-        self.unreadable.is_none().then(|| StatusReport {
-            status_items: self.items.clone(),
-            ..StatusReport::new()
-        })
-    }
 }
 
 impl Facts {
