@@ -20,7 +20,8 @@ pub use answer_facts::{
 };
 pub use ddm_facts::{DdmDose, DdmReport, seconds_between};
 pub use record::{
-    Attach, BuildSeen, Facts, Intent, Record, RunFacts, run_facts, target_builds, update_results_of,
+    Attach, BuildSeen, Facts, Intent, Noted, Record, RunFacts, run_facts, target_builds,
+    update_results_of,
 };
 
 use super::event::{Entry, Event};

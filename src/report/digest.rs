@@ -23,6 +23,7 @@ use super::head::Head;
 use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
 use crate::evidence::anomalies::{self, Avail, Findings};
+use crate::journal::fold::Noted;
 use crate::trial::journal::{self, Entry, Event};
 use crate::trial::outcome::{
     Decoded, DeviceOutcome, Gatherer, RunFacts, Strings, decode_answer, decode_report, judge_run,
@@ -414,12 +415,7 @@ impl<'w> Builder<'w> {
                     value,
                 },
                 _,
-            ) => LaneKind::Observation(Box::new([
-                source.to_string(),
-                kind.clone(),
-                key.clone(),
-                value.clone(),
-            ])),
+            ) => LaneKind::Observation(Box::new(Noted::of(e, *source, kind, key, value))),
             (Event::FollowUpEnded { .. }, _) => LaneKind::FollowUpEnded,
             (Event::DdmStatusReport { raw_b64, .. }, _) => LaneKind::DdmStatus {
                 install_state: ddm_install_state(raw_b64),

@@ -2,6 +2,7 @@
 //! journal is read once for every report (`digest`). Data, not HTML: the HTML module reads it.
 
 use super::format::{Instant, Time, parse_time};
+use crate::journal::fold::Noted;
 use crate::trial::journal::{Entry, Event};
 
 /// Observation `kind` under which a feed file's SHA-256 is recorded (run-level observation,
@@ -21,7 +22,8 @@ pub(crate) struct Head {
     pub(crate) resumed: usize,
     pub(crate) interrupted: usize,
     pub(crate) feeds: Vec<(String, String)>,
-    pub(crate) notes: Vec<(u64, String, String, String, String, String)>,
+    /// Run-level observations other than feed hashes.
+    pub(crate) notes: Vec<Noted>,
     pub(crate) consent: Option<String>,
     /// Entries, and the seq of the last one.
     pub(crate) events: usize,
@@ -80,14 +82,7 @@ impl Head {
                 if kind == FEED_HASH_KIND {
                     h.feeds.push((key.clone(), value.clone()));
                 } else {
-                    h.notes.push((
-                        e.seq,
-                        e.at.clone(),
-                        source.to_string(),
-                        kind.clone(),
-                        key.clone(),
-                        value.clone(),
-                    ));
+                    h.notes.push(Noted::of(e, *source, kind, key, value));
                 }
             }
             Event::DoseEnqueued { .. } if h.first_enqueued.is_none() => {

@@ -3,6 +3,7 @@
 //! HTML timelines (`html::timelines`) read it.
 
 use super::format::Instant;
+use crate::journal::fold::Noted;
 use std::rc::Rc;
 
 /// One journal entry as a device's lane reads it: the entries of the device and the run-level
@@ -35,7 +36,7 @@ pub(crate) enum LaneKind {
         attached: bool,
     },
     /// source, kind, key, value.
-    Observation(Box<[String; 4]>),
+    Observation(Box<Noted>),
     FollowUpEnded,
     /// A DDM status report, with the `install-state` it carries.
     DdmStatus {

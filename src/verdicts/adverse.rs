@@ -209,8 +209,9 @@ fn ddm_install_failed(d: &Facts) -> Option<(String, Vec<u64>, String)> {
 
 /// Adverse events the operator or the harness recorded as observations.
 pub fn observed(d: &Facts, arm: &str, out: &mut Vec<AdverseEvent>) {
-    for (seq, at, source, kind, key, value) in &d.observations {
-        let unenrolled = kind == "unenrolled" || key == "unenrolled";
+    for o in &d.observations {
+        let (seq, kind, value) = (&o.seq, &o.kind, &o.value);
+        let unenrolled = o.is("unenrolled");
         if kind != "adverse_event" && !unenrolled {
             continue;
         }
@@ -220,7 +221,7 @@ pub fn observed(d: &Facts, arm: &str, out: &mut Vec<AdverseEvent>) {
         let term = if unenrolled {
             "unenrolled"
         } else {
-            key.as_str()
+            o.key.as_str()
         };
         let (severity, serious) = match term {
             "unenrolled" => ("moderate", "yes"),
@@ -232,14 +233,14 @@ pub fn observed(d: &Facts, arm: &str, out: &mut Vec<AdverseEvent>) {
             udid: d.udid.clone(),
             arm: arm.to_string(),
             term: term.to_string(),
-            start: at.clone(),
+            start: o.at.clone(),
             severity,
             serious,
             relatedness: "possibly",
             action: "none",
             outcome: "unknown",
             evidence: vec![*seq],
-            detail: format!("{source}: {value}"),
+            detail: format!("{}: {value}", o.source),
         });
     }
 }

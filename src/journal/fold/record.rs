@@ -12,7 +12,7 @@
 use super::answer_facts::{Answer, ReportFacts, Strings, decode_report};
 use super::ddm_facts::{DdmDose, DdmReport, read_report};
 use crate::journal::report_xml::StatusAnswer;
-use crate::journal::{Entry, Event, Reason};
+use crate::journal::{Entry, Event, ObservationSource, Reason};
 use crate::mdm::report::{Report, query_responses};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -80,10 +80,45 @@ pub struct Facts {
     pub follow_up_end: Option<(u64, String)>,
     /// The journal time of `follow_up_end`.
     pub follow_up_end_at: Option<String>,
-    /// Operator/harness observations about this device: (seq, time, source, kind, key, value).
-    pub observations: Vec<(u64, String, String, String, String, String)>,
+    /// Operator/harness observations about this device, journal order.
+    pub observations: Vec<Noted>,
     /// The device's DDM status reports, in journal order, each with the view folded so far.
     pub ddm_reports: Vec<DdmReport>,
+}
+
+/// One `Observation` entry as the reports and detectors read it: who recorded it, its kind,
+/// key and value, and where it is in the journal (its seq is the evidence a finding cites).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Noted {
+    pub seq: u64,
+    pub at: String,
+    pub source: ObservationSource,
+    pub kind: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl Noted {
+    pub fn of(e: &Entry, source: ObservationSource, kind: &str, key: &str, value: &str) -> Noted {
+        Noted {
+            seq: e.seq,
+            at: e.at.clone(),
+            source,
+            kind: kind.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    /// The operator recorded it (`lab observe`), rather than the harness.
+    pub fn by_operator(&self) -> bool {
+        self.source == ObservationSource::Operator
+    }
+
+    /// Its kind is `name`, or (the older form) its key is.
+    pub fn is(&self, name: &str) -> bool {
+        self.kind == name || self.key == name
+    }
 }
 
 impl Facts {
@@ -490,14 +525,9 @@ impl Facts {
                 key,
                 value,
                 ..
-            } => self.observations.push((
-                e.seq,
-                e.at.clone(),
-                source.to_string(),
-                kind.clone(),
-                key.clone(),
-                value.clone(),
-            )),
+            } => self
+                .observations
+                .push(Noted::of(e, *source, kind, key, value)),
             Event::FollowUpEnded { reason, .. } => {
                 self.follow_up_end = Some((e.seq, reason.to_string()));
                 self.follow_up_end_at = Some(e.at.clone());

@@ -125,15 +125,16 @@ pub(super) fn header(
     h.push_str("</div>\n");
     if !head.notes.is_empty() {
         h.push_str("<h3>Run-level observations</h3>\n<ul class=\"notes\">\n");
-        for (seq, at, source, kind, key, value) in &head.notes {
+        for n in &head.notes {
             let _ = writeln!(
                 h,
-                "<li><span class=\"mono\">{}</span> [{}] <b>{}</b> {}: {} <span class=\"mono\">(seq {seq})</span></li>",
-                esc(at),
-                esc(source),
-                esc(kind),
-                esc(key),
-                esc(value)
+                "<li><span class=\"mono\">{}</span> [{}] <b>{}</b> {}: {} <span class=\"mono\">(seq {})</span></li>",
+                esc(&n.at),
+                esc(n.source.as_str()),
+                esc(&n.kind),
+                esc(&n.key),
+                esc(&n.value),
+                n.seq
             );
         }
         h.push_str("</ul>\n");

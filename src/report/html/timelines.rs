@@ -5,6 +5,7 @@ use super::header::{device_name, model};
 use super::palette::{Status, answer_class, badge, outcome_class};
 use super::tables::radar_href;
 use super::{AnomalyLink, Instant, Time, clip, dur, esc, rel};
+use crate::journal::fold::Noted;
 use crate::report::digest::Digest;
 use crate::report::lanes::{LaneAnswer, LaneEv, LaneKind};
 use crate::trial::outcome::{self, DeviceOutcome, Facts};
@@ -25,8 +26,8 @@ struct LaneData {
     commands: Vec<(Instant, Rc<str>)>,
     /// (time, request type, status).
     answers: Vec<(Instant, Rc<str>, Rc<str>)>,
-    /// (time, source, kind, key, value, seq).
-    observations: Vec<(Instant, String, String, String, String, u64)>,
+    /// (time, observation).
+    observations: Vec<(Instant, Noted)>,
 }
 
 fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
@@ -103,15 +104,7 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
                 detached = !*attached;
             }
             LaneKind::Observation(o) => {
-                let [source, kind, key, value] = &**o;
-                l.observations.push((
-                    at,
-                    source.clone(),
-                    kind.clone(),
-                    key.clone(),
-                    value.clone(),
-                    e.seq,
-                ));
+                l.observations.push((at, (**o).clone()));
             }
             LaneKind::FollowUpEnded => {
                 l.end = Some(at);
@@ -467,9 +460,9 @@ fn event_marks(s: &mut String, axis: &Axis, l: &LaneData) {
             rel(axis.secs(t))
         );
     }
-    for (n, (t, source, kind, key, value, _)) in l.observations.iter().enumerate() {
+    for (n, (t, o)) in l.observations.iter().enumerate() {
         let px = axis.x(axis.secs(t));
-        let class = if source == "operator" {
+        let class = if o.by_operator() {
             "obs-operator"
         } else {
             "obs-harness"
@@ -478,10 +471,10 @@ fn event_marks(s: &mut String, axis: &Axis, l: &LaneData) {
             s,
             "<path class=\"{class}\" d=\"M{px:.1},91 l6,11 l-12,0 z\"><title>[{}] {} {}: {}</title></path>\
              <text class=\"dlabel\" x=\"{:.1}\" y=\"102\">{}</text>",
-            esc(source),
-            esc(kind),
-            esc(key),
-            esc(value),
+            esc(o.source.as_str()),
+            esc(&o.kind),
+            esc(&o.key),
+            esc(&o.value),
             px + 7.0,
             n + 1
         );
@@ -492,15 +485,16 @@ fn event_marks(s: &mut String, axis: &Axis, l: &LaneData) {
 fn lane_lists(h: &mut String, axis: &Axis, l: &LaneData, d: &Facts, anomalies: &[AnomalyLink]) {
     if !l.observations.is_empty() {
         h.push_str("<ol class=\"obs\">");
-        for (t, source, kind, key, value, seq) in &l.observations {
+        for (t, o) in &l.observations {
             let _ = write!(
                 h,
-                "<li><span class=\"mono\">{}</span> [{}] <b>{}</b> {}: {} <span class=\"mono\">(seq {seq})</span></li>",
+                "<li><span class=\"mono\">{}</span> [{}] <b>{}</b> {}: {} <span class=\"mono\">(seq {})</span></li>",
                 rel(axis.secs(t)),
-                esc(source),
-                esc(kind),
-                esc(key),
-                esc(value)
+                esc(o.source.as_str()),
+                esc(&o.kind),
+                esc(&o.key),
+                esc(&o.value),
+                o.seq
             );
         }
         h.push_str("</ol>\n");

@@ -317,12 +317,12 @@ fn schedule_intents(d: &Facts) -> impl Iterator<Item = &Intent> {
 fn scheduled_later(d: &Facts) -> Vec<u64> {
     d.observations
         .iter()
-        .filter(|(_, _, source, kind, key, value)| {
-            source == "operator"
-                && (kind == "install_scheduled" || key == "install_scheduled")
-                && value.trim().to_ascii_lowercase().starts_with("later")
+        .filter(|o| {
+            o.by_operator()
+                && o.is("install_scheduled")
+                && o.value.trim().to_ascii_lowercase().starts_with("later")
         })
-        .map(|o| o.0)
+        .map(|o| o.seq)
         .collect()
 }
 

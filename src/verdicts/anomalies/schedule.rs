@@ -47,16 +47,14 @@ pub(super) fn schedule_error_but_proceeds(d: &Facts, _: &Ctx) -> (bool, Option<F
                 break;
             }
         }
-        let prompt = d.observations.iter().find(|o| {
-            o.0 > i.seq
-                && o.2 == "operator"
-                && (o.3 == "prompt_seen" || o.4 == "prompt_seen")
-                && yes(&o.5)
-        });
+        let prompt = d
+            .observations
+            .iter()
+            .find(|o| o.seq > i.seq && o.by_operator() && o.is("prompt_seen") && yes(&o.value));
         if let Some(o) = prompt
-            && proof.as_ref().is_none_or(|p| o.0 < p.0)
+            && proof.as_ref().is_none_or(|p| o.seq < p.0)
         {
-            proof = Some((o.0, "the operator saw the install prompt".into()));
+            proof = Some((o.seq, "the operator saw the install prompt".into()));
         }
         if let Some(b) = first_new_build_after(d, err.seq)
             && proof.as_ref().is_none_or(|p| b.seq < p.0)
