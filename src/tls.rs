@@ -23,7 +23,7 @@ pub enum TlsSetupError {
     #[error("pair record: {0} is not a PEM private key")]
     BadKey(&'static str),
     #[error("TLS configuration: {0}")]
-    Config(String),
+    Config(#[from] rustls::Error),
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -49,8 +49,7 @@ pub fn client_config(
         provider: provider.clone(),
     });
     ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
@@ -64,11 +63,10 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, TlsSetupError> {
     ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(cert_chain, key)
-        .map_err(|e| TlsSetupError::Config(e.to_string()))
+        .map_err(TlsSetupError::Config)
 }
 
 /// The name the client puts in SNI; devices ignore it (brief §5.4).

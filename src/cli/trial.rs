@@ -153,6 +153,7 @@ fn ledger_path(cli: Option<PathBuf>, p: &protocol::LoadedProtocol) -> Result<Pat
 fn run_error(e: RunError) -> CliError {
     match e {
         RunError::BadInput(m) => CliError::BadArgument(m),
+        RunError::Input(e) => CliError::BadArgument(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
 }

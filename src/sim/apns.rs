@@ -27,7 +27,9 @@ pub enum ApnsStandInError {
     #[error("APNs stand-in certificates: {0}")]
     Certs(#[from] rcgen::Error),
     #[error("APNs stand-in TLS: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
+    #[error("APNs stand-in TLS: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
     #[error("APNs stand-in cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -125,22 +127,17 @@ pub async fn start(bind: &str) -> Result<ApnsStandIn, ApnsStandInError> {
     let push_cert = pp.signed_by(&push_key, &issuer)?;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca_cert.der().to_vec()))
-        .map_err(|e| ApnsStandInError::Tls(e.to_string()))?;
+    roots.add(CertificateDer::from(ca_cert.der().to_vec()))?;
     let provider = crate::tls::provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ApnsStandInError::Tls(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApnsStandInError::Tls(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![CertificateDer::from(server_cert.der().to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
-        )
-        .map_err(|e| ApnsStandInError::Tls(e.to_string()))?;
+        )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
 

@@ -28,8 +28,19 @@ pub enum SimError {
     Fleet(#[from] InputError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("simulated MDM: device identities: {0}")]
+    MdmIdentities(#[source] rcgen::Error),
     #[error("simulated MDM: {0}")]
-    Mdm(String),
+    ApnsStandIn(#[from] apns::ApnsStandInError),
+    #[error("simulated MDM: {0}")]
+    Push(#[from] crate::mdm_server::push::PushSetupError),
+    #[error("simulated MDM: identity CA: {0}")]
+    IdentityCa(String),
+    #[error("simulated MDM: {}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Store {
+        path: Option<std::path::PathBuf>,
+        source: crate::mdm_server::store::StoreError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -155,7 +166,7 @@ async fn start_mdm(
     let ids = tokio::task::spawn_blocking(move || mdm_device::MdmIdentities::generate(&udids))
         .await
         .expect("identity generation thread")
-        .map_err(|e| SimError::Mdm(e.to_string()))?;
+        .map_err(SimError::MdmIdentities)?;
     let (url, server, apns) = match mode {
         SimMdm::Embedded {
             listen,
@@ -163,22 +174,19 @@ async fn start_mdm(
             faults,
             webhook_url,
         } => {
-            let standin = apns::start("127.0.0.1:0")
-                .await
-                .map_err(|e| SimError::Mdm(e.to_string()))?;
+            let standin = apns::start("127.0.0.1:0").await?;
             let push = crate::mdm_server::push::Apns::new(
                 standin.push_cert_pem.as_bytes(),
                 standin.push_key_pem.as_bytes(),
                 &standin.url,
                 Some(standin.ca_pem.as_bytes()),
-            )
-            .map_err(|e| SimError::Mdm(e.to_string()))?;
+            )?;
             let cfg = crate::mdm_server::ServerConfig {
                 api_key: Some(api_key.clone()),
                 cert_header: Some(mdm_device::CERT_HEADER.to_string()),
                 identity_ca: Some(
                     crate::mdm_server::identity::IdentityCa::from_pem(ids.ca_pem.as_bytes())
-                        .map_err(SimError::Mdm)?,
+                        .map_err(SimError::IdentityCa)?,
                 ),
                 webhook_url: webhook_url.clone(),
                 webhook_hmac_key: None,
@@ -187,10 +195,12 @@ async fn start_mdm(
                 ddm_on_enroll: true,
             };
             let store = match mdm_db {
-                Some(p) => crate::mdm_server::Store::open(p)
-                    .map_err(|e| SimError::Mdm(format!("{}: {e}", p.display())))?,
+                Some(p) => crate::mdm_server::Store::open(p).map_err(|source| SimError::Store {
+                    path: Some(p.to_path_buf()),
+                    source,
+                })?,
                 None => crate::mdm_server::Store::open_in_memory()
-                    .map_err(|e| SimError::Mdm(e.to_string()))?,
+                    .map_err(|source| SimError::Store { path: None, source })?,
             };
             let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
                 .await

@@ -15,10 +15,10 @@ pub use crate::version::{DeviceVersion, Version};
 /// The table shipped with `lab`.
 pub const BUILTIN_YAML: &str = include_str!("../../data/quirks.yaml");
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum QuirksError {
     #[error("quirk table: {0}")]
-    Yaml(String),
+    Yaml(#[from] serde_saphyr::Error),
     #[error("quirk {id:?}: {message}")]
     Row { id: String, message: String },
     #[error("quirk id {0:?} is used twice")]
@@ -178,8 +178,7 @@ pub struct QuirkTable {
 
 impl QuirkTable {
     pub fn parse(text: &str) -> Result<QuirkTable, QuirksError> {
-        let file: QuirkFile =
-            serde_saphyr::from_str(text).map_err(|e| QuirksError::Yaml(e.to_string()))?;
+        let file: QuirkFile = serde_saphyr::from_str(text)?;
         let mut rows: Vec<Quirk> = Vec::new();
         for r in file.quirks {
             let err = |message: String| QuirksError::Row {

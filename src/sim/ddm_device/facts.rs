@@ -30,7 +30,7 @@ struct File {
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("data/ddm.yaml: {0}")]
-    Yaml(String),
+    Yaml(#[from] serde_saphyr::Error),
     #[error("data/ddm.yaml fact {id}: {msg}")]
     Fact { id: String, msg: String },
 }
@@ -43,7 +43,7 @@ pub struct DdmFacts {
 
 impl DdmFacts {
     pub fn parse(text: &str) -> Result<DdmFacts, FactsError> {
-        let f: File = serde_saphyr::from_str(text).map_err(|e| FactsError::Yaml(e.to_string()))?;
+        let f: File = serde_saphyr::from_str(text)?;
         let mut facts = Vec::new();
         for fact in f.facts {
             let req = VersionReq::parse(&fact.versions).map_err(|msg| FactsError::Fact {

@@ -57,6 +57,9 @@ pub enum RunError {
     Lab(String),
     #[error("{0}")]
     BadInput(String),
+    /// A file the protocol names (a feed) is bad: file:line:col, as the loader says it.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("consent not given: {0}")]
     NoConsent(String),
     #[error("interrupted; the journal is flushed — rerun the same command to resume ({0})")]
@@ -451,8 +454,7 @@ impl Runner<'_> {
 
 /// The protocol's feeds at the trial date (`feeds.date`, else today, UTC).
 fn load_feeds(p: &LoadedProtocol) -> Result<Option<TrialFeeds>, RunError> {
-    p.load_feeds(chrono::Utc::now().date_naive())
-        .map_err(|e| RunError::BadInput(e.to_string()))
+    Ok(p.load_feeds(chrono::Utc::now().date_naive())?)
 }
 
 use crate::private_fs::{create_private_dir, write_private};
