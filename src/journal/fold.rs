@@ -116,6 +116,23 @@ pub struct Dose {
     pub enqueued: Option<bool>,
 }
 
+/// A dose intent as journaled: what the check before a dose compares (its store, its time) and
+/// what a resumed run re-sends byte for byte when the harness died between the intent and the
+/// MDM's answer (`trial::runner::resume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentFacts {
+    pub step: u32,
+    /// The MDM store the intent was made against (`None` when not recorded).
+    pub store: Option<crate::mdm::records::StoreIdentity>,
+    /// The intent's journal time.
+    pub at: String,
+    pub kind: DoseKind,
+    pub install_action: Option<crate::mdm::command::InstallAction>,
+    pub starting_build: String,
+    /// The exact command plist or declaration JSON, base64.
+    pub command_b64: String,
+}
+
 /// A USB re-probe during follow-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reprobe {
@@ -138,9 +155,8 @@ pub struct DeviceFacts {
     pub target: serde_json::Value,
     pub arm: Option<String>,
     pub doses: BTreeMap<u32, Dose>,
-    /// CommandUUID of each intent → the MDM store it was made against (`None` when not
-    /// recorded) and the intent's journal time.
-    pub intents: BTreeMap<String, (Option<crate::mdm::records::StoreIdentity>, String)>,
+    /// CommandUUID of each intent → the intent as journaled.
+    pub intents: BTreeMap<String, IntentFacts>,
     /// Dose CommandUUIDs whose enqueue result is unknown.
     pub uncertain: BTreeSet<String>,
     /// Steps withheld by the check before the dose.
@@ -397,18 +413,30 @@ impl DeviceFacts {
                 command_uuid,
                 mdm_store,
                 request_type,
+                install_action,
+                starting_build,
+                command_b64,
                 ..
             } => {
+                let kind = DoseKind::of_request_type(request_type);
                 self.doses.insert(
                     *step,
                     Dose {
                         command_uuid: command_uuid.clone(),
-                        declaration: DoseKind::of_request_type(request_type).is_declaration(),
+                        declaration: kind.is_declaration(),
                         enqueued: None,
                     },
                 );
-                self.intents
-                    .insert(command_uuid.clone(), (mdm_store.clone(), e.at.clone()));
+                let made = IntentFacts {
+                    step: *step,
+                    store: mdm_store.clone(),
+                    at: e.at.clone(),
+                    kind,
+                    install_action: *install_action,
+                    starting_build: starting_build.clone(),
+                    command_b64: command_b64.clone(),
+                };
+                self.intents.insert(command_uuid.clone(), made);
                 self.enter(Phase::Intended);
             }
             DoseReconciled {

@@ -118,9 +118,9 @@ impl IntentMade {
     fn of(d: &DeviceFacts, uuid: &str) -> IntentMade {
         d.intents
             .get(uuid)
-            .map(|(store, at)| IntentMade {
-                store: store.clone(),
-                at: at.clone(),
+            .map(|i| IntentMade {
+                store: i.store.clone(),
+                at: i.at.clone(),
             })
             .unwrap_or_default()
     }

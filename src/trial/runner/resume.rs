@@ -128,40 +128,33 @@ impl Runner<'_> {
         udid: &str,
         uuid: &str,
     ) -> Result<Option<(Payload, LedgerRecord)>, RunError> {
-        let intent = crate::trial::journal::read(self.journal.path())?
-            .entries
-            .into_iter()
-            .find_map(|e| match e.event {
-                Event::DoseIntent {
-                    udid: u,
-                    step,
-                    command_uuid,
-                    install_action,
-                    starting_build,
-                    command_b64,
-                    request_type,
-                    ..
-                } if u == udid && command_uuid == uuid => Some((
-                    step,
-                    install_action,
-                    starting_build,
-                    command_b64,
-                    request_type,
-                )),
-                _ => None,
-            });
+        // The fold holds every intent of the journal with its bytes.
+        let intent = self
+            .state
+            .devices
+            .get(udid)
+            .and_then(|d| d.intents.get(uuid))
+            .cloned();
         let uncertain = |reason: String| Event::DoseUncertain {
             udid: udid.into(),
             command_uuid: uuid.into(),
             reason,
         };
-        let Some((step, action, build, command_b64, request_type)) = intent else {
+        let Some(crate::journal::fold::IntentFacts {
+            step,
+            install_action: action,
+            starting_build: build,
+            command_b64,
+            kind,
+            ..
+        }) = intent
+        else {
             self.log(uncertain(
                 "intent not found in the journal; not re-sent".into(),
             ))?;
             return Ok(None);
         };
-        if crate::journal::DoseKind::of_request_type(&request_type).is_declaration() {
+        if kind.is_declaration() {
             // A declaration is re-sent from the intent's own bytes, never rebuilt (its deadline
             // would move): the same identifier and content cannot make a second enforcement.
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&command_b64) else {
