@@ -10,7 +10,7 @@
 //! the event budget is spent. Written without fsync (it is input, not a run).
 
 use base64::Engine;
-use lab::trial::journal::{Entry, Event, Reason, SCHEMA_VERSION};
+use lab::journal::{Entry, Event, Reason, SCHEMA_VERSION};
 use std::io::Write;
 use std::time::Instant;
 

@@ -529,7 +529,7 @@ fn trial(
             ));
         }
     }
-    let entries = lab::trial::journal::read(&dir.join("journal.jsonl"))
+    let entries = lab::journal::read(&dir.join("journal.jsonl"))
         .unwrap()
         .entries;
     let mut arm_of: BTreeMap<String, String> = BTreeMap::new();
@@ -563,7 +563,7 @@ fn trial(
     // Doses in flight when the MDM lost its store are never sent again: dose uncertain.
     for uuid in &in_flight_at_restart {
         let uncertain = entries.iter().any(|e| {
-            matches!(&e.event, lab::trial::journal::Event::DoseUncertain { command_uuid, .. } if command_uuid == uuid)
+            matches!(&e.event, lab::journal::Event::DoseUncertain { command_uuid, .. } if command_uuid == uuid)
         });
         if !uncertain {
             f.violations.push(format!(
@@ -761,7 +761,7 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
         err.contains("File too large") || err.contains("No space"),
         "{err}"
     );
-    let loaded = lab::trial::journal::read(&journal).expect("the journal stays readable");
+    let loaded = lab::journal::read(&journal).expect("the journal stays readable");
     assert!(!loaded.entries.is_empty());
     let before = std::fs::read_to_string(&journal).unwrap();
     // Room again: the same command resumes and finishes.
@@ -775,13 +775,11 @@ fn a_full_disk_fails_cleanly_naming_the_journal_and_the_run_resumes() {
         .filter(|l| l.ends_with('\n'))
         .collect();
     assert!(after.starts_with(&complete), "journal lost events");
-    let entries = lab::trial::journal::read(&journal).unwrap().entries;
+    let entries = lab::journal::read(&journal).unwrap().entries;
     let arms: BTreeMap<String, String> = entries
         .iter()
         .filter_map(|e| match &e.event {
-            lab::trial::journal::Event::Allocated { udid, arm, .. } => {
-                Some((udid.clone(), arm.clone()))
-            }
+            lab::journal::Event::Allocated { udid, arm, .. } => Some((udid.clone(), arm.clone())),
             _ => None,
         })
         .collect();

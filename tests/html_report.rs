@@ -3,8 +3,8 @@
 //! `scripts/render-report` in headless Chromium.
 
 use base64::Engine;
+use lab::journal::{Entry, Event, Reason, SCHEMA_VERSION};
 use lab::report::html::{self, AnomalyLink};
-use lab::trial::journal::{Entry, Event, Reason, SCHEMA_VERSION};
 use plist::{Dictionary, Value};
 use scraper::{Html, Selector};
 use serde_json::json;

@@ -447,11 +447,11 @@ fn ctrl_c_stops_cleanly_with_the_journal_flushed_and_the_run_resumable() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("rerun the same command to resume"), "{err}");
     let dir = run_dir(&results);
-    let loaded = lab::trial::journal::read(&dir.join("journal.jsonl")).unwrap();
+    let loaded = lab::journal::read(&dir.join("journal.jsonl")).unwrap();
     assert!(loaded.torn_tail.is_none());
     assert_eq!(
         loaded.entries.last().unwrap().event,
-        lab::trial::journal::Event::RunInterrupted
+        lab::journal::Event::RunInterrupted
     );
     let out = lab_run(&proto, &results).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -170,7 +170,7 @@ pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
     drop(lab.sim);
     // The facts the outcome module gathers: one device per assessment, in the order the
     // qualification recorded them (discovery order), with the probe of its baseline.
-    let verdicts: Vec<serde_json::Value> = crate::trial::outcome::gather(&entries)
+    let verdicts: Vec<serde_json::Value> = crate::journal::fold::run_facts(&entries)
         .devices
         .iter()
         .filter(|d| d.assessed)

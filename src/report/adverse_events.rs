@@ -5,8 +5,6 @@
 use super::{seq_refs, to_csv};
 use crate::journal::Entry;
 use crate::journal::fold::{RunFacts, run_facts};
-use crate::verdicts::adverse::severe_count;
-pub use crate::verdicts::adverse::{LOOP_RESTARTS, devices_with_severe_events};
 use crate::verdicts::outcome::{DeviceOutcome, judge_run};
 
 pub const HEADER: [&str; 11] = [
@@ -22,14 +20,6 @@ pub const HEADER: [&str; 11] = [
     "evidence",
     "detail",
 ];
-
-/// [`devices_with_severe_events`] of the journal at `path`, read as a stream: kept for callers
-/// that have no fold at hand (the runner's stop rule now asks `verdicts::adverse::severe_devices`
-/// of its fold in memory).
-pub fn devices_with_severe_events_in(path: &std::path::Path) -> Result<usize, super::ReportError> {
-    let d = super::digest::Digest::read_quietly(path)?;
-    Ok(severe_count(&d.run, &d.outcomes))
-}
 
 pub fn render(entries: &[Entry]) -> String {
     let run = run_facts(entries);
@@ -67,10 +57,10 @@ pub(crate) fn render_of(run: &RunFacts, outcomes: &[DeviceOutcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Event;
     use crate::journal::ObservationSource;
     use crate::report::tests_util::{cell, parse};
-    use crate::trial::journal::Event;
-    use crate::trial::outcome::testkit::J;
+    use crate::verdicts::outcome::testkit::J;
 
     #[test]
     fn header_only_without_harms() {
@@ -154,9 +144,11 @@ mod tests {
             let loaded = crate::journal::read(&path).unwrap();
             let fold = crate::journal::fold::Fold::of(&loaded.entries);
             let in_memory = crate::verdicts::adverse::severe_devices(&fold, &Default::default());
+            let mut obs = tempfile::tempfile().unwrap();
+            let streamed = crate::report::digest::Digest::read(&path, &mut obs).unwrap();
             assert_eq!(
                 in_memory,
-                devices_with_severe_events_in(&path).unwrap(),
+                crate::verdicts::adverse::severe_count(&streamed.run, &streamed.outcomes),
                 "{}",
                 path.display()
             );

@@ -1,8 +1,9 @@
 //! `devices.csv`: the case report form, one row per discovered device (order of discovery).
 
 use super::{json_cell, opt, secs, to_csv};
-use crate::trial::journal::Entry;
-use crate::trial::outcome::{self, Facts, Intent, MAX_ARM_STEPS, RunFacts};
+use crate::journal::Entry;
+use crate::journal::fold::{Facts, Intent, RunFacts};
+use crate::verdicts::outcome::{self, MAX_ARM_STEPS};
 use serde_json::Value;
 
 /// Baseline fields of the probe record: column name and path under `baseline`. Each gets a
@@ -214,12 +215,12 @@ fn step_cells(d: &Facts, intent: Option<&Intent>) -> Vec<String> {
             .last()
             .map(|a| a.status.to_string())
             .unwrap_or_default(),
-        outcome::update_results_of(d, &i.command_uuid).unwrap_or_default(),
+        crate::journal::fold::update_results_of(d, &i.command_uuid).unwrap_or_default(),
     ]
 }
 
 pub fn render(entries: &[Entry]) -> String {
-    let run = outcome::gather(entries);
+    let run = crate::journal::fold::run_facts(entries);
     let outcomes = outcome::judge_run(&run, &Default::default());
     render_of(&run, &outcomes)
 }
@@ -334,7 +335,7 @@ pub(crate) fn render_of(run: &RunFacts, outcomes: &[outcome::DeviceOutcome]) -> 
 mod tests {
     use super::*;
     use crate::report::tests_util::{cell, parse};
-    use crate::trial::outcome::testkit::{J, SHA};
+    use crate::verdicts::outcome::testkit::{J, SHA};
     use plist::Value as P;
 
     #[test]

@@ -15,19 +15,20 @@
 //! is read a second time with the whole map, so the reports are always those of the whole
 //! journal.
 //!
-//! [`ReportFacts`]: crate::trial::outcome::ReportFacts
+//! [`ReportFacts`]: crate::journal::fold::ReportFacts
 
 use super::ReportError;
 use super::format::parse_instant;
 use super::head::Head;
 use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
-use crate::evidence::anomalies::{self, Avail, Findings};
 use crate::journal::fold::Noted;
-use crate::trial::journal::{self, Entry, Event};
-use crate::trial::outcome::{
-    Decoded, DeviceOutcome, Gatherer, RunFacts, Strings, decode_answer, decode_report, judge_run,
+use crate::journal::fold::{
+    Decoded, Record as Gatherer, RunFacts, Strings, decode_answer, decode_report,
 };
+use crate::journal::{self, Entry, Event};
+use crate::verdicts::anomalies::{self, Avail, Findings};
+use crate::verdicts::outcome::{DeviceOutcome, judge_run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
@@ -87,24 +88,6 @@ impl Digest {
         match Self::pass(path, types, obs)? {
             (d, None) => Ok(d),
             (_, Some(_)) => unreachable!("a whole map has no conflicts"),
-        }
-    }
-
-    /// The digest of the journal at `path`, read as a stream, writing nothing (the stop rule
-    /// asks this during a run).
-    pub fn read_quietly(path: &Path) -> Result<Digest, ReportError> {
-        let io = |source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut types = RequestTypes::streamed();
-        loop {
-            let mut b = Builder::new(types, None);
-            stream_decoded(path, |_, e, report| b.push(e, report).map_err(io))?;
-            match b.types.conflict {
-                false => return Ok(b.finish(RawIndex::default())),
-                true => types = b.types.whole_of_stream(),
-            }
         }
     }
 

@@ -7,7 +7,7 @@
 use super::ReportError;
 use super::digest::Digest;
 use super::html::AnomalyLink;
-use crate::trial::journal::Entry;
+use crate::journal::Entry;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

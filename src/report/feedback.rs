@@ -12,9 +12,9 @@
 use super::digest::Raw;
 use super::format::{human_duration, md_seq_refs};
 use super::radar::{self, Ctx};
-use crate::evidence::{self, Anomaly, Detector, Tally};
 use crate::journal::fold::{Facts, RunFacts};
 use crate::trial::protocol::{DeadlineSpec, TargetSpec, UntilSpec};
+use crate::verdicts::anomalies::{self as evidence, Anomaly, Detector, Tally};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

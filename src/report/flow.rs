@@ -2,8 +2,9 @@
 //! received the allocated dose, losses to follow-up, and who is analysed.
 
 use super::to_csv;
-use crate::trial::journal::Entry;
-use crate::trial::outcome::{self, DeviceOutcome, Outcome, RunFacts};
+use crate::journal::Entry;
+use crate::journal::fold::RunFacts;
+use crate::verdicts::outcome::{self, DeviceOutcome, Outcome};
 use std::collections::BTreeMap;
 
 pub const HEADER: [&str; 4] = ["stage", "arm", "count", "reason"];
@@ -81,7 +82,7 @@ fn count_reasons(reasons: Vec<String>) -> Vec<(String, usize)> {
 
 /// Count the flow from the journal.
 pub fn counts(entries: &[Entry]) -> Flow {
-    let run = outcome::gather(entries);
+    let run = crate::journal::fold::run_facts(entries);
     let outcomes = outcome::judge_run(&run, &Default::default());
     counts_of(&run, &outcomes)
 }
@@ -202,9 +203,9 @@ pub(crate) fn render_flow(f: &Flow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{Event, Reason};
     use crate::report::tests_util::parse;
-    use crate::trial::journal::{Event, Reason};
-    use crate::trial::outcome::testkit::J;
+    use crate::verdicts::outcome::testkit::J;
 
     #[test]
     fn consort_counts() {

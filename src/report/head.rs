@@ -3,7 +3,7 @@
 
 use super::format::{Instant, Time, parse_time};
 use crate::journal::fold::Noted;
-use crate::trial::journal::{Entry, Event};
+use crate::journal::{Entry, Event};
 
 /// Observation `kind` under which a feed file's SHA-256 is recorded (run-level observation,
 /// `key` = file name, `value` = hex digest); listed in the header.

@@ -28,7 +28,7 @@ mod lanes;
 pub mod observations;
 pub mod radar;
 
-use crate::trial::journal::{Entry, JournalError};
+use crate::journal::{Entry, JournalError};
 use export::{Files, RunView};
 /// The formatting helpers, at the paths the reports have always imported them from.
 pub(crate) use format::{json_cell, opt, secs, seq_ref, seq_refs, to_csv};
@@ -67,15 +67,15 @@ pub fn all_written(run_dir: &Path) -> bool {
 
 /// The anomalies of a run as links for the HTML report.
 pub fn anomaly_links(entries: &[Entry]) -> Vec<html::AnomalyLink> {
-    links(crate::evidence::anomalies::detect(entries))
+    links(crate::verdicts::anomalies::detect(entries))
 }
 
-fn links(anomalies: Vec<crate::evidence::Anomaly>) -> Vec<html::AnomalyLink> {
+fn links(anomalies: Vec<crate::verdicts::anomalies::Anomaly>) -> Vec<html::AnomalyLink> {
     anomalies
         .into_iter()
         .map(|a| html::AnomalyLink {
             id: a.detector.to_string(),
-            title: crate::evidence::anomalies::detector(a.detector)
+            title: crate::verdicts::anomalies::detector(a.detector)
                 .map(|d| d.title.to_string())
                 .unwrap_or_else(|| a.detector.to_string()),
             udid: Some(a.udid),
@@ -284,7 +284,7 @@ pub(crate) mod tests_util {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trial::outcome::testkit::J;
+    use crate::verdicts::outcome::testkit::J;
     use plist::Value;
 
     fn journal_text(j: &J) -> String {
@@ -306,7 +306,7 @@ mod tests {
             .reprobe("U1", false, None)
             .reprobe("U1", true, Some("19H390"))
             .ended("U1", "updated");
-        j.push(crate::trial::journal::Event::RunFinished);
+        j.push(crate::journal::Event::RunFinished);
         j
     }
 
@@ -376,7 +376,7 @@ mod tests {
                 Value::Array(vec![Value::Dictionary(item)]),
             );
         });
-        j.push(crate::trial::journal::Event::CommandSent {
+        j.push(crate::journal::Event::CommandSent {
             udid: "U1".into(),
             command_uuid: "S9".into(),
             request_type: "OSUpdateStatus".into(),

@@ -2,10 +2,11 @@
 //! operator/harness observation, in journal order, each pointing back at its journal line.
 
 use super::seq_ref;
+use crate::journal::fold::decode_report;
+use crate::journal::report_xml::StatusAnswer;
 use crate::journal::{Entry, Event};
 use crate::mdm::report::{Report, lenient_bool, lenient_real, query_responses};
 use crate::plist_util::type_name;
-use crate::trial::outcome::{StatusAnswer, decode_report};
 use plist::Value;
 use std::fmt::Write as _;
 
@@ -378,7 +379,7 @@ fn answer_time<'a>(e: &'a Entry, received_at: &'a str) -> &'a str {
 }
 
 pub fn render(entries: &[Entry]) -> String {
-    let request_types = crate::trial::journal::request_types(entries);
+    let request_types = crate::journal::request_types(entries);
     let mut sink = Sink::new(Vec::new()).expect("writing to memory");
     for e in entries {
         let report;
@@ -406,7 +407,7 @@ mod tests {
     use super::*;
     use crate::journal::ObservationSource;
     use crate::report::tests_util::{cell, parse};
-    use crate::trial::outcome::testkit::J;
+    use crate::verdicts::outcome::testkit::J;
     use plist::Value as P;
 
     #[test]

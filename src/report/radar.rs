@@ -15,10 +15,10 @@
 use super::digest::{Digest, Raw};
 use super::feedback;
 use super::format::{human_duration, md_cell, md_seq_refs};
-use crate::evidence::{self, Anomaly, Detector, Scope, Tally};
-use crate::trial::journal::{Entry, JournalError};
-use crate::trial::outcome::{Facts, RunFacts};
+use crate::journal::fold::{Facts, RunFacts};
+use crate::journal::{Entry, JournalError};
 use crate::trial::protocol::{Protocol, TargetSpec, UntilSpec};
+use crate::verdicts::anomalies::{self as evidence, Anomaly, Detector, Scope, Tally};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -582,9 +582,9 @@ fn steps(det: &Detector, affected: &[&Facts], ctx: &Ctx) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Event;
     use crate::report::digest::b64;
-    use crate::trial::journal::Event;
-    use crate::trial::outcome::testkit::J;
+    use crate::verdicts::outcome::testkit::J;
     use plist::Value;
 
     fn quirky() -> J {

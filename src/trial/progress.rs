@@ -1,7 +1,7 @@
 //! The terminal progress view: one line per notable journal event, consumed from the same event
 //! vocabulary the reports use (nothing here decides anything).
 
-use super::journal::{Entry, Event};
+use crate::journal::{Entry, Event};
 use std::io::Write;
 
 /// What an OS-update answer says, in a few words: "Downloading 45%", "DownloadOnly/Downloading".

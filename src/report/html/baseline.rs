@@ -2,7 +2,8 @@
 
 use super::esc;
 use super::header::model;
-use crate::trial::outcome::{DeviceOutcome, Facts, RunFacts};
+use crate::journal::fold::{Facts, RunFacts};
+use crate::verdicts::outcome::DeviceOutcome;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

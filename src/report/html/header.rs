@@ -2,8 +2,9 @@
 //! at-a-glance cards and the run-level observations.
 
 use super::{Time, esc};
+use crate::journal::fold::{Facts, RunFacts};
 use crate::report::head::Head;
-use crate::trial::outcome::{DeviceOutcome, Facts, Outcome, RunFacts};
+use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use std::fmt::Write;
 
 pub(super) fn device_name(d: &Facts) -> String {

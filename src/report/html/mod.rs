@@ -22,12 +22,12 @@ use super::flow;
 pub(crate) use super::format::{Instant, Time, clip, dur};
 pub use super::format::{esc, rel};
 pub use super::head::FEED_HASH_KIND;
+use crate::journal::Entry;
 use crate::report::export::RunView;
-use crate::trial::journal::Entry;
 use std::fmt::Write;
 
 /// An anomaly to list (and link to its draft, `radar/<id>.md`). The detectors live in
-/// `evidence::anomalies`; `report::write_all` passes what they found.
+/// `verdicts::anomalies`; `report::write_all` passes what they found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnomalyLink {
     /// Anomaly id; the draft is `radar/<id>.md` next to the journal.

@@ -1,7 +1,7 @@
 //! Colours and labels: a device's status on its swimlane, outcome and answer classes, badges.
 
 use super::esc;
-use crate::trial::outcome::Outcome;
+use crate::verdicts::outcome::Outcome;
 
 /// A device's status at a moment, as the swimlane shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

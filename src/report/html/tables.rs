@@ -4,7 +4,8 @@ use super::baseline::arm_names;
 use super::header::device_name;
 use super::palette::{badge, outcome_class};
 use super::{AnomalyLink, dur, esc};
-use crate::trial::outcome::{DeviceOutcome, Outcome, RunFacts};
+use crate::journal::fold::RunFacts;
+use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use std::fmt::Write;
 
 fn pct(n: usize, of: usize) -> String {

@@ -5,10 +5,11 @@ use super::header::{device_name, model};
 use super::palette::{Status, answer_class, badge, outcome_class};
 use super::tables::radar_href;
 use super::{AnomalyLink, Instant, Time, clip, dur, esc, rel};
+use crate::journal::fold::Facts;
 use crate::journal::fold::Noted;
 use crate::report::digest::Digest;
 use crate::report::lanes::{LaneAnswer, LaneEv, LaneKind};
-use crate::trial::outcome::{self, DeviceOutcome, Facts};
+use crate::verdicts::outcome::DeviceOutcome;
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -37,7 +38,7 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
     let mut dosed = false;
     let downloaded: HashSet<u64> = d.downloaded.iter().map(|x| x.0).collect();
     let statuses: HashMap<u64, &str> = d.update_statuses.iter().map(|(s, v)| (*s, &**v)).collect();
-    let mut builds: HashMap<u64, &outcome::BuildSeen> = HashMap::new();
+    let mut builds: HashMap<u64, &crate::journal::fold::BuildSeen> = HashMap::new();
     for b in &d.builds {
         builds.entry(b.seq).or_insert(b);
     }

@@ -4,7 +4,7 @@
 
 use super::facts::reason;
 use super::{Context, RuleVerdict, Subject, rule};
-use crate::trial::journal::Reason;
+use crate::journal::Reason;
 use crate::trial::protocol::EligibilitySpec;
 use serde_json::{Value, json};
 

@@ -7,8 +7,8 @@
 use super::facts::{Fact, fact, reason};
 use super::target::{self, Resolution};
 use super::{Subject, rule};
+use crate::journal::Reason;
 use crate::probe::run::ProbeStatus;
-use crate::trial::journal::Reason;
 use crate::trial::protocol::{EligibilitySpec, TargetSpec};
 use crate::version::DeviceVersion;
 use chrono::NaiveDate;

@@ -3,8 +3,8 @@
 //! lockdown first and the MDM second (briefs/field.md §5–6), sizes as text and "is the target
 //! newer".
 
+use crate::journal::Reason;
 use crate::probe::field::{Field, Source, Via};
-use crate::trial::journal::Reason;
 use crate::version::{DeviceVersion, Version};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use super::facts::{Fact, is_newer, reason};
 use super::target::{releases_json, releases_phrase};
 use super::{Context, RuleVerdict, Subject, rule};
 use crate::feeds::gdmf;
-use crate::trial::journal::Reason;
+use crate::journal::Reason;
 use crate::version::DeviceVersion;
 use serde_json::json;
 

@@ -2,12 +2,12 @@
 
 pub(super) use super::{APP_MANAGEMENT_BIT, RULES, ResolvedTarget, Subject, Verdict, assess, rule};
 pub(super) use crate::feeds::{TrialFeeds, gdmf};
+pub(super) use crate::journal::Reason;
 pub(super) use crate::mdm::report::AvailableUpdate;
 use crate::probe::baseline::Baseline;
 pub(super) use crate::probe::field::{Field, Source, Via};
 pub(super) use crate::probe::mdm_side::MdmFacts;
 pub(super) use crate::probe::run::{DeviceProbe, Failure, FailureKind, ProbeStatus};
-pub(super) use crate::trial::journal::Reason;
 pub(super) use crate::trial::ledger::{LedgerKind, LedgerRecord};
 pub(super) use crate::trial::protocol::{EligibilitySpec, PasscodeRule, TargetSpec};
 pub(super) use crate::units::Bytes;

@@ -59,10 +59,10 @@ pub use context::Context;
 pub use enrollment::APP_MANAGEMENT_BIT;
 pub use target::Resolution;
 
-use super::journal::Reason;
 use super::ledger::LedgerRecord;
 use super::protocol::{DoseMechanism, EligibilitySpec, TargetSpec};
 use crate::feeds::TrialFeeds;
+use crate::journal::Reason;
 use crate::mdm::report::AvailableUpdate;
 use crate::probe::run::DeviceProbe;
 use chrono::NaiveDate;

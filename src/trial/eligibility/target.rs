@@ -6,8 +6,8 @@
 use super::facts::{Fact, is_newer, reason};
 use super::{Context, ResolvedTarget, RuleVerdict, Subject, rule};
 use crate::feeds::gdmf;
+use crate::journal::Reason;
 use crate::mdm::report::AvailableUpdate;
-use crate::trial::journal::Reason;
 use crate::trial::protocol::{EligibilitySpec, TargetSpec};
 use crate::version::{DeviceVersion, Version};
 use serde_json::{Value, json};

@@ -80,7 +80,7 @@ impl Bench {
     }
 
     fn events(&self) -> Vec<Event> {
-        crate::trial::journal::read(&self.dir.join("journal.jsonl"))
+        crate::journal::read(&self.dir.join("journal.jsonl"))
             .unwrap()
             .entries
             .into_iter()

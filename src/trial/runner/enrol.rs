@@ -232,7 +232,7 @@ impl Runner<'_> {
             if again.eligible {
                 let original = v.reasons.remove(0);
                 v = again;
-                v.reasons = vec![crate::trial::journal::Reason {
+                v.reasons = vec![crate::journal::Reason {
                     rule: WAIVED_KNOWN_BAD.into(),
                     message: format!(
                         "{} Waived: taken by the bug-reproduction arm {} to reproduce it.",
@@ -311,7 +311,7 @@ impl Runner<'_> {
             return Ok(());
         }
         let mut waived: HashSet<String> = HashSet::new();
-        crate::trial::journal::stream(self.journal.path(), |_, e| {
+        crate::journal::stream(self.journal.path(), |_, e| {
             if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
                 && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
             {

@@ -331,7 +331,7 @@ pub async fn run(
     let feeds = load_feeds(p)?;
     let (run_dir, resumed, (run_lock, lock_left_by)) = resume::open_run_folder(p, opts).await?;
     if resumed
-        && crate::trial::journal::read(&run_dir.join("journal.jsonl"))?
+        && crate::journal::read(&run_dir.join("journal.jsonl"))?
             .entries
             .iter()
             .any(|e| e.event == Event::RunFinished)
@@ -512,7 +512,7 @@ pub async fn qualify(
         time_scale: Some(r.lab.time_scale),
     })?;
     r.baseline().await?;
-    let entries = super::journal::read(r.journal.path())?.entries;
+    let entries = crate::journal::read(r.journal.path())?.entries;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(entries)
 }

@@ -127,7 +127,7 @@ pub(super) fn next_action(d: &DeviceFacts, m: Moment<'_>) -> Action {
             }
             let done = match until {
                 UntilSpec::Updated => now_build.is_some_and(|b| {
-                    crate::trial::outcome::target_builds(&d.target)
+                    crate::journal::fold::target_builds(&d.target)
                         .iter()
                         .any(|t| t == b)
                 }),

@@ -26,7 +26,7 @@ fn find_unfinished(
         let same = std::fs::read(d.join("protocol.yaml"))
             .map(|b| crate::trial::protocol::sha256_hex(&b) == sha)
             .unwrap_or(false);
-        let finished = crate::trial::journal::read(&d.join("journal.jsonl"))
+        let finished = crate::journal::read(&d.join("journal.jsonl"))
             .map(|l| l.entries.iter().any(|e| e.event == Event::RunFinished))
             .unwrap_or(false);
         // A run killed while writing its reports has `run_finished` but not all its reports:
