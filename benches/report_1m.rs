@@ -75,6 +75,7 @@ fn main() {
             protocol_sha256: "0".repeat(64),
             lab_version: env!("CARGO_PKG_VERSION").into(),
             time_scale: None,
+            simulated: false,
         },
     );
     let udid = |i: u64| format!("00008030-{i:016X}");

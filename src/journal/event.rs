@@ -35,6 +35,11 @@ pub enum Event {
         /// clock with it between two readings.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         time_scale: Option<f64>,
+        /// The devices are the simulated lab `lab run` started in-process (issue 15: a
+        /// rehearsal's reports and drafts say so and cannot pass for evidence from iPhones).
+        /// Written only when true; absent in older journals and on a bench.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        simulated: bool,
     },
     /// The same protocol was run again: the run goes on where it stopped.
     RunResumed {

@@ -316,6 +316,7 @@ mod tests {
                 protocol_sha256: "abc".into(),
                 lab_version: "0".into(),
                 time_scale: None,
+                simulated: false,
             })
             .unwrap();
             j.append(Event::ConsentGiven {

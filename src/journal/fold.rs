@@ -711,6 +711,7 @@ mod tests {
                 protocol_sha256: "s".into(),
                 lab_version: "0".into(),
                 time_scale: None,
+                simulated: false,
             },
             Event::ConsentGiven {
                 by: ConsentBy::Flag,

@@ -16,6 +16,9 @@ pub struct LabConnection {
     /// Simulated seconds per real second (a simulated lab's speed; 1 on a bench unless the
     /// protocol says otherwise): follow-up intervals and clock readings are scaled by it.
     pub time_scale: f64,
+    /// The command line started the simulated lab these sockets lead to (the journal and the
+    /// reports say so). The runner still reaches it only through them.
+    pub simulated: bool,
     /// The webhook listener a NanoMDM or MicroMDM backend reads from, kept alive with the
     /// connection.
     pub webhook: Option<WebhookReceiver>,

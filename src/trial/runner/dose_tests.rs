@@ -63,6 +63,7 @@ impl Bench {
                 addrs: Vec::new(),
                 backend: Box::new(mdm.clone()),
                 time_scale: 1.0,
+                simulated: true,
                 webhook: None,
                 enrolled_check: None,
                 ddm: None,

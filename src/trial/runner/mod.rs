@@ -195,6 +195,7 @@ struct Lab {
     addrs: Vec<crate::usbmux::UsbmuxAddr>,
     backend: Arc<dyn MdmBackend>,
     time_scale: f64,
+    simulated: bool,
     enrolled_check: Option<(String, String, usize)>,
     /// Kept alive with the run (the webhook listener a NanoMDM or MicroMDM backend reads from).
     _webhook: Option<crate::mdm::webhook_receiver::WebhookReceiver>,
@@ -208,6 +209,7 @@ impl From<LabConnection> for Lab {
             addrs: c.addrs,
             backend: Arc::from(c.backend),
             time_scale: c.time_scale,
+            simulated: c.simulated,
             enrolled_check: c.enrolled_check,
             _webhook: c.webhook,
             ddm: c.ddm.map(Arc::from),
@@ -402,6 +404,7 @@ impl Runner<'_> {
                 protocol_sha256: self.p.sha256.clone(),
                 lab_version: env!("CARGO_PKG_VERSION").into(),
                 time_scale: Some(self.lab.time_scale),
+                simulated: self.lab.simulated,
             })?;
         } else {
             self.log(Event::RunResumed {
@@ -510,6 +513,7 @@ pub async fn qualify(
         protocol_sha256: p.sha256.clone(),
         lab_version: env!("CARGO_PKG_VERSION").into(),
         time_scale: Some(r.lab.time_scale),
+        simulated: r.lab.simulated,
     })?;
     r.baseline().await?;
     let entries = crate::journal::read(r.journal.path())?.entries;

@@ -56,6 +56,7 @@ impl J {
             protocol_sha256: SHA.into(),
             lab_version: "0.1.0".into(),
             time_scale: None,
+            simulated: false,
         });
         j
     }
