@@ -2,6 +2,7 @@
 //! qualify as their comments say: each device's baseline comes from the simulated lockdown
 //! values and its offer from the simulated AvailableOSUpdates answer, parsed by the MDM codec.
 
+use lab::journal::fold::baseline_facts::{BenchEnrollment, UserChannel, enrollment};
 use lab::mdm::report::{available_os_updates, parse_report};
 use lab::probe::baseline::{Baseline, DOMAIN_BATTERY, DOMAIN_CHAPERONE, DOMAIN_DISK};
 use lab::probe::run::{DeviceProbe, ProbeStatus};
@@ -136,18 +137,29 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     for i in 0..lab.devices.len() {
         let pr_ = probe(&lab, i);
         let (offered, offered_error) = offer(&lab, i);
-        let s = Subject {
+        // The enrollment facts as the runner derives them (an iPhone is no Shared iPad), the
+        // bench stating full access rights.
+        let bench = BenchEnrollment {
+            dep_enrolled: None,
+            access_rights: Some(8191),
+        };
+        let channel = UserChannel::Unknown("no user channels here".into());
+        let facts = enrollment(&serde_json::to_value(&pr_).unwrap(), bench, &channel);
+        let mut s = Subject {
             probe: &pr_,
             offered: offered.as_deref(),
             offered_error,
             dosed_by_other_protocols: Vec::new(),
-            access_rights: Some(8191),
+            access_rights: None,
             shared_ipad_user_logged_in: None,
-            dep_enrolled: Some(lab.devices[i].spec.update.dep_enrolled),
+            dep_enrolled: None,
+            fact_sources: Default::default(),
             ddm_active: None,
             ddm_error: None,
             feeds: None,
-        };
+        }
+        .with_enrollment(&facts);
+        s.dep_enrolled = Some(lab.devices[i].spec.update.dep_enrolled);
         let v = assess(&pr.eligibility, &pr.target, &s);
         let name = lab.devices[i].spec.name.clone();
         if v.eligible {

@@ -162,10 +162,35 @@ pub struct DeviceSpec {
     pub mdm_fault: Option<Spanned<MdmFaultSpec>>,
     /// OS-update behaviour: catalogue, simulated user, timings (see `sim::os_update`).
     pub update: Option<UpdateBehaviourSpec>,
+    /// How the device is enrolled in the MDM beyond DEP (`update.dep_enrolled`): see
+    /// [`EnrollmentSpec`].
+    #[serde(default)]
+    pub enrollment: EnrollmentSpec,
+    /// The device is a Shared iPad (DeviceInformation `IsMultiUser`); see [`SharedIpadSpec`].
+    pub shared_ipad: Option<SharedIpadSpec>,
     /// Values the device reports through the MDM instead of the true ones (DeviceInformation
     /// `QueryResponses` or `SecurityInfo` keys), to rehearse lockdown/MDM disagreements.
     #[serde(default)]
     pub mdm_overrides: std::collections::BTreeMap<String, MdmValue>,
+}
+
+/// `enrollment: { user_enrollment: true }`: a User Enrollment (SecurityInfo
+/// `ManagementStatus.IsUserEnrollment`, iOS 13+).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentSpec {
+    #[serde(default)]
+    pub user_enrollment: bool,
+}
+
+/// `shared_ipad: { logged_in_user: alice, resident_users: 3 }`: a Shared iPad (iPads only).
+/// `logged_in_user` absent: nobody is logged in (the login window).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedIpadSpec {
+    pub logged_in_user: Option<String>,
+    /// DeviceInformation `ResidentUsers` (default: 1 with a user logged in, else 0).
+    pub resident_users: Option<u64>,
 }
 
 /// A scalar value in `mdm_overrides`.
@@ -389,6 +414,8 @@ pub struct SimDeviceSpec {
     pub fault: Option<Fault>,
     pub mdm_fault: Option<MdmFault>,
     pub update: UpdateBehaviourSpec,
+    pub enrollment: EnrollmentSpec,
+    pub shared_ipad: Option<SharedIpadSpec>,
     pub mdm_overrides: std::collections::BTreeMap<String, MdmValue>,
 }
 
@@ -520,6 +547,12 @@ pub fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputErro
                 .trim_end_matches(|c: char| c.is_ascii_digit() || c == ',')
                 .to_string()
         });
+        if d.shared_ipad.is_some() && class != "iPad" {
+            return Err(err(format!(
+                "shared_ipad: {:?} is an {class}; only an iPad can be a Shared iPad",
+                d.product_type
+            )));
+        }
         if !["iPhone", "iPad", "iPod"].contains(&class.as_str()) {
             return Err(err(format!(
                 "product_type {:?} is not an iPhone, iPad or iPod (e.g. iPhone12,1)",
@@ -605,6 +638,8 @@ pub fn expand(path: &Path, f: FleetFile) -> Result<Vec<SimDeviceSpec>, InputErro
                 fault: d.fault,
                 mdm_fault: mdm_fault.clone(),
                 update,
+                enrollment: d.enrollment,
+                shared_ipad: d.shared_ipad.clone(),
                 mdm_overrides: d.mdm_overrides.clone(),
             });
         }

@@ -411,8 +411,29 @@ impl MdmAgent {
         all.insert("IsSupervised".into(), Value::Boolean(st.supervised));
         all.insert("WiFiMAC".into(), live.wifi_address.clone().into());
         all.insert("BluetoothMAC".into(), live.bluetooth_address.clone().into());
-        all.insert("IsMultiUser".into(), Value::Boolean(false));
+        let spec = &self.lab.devices[self.index].spec;
+        all.insert(
+            "IsMultiUser".into(),
+            Value::Boolean(spec.shared_ipad.is_some()),
+        );
+        if let Some(s) = &spec.shared_ipad {
+            // `mdm/commands/information.device.yaml`: ResidentUsers iOS 13.4+,
+            // EstimatedResidentUsers iOS 14+ (a version filter is the harness's job: it asks
+            // only for the keys the schema allows on the device's version).
+            let resident = s
+                .resident_users
+                .unwrap_or(u64::from(s.logged_in_user.is_some()));
+            all.insert("ResidentUsers".into(), Value::Integer(resident.into()));
+            all.insert("EstimatedResidentUsers".into(), Value::Integer(32.into()));
+        }
+        all.insert("IsNetworkTethered".into(), Value::Boolean(false));
         if cellular {
+            // The fleet's `network:` as the MDM sees it: a carrier network (and the SIM
+            // lockdown reports ready) only for `cellular`.
+            all.insert("DataRoamingEnabled".into(), Value::Boolean(false));
+            if st.network == NetworkKind::Cellular {
+                all.insert("CurrentCarrierNetwork".into(), "Simulated Carrier".into());
+            }
             all.insert("IsRoaming".into(), Value::Boolean(false));
             let mut subs = Vec::new();
             if st.network == NetworkKind::Cellular {
@@ -460,6 +481,26 @@ impl MdmAgent {
         si.insert("PasscodePresent".into(), Value::Boolean(passcode));
         si.insert("PasscodeCompliant".into(), Value::Boolean(true));
         si.insert("PasscodeCompliantWithProfiles".into(), Value::Boolean(true));
+        // `ManagementStatus` (iOS 13+, `mdm/commands/information.security.yaml`). Apple marks
+        // its `EnrolledViaDEP` `n/a` on iOS; the simulator reports it anyway so that a fleet's
+        // DEP enrolment (`update.dep_enrolled`) is visible, and a real device's silence falls
+        // back to the bench's configuration.
+        let version = self.os().version().0.to_string();
+        let ios13 = crate::version::Version::parse(&version)
+            .is_ok_and(|v| v >= crate::version::Version::parse("13.0").expect("a version"));
+        if ios13 {
+            let spec = &self.lab.devices[self.index].spec;
+            let mut ms = Dictionary::new();
+            ms.insert(
+                "EnrolledViaDEP".into(),
+                Value::Boolean(spec.update.dep_enrolled),
+            );
+            ms.insert(
+                "IsUserEnrollment".into(),
+                Value::Boolean(spec.enrollment.user_enrollment),
+            );
+            si.insert("ManagementStatus".into(), Value::Dictionary(ms));
+        }
         for (k, v) in &self.lab.devices[self.index].spec.mdm_overrides {
             if si.contains_key(k) {
                 si.insert(k.clone(), v.to_plist());

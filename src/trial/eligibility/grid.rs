@@ -254,6 +254,8 @@ fn specs() -> Vec<(&'static str, EligibilitySpec)> {
                 exclude_shared_ipad_with_user: false,
                 not_already_dosed: false,
                 newer_target_in_feed: false,
+                enrollment: Default::default(),
+                unknown_facts: Default::default(),
             },
         ),
     ];

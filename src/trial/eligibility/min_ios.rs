@@ -3,6 +3,7 @@
 
 use super::facts::reason;
 use super::{Context, RuleVerdict, rule};
+use crate::trial::protocol::UnknownPolicy;
 use crate::version::Version;
 use serde_json::json;
 
@@ -29,7 +30,10 @@ pub fn check(ctx: &Context) -> RuleVerdict {
         }
         Ok(min_v) => min_v,
     };
-    let dep = s.dep_enrolled == Some(true);
+    // An unknown DEP enrolment counts as not DEP unless the protocol allows unknown facts.
+    let dep = s.dep_enrolled == Some(true)
+        || (s.dep_enrolled.is_none()
+            && ctx.spec.unknown_facts.dep_enrolled == UnknownPolicy::Allow);
     let no_passcode = passcode.value == Some(false);
     if ctx.device.version >= min_v || (dep && no_passcode) {
         return RuleVerdict::Pass;
@@ -114,6 +118,20 @@ mod tests {
         }
         .probe();
         assert!(assess(&spec, &t, &subject(&p, Some(&o))).eligible);
+
+        // DEP unknown, the protocol allowing unknown facts: counted as DEP (boundary: 10.2
+        // without a passcode qualifies, with one it does not).
+        let mut lax = EligibilitySpec::default();
+        lax.unknown_facts.dep_enrolled = crate::trial::protocol::UnknownPolicy::Allow;
+        let p = old_device(Some(false));
+        assert!(assess(&lax, &t, &subject(&p, Some(&o))).eligible);
+        let p = old_device(Some(true));
+        let r = only(&assess(&lax, &t, &subject(&p, Some(&o))), rule::MIN_IOS);
+        assert!(
+            r.message.ends_with("and it has a passcode."),
+            "{}",
+            r.message
+        );
 
         // Rule off.
         let p = old_device(Some(true));
