@@ -211,6 +211,17 @@ pub enum Network {
 }
 
 impl Network {
+    /// An operator's answer (`wifi`, `wi-fi`, `cellular`, `tethered`, `none`), any case.
+    pub fn parse(s: &str) -> Option<Network> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "wifi" | "wi-fi" => Some(Network::Wifi),
+            "cellular" => Some(Network::Cellular),
+            "tethered" => Some(Network::Tethered),
+            "none" => Some(Network::None),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Network::Cellular => "cellular",
