@@ -665,6 +665,63 @@ mod tests {
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }
 
+    fn agent_with(extra: &str, product_type: &str, version: &str) -> MdmAgent {
+        let text = format!(
+            "devices:\n  - name: D\n    product_type: {product_type}\n    ios: {{ version: \"{version}\", build: X1 }}\n    disk: {{ total: 64 GB, free: 20 GB }}\n    battery: {{ level: 80 }}\n{extra}"
+        );
+        let specs = super::super::fleet::parse(Path::new("f.yaml"), &text).unwrap();
+        let lab = SimLab::new(specs, 3, 1.0, chrono::Utc::now()).unwrap();
+        let target = MdmTarget {
+            base_url: "http://127.0.0.1:9".into(),
+            apns: None,
+            poll_interval: Duration::from_secs(60),
+            topic: "com.apple.mgmt.External.test".into(),
+        };
+        MdmAgent::new(lab, 0, b"not a real certificate", target)
+    }
+
+    fn queries(a: &MdmAgent) -> Dictionary {
+        let body = a.device_information(&Dictionary::new());
+        body["QueryResponses"].as_dictionary().unwrap().clone()
+    }
+
+    #[test]
+    fn the_fleet_s_enrollment_shared_ipad_and_network_show_through_the_mdm_keys() {
+        let a = agent_with(
+            "    shared_ipad: { logged_in_user: alice }\n    update: { dep_enrolled: true }\n",
+            "iPad13,1",
+            "17.5.1",
+        );
+        let q = queries(&a);
+        assert_eq!(q["IsMultiUser"], Value::Boolean(true));
+        assert_eq!(q["ResidentUsers"], Value::Integer(1.into()));
+        assert_eq!(q["IsNetworkTethered"], Value::Boolean(false));
+        let si = a.security_info();
+        let ms = si["SecurityInfo"].as_dictionary().unwrap()["ManagementStatus"]
+            .as_dictionary()
+            .unwrap()
+            .clone();
+        assert_eq!(ms["EnrolledViaDEP"], Value::Boolean(true));
+        assert_eq!(ms["IsUserEnrollment"], Value::Boolean(false));
+        // Nobody logged in: no resident user.
+        let a = agent_with("    shared_ipad: {}\n", "iPad13,1", "17.5.1");
+        assert_eq!(queries(&a)["ResidentUsers"], Value::Integer(0.into()));
+        // An iPhone on cellular: a carrier network; on Wi-Fi: none. Before iOS 13 no
+        // ManagementStatus (information.security.yaml).
+        let a = agent_with("    network: cellular\n", "iPhone12,1", "12.5.7");
+        let q = queries(&a);
+        assert_eq!(q["IsMultiUser"], Value::Boolean(false));
+        assert_eq!(q["CurrentCarrierNetwork"], "Simulated Carrier".into());
+        assert!(
+            !a.security_info()["SecurityInfo"]
+                .as_dictionary()
+                .unwrap()
+                .contains_key("ManagementStatus")
+        );
+        let a = agent_with("", "iPhone12,1", "17.5.1");
+        assert!(!queries(&a).contains_key("CurrentCarrierNetwork"));
+    }
+
     #[test]
     fn a_fault_fires_on_its_request_type_only_and_is_spent_after_times() {
         let a = agent("{ kind: wrong_command_uuid, on: OSUpdateStatus, times: 2 }");
