@@ -992,3 +992,33 @@ mod tests {
         assert_eq!(locate_value(t, "name", "ab", 1), None);
     }
 }
+
+#[cfg(test)]
+mod enrollment_keys {
+    use super::*;
+
+    fn eligibility(yaml: &str) -> Result<EligibilitySpec, crate::input::InputError> {
+        crate::input::parse_yaml(std::path::Path::new("p.yaml"), yaml)
+    }
+
+    #[test]
+    fn bench_enrollment_and_unknown_facts_read_with_fail_safe_defaults() {
+        let d = eligibility("{}").unwrap();
+        assert_eq!(d.enrollment.dep_enrolled, None);
+        assert_eq!(d.enrollment.access_rights, None);
+        assert_eq!(d.unknown_facts.dep_enrolled, UnknownPolicy::Exclude);
+        assert_eq!(d.unknown_facts.shared_ipad_user, UnknownPolicy::Exclude);
+        assert_eq!(d.unknown_facts.access_rights, UnknownPolicy::Allow);
+        let e = eligibility(
+            "enrollment: { dep_enrolled: true, access_rights: 8191 }\nunknown_facts: { access_rights: exclude }\n",
+        )
+        .unwrap();
+        assert_eq!(e.enrollment.dep_enrolled, Some(true));
+        assert_eq!(e.enrollment.access_rights, Some(8191));
+        assert_eq!(e.unknown_facts.access_rights, UnknownPolicy::Exclude);
+        assert_eq!(e.unknown_facts.shared_ipad_user, UnknownPolicy::Exclude);
+        let bad = eligibility("unknown_facts: { shared_ipad_user: maybe }\n").unwrap_err();
+        assert_eq!(bad.line, Some(1), "{bad}");
+        assert!(eligibility("enrollment: { dep: true }\n").is_err());
+    }
+}

@@ -32,6 +32,14 @@
 //!   the device stays eligible and the verdict carries a `command_deprecated` note, recorded
 //!   with the target (`EligibilityAssessed.target.notes`).
 //!
+//! - Enrollment facts (issue 14): DEP enrolment, whether a Shared iPad has a user logged in and
+//!   the enrollment's access rights are read with their sources by
+//!   `journal::fold::baseline_facts::enrollment` (SecurityInfo `ManagementStatus`,
+//!   DeviceInformation `IsMultiUser`/`ResidentUsers`, the bench's `eligibility.enrollment`) and
+//!   handed to [`Subject`]; an unknown one is judged by the protocol's `unknown_facts` (default:
+//!   an unknown DEP enrolment counts as not DEP, an unknown Shared iPad user excludes, unknown
+//!   access rights do not), and the reason names every place looked at.
+//!
 //! The rules are a table ([`TABLE`]): each is a named, pure `fn(&Context) -> RuleVerdict` in its
 //! own file with its tests, tagged with the dose mechanisms it applies to ([`Applies`]).
 //! [`assess`] reads the device's facts once ([`Context`]; `probe_failed` when there is no usable
