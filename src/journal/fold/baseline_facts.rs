@@ -190,7 +190,10 @@ fn logged_in(probe: &Value, shared: &Known<bool>, user: &UserChannel) -> Known<b
             {
                 return Known::of(false, format!("{s} 0"));
             }
-            Known::unknown(format!("a Shared iPad ({}); {why}", shared.source))
+            let resident = field(probe, &["mdm", "resident_users"])
+                .map(|(v, s)| format!(", {s} {v}"))
+                .unwrap_or_default();
+            Known::unknown(format!("{} true{resident}; {why}", shared.source))
         }
     }
 }

@@ -41,13 +41,16 @@ pub fn check(ctx: &Context) -> RuleVerdict {
     let mut why = Vec::new();
     if !dep {
         why.push(match s.dep_enrolled {
-            None => "its DEP enrolment is unknown (counted as not DEP)",
-            _ => "it is not DEP-enrolled",
+            None => format!(
+                "its DEP enrolment is unknown ({}; counted as not DEP)",
+                s.fact_sources.dep_enrolled
+            ),
+            _ => "it is not DEP-enrolled".into(),
         });
     }
     match passcode.value {
-        Some(true) => why.push("it has a passcode"),
-        None => why.push("whether it has a passcode is unknown"),
+        Some(true) => why.push("it has a passcode".into()),
+        None => why.push("whether it has a passcode is unknown".into()),
         Some(false) => {}
     }
     RuleVerdict::Exclude(reason(
@@ -90,7 +93,20 @@ mod tests {
         assert_eq!(r.values["min_ios"], "10.3");
         assert_eq!(r.values["dep_enrolled"], Value::Null);
         assert!(
-            r.message.contains("unknown (counted as not DEP)"),
+            r.message.contains("unknown (not read; counted as not DEP)"),
+            "{}",
+            r.message
+        );
+        s.fact_sources.dep_enrolled = "MDM SecurityInfo.ManagementStatus.EnrolledViaDEP: \
+            ManagementStatus absent from the MDM answer (iOS 13+); the protocol states none"
+            .into();
+        let r = only(&assess(&spec, &t, &s), rule::MIN_IOS);
+        assert!(
+            r.message.ends_with(
+                "its DEP enrolment is unknown (MDM SecurityInfo.ManagementStatus.EnrolledViaDEP: \
+                 ManagementStatus absent from the MDM answer (iOS 13+); the protocol states \
+                 none; counted as not DEP)."
+            ),
             "{}",
             r.message
         );

@@ -165,7 +165,7 @@ impl Runner<'_> {
             access_rights: e.access_rights,
         };
         let user = UserChannel::Unknown(format!(
-            "the MDM ({}) does not report user-channel check-ins",
+            "MDM backend {} does not report user-channel check-ins",
             self.lab.backend.kind()
         ));
         let probe_json = serde_json::to_value(p).expect("probe serialises");
