@@ -298,4 +298,32 @@ mod tests {
             ["U1-C1-response.plist"]
         );
     }
+
+    #[test]
+    fn a_ddm_dose_names_its_first_status_report_and_an_unanswered_dose_says_so() {
+        let mut j = J::new();
+        j.device("U1", true)
+            .device("U2", true)
+            .allocate("U1", "ddm")
+            .allocate("U2", "a")
+            .consent(&["U1", "U2"])
+            .ddm_dose("U1", "D1", "17.6.1", "2026-11-28T02:00:00")
+            .dose("U2", 1, "C2")
+            .wait(5)
+            .ddm_state("U1", "downloading")
+            .ddm_state("U1", "installing");
+        let text = render(&j.entries);
+        let (h, rows) = parse(text.trim_start_matches(BOM));
+        let r = &rows[0];
+        assert_eq!(cell(&h, r, "mdm_command_sent"), "yes");
+        let resp = cell(&h, r, "mdm_response");
+        assert!(
+            resp.starts_with("status report downloading; ddm/U1/status-r"),
+            "{resp}"
+        );
+        assert!(resp.ends_with(".json"), "{resp}");
+        assert_eq!(cell(&h, &rows[1], "mdm_response"), "no answer");
+        // Only ScheduleOSUpdate answers are copied under crf/ (a DDM report is under ddm/).
+        assert!(attachments(&outcome::gather(&j.entries)).is_empty());
+    }
 }
