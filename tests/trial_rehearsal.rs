@@ -2,6 +2,9 @@
 //! qualify as their comments say: each device's baseline comes from the simulated lockdown
 //! values and its offer from the simulated AvailableOSUpdates answer, parsed by the MDM codec.
 
+mod common;
+use common::{csv_rows, lab_run, run_dir, stderr};
+use lab::journal::fold::baseline_facts::{BenchEnrollment, UserChannel, enrollment};
 use lab::mdm::report::{available_os_updates, parse_report};
 use lab::probe::baseline::{Baseline, DOMAIN_BATTERY, DOMAIN_CHAPERONE, DOMAIN_DISK};
 use lab::probe::run::{DeviceProbe, ProbeStatus};
@@ -136,18 +139,29 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     for i in 0..lab.devices.len() {
         let pr_ = probe(&lab, i);
         let (offered, offered_error) = offer(&lab, i);
-        let s = Subject {
+        // The enrollment facts as the runner derives them (an iPhone is no Shared iPad), the
+        // bench stating full access rights.
+        let bench = BenchEnrollment {
+            dep_enrolled: None,
+            access_rights: Some(8191),
+        };
+        let channel = UserChannel::Unknown("no user channels here".into());
+        let facts = enrollment(&serde_json::to_value(&pr_).unwrap(), bench, &channel);
+        let mut s = Subject {
             probe: &pr_,
             offered: offered.as_deref(),
             offered_error,
             dosed_by_other_protocols: Vec::new(),
-            access_rights: Some(8191),
+            access_rights: None,
             shared_ipad_user_logged_in: None,
-            dep_enrolled: Some(lab.devices[i].spec.update.dep_enrolled),
+            dep_enrolled: None,
+            fact_sources: Default::default(),
             ddm_active: None,
             ddm_error: None,
             feeds: None,
-        };
+        }
+        .with_enrollment(&facts);
+        s.dep_enrolled = Some(lab.devices[i].spec.update.dep_enrolled);
         let v = assess(&pr.eligibility, &pr.target, &s);
         let name = lab.devices[i].spec.name.clone();
         if v.eligible {
@@ -220,4 +234,58 @@ fn rehearsal_fleet_qualifies_as_its_comments_say_and_allocates() {
     let n = |arm: &str| a.iter().filter(|(_, x)| x == arm).count();
     assert_eq!((n("default-two-step"), n("download-only")), (2, 1));
     assert_eq!(a, allocate(&arms, &rest, pr.allocation_seed).unwrap());
+}
+
+/// The rehearsal as an operator runs it (its own simulated lab, here at speed 600) writes the
+/// case report form: every row filled in for a dosed device, the answers it names on disk, and
+/// a byte-order mark for spreadsheets (issue 14).
+#[test]
+fn the_rehearsal_writes_a_crf_with_no_blank_cell_for_a_dosed_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("trials/rehearsal.yaml")).unwrap();
+    let fleet = repo("trials/fleets/rehearsal-12.yaml");
+    let old = "simulated: { fleet: fleets/rehearsal-12.yaml, speed: 120 }";
+    assert!(text.contains(old), "the rehearsal's lab line moved");
+    let text = text.replace(
+        old,
+        &format!(
+            "simulated: {{ fleet: {:?}, speed: 600 }}",
+            fleet.display().to_string()
+        ),
+    );
+    let proto = tmp.path().join("rehearsal.yaml");
+    std::fs::write(&proto, text).unwrap();
+    let results = tmp.path().join("results");
+    let out = lab_run(&proto, &results).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = run_dir(&results);
+    let bytes = std::fs::read(dir.join("crf.csv")).unwrap();
+    assert!(
+        bytes.starts_with("\u{feff}".as_bytes()),
+        "no byte-order mark"
+    );
+    let rows = csv_rows(&dir.join("crf.csv"));
+    assert_eq!(rows.len(), 12);
+    let dosed: Vec<_> = rows
+        .iter()
+        .filter(|r| r["mdm_command_sent"] == "yes")
+        .collect();
+    assert!(dosed.len() >= 5, "{rows:?}");
+    for r in &dosed {
+        for (col, v) in r.iter() {
+            assert!(!v.is_empty(), "{}: {col} is blank: {r:?}", r["udid"]);
+            assert_ne!(v, "unknown", "{}: {col} is unknown: {r:?}", r["udid"]);
+        }
+        assert_ne!(r["arm"], "none");
+        assert_eq!(r["exclusion_reason"], "none");
+        // The answer it names is there (a DDM dose names its status report under ddm/).
+        let named = r["mdm_response"].rsplit("; ").next().unwrap();
+        assert!(dir.join(named).is_file(), "{}: {named} missing", r["udid"]);
+    }
+    // The fleet's `network: cellular` device shows as cellular, the others as Wi-Fi.
+    assert_eq!(
+        rows.iter().filter(|r| r["network"] == "cellular").count(),
+        1,
+        "{rows:?}"
+    );
 }

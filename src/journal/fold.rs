@@ -11,6 +11,7 @@
 //! [`RunFacts`]/[`Facts`], what the verdicts and the reports read).
 
 mod answer_facts;
+pub mod baseline_facts;
 mod ddm_facts;
 mod record;
 

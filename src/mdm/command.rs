@@ -167,6 +167,14 @@ pub const BASELINE_QUERIES: &[&str] = &[
     "SerialNumber",
     "UDID",
     "IsMultiUser",
+    // Shared iPad (iOS 13.4+ / 14+) and the network state (DataRoamingEnabled iOS 5+,
+    // IsNetworkTethered 10.3+, CurrentCarrierNetwork before ServiceSubscriptions, iOS 12):
+    // `mdm/commands/information.device.yaml`.
+    "ResidentUsers",
+    "EstimatedResidentUsers",
+    "DataRoamingEnabled",
+    "IsNetworkTethered",
+    "CurrentCarrierNetwork",
 ];
 
 /// The commands `lab` sends. Each knows its `RequestType` and how to become the inner
@@ -509,8 +517,11 @@ mod tests {
 
     #[test]
     fn baseline_queries_cover_the_trial_needs() {
-        assert_eq!(BASELINE_QUERIES.len(), 17);
+        assert_eq!(BASELINE_QUERIES.len(), 22);
         for q in [
+            "IsMultiUser",
+            "ResidentUsers",
+            "IsNetworkTethered",
             "OSVersion",
             "BatteryLevel",
             "IsSupervised",

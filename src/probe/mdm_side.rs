@@ -30,6 +30,25 @@ pub struct MdmFacts {
     pub is_roaming: Field<bool>,
     pub passcode_present: Field<bool>,
     pub passcode_compliant: Field<bool>,
+    /// SecurityInfo `ManagementStatus.EnrolledViaDEP` (`mdm/commands/information.security.yaml`:
+    /// `ManagementStatus` iOS 13+, but `EnrolledViaDEP` is marked `introduced: n/a` on iOS, so a
+    /// real iPhone is expected to leave it out; the bench's configuration then tells).
+    pub enrolled_via_dep: Field<bool>,
+    /// SecurityInfo `ManagementStatus.IsUserEnrollment` (iOS 13+, same schema file).
+    pub is_user_enrollment: Field<bool>,
+    /// DeviceInformation `IsMultiUser` (iOS 9.3+): the device is a Shared iPad
+    /// (`mdm/commands/information.device.yaml`).
+    pub is_multi_user: Field<bool>,
+    /// DeviceInformation `ResidentUsers` (iOS 13.4+): users with data on a Shared iPad.
+    pub resident_users: Field<u64>,
+    /// DeviceInformation `EstimatedResidentUsers` (iOS 14+).
+    pub estimated_resident_users: Field<u64>,
+    /// DeviceInformation `DataRoamingEnabled` (iOS 5+).
+    pub data_roaming_enabled: Field<bool>,
+    /// DeviceInformation `IsNetworkTethered` (iOS 10.3+).
+    pub is_network_tethered: Field<bool>,
+    /// DeviceInformation `CurrentCarrierNetwork` (deprecated iOS 16 for `ServiceSubscriptions`).
+    pub current_carrier_network: Field<String>,
     /// `ServiceSubscriptions` as sent (SIM slots, carriers, roaming per slot).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_subscriptions: Option<serde_json::Value>,
@@ -56,6 +75,17 @@ fn from_dict<T: FieldType>(d: Result<&Dictionary, &str>, command: &str, key: &st
         Ok(d) => read(src, d.get(key), "key absent from the MDM answer"),
         Err(e) => Field::missing(src, e),
     }
+}
+
+/// A key of SecurityInfo's `ManagementStatus` dictionary (iOS 13+), sourced as
+/// `SecurityInfo.ManagementStatus.<key>`.
+fn management_status<T: FieldType>(sq: Result<&Dictionary, &str>, key: &str) -> Field<T> {
+    let inner = sq.and_then(|d| match d.get("ManagementStatus") {
+        Some(plist::Value::Dictionary(m)) => Ok(m),
+        Some(_) => Err("ManagementStatus is not a dictionary"),
+        None => Err("ManagementStatus absent from the MDM answer (iOS 13+)"),
+    });
+    from_dict(inner, "SecurityInfo.ManagementStatus", key)
 }
 
 impl MdmFacts {
@@ -89,6 +119,14 @@ impl MdmFacts {
             is_roaming: from_dict(dq, "DeviceInformation", "IsRoaming"),
             passcode_present: from_dict(sq, "SecurityInfo", "PasscodePresent"),
             passcode_compliant: from_dict(sq, "SecurityInfo", "PasscodeCompliant"),
+            enrolled_via_dep: management_status(sq, "EnrolledViaDEP"),
+            is_user_enrollment: management_status(sq, "IsUserEnrollment"),
+            is_multi_user: from_dict(dq, "DeviceInformation", "IsMultiUser"),
+            resident_users: from_dict(dq, "DeviceInformation", "ResidentUsers"),
+            estimated_resident_users: from_dict(dq, "DeviceInformation", "EstimatedResidentUsers"),
+            data_roaming_enabled: from_dict(dq, "DeviceInformation", "DataRoamingEnabled"),
+            is_network_tethered: from_dict(dq, "DeviceInformation", "IsNetworkTethered"),
+            current_carrier_network: d("CurrentCarrierNetwork"),
             service_subscriptions: dq
                 .ok()
                 .and_then(|d| d.get("ServiceSubscriptions"))
@@ -353,6 +391,43 @@ mod tests {
         );
         assert_eq!(f.commands, vec!["d".to_string(), "s".to_string()]);
         assert!(compare(&baseline("17.5.1", 85, false), &f).is_empty());
+    }
+
+    #[test]
+    fn management_status_and_shared_ipad_keys_are_read_with_their_sources() {
+        let mut ms = Dictionary::new();
+        ms.insert("EnrolledViaDEP".into(), Value::Boolean(true));
+        ms.insert("IsUserEnrollment".into(), Value::Boolean(false));
+        let mut s = Dictionary::new();
+        s.insert("ManagementStatus".into(), Value::Dictionary(ms));
+        let mut si = Dictionary::new();
+        si.insert("SecurityInfo".into(), Value::Dictionary(s));
+        let mut qr = Dictionary::new();
+        qr.insert("IsMultiUser".into(), Value::Boolean(true));
+        qr.insert("ResidentUsers".into(), Value::Integer(2.into()));
+        qr.insert("IsNetworkTethered".into(), Value::Boolean(false));
+        let mut di = Dictionary::new();
+        di.insert("QueryResponses".into(), Value::Dictionary(qr));
+        let f = MdmFacts::from_reports(Ok(&result("d", di)), Ok(&result("s", si)));
+        assert_eq!(f.enrolled_via_dep.value, Some(true));
+        assert_eq!(
+            f.enrolled_via_dep.source.domain.as_deref(),
+            Some("SecurityInfo.ManagementStatus")
+        );
+        assert_eq!(f.is_user_enrollment.value, Some(false));
+        assert_eq!(f.is_multi_user.value, Some(true));
+        assert_eq!(f.resident_users.value, Some(2));
+        assert_eq!(f.is_network_tethered.value, Some(false));
+        // Before iOS 13 there is no ManagementStatus: missing, with the reason.
+        let old = facts("12.5.7", 0.5, false);
+        assert!(
+            old.enrolled_via_dep
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("iOS 13")),
+            "{:?}",
+            old.enrolled_via_dep
+        );
     }
 
     #[test]

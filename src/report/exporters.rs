@@ -3,16 +3,17 @@
 //! `flow`, `adverse_events`, `radar`, `html`).
 
 use super::export::{Exporter, Files, RunView};
-use super::{ReportError, devices, flow, html, observations, radar};
+use super::{ReportError, crf, devices, flow, html, observations, radar};
 use std::path::Path;
 
 /// Every report, in the order they are written: `report.html` last, so its presence says the
 /// others are there too (`report::all_written`).
-pub(crate) const EXPORTERS: [&dyn Exporter; 7] = [
+pub(crate) const EXPORTERS: [&dyn Exporter; 8] = [
     &Devices,
     &Observations,
     &Flow,
     &AdverseEvents,
+    &Crf,
     &Radar,
     &DdmEvidence,
     &Html,
@@ -28,6 +29,27 @@ impl Exporter for Devices {
         out.file(Path::new("devices.csv"), &mut |w| {
             w.write_all(text.as_bytes())
         })
+    }
+}
+
+/// `crf.csv`, the case report form, and the dose answers it names (`crf/`, written anew).
+pub(crate) struct Crf;
+
+impl Exporter for Crf {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let d = &view.digest;
+        let text = crf::render_of(&d.run, &d.outcomes);
+        out.file(Path::new("crf.csv"), &mut |w| w.write_all(text.as_bytes()))?;
+        out.fresh_dir(Path::new(crf::DIR))?;
+        let files = crf::attachments(&d.run);
+        let seqs = files.iter().map(|f| f.1).collect();
+        let raw = d.raw.fetch(view.entries, &seqs, &Default::default())?;
+        for (name, seq) in files {
+            if let Some(bytes) = raw.answers.get(&seq) {
+                out.file(&Path::new(crf::DIR).join(name), &mut |w| w.write_all(bytes))?;
+            }
+        }
+        Ok(())
     }
 }
 

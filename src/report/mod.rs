@@ -15,6 +15,7 @@
 //! `render(&[Entry]) -> String` ([`CSV_REPORTS`]).
 
 pub mod adverse_events;
+pub mod crf;
 pub mod devices;
 mod digest;
 mod export;
@@ -49,11 +50,12 @@ pub enum ReportError {
 pub type Render = fn(&[Entry]) -> String;
 
 /// The CSV projections: file name and renderer, in the order they are written.
-pub const CSV_REPORTS: [(&str, Render); 4] = [
+pub const CSV_REPORTS: [(&str, Render); 5] = [
     ("devices.csv", devices::render),
     ("observations.csv", observations::render),
     ("flow.csv", flow::render),
     ("adverse_events.csv", adverse_events::render),
+    ("crf.csv", crf::render),
 ];
 
 /// The HTML report's file name (written after the CSV files).
@@ -318,10 +320,17 @@ mod tests {
         text.push_str("{\"seq\":99,\"at\":\"x\",\"event\":\"run_fin");
         std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
         let paths = write_all(dir.path()).unwrap();
-        // The CSVs, the radar drafts (the sample's IsDownloaded is an integer), then the HTML.
-        assert!(paths.len() > 5);
+        // The CSVs, the dose answers crf.csv names, the radar drafts (the sample's
+        // IsDownloaded is an integer), then the HTML.
+        let crf = paths
+            .iter()
+            .filter(|p| p.starts_with(dir.path().join(crf::DIR)))
+            .count();
+        assert_eq!(crf, 1, "{paths:?}");
+        let radar_from = CSV_REPORTS.len() + crf;
+        assert!(paths.len() > radar_from + 1);
         assert!(
-            paths[4..paths.len() - 1]
+            paths[radar_from..paths.len() - 1]
                 .iter()
                 .all(|p| p.starts_with(dir.path().join("radar")))
         );
@@ -341,8 +350,8 @@ mod tests {
             assert_eq!(render(&j.entries).as_bytes(), bytes.as_slice(), "{name}");
         }
         let drafts = radar::render(&j.entries, None);
-        assert_eq!(drafts.len(), paths.len() - 5);
-        for ((rel, bytes), got) in drafts.iter().zip(&first[4..]) {
+        assert_eq!(drafts.len(), paths.len() - radar_from - 1);
+        for ((rel, bytes), got) in drafts.iter().zip(&first[radar_from..]) {
             assert_eq!(bytes, got, "{}", rel.display());
         }
         assert_eq!(
@@ -357,7 +366,7 @@ mod tests {
         let mut clean = J::new();
         clean.device("U1", false);
         std::fs::write(dir.path().join("journal.jsonl"), journal_text(&clean)).unwrap();
-        assert_eq!(write_all(dir.path()).unwrap().len(), 5);
+        assert_eq!(write_all(dir.path()).unwrap().len(), CSV_REPORTS.len() + 1);
         assert!(!dir.path().join("radar").exists());
     }
 

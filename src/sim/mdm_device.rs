@@ -411,8 +411,29 @@ impl MdmAgent {
         all.insert("IsSupervised".into(), Value::Boolean(st.supervised));
         all.insert("WiFiMAC".into(), live.wifi_address.clone().into());
         all.insert("BluetoothMAC".into(), live.bluetooth_address.clone().into());
-        all.insert("IsMultiUser".into(), Value::Boolean(false));
+        let spec = &self.lab.devices[self.index].spec;
+        all.insert(
+            "IsMultiUser".into(),
+            Value::Boolean(spec.shared_ipad.is_some()),
+        );
+        if let Some(s) = &spec.shared_ipad {
+            // `mdm/commands/information.device.yaml`: ResidentUsers iOS 13.4+,
+            // EstimatedResidentUsers iOS 14+ (a version filter is the harness's job: it asks
+            // only for the keys the schema allows on the device's version).
+            let resident = s
+                .resident_users
+                .unwrap_or(u64::from(s.logged_in_user.is_some()));
+            all.insert("ResidentUsers".into(), Value::Integer(resident.into()));
+            all.insert("EstimatedResidentUsers".into(), Value::Integer(32.into()));
+        }
+        all.insert("IsNetworkTethered".into(), Value::Boolean(false));
         if cellular {
+            // The fleet's `network:` as the MDM sees it: a carrier network (and the SIM
+            // lockdown reports ready) only for `cellular`.
+            all.insert("DataRoamingEnabled".into(), Value::Boolean(false));
+            if st.network == NetworkKind::Cellular {
+                all.insert("CurrentCarrierNetwork".into(), "Simulated Carrier".into());
+            }
             all.insert("IsRoaming".into(), Value::Boolean(false));
             let mut subs = Vec::new();
             if st.network == NetworkKind::Cellular {
@@ -460,6 +481,26 @@ impl MdmAgent {
         si.insert("PasscodePresent".into(), Value::Boolean(passcode));
         si.insert("PasscodeCompliant".into(), Value::Boolean(true));
         si.insert("PasscodeCompliantWithProfiles".into(), Value::Boolean(true));
+        // `ManagementStatus` (iOS 13+, `mdm/commands/information.security.yaml`). Apple marks
+        // its `EnrolledViaDEP` `n/a` on iOS; the simulator reports it anyway so that a fleet's
+        // DEP enrolment (`update.dep_enrolled`) is visible, and a real device's silence falls
+        // back to the bench's configuration.
+        let version = self.os().version().0.to_string();
+        let ios13 = crate::version::Version::parse(&version)
+            .is_ok_and(|v| v >= crate::version::Version::parse("13.0").expect("a version"));
+        if ios13 {
+            let spec = &self.lab.devices[self.index].spec;
+            let mut ms = Dictionary::new();
+            ms.insert(
+                "EnrolledViaDEP".into(),
+                Value::Boolean(spec.update.dep_enrolled),
+            );
+            ms.insert(
+                "IsUserEnrollment".into(),
+                Value::Boolean(spec.enrollment.user_enrollment),
+            );
+            si.insert("ManagementStatus".into(), Value::Dictionary(ms));
+        }
         for (k, v) in &self.lab.devices[self.index].spec.mdm_overrides {
             if si.contains_key(k) {
                 si.insert(k.clone(), v.to_plist());
@@ -622,6 +663,63 @@ mod tests {
             topic: "com.apple.mgmt.External.test".into(),
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
+    }
+
+    fn agent_with(extra: &str, product_type: &str, version: &str) -> MdmAgent {
+        let text = format!(
+            "devices:\n  - name: D\n    product_type: {product_type}\n    ios: {{ version: \"{version}\", build: X1 }}\n    disk: {{ total: 64 GB, free: 20 GB }}\n    battery: {{ level: 80 }}\n{extra}"
+        );
+        let specs = super::super::fleet::parse(Path::new("f.yaml"), &text).unwrap();
+        let lab = SimLab::new(specs, 3, 1.0, chrono::Utc::now()).unwrap();
+        let target = MdmTarget {
+            base_url: "http://127.0.0.1:9".into(),
+            apns: None,
+            poll_interval: Duration::from_secs(60),
+            topic: "com.apple.mgmt.External.test".into(),
+        };
+        MdmAgent::new(lab, 0, b"not a real certificate", target)
+    }
+
+    fn queries(a: &MdmAgent) -> Dictionary {
+        let body = a.device_information(&Dictionary::new());
+        body["QueryResponses"].as_dictionary().unwrap().clone()
+    }
+
+    #[test]
+    fn the_fleet_s_enrollment_shared_ipad_and_network_show_through_the_mdm_keys() {
+        let a = agent_with(
+            "    shared_ipad: { logged_in_user: alice }\n    update: { dep_enrolled: true }\n",
+            "iPad13,1",
+            "17.5.1",
+        );
+        let q = queries(&a);
+        assert_eq!(q["IsMultiUser"], Value::Boolean(true));
+        assert_eq!(q["ResidentUsers"], Value::Integer(1.into()));
+        assert_eq!(q["IsNetworkTethered"], Value::Boolean(false));
+        let si = a.security_info();
+        let ms = si["SecurityInfo"].as_dictionary().unwrap()["ManagementStatus"]
+            .as_dictionary()
+            .unwrap()
+            .clone();
+        assert_eq!(ms["EnrolledViaDEP"], Value::Boolean(true));
+        assert_eq!(ms["IsUserEnrollment"], Value::Boolean(false));
+        // Nobody logged in: no resident user.
+        let a = agent_with("    shared_ipad: {}\n", "iPad13,1", "17.5.1");
+        assert_eq!(queries(&a)["ResidentUsers"], Value::Integer(0.into()));
+        // An iPhone on cellular: a carrier network; on Wi-Fi: none. Before iOS 13 no
+        // ManagementStatus (information.security.yaml).
+        let a = agent_with("    network: cellular\n", "iPhone12,1", "12.5.7");
+        let q = queries(&a);
+        assert_eq!(q["IsMultiUser"], Value::Boolean(false));
+        assert_eq!(q["CurrentCarrierNetwork"], "Simulated Carrier".into());
+        assert!(
+            !a.security_info()["SecurityInfo"]
+                .as_dictionary()
+                .unwrap()
+                .contains_key("ManagementStatus")
+        );
+        let a = agent_with("", "iPhone12,1", "17.5.1");
+        assert!(!queries(&a).contains_key("CurrentCarrierNetwork"));
     }
 
     #[test]

@@ -176,6 +176,53 @@ pub struct EligibilitySpec {
     /// With a gdmf feed: the feed must offer the device's model a release newer than the
     /// device's version on the trial date.
     pub newer_target_in_feed: bool,
+    /// What the bench's configuration states of every device's enrollment, where neither the
+    /// device nor the MDM tells (issue 14).
+    pub enrollment: BenchEnrollmentSpec,
+    /// What a fact that cannot be known does to a device (issue 14; fail-safe by default).
+    pub unknown_facts: UnknownFactsSpec,
+}
+
+/// `eligibility.enrollment: { dep_enrolled: true, access_rights: 8191 }`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchEnrollmentSpec {
+    /// Every device was enrolled through DEP (Automated Device Enrollment).
+    pub dep_enrolled: Option<bool>,
+    /// The `AccessRights` of the MDM payload the bench's devices were enrolled with (MDM brief
+    /// §4 bits; 4096 "Allow app management").
+    pub access_rights: Option<u64>,
+}
+
+/// Per fact: `exclude` (the device is excluded, the reason says the fact is unknown) or
+/// `allow` (the rule does not fire on an unknown fact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPolicy {
+    Exclude,
+    Allow,
+}
+
+/// `eligibility.unknown_facts: { dep_enrolled: exclude, shared_ipad_user: exclude,
+/// access_rights: allow }` (the defaults). No MDM `lab` speaks to reports the enrollment's
+/// access rights, so excluding on unknown rights is opt-in.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnknownFactsSpec {
+    /// Below `min_ios`, an unknown DEP enrolment counts as not DEP (`allow`: as DEP).
+    pub dep_enrolled: UnknownPolicy,
+    pub shared_ipad_user: UnknownPolicy,
+    pub access_rights: UnknownPolicy,
+}
+
+impl Default for UnknownFactsSpec {
+    fn default() -> Self {
+        UnknownFactsSpec {
+            dep_enrolled: UnknownPolicy::Exclude,
+            shared_ipad_user: UnknownPolicy::Exclude,
+            access_rights: UnknownPolicy::Allow,
+        }
+    }
 }
 
 impl Default for EligibilitySpec {
@@ -192,6 +239,8 @@ impl Default for EligibilitySpec {
             exclude_shared_ipad_with_user: true,
             not_already_dosed: true,
             newer_target_in_feed: true,
+            enrollment: BenchEnrollmentSpec::default(),
+            unknown_facts: UnknownFactsSpec::default(),
         }
     }
 }
@@ -941,5 +990,35 @@ mod tests {
         assert_eq!(locate_value(t, "name", "a", 2), Some((4, 13)));
         assert_eq!(locate_value(t, "name", "a", 3), None);
         assert_eq!(locate_value(t, "name", "ab", 1), None);
+    }
+}
+
+#[cfg(test)]
+mod enrollment_keys {
+    use super::*;
+
+    fn eligibility(yaml: &str) -> Result<EligibilitySpec, crate::input::InputError> {
+        crate::input::parse_yaml(std::path::Path::new("p.yaml"), yaml)
+    }
+
+    #[test]
+    fn bench_enrollment_and_unknown_facts_read_with_fail_safe_defaults() {
+        let d = eligibility("{}").unwrap();
+        assert_eq!(d.enrollment.dep_enrolled, None);
+        assert_eq!(d.enrollment.access_rights, None);
+        assert_eq!(d.unknown_facts.dep_enrolled, UnknownPolicy::Exclude);
+        assert_eq!(d.unknown_facts.shared_ipad_user, UnknownPolicy::Exclude);
+        assert_eq!(d.unknown_facts.access_rights, UnknownPolicy::Allow);
+        let e = eligibility(
+            "enrollment: { dep_enrolled: true, access_rights: 8191 }\nunknown_facts: { access_rights: exclude }\n",
+        )
+        .unwrap();
+        assert_eq!(e.enrollment.dep_enrolled, Some(true));
+        assert_eq!(e.enrollment.access_rights, Some(8191));
+        assert_eq!(e.unknown_facts.access_rights, UnknownPolicy::Exclude);
+        assert_eq!(e.unknown_facts.shared_ipad_user, UnknownPolicy::Exclude);
+        let bad = eligibility("unknown_facts: { shared_ipad_user: maybe }\n").unwrap_err();
+        assert_eq!(bad.line, Some(1), "{bad}");
+        assert!(eligibility("enrollment: { dep: true }\n").is_err());
     }
 }

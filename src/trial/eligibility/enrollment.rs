@@ -1,9 +1,11 @@
 //! Rules on the MDM enrollment: `app_management_right` (the enrollment's `AccessRights` must
-//! grant "Allow app management", which ScheduleOSUpdate needs, where the MDM reports them) and
-//! `shared_ipad_with_user` (an update would interrupt a logged-in Shared iPad user).
+//! grant "Allow app management", which ScheduleOSUpdate needs) and `shared_ipad_with_user` (an
+//! update would interrupt a logged-in Shared iPad user). Where the fact is unknown, the
+//! protocol's `unknown_facts` decides (default: an unknown user excludes, unknown rights do not).
 
 use super::facts::reason;
 use super::{Context, RuleVerdict, rule};
+use crate::trial::protocol::UnknownPolicy;
 use serde_json::json;
 
 /// `AccessRights` bit "Allow app management" (`AllowAppInstallation`), needed by
@@ -11,6 +13,21 @@ use serde_json::json;
 pub const APP_MANAGEMENT_BIT: u64 = 4096;
 
 pub fn app_management_right(ctx: &Context) -> RuleVerdict {
+    if ctx.spec.app_management_right
+        && ctx.subject.access_rights.is_none()
+        && ctx.spec.unknown_facts.access_rights == UnknownPolicy::Exclude
+    {
+        let source = &ctx.subject.fact_sources.access_rights;
+        return RuleVerdict::Exclude(reason(
+            rule::APP_MANAGEMENT_RIGHT,
+            format!(
+                "The MDM enrollment's AccessRights are unknown ({source}), so whether they grant \
+                 \"Allow app management\" (bit {APP_MANAGEMENT_BIT}), which ScheduleOSUpdate \
+                 needs, cannot be checked."
+            ),
+            json!({ "access_rights": null, "needed_bit": APP_MANAGEMENT_BIT, "source": source }),
+        ));
+    }
     if ctx.spec.app_management_right
         && let Some(rights) = ctx.subject.access_rights
         && rights & APP_MANAGEMENT_BIT == 0
@@ -29,6 +46,20 @@ pub fn app_management_right(ctx: &Context) -> RuleVerdict {
 
 pub fn shared_ipad_with_user(ctx: &Context) -> RuleVerdict {
     if ctx.spec.exclude_shared_ipad_with_user
+        && ctx.subject.shared_ipad_user_logged_in.is_none()
+        && ctx.spec.unknown_facts.shared_ipad_user == UnknownPolicy::Exclude
+    {
+        let source = &ctx.subject.fact_sources.shared_ipad_user;
+        return RuleVerdict::Exclude(reason(
+            rule::SHARED_IPAD_WITH_USER,
+            format!(
+                "Whether a user is logged in on the device is unknown ({source}); on a Shared \
+                 iPad the update would interrupt that user's session."
+            ),
+            json!({ "shared_ipad_user_logged_in": null, "source": source }),
+        ));
+    }
+    if ctx.spec.exclude_shared_ipad_with_user
         && ctx.subject.shared_ipad_user_logged_in == Some(true)
     {
         return RuleVerdict::Exclude(reason(
@@ -45,6 +76,7 @@ pub fn shared_ipad_with_user(ctx: &Context) -> RuleVerdict {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
+    use crate::trial::protocol::UnknownPolicy;
 
     #[test]
     fn app_management_right_only_when_known() {
@@ -67,6 +99,56 @@ mod tests {
             ..Default::default()
         };
         assert!(assess(&off, &TargetSpec::Latest, &s).eligible);
+    }
+
+    #[test]
+    fn unknown_access_rights_exclude_only_when_the_protocol_says_so() {
+        let p = dev().probe();
+        let o = offer();
+        let mut s = subject(&p, Some(&o));
+        s.fact_sources.access_rights = "the MDM does not report them".into();
+        assert!(assess(&EligibilitySpec::default(), &TargetSpec::Latest, &s).eligible);
+        let mut strict = EligibilitySpec::default();
+        strict.unknown_facts.access_rights = UnknownPolicy::Exclude;
+        let r = only(
+            &assess(&strict, &TargetSpec::Latest, &s),
+            rule::APP_MANAGEMENT_RIGHT,
+        );
+        assert_eq!(
+            r.message,
+            "The MDM enrollment's AccessRights are unknown (the MDM does not report them), so \
+             whether they grant \"Allow app management\" (bit 4096), which ScheduleOSUpdate \
+             needs, cannot be checked."
+        );
+        assert_eq!(r.values["access_rights"], Value::Null);
+        // Known rights with the bit pass under the strict policy too.
+        s.access_rights = Some(APP_MANAGEMENT_BIT);
+        assert!(assess(&strict, &TargetSpec::Latest, &s).eligible);
+    }
+
+    #[test]
+    fn an_unknown_shared_ipad_user_excludes_unless_allowed() {
+        let p = dev().probe();
+        let o = offer();
+        let mut s = subject(&p, Some(&o));
+        s.shared_ipad_user_logged_in = None;
+        s.fact_sources.shared_ipad_user = "a Shared iPad (MDM DeviceInformation.IsMultiUser); \
+            no MDM reports user channels"
+            .into();
+        let r = only(
+            &assess(&EligibilitySpec::default(), &TargetSpec::Latest, &s),
+            rule::SHARED_IPAD_WITH_USER,
+        );
+        assert!(
+            r.message
+                .starts_with("Whether a user is logged in on the device is unknown (a Shared iPad"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.values["shared_ipad_user_logged_in"], Value::Null);
+        let mut lax = EligibilitySpec::default();
+        lax.unknown_facts.shared_ipad_user = UnknownPolicy::Allow;
+        assert!(assess(&lax, &TargetSpec::Latest, &s).eligible);
     }
 
     #[test]

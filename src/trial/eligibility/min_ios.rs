@@ -3,6 +3,7 @@
 
 use super::facts::reason;
 use super::{Context, RuleVerdict, rule};
+use crate::trial::protocol::UnknownPolicy;
 use crate::version::Version;
 use serde_json::json;
 
@@ -29,7 +30,10 @@ pub fn check(ctx: &Context) -> RuleVerdict {
         }
         Ok(min_v) => min_v,
     };
-    let dep = s.dep_enrolled == Some(true);
+    // An unknown DEP enrolment counts as not DEP unless the protocol allows unknown facts.
+    let dep = s.dep_enrolled == Some(true)
+        || (s.dep_enrolled.is_none()
+            && ctx.spec.unknown_facts.dep_enrolled == UnknownPolicy::Allow);
     let no_passcode = passcode.value == Some(false);
     if ctx.device.version >= min_v || (dep && no_passcode) {
         return RuleVerdict::Pass;
@@ -37,13 +41,16 @@ pub fn check(ctx: &Context) -> RuleVerdict {
     let mut why = Vec::new();
     if !dep {
         why.push(match s.dep_enrolled {
-            None => "its DEP enrolment is unknown (counted as not DEP)",
-            _ => "it is not DEP-enrolled",
+            None => format!(
+                "its DEP enrolment is unknown ({}; counted as not DEP)",
+                s.fact_sources.dep_enrolled
+            ),
+            _ => "it is not DEP-enrolled".into(),
         });
     }
     match passcode.value {
-        Some(true) => why.push("it has a passcode"),
-        None => why.push("whether it has a passcode is unknown"),
+        Some(true) => why.push("it has a passcode".into()),
+        None => why.push("whether it has a passcode is unknown".into()),
         Some(false) => {}
     }
     RuleVerdict::Exclude(reason(
@@ -86,7 +93,20 @@ mod tests {
         assert_eq!(r.values["min_ios"], "10.3");
         assert_eq!(r.values["dep_enrolled"], Value::Null);
         assert!(
-            r.message.contains("unknown (counted as not DEP)"),
+            r.message.contains("unknown (not read; counted as not DEP)"),
+            "{}",
+            r.message
+        );
+        s.fact_sources.dep_enrolled = "MDM SecurityInfo.ManagementStatus.EnrolledViaDEP: \
+            ManagementStatus absent from the MDM answer (iOS 13+); the protocol states none"
+            .into();
+        let r = only(&assess(&spec, &t, &s), rule::MIN_IOS);
+        assert!(
+            r.message.ends_with(
+                "its DEP enrolment is unknown (MDM SecurityInfo.ManagementStatus.EnrolledViaDEP: \
+                 ManagementStatus absent from the MDM answer (iOS 13+); the protocol states \
+                 none; counted as not DEP)."
+            ),
             "{}",
             r.message
         );
@@ -114,6 +134,20 @@ mod tests {
         }
         .probe();
         assert!(assess(&spec, &t, &subject(&p, Some(&o))).eligible);
+
+        // DEP unknown, the protocol allowing unknown facts: counted as DEP (boundary: 10.2
+        // without a passcode qualifies, with one it does not).
+        let mut lax = EligibilitySpec::default();
+        lax.unknown_facts.dep_enrolled = crate::trial::protocol::UnknownPolicy::Allow;
+        let p = old_device(Some(false));
+        assert!(assess(&lax, &t, &subject(&p, Some(&o))).eligible);
+        let p = old_device(Some(true));
+        let r = only(&assess(&lax, &t, &subject(&p, Some(&o))), rule::MIN_IOS);
+        assert!(
+            r.message.ends_with("and it has a passcode."),
+            "{}",
+            r.message
+        );
 
         // Rule off.
         let p = old_device(Some(true));

@@ -32,6 +32,14 @@
 //!   the device stays eligible and the verdict carries a `command_deprecated` note, recorded
 //!   with the target (`EligibilityAssessed.target.notes`).
 //!
+//! - Enrollment facts (issue 14): DEP enrolment, whether a Shared iPad has a user logged in and
+//!   the enrollment's access rights are read with their sources by
+//!   `journal::fold::baseline_facts::enrollment` (SecurityInfo `ManagementStatus`,
+//!   DeviceInformation `IsMultiUser`/`ResidentUsers`, the bench's `eligibility.enrollment`) and
+//!   handed to [`Subject`]; an unknown one is judged by the protocol's `unknown_facts` (default:
+//!   an unknown DEP enrolment counts as not DEP, an unknown Shared iPad user excludes, unknown
+//!   access rights do not), and the reason names every place looked at.
+//!
 //! The rules are a table ([`TABLE`]): each is a named, pure `fn(&Context) -> RuleVerdict` in its
 //! own file with its tests, tagged with the dose mechanisms it applies to ([`Applies`]).
 //! [`assess`] reads the device's facts once ([`Context`]; `probe_failed` when there is no usable
@@ -128,16 +136,58 @@ pub struct Subject<'a> {
     pub offered_error: Option<String>,
     /// Ledger records of other protocols for this UDID at its current build.
     pub dosed_by_other_protocols: Vec<LedgerRecord>,
-    /// The enrollment's `AccessRights`, when the MDM reports it.
+    /// The enrollment's `AccessRights` (the MDM's records or the bench's configuration,
+    /// `journal::fold::baseline_facts`); `None`: unknown, [`FactSources`] says why.
     pub access_rights: Option<u64>,
+    /// A user is logged in on a Shared iPad (`false` for any other device).
     pub shared_ipad_user_logged_in: Option<bool>,
     pub dep_enrolled: Option<bool>,
+    /// Where the three facts above came from, or why they are unknown.
+    pub fact_sources: FactSources,
     /// DDM is on for the enrollment (the DDM server saw a `DeclarativeManagement` check-in);
     /// `None`: unknown, [`Subject::ddm_error`] says why.
     pub ddm_active: Option<bool>,
     pub ddm_error: Option<String>,
     /// The protocol's feeds (gdmf, ipsw.me) at the trial date; `None`: the protocol names none.
     pub feeds: Option<&'a TrialFeeds>,
+}
+
+/// Where a [`Subject`]'s enrollment facts came from, or every place looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactSources {
+    pub access_rights: String,
+    pub shared_ipad_user: String,
+    pub dep_enrolled: String,
+}
+
+impl Default for FactSources {
+    fn default() -> Self {
+        let none = || "not read".to_string();
+        FactSources {
+            access_rights: none(),
+            shared_ipad_user: none(),
+            dep_enrolled: none(),
+        }
+    }
+}
+
+impl<'a> Subject<'a> {
+    /// The enrollment facts derived from the probe (`journal::fold::baseline_facts`), with
+    /// their sources.
+    pub fn with_enrollment(
+        mut self,
+        f: &crate::journal::fold::baseline_facts::EnrollmentFacts,
+    ) -> Self {
+        self.access_rights = f.access_rights.value;
+        self.shared_ipad_user_logged_in = f.shared_ipad_user_logged_in.value;
+        self.dep_enrolled = f.dep_enrolled.value;
+        self.fact_sources = FactSources {
+            access_rights: f.access_rights.source.clone(),
+            shared_ipad_user: f.shared_ipad_user_logged_in.source.clone(),
+            dep_enrolled: f.dep_enrolled.source.clone(),
+        };
+        self
+    }
 }
 
 /// The update a device would be sent.

@@ -2,6 +2,8 @@
 //! eligibility verdict, and the seeded allocation to arms.
 
 use super::*;
+use crate::journal::fold::baseline_facts::{self, BenchEnrollment, UserChannel};
+
 impl Runner<'_> {
     pub(super) async fn baseline(&mut self) -> Result<(), RunError> {
         if let Some((url, key, n)) = self.lab.enrolled_check.clone() {
@@ -155,6 +157,19 @@ impl Runner<'_> {
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
         };
+        // DEP, Shared iPad user and access rights from the probe, the MDM and the bench's
+        // configuration (issue 14), each with its source.
+        let e = &self.p.protocol.eligibility.enrollment;
+        let bench = BenchEnrollment {
+            dep_enrolled: e.dep_enrolled,
+            access_rights: e.access_rights,
+        };
+        let user = UserChannel::Unknown(format!(
+            "MDM backend {} does not report user-channel check-ins",
+            self.lab.backend.kind()
+        ));
+        let probe_json = serde_json::to_value(p).expect("probe serialises");
+        let facts = baseline_facts::enrollment(&probe_json, bench, &user);
         let subject = Subject {
             probe: p,
             offered,
@@ -163,10 +178,12 @@ impl Runner<'_> {
             access_rights: None,
             shared_ipad_user_logged_in: None,
             dep_enrolled: None,
+            fact_sources: Default::default(),
             ddm_active,
             ddm_error,
             feeds: self.feeds.as_ref(),
-        };
+        }
+        .with_enrollment(&facts);
         let mechanisms: std::collections::BTreeSet<DoseMechanism> = self
             .p
             .protocol
