@@ -953,7 +953,7 @@ async fn nanomdm_enqueue_answers_the_embedded_server_never_gives() {
     let b = backend(&srv.url());
     let q = b.enqueue(UDID, &schedule(), "pe-1").await.unwrap();
     assert_eq!(q.command_uuid, "pe-1");
-    assert!(!q.pushed);
+    assert_eq!(q.pushed, Some(false));
     assert!(
         q.push_error.as_deref().unwrap().contains("push cert"),
         "{q:?}"
@@ -978,13 +978,13 @@ async fn nanomdm_enqueue_answers_the_embedded_server_never_gives() {
         .enqueue(UDID, &schedule(), "ms-1")
         .await
         .unwrap();
-    assert!(q.pushed && q.push_error.is_none(), "{q:?}");
+    assert!(q.pushed == Some(true) && q.push_error.is_none(), "{q:?}");
     let srv = nano_fault(NanoFault::MultiStatusOursFailed).await;
     let q = backend(&srv.url())
         .enqueue(UDID, &schedule(), "ms-2")
         .await
         .unwrap();
-    assert!(!q.pushed, "{q:?}");
+    assert_eq!(q.pushed, Some(false), "{q:?}");
     assert_eq!(q.push_error.as_deref(), Some("BadDeviceToken"));
 
     // Errors: the specific variant, naming the URL, never the key.
@@ -1209,7 +1209,11 @@ async fn micromdm_faults_are_specific_errors_that_name_the_url() {
         .enqueue(UDID, &schedule(), "m-4")
         .await
         .unwrap();
-    assert!(q.pushed && q.command_uuid == "m-4");
+    assert_eq!(q.command_uuid, "m-4");
+    // Issue 17: MicroMDM's 201 says nothing of the push (it may have no push certificate):
+    // unknown, never "pushed".
+    assert_eq!(q.pushed, None, "{q:?}");
+    assert_eq!(q.push_error, None, "{q:?}");
 
     let dead = dead_url().await;
     let e = MicroMdm::new(&dead, API_KEY, SHORT, receiver.inbox.clone())

@@ -584,7 +584,7 @@ mod tests {
             Event::DoseEnqueued {
                 udid: "A".into(),
                 command_uuid: "D1".into(),
-                pushed: true,
+                pushed: Some(true),
                 push_error: None,
             },
             Event::CommandSent {
@@ -619,7 +619,7 @@ mod tests {
             Event::DoseEnqueued {
                 udid: "A".into(),
                 command_uuid: "D1".into(),
-                pushed: true,
+                pushed: Some(true),
                 push_error: None,
             },
         ]));

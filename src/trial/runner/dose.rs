@@ -487,7 +487,7 @@ impl Runner<'_> {
                     self.log(Event::DoseEnqueued {
                         udid: udid.into(),
                         command_uuid: uuid.into(),
-                        pushed: false,
+                        pushed: Some(false),
                         push_error: Some(format!(
                             "the enqueue call failed ({err}) but the MDM's records show the command queued; not re-sent"
                         )),
