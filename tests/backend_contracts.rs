@@ -1226,3 +1226,69 @@ async fn micromdm_faults_are_specific_errors_that_name_the_url() {
         "{e:?}"
     );
 }
+
+/// Issue 17: a wrong API key, on every backend (the embedded server's history, NanoMDM's
+/// enqueue, MicroMDM's commands), is kept by the watch the runner stops on, as a refusal that
+/// names the server by its origin and the setting to check, never the key; the backend's own
+/// answer goes on unchanged.
+#[tokio::test]
+async fn a_wrong_api_key_is_a_refusal_naming_the_server_never_the_key() {
+    use lab::mdm::access::{AccessWatch, MdmRefusal, Watched};
+    let wrong = "wrong-key-2b9e-must-never-leak";
+    let receiver = WebhookReceiver::start("127.0.0.1:0", Some(HMAC_KEY.to_vec()))
+        .await
+        .unwrap();
+    let nano = nano_fault(NanoFault::MultiStatusOursPushed).await;
+    let micro = MicroMdmDouble::start(&receiver.url(), Some(HMAC_KEY)).await;
+    let cases: Vec<(String, Box<dyn MdmBackend>)> = vec![
+        (
+            nano.url(),
+            Box::new(NanoMdm::embedded(&nano.url(), wrong, SHORT)),
+        ),
+        (
+            nano.url(),
+            Box::new(NanoMdm::with_webhooks(
+                &nano.url(),
+                wrong,
+                SHORT,
+                receiver.inbox.clone(),
+            )),
+        ),
+        (
+            micro.url(),
+            Box::new(MicroMdm::new(
+                &micro.url(),
+                wrong,
+                SHORT,
+                receiver.inbox.clone(),
+            )),
+        ),
+    ];
+    for (url, inner) in cases {
+        let kind = inner.kind();
+        let watch = AccessWatch::new();
+        let b = Watched::new(inner, watch.clone());
+        // The embedded backend reads its results from the history API; the webhook-fed ones
+        // meet the key at their first enqueue.
+        let e = if kind == "embedded" {
+            b.results(UDID).await.unwrap_err()
+        } else {
+            b.enqueue(UDID, &schedule(), "k-1").await.unwrap_err()
+        };
+        assert!(
+            matches!(e, BackendError::Refused { status: 401, .. }),
+            "{kind}: {e:?}"
+        );
+        let r = watch
+            .refusal()
+            .unwrap_or_else(|| panic!("{kind}: not kept"));
+        let m = r.to_string();
+        let origin = url.trim_end_matches('/');
+        assert!(
+            matches!(&r, MdmRefusal::ApiKey { server, status: 401, .. } if server == origin),
+            "{kind}: {r:?}"
+        );
+        assert!(m.contains("check lab.mdm.api_key_env"), "{kind}: {m}");
+        assert!(!m.contains(wrong) && !m.contains(API_KEY), "{kind}: {m}");
+    }
+}

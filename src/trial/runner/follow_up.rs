@@ -33,6 +33,7 @@ impl Runner<'_> {
             for batch in active.chunks(CONCURRENCY) {
                 self.poll_devices(batch, &attached, max).await?;
             }
+            self.check_mdm_access()?;
             self.check_interrupt()?;
             let flag = self.interrupted.clone();
             tokio::select! {
@@ -187,7 +188,7 @@ impl Runner<'_> {
             self.collect_ddm_reports(&u).await?;
         }
         self.collect_rejected().await?;
-        Ok(())
+        self.check_mdm_access()
     }
     /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
