@@ -227,8 +227,10 @@ impl MdmBackend for MemoryMdm {
         Box::pin(async move { Ok(r) })
     }
 
+    /// Its answers are kept as long as its records are: without records it stands for a
+    /// webhook-fed NanoMDM or MicroMDM.
     fn keeps_history(&self) -> Option<bool> {
-        Some(true)
+        Some(self.lock().keeps_records)
     }
 
     fn delivery_counts<'a>(

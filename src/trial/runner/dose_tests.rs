@@ -337,3 +337,36 @@ async fn a_refusal_seen_before_a_dose_batch_stops_it_before_any_intent() {
     assert_eq!(count(&ev, |e| matches!(e, Event::DoseIntent { .. })), 0);
     assert_eq!(mdm.enqueue_calls().len(), 1, "only the query");
 }
+
+/// Issue 17: on an MDM with no history `lab` can read (and no webhook retries), the final sweep
+/// journals each dose whose answer never came, and its device is judged lost to follow-up,
+/// never "no response"; with a history, nothing is journaled and it stays `no_response`.
+#[tokio::test]
+async fn a_dose_whose_answer_never_came_is_lost_to_follow_up_without_a_history() {
+    for (mdm, lost) in [
+        (MemoryMdm::without_records(), true),
+        (MemoryMdm::with_records(), false),
+    ] {
+        let b = Bench::new();
+        let mut r = b.runner(&mdm);
+        allocate_a(&mut r);
+        r.dose_many(step1()).await.unwrap();
+        r.final_sweep().await.unwrap();
+        drop(r);
+        let entries = crate::trial::journal::read(&b.dir.join("journal.jsonl"))
+            .unwrap()
+            .entries;
+        let noted = entries.iter().any(|e| {
+            matches!(&e.event, Event::Observation { kind, .. }
+                if kind == crate::verdicts::outcome::ANSWER_LOST)
+        });
+        assert_eq!(noted, lost);
+        let o = &crate::verdicts::outcome::judge(&entries)[0];
+        let want = if lost {
+            crate::verdicts::outcome::Outcome::LostToFollowUp
+        } else {
+            crate::verdicts::outcome::Outcome::NoResponse
+        };
+        assert_eq!(o.outcome, want, "{o:?}");
+    }
+}

@@ -188,7 +188,42 @@ impl Runner<'_> {
             self.collect_ddm_reports(&u).await?;
         }
         self.collect_rejected().await?;
-        self.check_mdm_access()
+        self.check_mdm_access()?;
+        self.count_lost_answers()
+    }
+
+    /// On an MDM that neither retries a webhook nor keeps a history `lab` can read (issue 17),
+    /// every enqueued dose still without a final answer is journaled as such
+    /// (`verdicts::outcome::ANSWER_LOST`): its answer may have come while `lab` was not
+    /// listening, and the outcome says lost to follow-up, never "no response".
+    fn count_lost_answers(&mut self) -> Result<(), RunError> {
+        let keeps_history = self.lab.backend.keeps_history();
+        if keeps_history == Some(true) {
+            return Ok(());
+        }
+        let kind = self.lab.backend.kind();
+        let mut events = Vec::new();
+        for udid in &self.state.order {
+            for (step, uuid) in answers_lost(&self.state.devices[udid]) {
+                events.push(Event::Observation {
+                    udid: Some(udid.clone()),
+                    source: ObservationSource::Harness,
+                    kind: crate::verdicts::outcome::ANSWER_LOST.into(),
+                    key: uuid,
+                    value: format!(
+                        "no final answer to dose step {step} reached lab by the end of follow-up; the MDM ({kind}) neither retries a webhook nor keeps a history lab can read, so an answer sent while lab was not listening is lost: lost to follow-up"
+                    ),
+                });
+            }
+        }
+        if !events.is_empty() {
+            eprintln!(
+                "lab run: {} dose(s) whose answer never came; the MDM ({kind}) keeps no history lab can read and does not retry its webhooks: reported as lost to follow-up",
+                events.len()
+            );
+        }
+        self.log_all(events)?;
+        Ok(())
     }
     /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
@@ -397,6 +432,25 @@ impl Runner<'_> {
     }
 }
 
+/// The enqueued ScheduleOSUpdate doses of a device (step, CommandUUID) with no final answer
+/// (Acknowledged, Error, CommandFormatError) journaled. A DDM dose is answered by status
+/// reports the DDM server keeps, so it is never one.
+fn answers_lost(d: &DeviceFacts) -> Vec<(u32, String)> {
+    d.doses
+        .iter()
+        .filter(|(_, x)| x.enqueued == Some(true) && !x.declaration)
+        .filter(|(_, x)| {
+            !d.results.iter().any(|k| {
+                k.split('|').next() == Some(x.command_uuid.as_str())
+                    && k.split('|')
+                        .nth(1)
+                        .is_some_and(crate::journal::fold::is_final_status)
+            })
+        })
+        .map(|(step, x)| (*step, x.command_uuid.clone()))
+        .collect()
+}
+
 /// A follow-up re-probe over USB.
 struct Reprobe {
     attached: bool,
@@ -481,5 +535,42 @@ fn ddm_report_events(
                 raw_b64: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdicts::outcome::testkit::J;
+
+    #[test]
+    fn a_dose_without_a_final_answer_is_one_whose_answer_may_be_lost() {
+        let mut j = J::new();
+        j.device("U", true)
+            .allocate("U", "a")
+            .consent(&["U"])
+            .dose("U", 1, "C1")
+            .result("U", "C1", Some("ScheduleOSUpdate"), "NotNow", |_| {});
+        let fold = Fold::of(&j.entries);
+        assert_eq!(
+            answers_lost(&fold.devices["U"]),
+            vec![(1, "C1".to_string())]
+        );
+        j.schedule_answer("U", "C1", "Acknowledged")
+            .dose("U", 2, "C2");
+        let fold = Fold::of(&j.entries);
+        assert_eq!(
+            answers_lost(&fold.devices["U"]),
+            vec![(2, "C2".to_string())]
+        );
+        j.schedule_answer("U", "C2", "Error");
+        assert!(answers_lost(&Fold::of(&j.entries).devices["U"]).is_empty());
+        // An intent never enqueued (failed, uncertain) has no answer to lose.
+        let mut j = J::new();
+        j.device("V", true)
+            .allocate("V", "a")
+            .consent(&["V"])
+            .intent("V", 1, "C1", "Default");
+        assert!(answers_lost(&Fold::of(&j.entries).devices["V"]).is_empty());
     }
 }
