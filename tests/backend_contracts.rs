@@ -1292,3 +1292,56 @@ async fn a_wrong_api_key_is_a_refusal_naming_the_server_never_the_key() {
         assert!(!m.contains(wrong) && !m.contains(API_KEY), "{kind}: {m}");
     }
 }
+
+/// Issue 14: a ScheduleOSUpdate the device does not answer is delivered at every Idle poll;
+/// each backend sees those deliveries — the embedded server in its own record, a webhook-fed
+/// NanoMDM (no history) and MicroMDM from the device's Idle polls while the command was the
+/// oldest unanswered — and an answer stops them.
+#[tokio::test]
+async fn every_backend_sees_the_re_deliveries_of_an_unanswered_command() {
+    use lab::mdm::backend::DeliverySeen;
+    for env in [
+        nano_env(false, Some(HMAC_KEY)).await,
+        nano_env(true, Some(HMAC_KEY)).await,
+        micro_env(Some(HMAC_KEY)).await,
+    ] {
+        let (b, d, who) = (env.backend.as_ref(), &env.device, env.name);
+        let udid = d.udid.clone();
+        b.enqueue(&udid, &schedule(), "unanswered-1").await.unwrap();
+        for _ in 0..3 {
+            let cmd = parse_envelope(&d.idle().await).expect("the command again");
+            assert_eq!(cmd.command_uuid, "unanswered-1", "{who}");
+        }
+        let seen = eventually("3 deliveries", async || {
+            b.results(&udid).await.unwrap();
+            let v: Vec<_> = b
+                .deliveries(&udid)?
+                .into_iter()
+                .filter(|x| x.command_uuid == "unanswered-1")
+                .collect();
+            (v.len() >= 3).then_some(v)
+        })
+        .await;
+        assert_eq!(seen.len(), 3, "{who}: {seen:?}");
+        let how = if env.counts_deliveries {
+            DeliverySeen::History
+        } else {
+            DeliverySeen::IdlePoll
+        };
+        assert!(seen.iter().all(|x| x.seen == how), "{who}: {seen:?}");
+        // Answered: it leaves the queue, and later polls are no deliveries of it.
+        let ack = raw_report(&udid, Some("unanswered-1"), "Acknowledged", UPDATE_RESULTS);
+        d.report(&ack).await;
+        assert!(d.idle().await.is_empty(), "{who}");
+        results_n(b, &udid, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.results(&udid).await.unwrap();
+        let after = b
+            .deliveries(&udid)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.command_uuid == "unanswered-1")
+            .count();
+        assert_eq!(after, 3, "{who}");
+    }
+}

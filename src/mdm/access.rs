@@ -250,6 +250,10 @@ impl MdmBackend for Watched {
     fn keeps_history(&self) -> Option<bool> {
         self.inner.keeps_history()
     }
+
+    fn deliveries(&self, udid: &str) -> Option<Vec<super::backend::Delivery>> {
+        self.inner.deliveries(udid)
+    }
 }
 
 /// A DDM server whose 401/403 answers are kept in an [`AccessWatch`].

@@ -115,6 +115,7 @@ pub struct DeliveryCount {
     pub final_reports: u64,
 }
 
+pub use super::deliveries::{Delivery, DeliverySeen};
 pub use super::records::{MdmDose, StoreIdentity};
 
 pub trait MdmBackend: Send + Sync {
@@ -179,6 +180,11 @@ pub trait MdmBackend: Send + Sync {
     /// (NanoMDM only logs a refused webhook, MicroMDM does not retry: MDM brief §5.1, §5.2,
     /// issue 17); `None` not known yet.
     fn keeps_history(&self) -> Option<bool> {
+        None
+    }
+    /// Each delivery of a command to the device this backend can see (`mdm::deliveries`), as
+    /// of the last [`MdmBackend::results`] call (no call of its own); `None`: it sees none.
+    fn deliveries(&self, _udid: &str) -> Option<Vec<Delivery>> {
         None
     }
 }
@@ -249,22 +255,35 @@ impl Notes {
     }
 }
 
+/// What the backend queued: CommandUUID → (RequestType, device, when queued, on the webhook
+/// listener's clock: `mdm::deliveries::from_polls` compares it with the events' arrival).
 #[derive(Default)]
-pub(super) struct SentMap(Mutex<HashMap<String, String>>);
+pub(super) struct SentMap(Mutex<HashMap<String, (String, String, String)>>);
 
 impl SentMap {
-    pub(super) fn insert(&self, uuid: &str, request_type: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uuid.to_string(), request_type.to_string());
+    pub(super) fn insert(&self, uuid: &str, request_type: &str, udid: &str) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            uuid.to_string(),
+            (request_type.to_string(), udid.to_string(), at),
+        );
     }
     pub(super) fn get(&self, uuid: &str) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(uuid)
-            .cloned()
+            .map(|x| x.0.clone())
+    }
+    /// The commands queued for `udid`, as (CommandUUID, when queued).
+    pub(super) fn sent_to(&self, udid: &str) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, x)| x.1 == udid)
+            .map(|(u, x)| (u.clone(), x.2.clone()))
+            .collect()
     }
 }
 
@@ -366,6 +385,8 @@ pub struct NanoMdm {
     /// SHA-256 of the raw report): from then on they always come from the history, so that a
     /// webhook arriving very late is not a second report.
     from_history: Mutex<std::collections::HashSet<(String, Vec<u8>)>>,
+    /// Each device's deliveries in the history the last `results` call read.
+    history_deliveries: Mutex<HashMap<String, Vec<Delivery>>>,
 }
 
 /// One report, as webhook and history both carry it: its CommandUUID and a digest of its raw
@@ -392,6 +413,7 @@ impl NanoMdm {
             history_api: Mutex::new(Some(true)),
             notes: Notes::default(),
             from_history: Mutex::default(),
+            history_deliveries: Mutex::default(),
         }
     }
 
@@ -440,6 +462,15 @@ impl NanoMdm {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Keep the deliveries of a history just read, for [`MdmBackend::deliveries`].
+    fn keep_deliveries(&self, udid: &str, h: &serde_json::Value) -> &Self {
+        self.history_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(udid.to_string(), super::deliveries::from_history(h));
+        self
     }
 
     /// Every report in the server's history for this device, oldest first.
@@ -581,7 +612,7 @@ impl MdmBackend for NanoMdm {
         Box::pin(async move {
             let url = format!("{}/v1/enqueue/{udid}", self.base);
             // The map entry is made before sending: a reply may arrive before the HTTP answer.
-            self.sent.insert(command_uuid, command.request_type());
+            self.sent.insert(command_uuid, command.request_type(), udid);
             let resp = self
                 .http
                 .put(&url)
@@ -659,6 +690,7 @@ impl MdmBackend for NanoMdm {
         Box::pin(async move {
             let Some(inbox) = &self.inbox else {
                 let h = self.history(udid).await?;
+                self.keep_deliveries(udid, &h);
                 return self.results_from_history(udid, &h);
             };
             let hooks = results_from_inbox(inbox, udid, &self.sent, &self.notes);
@@ -666,7 +698,10 @@ impl MdmBackend for NanoMdm {
             // webhooks are checked against it and lost ones filled in from it. Without one
             // (NanoMDM), or while it fails, the webhooks are all there is.
             match self.history_if_any(udid).await {
-                Ok(Some(h)) => match self.results_from_history(udid, &h) {
+                Ok(Some(h)) => match self
+                    .keep_deliveries(udid, &h)
+                    .results_from_history(udid, &h)
+                {
                     Ok(history) => Ok(self.reconcile(udid, history, hooks)),
                     Err(_) => Ok(hooks),
                 },
@@ -795,6 +830,22 @@ impl MdmBackend for NanoMdm {
         match self.inbox {
             None => Some(true),
             Some(_) => *self.history_api.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    fn deliveries(&self, udid: &str) -> Option<Vec<Delivery>> {
+        match (&self.inbox, self.keeps_history()) {
+            (Some(inbox), Some(false)) => Some(super::deliveries::from_polls(
+                &inbox.events(),
+                udid,
+                &self.sent.sent_to(udid),
+            )),
+            _ => self
+                .history_deliveries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(udid)
+                .cloned(),
         }
     }
 

@@ -53,7 +53,7 @@ impl MdmBackend for MicroMdm {
     ) -> BoxFuture<'a, Result<Enqueued, BackendError>> {
         Box::pin(async move {
             let url = format!("{}/v1/commands", self.base);
-            self.sent.insert(command_uuid, command.request_type());
+            self.sent.insert(command_uuid, command.request_type(), udid);
             let resp = self
                 .http
                 .post(&url)
@@ -157,5 +157,14 @@ impl MdmBackend for MicroMdm {
     /// MicroMDM's API lists no results, and it does not retry a webhook (issue 17).
     fn keeps_history(&self) -> Option<bool> {
         Some(false)
+    }
+
+    /// Its Idle polls, read against what was queued (`mdm::deliveries::from_polls`).
+    fn deliveries(&self, udid: &str) -> Option<Vec<super::backend::Delivery>> {
+        Some(super::deliveries::from_polls(
+            &self.inbox.events(),
+            udid,
+            &self.sent.sent_to(udid),
+        ))
     }
 }

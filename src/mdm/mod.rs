@@ -48,6 +48,7 @@ pub mod access;
 pub mod backend;
 pub mod ddm_backend;
 pub mod ddm_doses;
+pub mod deliveries;
 pub mod kmfddm;
 pub mod memory;
 pub mod micromdm;

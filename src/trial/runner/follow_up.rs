@@ -86,7 +86,56 @@ impl Runner<'_> {
             // The fold takes the answer in (and its status, for OSUpdateStatus) as it is logged.
             self.log(ev)?;
         }
+        let delivered = self.delivery_events(udid);
+        self.log_all(delivered)?;
         Ok(())
+    }
+
+    /// The deliveries of the device's ScheduleOSUpdate doses the backend has seen since the
+    /// last ones journaled (`mdm::deliveries`: the MDM's own record, or Idle polls while the
+    /// dose was unanswered), one `command_delivered` observation each, raw; the
+    /// `command_redelivered` detector folds them (issue 14: NanoMDM re-delivered an unanswered
+    /// ScheduleOSUpdate 13–14 times, and that made the device install).
+    fn delivery_events(&self, udid: &str) -> Vec<Event> {
+        let d = &self.state.devices[udid];
+        let doses: Vec<&str> = d
+            .doses
+            .values()
+            .filter(|x| !x.declaration && x.enqueued == Some(true))
+            .map(|x| x.command_uuid.as_str())
+            .collect();
+        if doses.is_empty() {
+            return Vec::new();
+        }
+        let Some(all) = self.lab.backend.deliveries(udid) else {
+            return Vec::new();
+        };
+        let journaled = self
+            .state
+            .record
+            .device(udid)
+            .map(|i| {
+                crate::verdicts::anomalies::deliveries_journaled(&self.state.record.devices()[i])
+            })
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        for uuid in doses {
+            let seen = all.iter().filter(|x| x.command_uuid == uuid);
+            let already = journaled.get(uuid).copied().unwrap_or(0);
+            for x in seen.skip(already) {
+                events.push(Event::Observation {
+                    udid: Some(udid.into()),
+                    source: match x.seen {
+                        crate::mdm::backend::DeliverySeen::History => ObservationSource::Mdm,
+                        crate::mdm::backend::DeliverySeen::IdlePoll => ObservationSource::Harness,
+                    },
+                    kind: crate::verdicts::anomalies::COMMAND_DELIVERED.into(),
+                    key: uuid.into(),
+                    value: format!("{}: {}", x.at, x.seen.as_str()),
+                });
+            }
+        }
+        events
     }
 
     /// Journal a DDM-dosed device's new status reports (the final sweep's; polls fetch them
@@ -302,6 +351,7 @@ impl Runner<'_> {
                     received_at: r.received_at,
                 });
             }
+            events.extend(self.delivery_events(udid));
             let mut now_build = None;
             if let Some(u) = usb {
                 now_build = u.build.clone();
