@@ -393,6 +393,55 @@ mod tests {
         assert!(webhook_refusal(&t).is_some());
     }
 
+    /// A DDM server answering 401: KMFDDM has its own key setting, the embedded server's DDM
+    /// API takes the MDM's.
+    struct RefusingDdm(&'static str);
+
+    impl DdmDoses for RefusingDdm {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        fn enrollment<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<DdmEnrollment, BackendError>> {
+            Box::pin(async { Err(refused("http://kmfddm:key@ddm.example:9002/v1/x", 401)) })
+        }
+        fn give<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a [u8],
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Enqueued, BackendError>> {
+            Box::pin(async { Err(refused("http://ddm.example:9002", 500)) })
+        }
+        fn status_reports<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Vec<RawStatusReport>, BackendError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_ddm_key_names_its_own_setting() {
+        for (kind, setting) in [("kmfddm", DDM_KEY_SETTING), ("embedded", MDM_KEY_SETTING)] {
+            let watch = AccessWatch::new();
+            let d = WatchedDdm::new(Box::new(RefusingDdm(kind)), watch.clone());
+            assert!(d.give("A", b"{}", "x").await.is_err());
+            assert_eq!(watch.refusal(), None, "a 500 is no refused key");
+            assert!(d.enrollment("A").await.is_err());
+            let m = watch.refusal().expect("kept").to_string();
+            assert!(
+                m.contains("the MDM at http://ddm.example:9002 refused"),
+                "{m}"
+            );
+            assert!(m.contains(&format!("check {setting}")), "{m}");
+            assert!(!m.contains("key@"), "{m}");
+        }
+    }
+
     #[tokio::test]
     async fn a_watched_backend_keeps_the_first_refusal_and_passes_every_answer_on() {
         use crate::mdm::memory::{EnqueueFault, MemoryMdm};
