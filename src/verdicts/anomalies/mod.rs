@@ -559,6 +559,41 @@ mod tests {
         assert!(fired(&j, "schedule_error_but_proceeds").is_empty());
     }
 
+    /// Issue 17: the draft says "pushed" only when the MDM said so (MicroMDM's 201 does not).
+    #[test]
+    fn schedule_no_response_says_pushed_only_when_the_mdm_said_so() {
+        let mut j = J::new();
+        j.device("A", true).allocate("A", "a").consent(&["A"]);
+        j.intent("A", 1, "C0A", "Default");
+        j.push(Event::DoseEnqueued {
+            udid: "A".into(),
+            command_uuid: "C0A".into(),
+            pushed: None,
+            push_error: None,
+        });
+        j.reprobe("A", true, Some("19H12"))
+            .ended("A", "follow-up time limit");
+        let f = fired(&j, "schedule_no_response");
+        assert!(
+            f[0].actual
+                .contains("was queued and the MDM did not say whether it pushed,"),
+            "{}",
+            f[0].actual
+        );
+        let j = {
+            let mut j = dosed(&["A"]);
+            j.reprobe("A", true, Some("19H12"))
+                .ended("A", "follow-up time limit");
+            j
+        };
+        let f = fired(&j, "schedule_no_response");
+        assert!(
+            f[0].actual.contains("was queued and pushed,"),
+            "{}",
+            f[0].actual
+        );
+    }
+
     #[test]
     fn schedule_no_response_when_the_window_closes_unanswered() {
         let mut j = dosed(&["A", "B"]);
