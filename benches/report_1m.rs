@@ -156,7 +156,7 @@ fn main() {
             Event::DoseEnqueued {
                 udid: u,
                 command_uuid: c,
-                pushed: true,
+                pushed: Some(true),
                 push_error: None,
             },
         );

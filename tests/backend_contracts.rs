@@ -953,7 +953,7 @@ async fn nanomdm_enqueue_answers_the_embedded_server_never_gives() {
     let b = backend(&srv.url());
     let q = b.enqueue(UDID, &schedule(), "pe-1").await.unwrap();
     assert_eq!(q.command_uuid, "pe-1");
-    assert!(!q.pushed);
+    assert_eq!(q.pushed, Some(false));
     assert!(
         q.push_error.as_deref().unwrap().contains("push cert"),
         "{q:?}"
@@ -978,13 +978,13 @@ async fn nanomdm_enqueue_answers_the_embedded_server_never_gives() {
         .enqueue(UDID, &schedule(), "ms-1")
         .await
         .unwrap();
-    assert!(q.pushed && q.push_error.is_none(), "{q:?}");
+    assert!(q.pushed == Some(true) && q.push_error.is_none(), "{q:?}");
     let srv = nano_fault(NanoFault::MultiStatusOursFailed).await;
     let q = backend(&srv.url())
         .enqueue(UDID, &schedule(), "ms-2")
         .await
         .unwrap();
-    assert!(!q.pushed, "{q:?}");
+    assert_eq!(q.pushed, Some(false), "{q:?}");
     assert_eq!(q.push_error.as_deref(), Some("BadDeviceToken"));
 
     // Errors: the specific variant, naming the URL, never the key.
@@ -1209,7 +1209,11 @@ async fn micromdm_faults_are_specific_errors_that_name_the_url() {
         .enqueue(UDID, &schedule(), "m-4")
         .await
         .unwrap();
-    assert!(q.pushed && q.command_uuid == "m-4");
+    assert_eq!(q.command_uuid, "m-4");
+    // Issue 17: MicroMDM's 201 says nothing of the push (it may have no push certificate):
+    // unknown, never "pushed".
+    assert_eq!(q.pushed, None, "{q:?}");
+    assert_eq!(q.push_error, None, "{q:?}");
 
     let dead = dead_url().await;
     let e = MicroMdm::new(&dead, API_KEY, SHORT, receiver.inbox.clone())
@@ -1221,4 +1225,123 @@ async fn micromdm_faults_are_specific_errors_that_name_the_url() {
         matches!(&e, BackendError::NotConnected { reason, .. } if reason.contains("refused")),
         "{e:?}"
     );
+}
+
+/// Issue 17: a wrong API key, on every backend (the embedded server's history, NanoMDM's
+/// enqueue, MicroMDM's commands), is kept by the watch the runner stops on, as a refusal that
+/// names the server by its origin and the setting to check, never the key; the backend's own
+/// answer goes on unchanged.
+#[tokio::test]
+async fn a_wrong_api_key_is_a_refusal_naming_the_server_never_the_key() {
+    use lab::mdm::access::{AccessWatch, MdmRefusal, Watched};
+    let wrong = "wrong-key-2b9e-must-never-leak";
+    let receiver = WebhookReceiver::start("127.0.0.1:0", Some(HMAC_KEY.to_vec()))
+        .await
+        .unwrap();
+    let nano = nano_fault(NanoFault::MultiStatusOursPushed).await;
+    let micro = MicroMdmDouble::start(&receiver.url(), Some(HMAC_KEY)).await;
+    let cases: Vec<(String, Box<dyn MdmBackend>)> = vec![
+        (
+            nano.url(),
+            Box::new(NanoMdm::embedded(&nano.url(), wrong, SHORT)),
+        ),
+        (
+            nano.url(),
+            Box::new(NanoMdm::with_webhooks(
+                &nano.url(),
+                wrong,
+                SHORT,
+                receiver.inbox.clone(),
+            )),
+        ),
+        (
+            micro.url(),
+            Box::new(MicroMdm::new(
+                &micro.url(),
+                wrong,
+                SHORT,
+                receiver.inbox.clone(),
+            )),
+        ),
+    ];
+    for (url, inner) in cases {
+        let kind = inner.kind();
+        let watch = AccessWatch::new();
+        let b = Watched::new(inner, watch.clone());
+        // The embedded backend reads its results from the history API; the webhook-fed ones
+        // meet the key at their first enqueue.
+        let e = if kind == "embedded" {
+            b.results(UDID).await.unwrap_err()
+        } else {
+            b.enqueue(UDID, &schedule(), "k-1").await.unwrap_err()
+        };
+        assert!(
+            matches!(e, BackendError::Refused { status: 401, .. }),
+            "{kind}: {e:?}"
+        );
+        let r = watch
+            .refusal()
+            .unwrap_or_else(|| panic!("{kind}: not kept"));
+        let m = r.to_string();
+        let origin = url.trim_end_matches('/');
+        assert!(
+            matches!(&r, MdmRefusal::ApiKey { server, status: 401, .. } if server == origin),
+            "{kind}: {r:?}"
+        );
+        assert!(m.contains("check lab.mdm.api_key_env"), "{kind}: {m}");
+        assert!(!m.contains(wrong) && !m.contains(API_KEY), "{kind}: {m}");
+    }
+}
+
+/// Issue 14: a ScheduleOSUpdate the device does not answer is delivered at every Idle poll;
+/// each backend sees those deliveries — the embedded server in its own record, a webhook-fed
+/// NanoMDM (no history) and MicroMDM from the device's Idle polls while the command was the
+/// oldest unanswered — and an answer stops them.
+#[tokio::test]
+async fn every_backend_sees_the_re_deliveries_of_an_unanswered_command() {
+    use lab::mdm::backend::DeliverySeen;
+    for env in [
+        nano_env(false, Some(HMAC_KEY)).await,
+        nano_env(true, Some(HMAC_KEY)).await,
+        micro_env(Some(HMAC_KEY)).await,
+    ] {
+        let (b, d, who) = (env.backend.as_ref(), &env.device, env.name);
+        let udid = d.udid.clone();
+        b.enqueue(&udid, &schedule(), "unanswered-1").await.unwrap();
+        for _ in 0..3 {
+            let cmd = parse_envelope(&d.idle().await).expect("the command again");
+            assert_eq!(cmd.command_uuid, "unanswered-1", "{who}");
+        }
+        let seen = eventually("3 deliveries", async || {
+            b.results(&udid).await.unwrap();
+            let v: Vec<_> = b
+                .deliveries(&udid)?
+                .into_iter()
+                .filter(|x| x.command_uuid == "unanswered-1")
+                .collect();
+            (v.len() >= 3).then_some(v)
+        })
+        .await;
+        assert_eq!(seen.len(), 3, "{who}: {seen:?}");
+        let how = if env.counts_deliveries {
+            DeliverySeen::History
+        } else {
+            DeliverySeen::IdlePoll
+        };
+        assert!(seen.iter().all(|x| x.seen == how), "{who}: {seen:?}");
+        // Answered: it leaves the queue, and later polls are no deliveries of it.
+        let ack = raw_report(&udid, Some("unanswered-1"), "Acknowledged", UPDATE_RESULTS);
+        d.report(&ack).await;
+        assert!(d.idle().await.is_empty(), "{who}");
+        results_n(b, &udid, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b.results(&udid).await.unwrap();
+        let after = b
+            .deliveries(&udid)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.command_uuid == "unanswered-1")
+            .count();
+        assert_eq!(after, 3, "{who}");
+    }
 }

@@ -146,6 +146,8 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
         drafts,
         BTreeSet::from([
             "available_updates_error_2213.md",
+            // Issue 14: Q03's unanswered ScheduleOSUpdate, re-delivered at each of its polls.
+            "command_redelivered.md",
             "documented_type_mismatch.md",
             "installing_while_scheduled.md",
             "schedule_error_but_proceeds.md",
@@ -171,6 +173,12 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
         ),
         (
             "schedule_no_response.md",
+            "Q03",
+            "11.3.1",
+            format!("Rarely (1 of {n_dosed} devices"),
+        ),
+        (
+            "command_redelivered.md",
             "Q03",
             "11.3.1",
             format!("Rarely (1 of {n_dosed} devices"),

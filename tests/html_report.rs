@@ -119,7 +119,7 @@ impl J {
         self.push(Event::DoseEnqueued {
             udid: udid.into(),
             command_uuid: uuid.into(),
-            pushed: true,
+            pushed: Some(true),
             push_error: None,
         })
     }

@@ -435,7 +435,7 @@ async fn a_dose_given_through_kmfddm_is_one_declaration_one_set_one_assignment()
     d["Identifier"] = json!("lab-ddm-1");
     let bytes = serde_json::to_vec(&d).unwrap();
     let given = k.give(ENROLLMENT, &bytes, "lab-ddm-1").await.unwrap();
-    assert!(!given.pushed, "KMFDDM does not say whether it pushed");
+    assert_eq!(given.pushed, None, "KMFDDM does not say whether it pushed");
     k.give(ENROLLMENT, &bytes, "lab-ddm-1").await.unwrap();
     let after = DdmDoses::enrollment(&k, ENROLLMENT).await.unwrap();
     assert_eq!(after.declarations, ["lab-ddm-1"]);

@@ -273,3 +273,50 @@ fn a_faults_file_with_a_mistake_is_refused_with_its_location() {
     assert!(err.contains("faults.yaml:2:"), "{err}");
     assert!(err.contains("needs a delay"), "{err}");
 }
+
+/// Issue 17: the API key refused after the doses went out (here the first status query gets
+/// 401, as a key revoked on the server would) stops `lab run` with exit 2 once the round is
+/// journaled; the rerun resumes the same run and finishes it, and the server's own records
+/// hold exactly the doses the protocol calls for.
+#[test]
+fn a_key_refused_after_the_dose_stops_the_run_and_a_rerun_resumes_it_without_a_second_dose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = fleet_file(&tmp, "fleet.yaml", FLEET);
+    let faults = fleet_file(
+        &tmp,
+        "faults.yaml",
+        "api:\n  - { path: /v1/enqueue, request_type: OSUpdateStatus, fault: unauthorized }\n",
+    );
+    let sim = Sim::start_with(
+        &fleet,
+        &["--speed", "600", "--mdm-faults", faults.to_str().unwrap()],
+    );
+    let mdm = format!(
+        "{{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}",
+        sim.mdm()
+    );
+    let p = protocol(tmp.path(), &sim, &mdm);
+    let results = tmp.path().join("results");
+    let out = lab_run(&p, &results).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("refused lab's API key (HTTP 401"), "{err}");
+    let dir = run_dir(&results);
+    let j = journal_events(&dir);
+    let enqueued = j.iter().filter(|e| e["event"] == "dose_enqueued").count();
+    assert_eq!(enqueued, 3, "every first dose answered before the stop");
+    assert_eq!(observations(&j, "mdm_refused").len(), 1);
+    assert!(!j.iter().any(|e| e["event"] == "run_finished"));
+
+    let out = lab_run(&p, &results).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run_dir(&results), dir, "the same run, resumed");
+    assert_two_doses_each_and_updated(&sim, &dir);
+    let j = journal_events(&dir);
+    assert!(j.iter().any(|e| e["event"] == "run_resumed"));
+    assert!(!j.iter().any(|e| e["event"] == "dose_uncertain"));
+}

@@ -133,7 +133,7 @@ async fn devices_enroll_commands_round_trip_results_are_stored_and_webhooks_are_
             .await
             .unwrap();
         // No push certificate: NanoMDM's "queued, not pushed" (HTTP 500 + command_uuid).
-        assert!(!q.pushed);
+        assert_eq!(q.pushed, Some(false));
         assert!(q.push_error.is_some());
     }
     for (i, d) in devices.iter().enumerate() {
@@ -400,7 +400,7 @@ async fn enqueue_pushes_through_apns_over_http2() {
         .enqueue(udid, &Command::AvailableOSUpdates, "avail-1")
         .await
         .unwrap();
-    assert!(q.pushed, "{q:?}");
+    assert_eq!(q.pushed, Some(true), "{q:?}");
     tokio::time::timeout(Duration::from_secs(5), woken)
         .await
         .unwrap()

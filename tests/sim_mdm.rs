@@ -45,7 +45,11 @@ async fn fleet_enrolls_and_answers_device_information_and_security_info() {
             )
             .await
             .unwrap();
-        assert!(q.pushed, "pushed through the simulated APNs: {q:?}");
+        assert_eq!(
+            q.pushed,
+            Some(true),
+            "pushed through the simulated APNs: {q:?}"
+        );
         b.enqueue(&s.udid, &Command::SecurityInfo, &format!("si-{i}"))
             .await
             .unwrap();

@@ -133,7 +133,11 @@ impl Lab {
     async fn send(&self, udid: &str, cmd: &Command) -> String {
         let uuid = new_uuid(cmd.request_type());
         let q = self.b.enqueue(udid, cmd, &uuid).await.unwrap();
-        assert!(q.pushed, "pushed through the simulated APNs: {q:?}");
+        assert_eq!(
+            q.pushed,
+            Some(true),
+            "pushed through the simulated APNs: {q:?}"
+        );
         uuid
     }
 

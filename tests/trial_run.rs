@@ -493,6 +493,9 @@ fn the_rehearsal_reproduces_each_seeded_quirk_as_a_radar_draft() {
     assert_eq!(
         drafts,
         vec![
+            // Issue 14: the unanswered ScheduleOSUpdate of the 11.3.1 device is re-delivered at
+            // each of its polls, and the MDM's record of the deliveries shows it.
+            "command_redelivered.md",
             "documented_type_mismatch.md",
             "schedule_error_but_proceeds.md",
             "schedule_no_response.md"

@@ -150,10 +150,13 @@ fn ledger_path(cli: Option<PathBuf>, p: &protocol::LoadedProtocol) -> Result<Pat
     })
 }
 
+/// A run error as the exit code says: bad input, and an MDM refusing `lab` (a wrong API key,
+/// webhooks signed with another key: configuration to fix, issue 17), exit 2; the rest 1.
 fn run_error(e: RunError) -> CliError {
     match e {
         RunError::BadInput(m) => CliError::BadArgument(m),
         RunError::Input(e) => CliError::BadArgument(e.to_string()),
+        RunError::MdmRefused(r) => CliError::BadArgument(r.to_string()),
         other => CliError::Failed(other.to_string()),
     }
 }
@@ -250,7 +253,12 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
         .map_err(run_error)?;
     let summary = runner::run(&p, &opts, lab.connection)
         .await
-        .map_err(run_error)?;
+        .map_err(|e| match e {
+            RunError::MdmRefused(r) => CliError::BadArgument(format!(
+                "{r}\nlab run: stopped, the journal flushed; once that is fixed, rerun the same command to resume"
+            )),
+            other => run_error(other),
+        })?;
     // The reports are written under the run lock the runner hands back (a concurrent `lab
     // report` or rerun waits); a kill while they are written leaves `run_finished` without
     // every report, and the rerun writes them (`RunOptions::reports_written`).

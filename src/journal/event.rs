@@ -111,7 +111,11 @@ pub enum Event {
     DoseEnqueued {
         udid: String,
         command_uuid: String,
-        pushed: bool,
+        /// What the MDM said of the push: `true` it pushed, `false` it did not; absent when it
+        /// said nothing (MicroMDM's 201, KMFDDM): unknown, never recorded as pushed (issue 17).
+        /// Journals written before always hold `true` or `false`, read as they were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pushed: Option<bool>,
         push_error: Option<String>,
     },
     DoseFailed {
@@ -296,4 +300,34 @@ pub struct Entry {
     pub at: String,
     #[serde(flatten)]
     pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: `pushed` is known only when the MDM said so. Earlier journals (always `true`
+    /// or `false`) read and write back byte for byte; an unknown push is left out, not `false`.
+    #[test]
+    fn pushed_reads_old_journals_as_they_were_and_omits_an_unknown_push() {
+        for line in [
+            r#"{"event":"dose_enqueued","udid":"A","command_uuid":"C","pushed":true,"push_error":null}"#,
+            r#"{"event":"dose_enqueued","udid":"A","command_uuid":"C","pushed":false,"push_error":"no push cert"}"#,
+        ] {
+            let e: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&e).unwrap(), line);
+        }
+        let unknown = Event::DoseEnqueued {
+            udid: "A".into(),
+            command_uuid: "C".into(),
+            pushed: None,
+            push_error: None,
+        };
+        let line = serde_json::to_string(&unknown).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"dose_enqueued","udid":"A","command_uuid":"C","push_error":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), unknown);
+    }
 }

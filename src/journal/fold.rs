@@ -616,7 +616,7 @@ mod tests {
             Event::DoseEnqueued {
                 udid: "A".into(),
                 command_uuid: "D1".into(),
-                pushed: true,
+                pushed: Some(true),
                 push_error: None,
             },
             Event::CommandSent {
@@ -651,7 +651,7 @@ mod tests {
             Event::DoseEnqueued {
                 udid: "A".into(),
                 command_uuid: "D1".into(),
-                pushed: true,
+                pushed: Some(true),
                 push_error: None,
             },
         ]));

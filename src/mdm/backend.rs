@@ -5,7 +5,8 @@
 //!   its command-history API.
 //! - `nanomdm`: `PUT /v1/enqueue/{id}` with the raw plist (brief mdm.md §5.1); results arrive on
 //!   the harness's webhook listener.
-//! - `micromdm`: `POST /v1/commands` with MicroMDM's JSON, HTTP 201 (§5.2); webhook as above.
+//! - `micromdm` (`mdm::micromdm`): `POST /v1/commands` with MicroMDM's JSON, HTTP 201 (§5.2);
+//!   webhook as above.
 //!
 //! Device replies carry no RequestType (§0.6): every backend keeps a CommandUUID → RequestType
 //! map of what it enqueued, and results come back tagged with it. A CommandUUID delivered or
@@ -48,9 +49,27 @@ pub enum BackendError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     pub command_uuid: String,
-    /// The push went out (`false`: queued only; the device gets it on its next check-in).
-    pub pushed: bool,
+    /// What the server said of the push: `Some(true)` it pushed (an APNs id), `Some(false)` it
+    /// did not (a push error, `no_push`: the device gets the command on its next check-in),
+    /// `None` it said nothing (MicroMDM's 201, KMFDDM): recorded as unknown, never as pushed.
+    pub pushed: Option<bool>,
     pub push_error: Option<String>,
+}
+
+/// What a NanoMDM-style enqueue answer (`APIResult`, MDM brief §5.1: `status.<id>.push_result`
+/// is the APNs id of a push that went out) says of the push to `id`.
+pub(crate) fn pushed_by_answer(
+    v: &serde_json::Value,
+    id: &str,
+    push_error: Option<&str>,
+) -> Option<bool> {
+    if push_error.is_some() || v["no_push"] == true {
+        Some(false)
+    } else if v["status"][id]["push_result"].is_string() {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 /// One device report as the harness learned of it.
@@ -96,6 +115,7 @@ pub struct DeliveryCount {
     pub final_reports: u64,
 }
 
+pub use super::deliveries::{Delivery, DeliverySeen};
 pub use super::records::{MdmDose, StoreIdentity};
 
 pub trait MdmBackend: Send + Sync {
@@ -154,9 +174,22 @@ pub trait MdmBackend: Send + Sync {
     fn settle_time(&self) -> Duration {
         Duration::ZERO
     }
+    /// Whether an answer stays readable after the fact, so that one sent while `lab` was not
+    /// listening is not lost: `Some(true)` the MDM keeps a history `lab` reads (`lab`'s own
+    /// server); `Some(false)` webhooks are all there is and the MDM never posts one again
+    /// (NanoMDM only logs a refused webhook, MicroMDM does not retry: MDM brief §5.1, §5.2,
+    /// issue 17); `None` not known yet.
+    fn keeps_history(&self) -> Option<bool> {
+        None
+    }
+    /// Each delivery of a command to the device this backend can see (`mdm::deliveries`), as
+    /// of the last [`MdmBackend::results`] call (no call of its own); `None`: it sees none.
+    fn deliveries(&self, _udid: &str) -> Option<Vec<Delivery>> {
+        None
+    }
 }
 
-fn client(timeout: Duration) -> reqwest::Client {
+pub(super) fn client(timeout: Duration) -> reqwest::Client {
     crate::http_client::client(timeout)
 }
 
@@ -198,13 +231,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Notes waiting to be journaled, each handed out once.
 #[derive(Default)]
-struct Notes {
+pub(super) struct Notes {
     pending: Mutex<Vec<BackendNote>>,
     given: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Notes {
-    fn add(&self, n: BackendNote) {
+    pub(super) fn add(&self, n: BackendNote) {
         let fresh = self
             .given
             .lock()
@@ -217,27 +250,40 @@ impl Notes {
                 .push(n);
         }
     }
-    fn take(&self) -> Vec<BackendNote> {
+    pub(super) fn take(&self) -> Vec<BackendNote> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
+/// What the backend queued: CommandUUID → (RequestType, device, when queued, on the webhook
+/// listener's clock: `mdm::deliveries::from_polls` compares it with the events' arrival).
 #[derive(Default)]
-struct SentMap(Mutex<HashMap<String, String>>);
+pub(super) struct SentMap(Mutex<HashMap<String, (String, String, String)>>);
 
 impl SentMap {
-    fn insert(&self, uuid: &str, request_type: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uuid.to_string(), request_type.to_string());
+    pub(super) fn insert(&self, uuid: &str, request_type: &str, udid: &str) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            uuid.to_string(),
+            (request_type.to_string(), udid.to_string(), at),
+        );
     }
-    fn get(&self, uuid: &str) -> Option<String> {
+    pub(super) fn get(&self, uuid: &str) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(uuid)
-            .cloned()
+            .map(|x| x.0.clone())
+    }
+    /// The commands queued for `udid`, as (CommandUUID, when queued).
+    pub(super) fn sent_to(&self, udid: &str) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, x)| x.1 == udid)
+            .map(|(u, x)| (u.clone(), x.2.clone()))
+            .collect()
     }
 }
 
@@ -246,7 +292,7 @@ impl SentMap {
 /// MicroMDM's webhook has no `omitempty` on `command_uuid` (`workflow/webhook/acknowledge.go`),
 /// so its Idle polls arrive as `"command_uuid": ""`: an empty CommandUUID, or an Idle status, is
 /// a poll, not a result.
-fn results_from_inbox(
+pub(super) fn results_from_inbox(
     inbox: &Inbox,
     udid: &str,
     sent: &SentMap,
@@ -308,7 +354,7 @@ fn results_from_inbox(
         .collect()
 }
 
-fn counts_from_results(results: &[CommandResult]) -> HashMap<String, DeliveryCount> {
+pub(super) fn counts_from_results(results: &[CommandResult]) -> HashMap<String, DeliveryCount> {
     let mut m: HashMap<String, DeliveryCount> = HashMap::new();
     for r in results {
         let final_ = ReportStatus::parse(&r.status) != ReportStatus::NotNow;
@@ -339,6 +385,8 @@ pub struct NanoMdm {
     /// SHA-256 of the raw report): from then on they always come from the history, so that a
     /// webhook arriving very late is not a second report.
     from_history: Mutex<std::collections::HashSet<(String, Vec<u8>)>>,
+    /// Each device's deliveries in the history the last `results` call read.
+    history_deliveries: Mutex<HashMap<String, Vec<Delivery>>>,
 }
 
 /// One report, as webhook and history both carry it: its CommandUUID and a digest of its raw
@@ -365,6 +413,7 @@ impl NanoMdm {
             history_api: Mutex::new(Some(true)),
             notes: Notes::default(),
             from_history: Mutex::default(),
+            history_deliveries: Mutex::default(),
         }
     }
 
@@ -413,6 +462,15 @@ impl NanoMdm {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Keep the deliveries of a history just read, for [`MdmBackend::deliveries`].
+    fn keep_deliveries(&self, udid: &str, h: &serde_json::Value) -> &Self {
+        self.history_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(udid.to_string(), super::deliveries::from_history(h));
+        self
     }
 
     /// Every report in the server's history for this device, oldest first.
@@ -554,7 +612,7 @@ impl MdmBackend for NanoMdm {
         Box::pin(async move {
             let url = format!("{}/v1/enqueue/{udid}", self.base);
             // The map entry is made before sending: a reply may arrive before the HTTP answer.
-            self.sent.insert(command_uuid, command.request_type());
+            self.sent.insert(command_uuid, command.request_type(), udid);
             let resp = self
                 .http
                 .put(&url)
@@ -607,13 +665,13 @@ impl MdmBackend for NanoMdm {
             match status {
                 200 | 207 => Ok(Enqueued {
                     command_uuid: command_uuid.to_string(),
-                    pushed: push_error.is_none(),
+                    pushed: pushed_by_answer(&v, udid, push_error.as_deref()),
                     push_error,
                 }),
                 // Queued but not pushed (brief §0.8): NanoMDM says so with command_uuid.
                 500 if queued_uuid.is_some() => Ok(Enqueued {
                     command_uuid: command_uuid.to_string(),
-                    pushed: false,
+                    pushed: Some(false),
                     push_error: push_error.or(Some("push failed".into())),
                 }),
                 _ => Err(BackendError::Refused {
@@ -632,6 +690,7 @@ impl MdmBackend for NanoMdm {
         Box::pin(async move {
             let Some(inbox) = &self.inbox else {
                 let h = self.history(udid).await?;
+                self.keep_deliveries(udid, &h);
                 return self.results_from_history(udid, &h);
             };
             let hooks = results_from_inbox(inbox, udid, &self.sent, &self.notes);
@@ -639,7 +698,10 @@ impl MdmBackend for NanoMdm {
             // webhooks are checked against it and lost ones filled in from it. Without one
             // (NanoMDM), or while it fails, the webhooks are all there is.
             match self.history_if_any(udid).await {
-                Ok(Some(h)) => match self.results_from_history(udid, &h) {
+                Ok(Some(h)) => match self
+                    .keep_deliveries(udid, &h)
+                    .results_from_history(udid, &h)
+                {
                     Ok(history) => Ok(self.reconcile(udid, history, hooks)),
                     Err(_) => Ok(hooks),
                 },
@@ -764,6 +826,29 @@ impl MdmBackend for NanoMdm {
         self.notes.take()
     }
 
+    fn keeps_history(&self) -> Option<bool> {
+        match self.inbox {
+            None => Some(true),
+            Some(_) => *self.history_api.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    fn deliveries(&self, udid: &str) -> Option<Vec<Delivery>> {
+        match (&self.inbox, self.keeps_history()) {
+            (Some(inbox), Some(false)) => Some(super::deliveries::from_polls(
+                &inbox.events(),
+                udid,
+                &self.sent.sent_to(udid),
+            )),
+            _ => self
+                .history_deliveries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(udid)
+                .cloned(),
+        }
+    }
+
     fn settle_time(&self) -> Duration {
         match self.inbox {
             // Past the grace period a report without its webhook is taken from the history.
@@ -815,146 +900,7 @@ pub fn doses_in_history(h: &serde_json::Value) -> Vec<MdmDose> {
         .collect()
 }
 
-/// MicroMDM v1: JSON commands, HTTP 201, results by webhook (brief §5.2).
-pub struct MicroMdm {
-    base: String,
-    api_key: String,
-    http: reqwest::Client,
-    timeout: Duration,
-    sent: SentMap,
-    inbox: Arc<Inbox>,
-    notes: Notes,
-}
-
-/// MicroMDM's API user name (brief §5.2).
-pub const MICROMDM_USER: &str = "micromdm";
-
-impl MicroMdm {
-    pub fn new(base: &str, api_key: &str, timeout: Duration, inbox: Arc<Inbox>) -> MicroMdm {
-        MicroMdm {
-            base: base.trim_end_matches('/').to_string(),
-            api_key: api_key.to_string(),
-            http: client(timeout),
-            timeout,
-            sent: SentMap::default(),
-            inbox,
-            notes: Notes::default(),
-        }
-    }
-}
-
-impl MdmBackend for MicroMdm {
-    fn kind(&self) -> &'static str {
-        "micromdm"
-    }
-
-    fn enqueue<'a>(
-        &'a self,
-        udid: &'a str,
-        command: &'a Command,
-        command_uuid: &'a str,
-    ) -> BoxFuture<'a, Result<Enqueued, BackendError>> {
-        Box::pin(async move {
-            let url = format!("{}/v1/commands", self.base);
-            self.sent.insert(command_uuid, command.request_type());
-            let resp = self
-                .http
-                .post(&url)
-                .basic_auth(MICROMDM_USER, Some(&self.api_key))
-                .json(&command.to_micromdm_json(udid, Some(command_uuid)))
-                .send()
-                .await
-                .map_err(|e| map_send_error(&url, self.timeout, e))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| map_send_error(&url, self.timeout, e))?;
-            let v: Result<serde_json::Value, _> = serde_json::from_str(&text);
-            match (status, v) {
-                (201, Ok(v)) => {
-                    let got = v["payload"]["command_uuid"].as_str();
-                    match got {
-                        Some(u) if u == command_uuid => Ok(Enqueued {
-                            command_uuid: command_uuid.to_string(),
-                            // MicroMDM pushes by itself after queueing.
-                            pushed: true,
-                            push_error: None,
-                        }),
-                        other => Err(BackendError::BadResponse {
-                            url,
-                            reason: format!("queued as {other:?}, not {command_uuid}"),
-                        }),
-                    }
-                }
-                (201, Err(e)) => Err(BackendError::BadResponse {
-                    url,
-                    reason: e.to_string(),
-                }),
-                (s, Ok(v)) => Err(BackendError::Refused {
-                    url,
-                    status: s,
-                    message: v["error"]
-                        .as_str()
-                        .unwrap_or(&text)
-                        .chars()
-                        .take(500)
-                        .collect(),
-                }),
-                (s, Err(_)) => Err(BackendError::Refused {
-                    url,
-                    status: s,
-                    message: text.chars().take(500).collect(),
-                }),
-            }
-        })
-    }
-
-    fn results<'a>(
-        &'a self,
-        udid: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
-        Box::pin(async move {
-            Ok(results_from_inbox(
-                &self.inbox,
-                udid,
-                &self.sent,
-                &self.notes,
-            ))
-        })
-    }
-
-    fn delivery_counts<'a>(
-        &'a self,
-        udid: &'a str,
-    ) -> BoxFuture<'a, Result<HashMap<String, DeliveryCount>, BackendError>> {
-        Box::pin(async move {
-            Ok(counts_from_results(&results_from_inbox(
-                &self.inbox,
-                udid,
-                &self.sent,
-                &self.notes,
-            )))
-        })
-    }
-
-    /// MicroMDM's API lists no command history: it cannot tell.
-    fn queued<'a>(
-        &'a self,
-        _udid: &'a str,
-        _command_uuid: &'a str,
-    ) -> BoxFuture<'a, Result<Option<bool>, BackendError>> {
-        Box::pin(async { Ok(None) })
-    }
-
-    fn take_notes(&self) -> Vec<BackendNote> {
-        self.notes.take()
-    }
-
-    fn settle_time(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-}
+pub use super::micromdm::{MICROMDM_USER, MicroMdm};
 
 /// Wait until `n` devices have sent their first TokenUpdate to `lab`'s embedded MDM (its
 /// `/v1/enrollments` API), or `limit` passes. Used where the harness starts a simulated lab and

@@ -179,20 +179,24 @@ impl DdmDoses for EmbeddedDdm {
             match status {
                 200 => Ok(Enqueued {
                     command_uuid: uuid,
-                    pushed: push_error.is_none(),
+                    pushed: super::backend::pushed_by_answer(
+                        &v,
+                        enrollment_id,
+                        push_error.as_deref(),
+                    ),
                     push_error,
                 }),
                 // The sync command is already queued: an earlier attempt got through.
                 409 => Ok(Enqueued {
                     command_uuid: uuid,
-                    pushed: false,
+                    pushed: Some(false),
                     push_error: Some(
                         "the sync command was already queued by an earlier attempt".into(),
                     ),
                 }),
                 500 if v["command_uuid"].is_string() => Ok(Enqueued {
                     command_uuid: uuid,
-                    pushed: false,
+                    pushed: Some(false),
                     push_error: push_error.or(Some("push failed".into())),
                 }),
                 _ => Err(self.refused(&path, status, &text)),
@@ -274,12 +278,12 @@ impl DdmDoses for Kmfddm {
             self.put_declaration(&v, false).await?;
             self.add_to_set(identifier, identifier, false).await?;
             self.assign_set(enrollment_id, identifier).await?;
+            // KMFDDM queues the DeclarativeManagement command through its MDM and does not
+            // say whether it pushed: unknown.
             Ok(Enqueued {
                 command_uuid: String::new(),
-                pushed: false,
-                push_error: Some(
-                    "KMFDDM queues the DeclarativeManagement command through its MDM and does not say whether it pushed".into(),
-                ),
+                pushed: None,
+                push_error: None,
             })
         })
     }

@@ -210,7 +210,7 @@ impl MdmBackend for MemoryMdm {
                     i.queued.push(queued);
                     Ok(Enqueued {
                         command_uuid: command_uuid.into(),
-                        pushed: true,
+                        pushed: Some(true),
                         push_error: None,
                     })
                 }
@@ -225,6 +225,12 @@ impl MdmBackend for MemoryMdm {
     ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
         let r = self.lock().results.get(udid).cloned().unwrap_or_default();
         Box::pin(async move { Ok(r) })
+    }
+
+    /// Its answers are kept as long as its records are: without records it stands for a
+    /// webhook-fed NanoMDM or MicroMDM.
+    fn keeps_history(&self) -> Option<bool> {
+        Some(self.lock().keeps_records)
     }
 
     fn delivery_counts<'a>(

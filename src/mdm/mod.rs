@@ -44,9 +44,12 @@ pub use schema::{
 pub use webhook::{AcknowledgeEvent, CheckinEvent, Ids, WebhookEvent, hmac_signature, verify_hmac};
 
 // The harness's side of an MDM: backends and the webhook listener (I/O at the edge).
+pub mod access;
 pub mod backend;
 pub mod ddm_backend;
 pub mod ddm_doses;
+pub mod deliveries;
 pub mod kmfddm;
 pub mod memory;
+pub mod micromdm;
 pub mod webhook_receiver;

@@ -2,6 +2,7 @@
 //! the embedded server, verifies the HMAC when a key is set, and keeps every event (raw) per
 //! enrollment. Binds to loopback unless told otherwise.
 
+use super::access::{MdmRefusal, WebhookTally, webhook_refusal};
 use super::webhook::{self, WebhookEvent};
 use axum::Router;
 use axum::body::Bytes;
@@ -32,6 +33,8 @@ pub struct RefusedEvent {
 pub struct Inbox {
     events: Mutex<Vec<ReceivedEvent>>,
     refused: Mutex<Vec<RefusedEvent>>,
+    /// Accepted and signature-refused webhooks, for the stop rule of `mdm::access`.
+    tally: Mutex<WebhookTally>,
     notify: tokio::sync::Notify,
 }
 
@@ -48,6 +51,16 @@ impl Inbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn tally(&self) -> WebhookTally {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The MDM's webhooks are refused for their signature (`mdm::access::webhook_refusal`):
+    /// the run must stop, no answer can reach it.
+    pub fn signature_refusal(&self) -> Option<MdmRefusal> {
+        webhook_refusal(&self.tally())
     }
 
     /// Wait until a new event arrives (or `timeout`).
@@ -119,12 +132,18 @@ async fn receive(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Respo
         let sig = headers
             .get(webhook::HMAC_HEADER)
             .and_then(|v| v.to_str().ok());
-        match sig {
-            None => return refuse("missing X-Hmac-Signature".into(), StatusCode::UNAUTHORIZED),
-            Some(s) if !webhook::verify_hmac(key, &body, s) => {
-                return refuse("bad X-Hmac-Signature".into(), StatusCode::UNAUTHORIZED);
-            }
-            _ => {}
+        let bad = match sig {
+            None => Some("missing X-Hmac-Signature"),
+            Some(s) if !webhook::verify_hmac(key, &body, s) => Some("bad X-Hmac-Signature"),
+            _ => None,
+        };
+        if let Some(reason) = bad {
+            st.inbox
+                .tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refuse_signature(reason);
+            return refuse(reason.into(), StatusCode::UNAUTHORIZED);
         }
     }
     let event: WebhookEvent = match serde_json::from_slice(&body) {
@@ -140,6 +159,11 @@ async fn receive(State(st): State<St>, headers: HeaderMap, body: Bytes) -> Respo
             body: body.to_vec(),
             received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
+    st.inbox
+        .tally
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .accept();
     st.inbox.notify.notify_waiters();
     StatusCode::OK.into_response()
 }

@@ -10,6 +10,7 @@
 //!   - { path: /v1/history, fault: slow, delay: 5s }               # answered 5 s late
 //!   - { path: /v1/enqueue, method: PUT, fault: drop }             # closed before handling
 //!   - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: error_500 }
+//!   - { path: /v1/history, fault: unauthorized, skip: 40 }       # the API key revoked
 //! webhooks:
 //!   lose_every: 3        # every 3rd command-result webhook is never sent
 //!   duplicate_every: 2   # every 2nd is sent twice (same event_id)
@@ -82,6 +83,9 @@ pub enum ApiFaultKind {
     /// The request is handled (a command *is* queued), then the connection is closed before
     /// the answer: the client cannot know.
     DropAfterHandling,
+    /// HTTP 401 `Unauthorized` (NanoMDM's answer to a wrong key, MDM brief §5.1), the request
+    /// not handled: an API key revoked or rotated on the server mid-run (issue 17).
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -304,6 +308,7 @@ pub async fn inject(State(faults): State<Arc<Faults>>, req: Request, next: Next)
                 (StatusCode::INTERNAL_SERVER_ERROR, "handler failed").into_response()
             })
         }
+        ApiFaultKind::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
         ApiFaultKind::Drop => dropped_connection(),
         ApiFaultKind::DropAfterHandling => {
             let _ = tokio::spawn(next.run(req)).await;

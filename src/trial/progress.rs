@@ -102,7 +102,11 @@ impl Progress {
                 } else {
                     "ScheduleOSUpdate queued"
                 },
-                if *pushed { ", pushed" } else { "" }
+                match pushed {
+                    Some(true) => ", pushed",
+                    Some(false) => "",
+                    None => ", push not reported by the MDM",
+                }
             ),
             Event::DdmStatusReport { udid, raw_b64, .. } => format!(
                 "{} DDM status: install-state {}",

@@ -28,6 +28,8 @@ pub struct Intent {
     pub install_action: String,
     pub starting_build: String,
     pub enqueued: Option<(u64, String)>,
+    /// What the MDM said of the push when it queued the dose (`None`: it said nothing).
+    pub pushed: Option<bool>,
     pub failed: Option<(u64, String)>,
     pub uncertain: Option<(u64, String)>,
     /// The enforcement declaration, when this intent is a DDM dose (issue 13).
@@ -576,6 +578,7 @@ impl Facts {
                 enqueued: None,
                 failed: None,
                 uncertain: None,
+                pushed: None,
                 ddm: DdmDose::of_intent(request_type, command_b64),
             });
             return;
@@ -595,7 +598,12 @@ impl Facts {
         };
         let mark = Some((e.seq, e.at.clone()));
         match &e.event {
-            Event::DoseEnqueued { .. } => intent.enqueued = intent.enqueued.take().or(mark),
+            Event::DoseEnqueued { pushed, .. } => {
+                if intent.enqueued.is_none() {
+                    intent.pushed = *pushed;
+                }
+                intent.enqueued = intent.enqueued.take().or(mark);
+            }
             Event::DoseFailed { error, .. } => intent.failed = Some((e.seq, error.clone())),
             Event::DoseUncertain { reason, .. } => {
                 intent.uncertain = Some((e.seq, reason.clone()));

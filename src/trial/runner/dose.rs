@@ -78,9 +78,13 @@ impl Runner<'_> {
         if items.is_empty() || self.stopped()? {
             return Ok(());
         }
+        // An MDM refusing `lab` stops the run before any intent, or once every answer of the
+        // batch is journaled (`runner::refused`), never between.
+        self.check_mdm_access()?;
         let prepared = self.record_intents(items).await?;
         test_pause(self.opts.pauses.after_intent).await;
-        self.send_prepared(prepared).await
+        self.send_prepared(prepared).await?;
+        self.check_mdm_access()
     }
 
     /// The decision and the durable intents, under the lab-wide dose lock: the ledger, this
@@ -487,7 +491,7 @@ impl Runner<'_> {
                     self.log(Event::DoseEnqueued {
                         udid: udid.into(),
                         command_uuid: uuid.into(),
-                        pushed: false,
+                        pushed: Some(false),
                         push_error: Some(format!(
                             "the enqueue call failed ({err}) but the MDM's records show the command queued; not re-sent"
                         )),

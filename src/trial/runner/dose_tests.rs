@@ -279,3 +279,95 @@ async fn a_timeout_the_records_cannot_settle_leaves_the_dose_uncertain_never_re_
         1
     );
 }
+
+/// Issue 17: a 401 on the dose's enqueue stops the run once the batch's answers are journaled
+/// (the refused enqueue is `dose_failed`: never queued), with the stop journaled; a rerun
+/// never sends that step again.
+#[tokio::test]
+async fn a_refused_api_key_stops_the_run_after_the_batch_is_journaled_never_a_second_dose() {
+    let b = Bench::new();
+    let mdm = MemoryMdm::with_records();
+    let mut r = b.runner(&mdm);
+    allocate_a(&mut r);
+    mdm.fail_next_enqueue(EnqueueFault::Refused(401));
+    let e = r.dose_many(step1()).await.unwrap_err();
+    let RunError::MdmRefused(refusal) = &e else {
+        panic!("{e:?}")
+    };
+    let m = refusal.to_string();
+    assert!(
+        m.contains("HTTP 401") && m.contains("lab.mdm.api_key_env"),
+        "{m}"
+    );
+    drop(r);
+    let ev = b.events();
+    let failed = ev
+        .iter()
+        .position(|e| matches!(e, Event::DoseFailed { .. }));
+    let stop = ev.iter().position(|e| {
+        matches!(e, Event::Observation { kind, key, .. }
+            if kind == super::refused::MDM_REFUSED && key == "api_key")
+    });
+    assert!(failed.is_some() && stop > failed, "{ev:#?}");
+    // The rerun (the key fixed): the step has its intent, nothing is sent again.
+    let mut again = b.runner(&mdm);
+    again.first_doses().await.unwrap();
+    assert_eq!(mdm.enqueue_calls().len(), 1, "{:?}", mdm.enqueue_calls());
+    assert!(mdm.queued_commands().is_empty());
+}
+
+/// A refusal already seen (here by the baseline) stops a dose batch before any intent.
+#[tokio::test]
+async fn a_refusal_seen_before_a_dose_batch_stops_it_before_any_intent() {
+    let b = Bench::new();
+    let mdm = MemoryMdm::with_records();
+    let mut r = b.runner(&mdm);
+    allocate_a(&mut r);
+    mdm.fail_next_enqueue(EnqueueFault::Refused(403));
+    let _ = r
+        .lab
+        .backend
+        .enqueue("A", &Command::DeviceInformation { queries: vec![] }, "q1")
+        .await;
+    assert!(matches!(
+        r.dose_many(step1()).await,
+        Err(RunError::MdmRefused(_))
+    ));
+    drop(r);
+    let ev = b.events();
+    assert_eq!(count(&ev, |e| matches!(e, Event::DoseIntent { .. })), 0);
+    assert_eq!(mdm.enqueue_calls().len(), 1, "only the query");
+}
+
+/// Issue 17: on an MDM with no history `lab` can read (and no webhook retries), the final sweep
+/// journals each dose whose answer never came, and its device is judged lost to follow-up,
+/// never "no response"; with a history, nothing is journaled and it stays `no_response`.
+#[tokio::test]
+async fn a_dose_whose_answer_never_came_is_lost_to_follow_up_without_a_history() {
+    for (mdm, lost) in [
+        (MemoryMdm::without_records(), true),
+        (MemoryMdm::with_records(), false),
+    ] {
+        let b = Bench::new();
+        let mut r = b.runner(&mdm);
+        allocate_a(&mut r);
+        r.dose_many(step1()).await.unwrap();
+        r.final_sweep().await.unwrap();
+        drop(r);
+        let entries = crate::journal::read(&b.dir.join("journal.jsonl"))
+            .unwrap()
+            .entries;
+        let noted = entries.iter().any(|e| {
+            matches!(&e.event, Event::Observation { kind, .. }
+                if kind == crate::verdicts::outcome::ANSWER_LOST)
+        });
+        assert_eq!(noted, lost);
+        let o = &crate::verdicts::outcome::judge(&entries)[0];
+        let want = if lost {
+            crate::verdicts::outcome::Outcome::LostToFollowUp
+        } else {
+            crate::verdicts::outcome::Outcome::NoResponse
+        };
+        assert_eq!(o.outcome, want, "{o:?}");
+    }
+}

@@ -33,6 +33,7 @@ impl Runner<'_> {
             for batch in active.chunks(CONCURRENCY) {
                 self.poll_devices(batch, &attached, max).await?;
             }
+            self.check_mdm_access()?;
             self.check_interrupt()?;
             let flag = self.interrupted.clone();
             tokio::select! {
@@ -85,7 +86,56 @@ impl Runner<'_> {
             // The fold takes the answer in (and its status, for OSUpdateStatus) as it is logged.
             self.log(ev)?;
         }
+        let delivered = self.delivery_events(udid);
+        self.log_all(delivered)?;
         Ok(())
+    }
+
+    /// The deliveries of the device's ScheduleOSUpdate doses the backend has seen since the
+    /// last ones journaled (`mdm::deliveries`: the MDM's own record, or Idle polls while the
+    /// dose was unanswered), one `command_delivered` observation each, raw; the
+    /// `command_redelivered` detector folds them (issue 14: NanoMDM re-delivered an unanswered
+    /// ScheduleOSUpdate 13–14 times, and that made the device install).
+    fn delivery_events(&self, udid: &str) -> Vec<Event> {
+        let d = &self.state.devices[udid];
+        let doses: Vec<&str> = d
+            .doses
+            .values()
+            .filter(|x| !x.declaration && x.enqueued == Some(true))
+            .map(|x| x.command_uuid.as_str())
+            .collect();
+        if doses.is_empty() {
+            return Vec::new();
+        }
+        let Some(all) = self.lab.backend.deliveries(udid) else {
+            return Vec::new();
+        };
+        let journaled = self
+            .state
+            .record
+            .device(udid)
+            .map(|i| {
+                crate::verdicts::anomalies::deliveries_journaled(&self.state.record.devices()[i])
+            })
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        for uuid in doses {
+            let seen = all.iter().filter(|x| x.command_uuid == uuid);
+            let already = journaled.get(uuid).copied().unwrap_or(0);
+            for x in seen.skip(already) {
+                events.push(Event::Observation {
+                    udid: Some(udid.into()),
+                    source: match x.seen {
+                        crate::mdm::backend::DeliverySeen::History => ObservationSource::Mdm,
+                        crate::mdm::backend::DeliverySeen::IdlePoll => ObservationSource::Harness,
+                    },
+                    kind: crate::verdicts::anomalies::COMMAND_DELIVERED.into(),
+                    key: uuid.into(),
+                    value: format!("{}: {}", x.at, x.seen.as_str()),
+                });
+            }
+        }
+        events
     }
 
     /// Journal a DDM-dosed device's new status reports (the final sweep's; polls fetch them
@@ -187,6 +237,41 @@ impl Runner<'_> {
             self.collect_ddm_reports(&u).await?;
         }
         self.collect_rejected().await?;
+        self.check_mdm_access()?;
+        self.count_lost_answers()
+    }
+
+    /// On an MDM that neither retries a webhook nor keeps a history `lab` can read (issue 17),
+    /// every enqueued dose still without a final answer is journaled as such
+    /// (`verdicts::outcome::ANSWER_LOST`): its answer may have come while `lab` was not
+    /// listening, and the outcome says lost to follow-up, never "no response".
+    fn count_lost_answers(&mut self) -> Result<(), RunError> {
+        let keeps_history = self.lab.backend.keeps_history();
+        if keeps_history == Some(true) {
+            return Ok(());
+        }
+        let kind = self.lab.backend.kind();
+        let mut events = Vec::new();
+        for udid in &self.state.order {
+            for (step, uuid) in answers_lost(&self.state.devices[udid]) {
+                events.push(Event::Observation {
+                    udid: Some(udid.clone()),
+                    source: ObservationSource::Harness,
+                    kind: crate::verdicts::outcome::ANSWER_LOST.into(),
+                    key: uuid,
+                    value: format!(
+                        "no final answer to dose step {step} reached lab by the end of follow-up; the MDM ({kind}) neither retries a webhook nor keeps a history lab can read, so an answer sent while lab was not listening is lost: lost to follow-up"
+                    ),
+                });
+            }
+        }
+        if !events.is_empty() {
+            eprintln!(
+                "lab run: {} dose(s) whose answer never came; the MDM ({kind}) keeps no history lab can read and does not retry its webhooks: reported as lost to follow-up",
+                events.len()
+            );
+        }
+        self.log_all(events)?;
         Ok(())
     }
     /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
@@ -266,6 +351,7 @@ impl Runner<'_> {
                     received_at: r.received_at,
                 });
             }
+            events.extend(self.delivery_events(udid));
             let mut now_build = None;
             if let Some(u) = usb {
                 now_build = u.build.clone();
@@ -396,6 +482,25 @@ impl Runner<'_> {
     }
 }
 
+/// The enqueued ScheduleOSUpdate doses of a device (step, CommandUUID) with no final answer
+/// (Acknowledged, Error, CommandFormatError) journaled. A DDM dose is answered by status
+/// reports the DDM server keeps, so it is never one.
+fn answers_lost(d: &DeviceFacts) -> Vec<(u32, String)> {
+    d.doses
+        .iter()
+        .filter(|(_, x)| x.enqueued == Some(true) && !x.declaration)
+        .filter(|(_, x)| {
+            !d.results.iter().any(|k| {
+                k.split('|').next() == Some(x.command_uuid.as_str())
+                    && k.split('|')
+                        .nth(1)
+                        .is_some_and(crate::journal::fold::is_final_status)
+            })
+        })
+        .map(|(step, x)| (*step, x.command_uuid.clone()))
+        .collect()
+}
+
 /// A follow-up re-probe over USB.
 struct Reprobe {
     attached: bool,
@@ -480,5 +585,42 @@ fn ddm_report_events(
                 raw_b64: base64::engine::general_purpose::STANDARD.encode(&r.bytes),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdicts::outcome::testkit::J;
+
+    #[test]
+    fn a_dose_without_a_final_answer_is_one_whose_answer_may_be_lost() {
+        let mut j = J::new();
+        j.device("U", true)
+            .allocate("U", "a")
+            .consent(&["U"])
+            .dose("U", 1, "C1")
+            .result("U", "C1", Some("ScheduleOSUpdate"), "NotNow", |_| {});
+        let fold = Fold::of(&j.entries);
+        assert_eq!(
+            answers_lost(&fold.devices["U"]),
+            vec![(1, "C1".to_string())]
+        );
+        j.schedule_answer("U", "C1", "Acknowledged")
+            .dose("U", 2, "C2");
+        let fold = Fold::of(&j.entries);
+        assert_eq!(
+            answers_lost(&fold.devices["U"]),
+            vec![(2, "C2".to_string())]
+        );
+        j.schedule_answer("U", "C2", "Error");
+        assert!(answers_lost(&Fold::of(&j.entries).devices["U"]).is_empty());
+        // An intent never enqueued (failed, uncertain) has no answer to lose.
+        let mut j = J::new();
+        j.device("V", true)
+            .allocate("V", "a")
+            .consent(&["V"])
+            .intent("V", 1, "C1", "Default");
+        assert!(answers_lost(&Fold::of(&j.entries).devices["V"]).is_empty());
     }
 }

@@ -68,6 +68,9 @@ pub enum RunError {
     Report(String),
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// The MDM refuses `lab` (its API key, or its webhooks' signature): `runner::refused`.
+    #[error(transparent)]
+    MdmRefused(#[from] crate::mdm::access::MdmRefusal),
 }
 
 pub struct RunOptions {
@@ -158,6 +161,7 @@ mod enrol;
 mod follow_up;
 mod next_action;
 mod operator;
+mod refused;
 mod resume;
 mod retry;
 use next_action::{Action, Moment, next_action};
@@ -201,18 +205,29 @@ struct Lab {
     _webhook: Option<crate::mdm::webhook_receiver::WebhookReceiver>,
     /// The DDM server DDM doses go to.
     ddm: Option<Arc<dyn crate::mdm::ddm_doses::DdmDoses>>,
+    /// The first 401/403 any MDM call got (the backend and the DDM server are watched).
+    access: Arc<crate::mdm::access::AccessWatch>,
+    /// The webhook listener's inbox, for its refused webhooks.
+    inbox: Option<Arc<crate::mdm::webhook_receiver::Inbox>>,
 }
 
 impl From<LabConnection> for Lab {
     fn from(c: LabConnection) -> Lab {
+        use crate::mdm::access::{AccessWatch, Watched, WatchedDdm};
+        let access = AccessWatch::new();
         Lab {
             addrs: c.addrs,
-            backend: Arc::from(c.backend),
+            backend: Arc::new(Watched::new(c.backend, access.clone())),
             time_scale: c.time_scale,
             simulated: c.simulated,
             enrolled_check: c.enrolled_check,
+            inbox: c.webhook.as_ref().map(|w| w.inbox.clone()),
             _webhook: c.webhook,
-            ddm: c.ddm.map(Arc::from),
+            ddm: c.ddm.map(|d| {
+                Arc::new(WatchedDdm::new(d, access.clone()))
+                    as Arc<dyn crate::mdm::ddm_doses::DdmDoses>
+            }),
+            access,
         }
     }
 }
@@ -433,7 +448,7 @@ impl Runner<'_> {
         // run killed halfway through the baseline assesses the rest on resume (not only when
         // none was).
         if self.state.consented.is_none() && self.state.devices.values().all(|d| d.arm.is_none()) {
-            self.baseline().await?;
+            self.baseline_unless_refused().await?;
         }
         self.allocate()?;
         test_pause(self.opts.pauses.before_consent).await;
@@ -443,6 +458,7 @@ impl Runner<'_> {
             self.checkpoint(CheckpointMoment::Enrolment, None)?;
         }
         self.resolve_unanswered_intents().await?;
+        self.check_mdm_access()?;
         self.first_doses().await?;
         if fresh {
             self.checkpoint(CheckpointMoment::AfterDose, None)?;
@@ -515,10 +531,10 @@ pub async fn qualify(
         time_scale: Some(r.lab.time_scale),
         simulated: r.lab.simulated,
     })?;
-    r.baseline().await?;
-    let entries = crate::journal::read(r.journal.path())?.entries;
+    let done = r.baseline_unless_refused().await;
+    let entries = done.and_then(|()| Ok(crate::journal::read(r.journal.path())?.entries));
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(entries)
+    entries
 }
 
 #[cfg(test)]

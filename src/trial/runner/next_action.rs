@@ -250,7 +250,7 @@ mod tests {
         Event::DoseEnqueued {
             udid: "A".into(),
             command_uuid: uuid.into(),
-            pushed: true,
+            pushed: Some(true),
             push_error: None,
         }
     }

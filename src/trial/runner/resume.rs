@@ -70,7 +70,7 @@ impl Runner<'_> {
                     self.log(Event::DoseEnqueued {
                         udid,
                         command_uuid: uuid,
-                        pushed: false,
+                        pushed: Some(false),
                         push_error: Some(
                             "recovered after a crash: the MDM's records show the command queued"
                                 .into(),

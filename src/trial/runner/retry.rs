@@ -38,6 +38,8 @@ impl Runner<'_> {
                         key: format!("{what} (attempt {attempt} of {})", api.attempts),
                         value: e.to_string(),
                     })?;
+                    // A refused API key: retrying cannot help, the run stops.
+                    self.check_mdm_access()?;
                     if attempt < api.attempts {
                         tokio::time::sleep(wait).await;
                         wait = wait.saturating_mul(2);

@@ -98,7 +98,89 @@ pub(super) fn install_action_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Found
     (situation, None)
 }
 
-pub(super) fn command_redelivered(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
+/// The observation kind the runner journals for each delivery of a dose the backend saw
+/// (`mdm::deliveries`), key the CommandUUID, value `time: how it was seen`.
+pub const COMMAND_DELIVERED: &str = "command_delivered";
+
+/// How many deliveries of each command are journaled (CommandUUID → count): the fold of the
+/// `command_delivered` observations.
+pub fn deliveries_journaled(d: &Facts) -> HashMap<String, usize> {
+    let mut m: HashMap<String, usize> = HashMap::new();
+    for o in d
+        .observations
+        .iter()
+        .filter(|o| o.kind == COMMAND_DELIVERED)
+    {
+        *m.entry(o.key.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// Deliveries of a command the device had not answered: each answer (any status) accounts for
+/// one delivery, and the last delivery of a command without a final answer may still be on
+/// its way to an answer. Pure arithmetic, no clocks compared (the MDM's and the listener's
+/// differ).
+pub fn unanswered_redeliveries(deliveries: usize, answers: usize, has_final: bool) -> usize {
+    deliveries.saturating_sub(answers + usize::from(!has_final))
+}
+
+pub(super) fn command_redelivered(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
+    let delivered = deliveries_journaled(d);
+    let (situation, found) = redelivered_after_final(d, ctx);
+    if found.is_some() {
+        return (true, found);
+    }
+    let found = redelivered_unanswered(d, &delivered);
+    (situation || !delivered.is_empty() || found.is_some(), found)
+}
+
+/// A dose delivered again while the device had not answered it (issue 14: NanoMDM re-delivered
+/// an unanswered ScheduleOSUpdate 13–14 times, and the device installed).
+fn redelivered_unanswered(d: &Facts, delivered: &HashMap<String, usize>) -> Option<Found> {
+    for i in &d.intents {
+        let Some(&n) = delivered.get(&i.command_uuid) else {
+            continue;
+        };
+        let answers: Vec<&Answer> = d.answers_to(&i.command_uuid).collect();
+        let has_final = answers.iter().any(|a| a.is_final());
+        let again = unanswered_redeliveries(n, answers.len(), has_final);
+        if again == 0 {
+            continue;
+        }
+        let mut evidence = vec![i.seq];
+        evidence.extend(
+            d.observations
+                .iter()
+                .filter(|o| o.kind == COMMAND_DELIVERED && o.key == i.command_uuid)
+                .map(|o| o.seq),
+        );
+        evidence.extend(answers.iter().map(|a| a.seq));
+        evidence.sort_unstable();
+        let statuses: Vec<&str> = answers.iter().map(|a| &*a.status).collect();
+        let answered = if statuses.is_empty() {
+            "never answered".to_string()
+        } else {
+            format!(
+                "answered {} time(s) ({})",
+                statuses.len(),
+                statuses.join(", ")
+            )
+        };
+        return Some(Found {
+            evidence,
+            actual: format!(
+                "{} {} was delivered {n} times and {answered}: it was delivered again {again} time(s) while the device had not answered it.",
+                i.request_type, i.command_uuid
+            ),
+            command_uuid: Some(i.command_uuid.clone()),
+            responses: answers.iter().map(|a| a.seq).collect(),
+        });
+    }
+    None
+}
+
+/// A command answered again after its final answer: delivered again after it left the queue.
+fn redelivered_after_final(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
     let situation = d.answers.iter().any(Answer::is_final);
     // Answers grouped by CommandUUID, in order of first answer (one pass: a device may have
     // answered a million status polls).

@@ -101,12 +101,12 @@ pub const DETECTORS: &[Detector] = &[
     Detector {
         id: "command_redelivered",
         title: "The same CommandUUID is delivered or answered twice",
-        description: "A command was answered again after its final answer (Acknowledged/Error/CommandFormatError), i.e. it was delivered again: the NanoMDM kv queue re-delivers an answered command when the last queued one is acknowledged while an earlier one is parked as NotNow.",
+        description: "A command was answered again after its final answer (Acknowledged/Error/CommandFormatError), i.e. it was delivered again: the NanoMDM kv queue re-delivers an answered command when the last queued one is acknowledged while an earlier one is parked as NotNow. Or a command the device had not answered was delivered again (NanoMDM re-delivered an unanswered ScheduleOSUpdate 13–14 times, and the device installed): deliveries come from the MDM's own record (`lab`'s server) or, for a webhook-fed NanoMDM or MicroMDM, from the device's Idle polls while the command was the oldest one queued and unanswered.",
         source: "MDM brief §5.4 (NanoMDM storage/kv queue_ll.go unlink); Apple, \"Sending MDM commands\"",
         expected: "A command leaves the queue once the device answers Acknowledged or Error; \"It's also possible for the device to send the same status twice\" (Apple, \"Sending MDM commands\"), but a re-delivered ScheduleOSUpdate starts an install at once (rdar 45414727).",
-        situation: "devices that gave a final answer to at least one command",
+        situation: "devices that gave a final answer to at least one command, or whose dose deliveries were seen",
         classification: "Serious Bug",
-        trigger: "Queue two commands, answer the first NotNow and the second Acknowledged, then acknowledge the first; watch what the server sends next.",
+        trigger: "Queue two commands, answer the first NotNow and the second Acknowledged, then acknowledge the first; watch what the server sends next. Or queue a ScheduleOSUpdate on an iOS 11.3.1 device (which sends no answer to it, rdar 40161553) and count the deliveries of each Idle poll.",
         scope: Scope::Dose,
     },
     Detector {

@@ -19,6 +19,7 @@ mod ddm;
 mod install_later;
 mod schedule;
 
+pub use answers::{COMMAND_DELIVERED, deliveries_journaled, unanswered_redeliveries};
 pub use catalogue::{DETECTORS, Detector, Scope, detector};
 
 use crate::journal::fold::{
@@ -558,6 +559,41 @@ mod tests {
         assert!(fired(&j, "schedule_error_but_proceeds").is_empty());
     }
 
+    /// Issue 17: the draft says "pushed" only when the MDM said so (MicroMDM's 201 does not).
+    #[test]
+    fn schedule_no_response_says_pushed_only_when_the_mdm_said_so() {
+        let mut j = J::new();
+        j.device("A", true).allocate("A", "a").consent(&["A"]);
+        j.intent("A", 1, "C0A", "Default");
+        j.push(Event::DoseEnqueued {
+            udid: "A".into(),
+            command_uuid: "C0A".into(),
+            pushed: None,
+            push_error: None,
+        });
+        j.reprobe("A", true, Some("19H12"))
+            .ended("A", "follow-up time limit");
+        let f = fired(&j, "schedule_no_response");
+        assert!(
+            f[0].actual
+                .contains("was queued and the MDM did not say whether it pushed,"),
+            "{}",
+            f[0].actual
+        );
+        let j = {
+            let mut j = dosed(&["A"]);
+            j.reprobe("A", true, Some("19H12"))
+                .ended("A", "follow-up time limit");
+            j
+        };
+        let f = fired(&j, "schedule_no_response");
+        assert!(
+            f[0].actual.contains("was queued and pushed,"),
+            "{}",
+            f[0].actual
+        );
+    }
+
     #[test]
     fn schedule_no_response_when_the_window_closes_unanswered() {
         let mut j = dosed(&["A", "B"]);
@@ -745,6 +781,46 @@ mod tests {
             "{}",
             f[0].actual
         );
+    }
+
+    /// Issue 14: a dose the device never answered, delivered again and again (NanoMDM, an
+    /// 11.3.1 device), from the journaled deliveries; a NotNow followed by a re-delivery is
+    /// the queue working, and a delivery still on its way to an answer is no re-delivery.
+    #[test]
+    fn command_redelivered_while_unanswered_from_the_deliveries_seen() {
+        let mut j = dosed(&["A", "B", "C"]);
+        let delivered = |j: &mut J, u: &str, uuid: &str, n: usize| {
+            for k in 0..n {
+                j.push(Event::Observation {
+                    udid: Some(u.into()),
+                    source: crate::journal::ObservationSource::Harness,
+                    kind: COMMAND_DELIVERED.into(),
+                    key: uuid.into(),
+                    value: format!("t{k}: an Idle poll"),
+                });
+            }
+        };
+        delivered(&mut j, "A", "C0A", 14);
+        delivered(&mut j, "B", "C1B", 2);
+        j.result("B", "C1B", Some("ScheduleOSUpdate"), "NotNow", |_| {})
+            .schedule_answer("B", "C1B", "Acknowledged");
+        delivered(&mut j, "C", "C2C", 1);
+        let f = fired(&j, "command_redelivered");
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].udid, "A");
+        assert!(
+            f[0].actual
+                .contains("ScheduleOSUpdate C0A was delivered 14 times and never answered"),
+            "{}",
+            f[0].actual
+        );
+        assert!(f[0].actual.contains("again 13 time(s)"), "{}", f[0].actual);
+        assert_eq!(f[0].evidence.len(), 15, "the intent and 14 deliveries");
+        let (situation, showed) = tally(&j, "command_redelivered");
+        assert_eq!(situation, ["A", "B", "C"]);
+        assert_eq!(showed, ["A"]);
+        assert_eq!(unanswered_redeliveries(14, 1, true), 13, "a late answer");
+        assert_eq!(unanswered_redeliveries(1, 0, false), 0, "in flight");
     }
 
     #[test]

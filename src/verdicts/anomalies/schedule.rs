@@ -174,8 +174,15 @@ pub(super) fn schedule_no_response(d: &Facts, _: &Ctx) -> (bool, Option<Found>) 
             Some(Found {
                 evidence,
                 actual: format!(
-                    "ScheduleOSUpdate step {} (InstallAction {}) was queued and pushed, and no answer of any status (no Status, no UpdateResults) came back before {why}.{after}",
-                    i.step, i.install_action
+                    "ScheduleOSUpdate step {} (InstallAction {}) was queued and {}, and no answer of any status (no Status, no UpdateResults) came back before {why}.{after}",
+                    i.step,
+                    i.install_action,
+                    // Issue 17: only what the MDM said of the push (journals before always say).
+                    match i.pushed {
+                        Some(false) => "not pushed",
+                        Some(true) => "pushed",
+                        None => "the MDM did not say whether it pushed",
+                    }
                 ),
                 command_uuid: Some(i.command_uuid.clone()),
                 responses: late.map(|a| vec![a.seq]).unwrap_or_default(),

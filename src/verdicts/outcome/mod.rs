@@ -16,6 +16,8 @@
 //! 5. the device detached after the dose and was never seen again → `lost_to_follow_up`;
 //! 6. the last answered dose step was answered `Error`/`CommandFormatError` → `command_error`;
 //! 7. no final answer (Acknowledged/Error/CommandFormatError) to any enqueued dose → `no_response`;
+//!    but `lost_to_follow_up` when the run journaled a dose's answer as lost ([`ANSWER_LOST`]:
+//!    an MDM that neither retries a webhook nor keeps a history `lab` can read, issue 17);
 //! 8. no build reported after the dose → `lost_to_follow_up`;
 //! 9. OSUpdateStatus said `IsDownloaded` after the dose → `downloaded_not_installed`;
 //! 10. otherwise `not_downloaded`.
@@ -38,6 +40,13 @@ use crate::journal::Entry;
 use crate::journal::fold::{Record, RunFacts};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// The observation kind the runner journals, at the end of follow-up, for each enqueued dose
+/// with no final answer when the MDM neither retries a webhook nor keeps a history `lab` can
+/// read (MicroMDM; NanoMDM, which only logs a webhook it could not post): its answer may have
+/// come while `lab` was not listening. Key: the dose's CommandUUID. Step 7 of the ladder then
+/// says `lost_to_follow_up`, never `no_response`.
+pub const ANSWER_LOST: &str = "dose_answer_lost";
 
 /// How many ScheduleOSUpdate steps an arm may have at most (a first command and an optional
 /// `follow_up_step`, see `protocol::ArmSpec`): the journal does not carry the arm's shape.

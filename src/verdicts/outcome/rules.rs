@@ -258,7 +258,7 @@ fn ladder(d: &Facts, run: &RunFacts, seen: &Seen, downloaded: bool) -> (Outcome,
         .filter(|i| i.enqueued.is_some())
         .any(|i| d.answers_to(&i.command_uuid).any(Answer::is_final))
     {
-        (Outcome::NoResponse, None)
+        no_final_answer(d)
     } else if last_seen.is_none() {
         lost_without_build(d)
     } else if downloaded {
@@ -313,6 +313,30 @@ fn ddm_last_state(d: &Facts) -> Option<String> {
         Some(why) if state == "failed" => Some(format!("last install-state failed: {why}")),
         _ => Some(format!("last install-state {state}")),
     }
+}
+
+/// Step 7: no final answer to any enqueued dose. On an MDM that neither retries a webhook nor
+/// keeps a history `lab` can read, the runner journals each such dose as an
+/// [`ANSWER_LOST`](super::ANSWER_LOST) observation: its answer may have been posted while `lab`
+/// was not listening, so the device is lost to follow-up, not unanswered (issue 17).
+fn no_final_answer(d: &Facts) -> (Outcome, Option<String>) {
+    // Distinct doses: a run resumed after its final sweep journals them again.
+    let lost = d
+        .observations
+        .iter()
+        .filter(|o| o.kind == super::ANSWER_LOST)
+        .map(|o| &o.key)
+        .collect::<HashSet<_>>()
+        .len();
+    if lost == 0 {
+        return (Outcome::NoResponse, None);
+    }
+    (
+        Outcome::LostToFollowUp,
+        Some(format!(
+            "no final answer to {lost} dose(s) ever reached lab, and the MDM neither retries a webhook nor keeps a history lab can read: an answer sent while lab was not listening is lost"
+        )),
+    )
 }
 
 /// Step 8: follow-up ended, or never did, without a build observation after the dose.

@@ -93,6 +93,38 @@ fn no_response_when_dose_unanswered() {
     assert_eq!(o.first_mdm_status.as_deref(), Some("NotNow"));
 }
 
+/// Issue 17: on an MDM without a history `lab` can read and without webhook retries, a dose
+/// whose answer never came is lost to follow-up (the runner journaled it so), not unanswered.
+#[test]
+fn a_dose_whose_answer_was_lost_is_lost_to_follow_up_not_no_response() {
+    let mut j = dosed("U");
+    j.reprobe("U", true, Some("19H12"));
+    let before = one(&j);
+    assert_eq!(
+        before.outcome,
+        Outcome::NoResponse,
+        "no lost answer journaled"
+    );
+    j.push(Event::Observation {
+        udid: Some("U".into()),
+        source: crate::journal::ObservationSource::Harness,
+        kind: ANSWER_LOST.into(),
+        key: "C1".into(),
+        value: "no final answer".into(),
+    });
+    let o = one(&j);
+    assert_eq!(o.outcome, Outcome::LostToFollowUp);
+    let why = o.reason.unwrap();
+    assert!(why.contains("no final answer to 1 dose(s)"), "{why}");
+    assert!(
+        why.contains("neither retries a webhook nor keeps a history"),
+        "{why}"
+    );
+    // An answer of the device still decides: an update seen is an update.
+    j.reprobe("U", true, Some("19H390"));
+    assert_eq!(one(&j).outcome, Outcome::Updated);
+}
+
 #[test]
 fn lost_to_follow_up_detached_or_unobserved() {
     let mut j = dosed("U");
