@@ -378,7 +378,8 @@ fn report_html_is_valid_self_contained_and_complete() {
         ]
     );
 
-    // One swimlane per device, in order, with the status band, doses and the detached period.
+    // One swimlane per device, in order of discovery, the excluded ones last and folded away,
+    // with the status band, doses and the detached period.
     let lanes: Vec<_> = doc.select(&sel("section.lane")).collect();
     assert_eq!(lanes.len(), 5);
     assert_eq!(doc.select(&sel("svg.swimlane")).count(), 5);
@@ -386,7 +387,12 @@ fn report_html_is_valid_self_contained_and_complete() {
         .iter()
         .map(|l| l.value().attr("data-udid").unwrap())
         .collect();
-    assert_eq!(udids, ["U-A", "U-B", "U-C", "U-X", "U-E"]);
+    assert_eq!(udids, ["U-A", "U-B", "U-C", "U-E", "U-X"]);
+    let folded: Vec<_> = doc
+        .select(&sel("details.lanes-excluded section.lane"))
+        .map(|l| l.value().attr("data-udid").unwrap())
+        .collect();
+    assert_eq!(folded, ["U-X"]);
     let lane_a = lanes[0].html();
     for class in [
         "s-dosed",
@@ -398,7 +404,7 @@ fn report_html_is_valid_self_contained_and_complete() {
         assert!(lane_a.contains(class), "lane A lacks {class}");
     }
     assert!(lanes[1].html().contains("s-error"));
-    assert!(lanes[3].html().contains("s-excluded"));
+    assert!(lanes[4].html().contains("s-excluded"));
     assert!(lane_a.contains("T+0s"));
     // The operator's observation, escaped, listed under the lane.
     let obs = text_of(&doc, "section#dev-1 ol.obs");

@@ -197,6 +197,8 @@ impl Facts {
 pub struct RunFacts {
     /// The lab's time scale (`RunStarted.time_scale`; `None` in older journals: 1).
     pub time_scale: Option<f64>,
+    /// The devices were the in-process simulated lab (`RunStarted.simulated`).
+    pub simulated: bool,
     pub trial_id: Option<String>,
     pub protocol_sha256: Option<String>,
     pub devices: Vec<Facts>,
@@ -394,11 +396,13 @@ impl Record {
                 trial_id,
                 protocol_sha256,
                 time_scale,
+                simulated,
                 ..
             } => {
                 if run.time_scale.is_none() {
                     run.time_scale = *time_scale;
                 }
+                run.simulated |= *simulated;
                 run.trial_id.get_or_insert_with(|| trial_id.clone());
                 run.protocol_sha256
                     .get_or_insert_with(|| protocol_sha256.clone());

@@ -12,24 +12,133 @@ pub(super) fn device_name(d: &Facts) -> String {
         .unwrap_or_else(|| d.udid.clone())
 }
 
+/// The device's starting iOS version, as "iOS 17.5".
+pub(super) fn version(d: &Facts) -> Option<String> {
+    d.starting_version().map(|v| format!("iOS {v}"))
+}
+
 pub(super) fn model(d: &Facts) -> Option<String> {
     d.baseline_str(&["baseline", "marketing_name"])
         .or_else(|| d.baseline_str(&["baseline", "product_type"]))
         .or_else(|| d.baseline_str(&["mdm", "model_name"]))
 }
 
-pub(super) fn header(
+/// The first screen's top: the title, a simulated run's label, the stop rules, the tiles.
+pub(super) fn title(
     h: &mut String,
     head: &Head,
     run: &RunFacts,
     outcomes: &[DeviceOutcome],
-    t0: Option<&Time>,
+    anomalies: usize,
 ) {
     let _ = write!(
         h,
         "<h1>Trial report: {}</h1>\n<p class=\"sub\">OS-update trial run, projected from the run journal.</p>\n",
         esc(head.trial_id.as_deref().unwrap_or("(no RunStarted event)"))
     );
+    if run.simulated {
+        let _ = writeln!(
+            h,
+            "<p class=\"sim\" id=\"simulated\"><b>Simulated lab.</b> These devices were simulated by <code>lab</code>: \
+             this report is a rehearsal, not evidence from real devices. The simulated clock ran {}× \
+             faster than the wall clock; durations and times after the first dose are in simulated time.</p>",
+            fmt_scale(time_scale(run))
+        );
+    }
+    for (rule, message) in &run.stop_rules {
+        let _ = writeln!(
+            h,
+            "<p class=\"warn\"><b>Stop rule {}</b>: {}</p>",
+            esc(rule),
+            esc(message)
+        );
+    }
+    h.push_str("<div class=\"cards\">");
+    for t in tiles(run, outcomes, anomalies) {
+        let class = if t.alarm && t.n > 0 {
+            "card alarm"
+        } else {
+            "card"
+        };
+        let _ = write!(
+            h,
+            "<div class=\"{class}\"><b>{}</b><span>{}</span></div>",
+            t.n, t.label
+        );
+    }
+    h.push_str("</div>\n");
+}
+
+/// Simulated seconds per real second (1 when not recorded or not positive).
+pub(super) fn time_scale(run: &RunFacts) -> f64 {
+    run.time_scale.filter(|s| *s > 0.0).unwrap_or(1.0)
+}
+
+fn fmt_scale(s: f64) -> String {
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s}")
+    }
+}
+
+/// One tile of the first screen.
+#[derive(Debug, PartialEq)]
+pub(super) struct Tile {
+    pub n: usize,
+    pub label: &'static str,
+    /// Drawn as a warning when not zero.
+    pub alarm: bool,
+}
+
+/// The tiles (issue 15's 10-second test): how many devices took part, what became of them, and
+/// everything that needs a look — error answers, anomalies, uncertain doses, devices lost —
+/// counted so that none of them can read 0 while the tables below show one.
+pub(super) fn tiles(run: &RunFacts, outcomes: &[DeviceOutcome], anomalies: usize) -> Vec<Tile> {
+    let count = |o: Outcome| outcomes.iter().filter(|x| x.outcome == o).count();
+    let allocated = outcomes.iter().filter(|o| o.arm.is_some()).count();
+    let eligible = run.devices.iter().filter(|d| d.eligible).count();
+    // Devices that answered any command with an error status, whatever their outcome.
+    let errors = run
+        .devices
+        .iter()
+        .filter(|d| {
+            d.answers
+                .iter()
+                .any(|a| matches!(&*a.status, "Error" | "CommandFormatError"))
+        })
+        .count();
+    let tile = |n, label, alarm| Tile { n, label, alarm };
+    let mut out = vec![
+        tile(run.devices.len(), "devices enrolled", false),
+        tile(eligible, "eligible", false),
+        tile(allocated, "allocated", false),
+        tile(count(Outcome::Updated), "updated", false),
+        tile(
+            count(Outcome::DownloadedNotInstalled),
+            "downloaded, not installed",
+            true,
+        ),
+        tile(errors, "devices with an error answer", true),
+        tile(anomalies, "anomalies", true),
+        tile(count(Outcome::DoseUncertain), "doses uncertain", true),
+        tile(count(Outcome::LostToFollowUp), "lost to follow-up", true),
+    ];
+    for (o, label) in [
+        (Outcome::WrongVersion, "wrong version"),
+        (Outcome::NoResponse, "no response"),
+    ] {
+        if count(o) > 0 {
+            out.push(tile(count(o), label, true));
+        }
+    }
+    out
+}
+
+/// The run's details: trial, protocol hash, versions, times, consent, feeds, and the run-level
+/// observations.
+pub(super) fn run_details(h: &mut String, head: &Head, run: &RunFacts, t0: Option<&Time>) {
+    h.push_str("<section id=\"run\">\n<h2>Run</h2>\n");
     let state = if run.finished {
         "finished"
     } else if head.interrupted > 0 {
@@ -91,39 +200,6 @@ pub(super) fn header(
         let _ = writeln!(h, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
     h.push_str("</table>\n");
-    for (rule, message) in &run.stop_rules {
-        let _ = writeln!(
-            h,
-            "<p class=\"warn\"><b>Stop rule {}</b>: {}</p>",
-            esc(rule),
-            esc(message)
-        );
-    }
-
-    // At a glance.
-    let count = |o: Outcome| outcomes.iter().filter(|x| x.outcome == o).count();
-    let allocated = outcomes.iter().filter(|o| o.arm.is_some()).count();
-    let eligible = run.devices.iter().filter(|d| d.eligible).count();
-    let cards = [
-        (run.devices.len(), "devices enrolled"),
-        (eligible, "eligible"),
-        (allocated, "allocated"),
-        (count(Outcome::Updated), "updated"),
-        (
-            count(Outcome::WrongVersion)
-                + count(Outcome::CommandError)
-                + count(Outcome::LostToFollowUp),
-            "wrong version / error / lost",
-        ),
-    ];
-    h.push_str("<div class=\"cards\">");
-    for (n, label) in cards {
-        let _ = write!(
-            h,
-            "<div class=\"card\"><b>{n}</b><span>{label}</span></div>"
-        );
-    }
-    h.push_str("</div>\n");
     if !head.notes.is_empty() {
         h.push_str("<h3>Run-level observations</h3>\n<ul class=\"notes\">\n");
         for n in &head.notes {
@@ -140,4 +216,5 @@ pub(super) fn header(
         }
         h.push_str("</ul>\n");
     }
+    h.push_str("</section>\n");
 }

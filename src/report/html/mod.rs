@@ -70,11 +70,16 @@ pub(crate) fn render_to(view: &RunView, out: &mut dyn std::io::Write) -> std::io
         esc(&title),
         style::STYLE
     );
-    header::header(&mut h, head, run, outcomes, t0.as_ref());
+    // The first screen (issue 15's 10-second test): the tiles, then every device with what
+    // became of it; the run's details, the flow and the lanes come after.
+    let scale = header::time_scale(run);
+    header::title(&mut h, head, run, outcomes, anomalies.len());
+    tables::per_device(&mut h, run, outcomes, scale, anomalies);
+    header::run_details(&mut h, head, run, t0.as_ref());
     consort::consort(&mut h, &flow);
     baseline::baseline(&mut h, run, outcomes);
     timelines::timelines(&mut h, digest, t0.as_ref(), anomalies, out)?;
-    tables::outcomes_section(&mut h, run, outcomes);
+    tables::outcomes_section(&mut h, outcomes, scale);
     tables::adverse(&mut h, &view.adverse_events, run);
     tables::anomalies_section(&mut h, run, anomalies);
     let _ = write!(
@@ -111,5 +116,132 @@ mod tests {
         );
         assert_eq!(tick_step(50.0), 5.0);
         assert_eq!(tick_step(7200.0), 900.0);
+    }
+
+    /// An OSUpdateStatus answer whose item says `status` with IsDownloaded true.
+    fn status_item(
+        j: &mut crate::verdicts::outcome::testkit::J,
+        udid: &str,
+        uuid: &str,
+        status: &str,
+    ) {
+        use plist::{Dictionary, Value};
+        j.push(crate::journal::Event::CommandSent {
+            udid: udid.into(),
+            command_uuid: uuid.into(),
+            request_type: "OSUpdateStatus".into(),
+        });
+        j.result(udid, uuid, None, "Acknowledged", |d| {
+            let mut item = Dictionary::new();
+            item.insert("ProductKey".into(), "iOSUpdate19H390".into());
+            item.insert("IsDownloaded".into(), Value::Boolean(true));
+            item.insert("DownloadPercentComplete".into(), Value::Real(1.0));
+            item.insert("Status".into(), status.into());
+            d.insert(
+                "OSUpdateStatus".into(),
+                Value::Array(vec![Value::Dictionary(item)]),
+            );
+        });
+    }
+
+    /// Issue 15's 10-second test: an Error answer, an anomaly, an uncertain dose and an excluded
+    /// device's sentence all show on the first screen, before the run's details.
+    #[test]
+    fn the_first_screen_counts_what_needs_a_look_and_lists_every_device() {
+        use crate::verdicts::outcome::testkit::J;
+        let mut j = J::new();
+        j.device("A", true)
+            .allocate("A", "x")
+            .consent(&["A"])
+            .dose("A", 1, "S1");
+        j.wait(1).schedule_answer("A", "S1", "Error");
+        j.wait(1).schedule_answer("A", "S1", "Acknowledged");
+        j.device("B", true).allocate("B", "x").consent(&["B"]);
+        j.intent("B", 1, "S2", "Default");
+        j.push(crate::journal::Event::DoseUncertain {
+            udid: "B".into(),
+            command_uuid: "S2".into(),
+            reason: "crash between intent and enqueue".into(),
+        });
+        j.device("C", false);
+        let links = [AnomalyLink {
+            id: "schedule_error_but_proceeds".into(),
+            title: "ScheduleOSUpdate answered Error".into(),
+            udid: Some("A".into()),
+        }];
+        let html = render(&j.entries, &links);
+        let first = &html[..html.find("<section id=\"run\">").expect("run details")];
+        let tile = |label: &str| {
+            let end = first.find(&format!("<span>{label}</span>")).expect(label);
+            let b = first[..end].rfind("<b>").unwrap();
+            first[b + 3..end].trim_end_matches("</b>").to_string()
+        };
+        assert_eq!(tile("devices with an error answer"), "1");
+        assert_eq!(tile("anomalies"), "1");
+        assert_eq!(tile("doses uncertain"), "1");
+        assert_eq!(tile("devices enrolled"), "3");
+        // Every device is in the table on the first screen, the excluded one with its sentence,
+        // the one with an anomaly with a link to its draft.
+        assert!(first.contains("<section id=\"devices\">"));
+        for u in ["A", "B", "C"] {
+            assert!(
+                first.contains(&format!("<span class=\"mono\">{u}</span>")),
+                "{u}"
+            );
+        }
+        let c = j.entries.iter().find_map(|e| match &e.event {
+            crate::journal::Event::EligibilityAssessed { udid, reasons, .. } if udid == "C" => {
+                reasons.first().map(|r| r.message.clone())
+            }
+            _ => None,
+        });
+        assert!(first.contains(&esc(&c.expect("an exclusion sentence"))));
+        assert!(first.contains("href=\"radar/schedule_error_but_proceeds.md\""));
+        // Not a simulated run: no label.
+        assert!(!html.contains("id=\"simulated\""));
+    }
+
+    #[test]
+    fn a_simulated_run_says_so_with_its_time_scale_and_draws_simulated_time() {
+        use crate::verdicts::outcome::testkit::J;
+        let mut j = J::new();
+        if let crate::journal::Event::RunStarted {
+            time_scale,
+            simulated,
+            ..
+        } = &mut j.entries[0].event
+        {
+            *time_scale = Some(60.0);
+            *simulated = true;
+        }
+        j.device("A", true)
+            .allocate("A", "x")
+            .consent(&["A"])
+            .dose("A", 1, "S1");
+        j.wait(10).schedule_answer("A", "S1", "Acknowledged");
+        let html = render(&j.entries, &[]);
+        assert!(html.contains("id=\"simulated\""), "{html}");
+        assert!(html.contains("60× faster"));
+        // 10 real seconds after the dose are 10 simulated minutes on the lanes.
+        assert!(html.contains("T+10m00s"), "{html}");
+    }
+
+    #[test]
+    fn installing_is_drawn_and_error_marks_are_drawn_last() {
+        use crate::verdicts::outcome::testkit::J;
+        let mut j = J::new();
+        j.device("A", true)
+            .allocate("A", "x")
+            .consent(&["A"])
+            .dose("A", 1, "S1");
+        j.wait(1).schedule_answer("A", "S1", "Error");
+        j.wait(1).schedule_answer("A", "S1", "Acknowledged");
+        status_item(j.wait(1), "A", "Q1", "Installing");
+        let html = render(&j.entries, &[]);
+        let lane = &html[html.find("data-udid=\"A\"").unwrap()..];
+        assert!(lane.contains("s-installing"), "installing not drawn");
+        let err = lane.find("class=\"a-err\"").expect("error mark");
+        let ack = lane.rfind("class=\"a-ack\"").expect("ack mark");
+        assert!(err > ack, "the error mark is drawn under a later one");
     }
 }

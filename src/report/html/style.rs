@@ -25,6 +25,12 @@ table.meta td{word-break:break-all}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:22px}
 .card span{color:var(--muted);font-size:12px}
+.card.alarm{background:#fff0f0;border-color:#e8a0a0}.card.alarm b{color:#8a1c1c}
+.sim{background:#e8f1fd;border:1px solid #8fb3e8;border-radius:6px;padding:6px 10px}
+.muted{color:var(--muted);font-size:12px}
+a.anomaly{color:#8a1c1c;font-size:12px}
+details.lanes-excluded{margin:0 0 12px}
+details.lanes-excluded summary{cursor:pointer;color:var(--muted)}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;white-space:nowrap}
 .o-good{background:#d3f2e0;color:#0e5a2f}.o-bad{background:#fbd9d9;color:#8a1c1c}
 .o-warn{background:#fff0c2;color:#7a5200}.o-neutral{background:#e3e8ff;color:#2a3a8c}

@@ -1,7 +1,7 @@
 //! Outcomes per arm and per device, adverse events, anomalies.
 
 use super::baseline::arm_names;
-use super::header::device_name;
+use super::header::{device_name, model, version};
 use super::palette::{badge, outcome_class};
 use super::{AnomalyLink, dur, esc};
 use crate::journal::fold::RunFacts;
@@ -29,7 +29,7 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     })
 }
 
-pub(super) fn outcomes_section(h: &mut String, run: &RunFacts, outcomes: &[DeviceOutcome]) {
+pub(super) fn outcomes_section(h: &mut String, outcomes: &[DeviceOutcome], scale: f64) {
     h.push_str("<section id=\"outcomes\">\n<h2>Outcomes per arm</h2>\n");
     let arms = arm_names(outcomes);
     if arms.is_empty() {
@@ -71,7 +71,7 @@ pub(super) fn outcomes_section(h: &mut String, run: &RunFacts, outcomes: &[Devic
                 let xs: Vec<f64> = g.iter().filter_map(|o| pick(o)).collect();
                 let n = xs.len();
                 let cell = median(xs)
-                    .map(|m| format!("{} [{n}]", dur(m)))
+                    .map(|m| format!("{} [{n}]", dur(m * scale)))
                     .unwrap_or_else(|| "—".into());
                 let _ = write!(h, "<td class=\"num\">{cell}</td>");
             }
@@ -80,28 +80,67 @@ pub(super) fn outcomes_section(h: &mut String, run: &RunFacts, outcomes: &[Devic
         h.push_str("</tbody></table>\n");
     }
 
+    h.push_str("</section>\n");
+}
+
+/// The per-device table, on the first screen: what became of each device and why, with the
+/// exclusion sentences (numbers included) and the anomalies found on it, so a row never reads
+/// "updated" without the warning its anomaly gives. `scale`: simulated seconds per real second.
+pub(super) fn per_device(
+    h: &mut String,
+    run: &RunFacts,
+    outcomes: &[DeviceOutcome],
+    scale: f64,
+    anomalies: &[AnomalyLink],
+) {
     h.push_str(
-        "<h3>Per device</h3>\n<table class=\"per-device\">\n<thead><tr><th>#</th><th>Device</th><th>Arm</th>\
+        "<section id=\"devices\">\n<h2>Devices</h2>\n<table class=\"per-device\">\n<thead><tr><th>#</th><th>Device</th><th>Arm</th>\
          <th>Outcome</th><th>Start → final build</th><th>Target</th><th class=\"num\">To download</th>\
          <th class=\"num\">To new build</th><th>Last dose answer</th><th>Reason / deviations</th></tr></thead>\n<tbody>\n",
     );
     for (i, (d, o)) in run.devices.iter().zip(outcomes).enumerate() {
-        let mut notes: Vec<String> = o.reason.iter().cloned().collect();
+        let mut notes: Vec<String> = if o.outcome == Outcome::Excluded && !d.reasons.is_empty() {
+            d.reasons.iter().map(|r| r.message.clone()).collect()
+        } else {
+            o.reason.iter().cloned().collect()
+        };
         notes.extend(o.deviations.iter().cloned());
+        let found: Vec<String> = anomalies
+            .iter()
+            .filter(|a| a.udid.as_deref() == Some(d.udid.as_str()))
+            .map(|a| {
+                format!(
+                    "<a class=\"anomaly\" href=\"{}\">⚠ {}</a>",
+                    esc(&radar_href(&a.id)),
+                    esc(&a.title)
+                )
+            })
+            .collect();
+        let what = [model(d), version(d)]
+            .into_iter()
+            .flatten()
+            .map(|x| esc(&x))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             h,
-            "<tr><td class=\"num\"><a href=\"#dev-{n}\">{n}</a></td><td>{}<br><span class=\"mono\">{}</span></td>\
-             <td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+            "<tr><td class=\"num\"><a href=\"#dev-{n}\">{n}</a></td><td>{}<br><span class=\"muted\">{what}</span><br><span class=\"mono\">{}</span></td>\
+             <td>{}</td><td>{}{}</td><td>{} → {}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td>{}</td><td>{}</td></tr>",
             esc(&device_name(d)),
             esc(&d.udid),
             esc(o.arm.as_deref().unwrap_or("—")),
             badge(outcome_class(o.outcome), o.outcome.as_str()),
+            found.iter().map(|f| format!("<br>{f}")).collect::<String>(),
             esc(o.starting_build.as_deref().unwrap_or("?")),
             esc(o.final_build.as_deref().unwrap_or("—")),
             esc(o.target_build.as_deref().unwrap_or("—")),
-            o.time_to_download_s.map(dur).unwrap_or_default(),
-            o.time_to_new_build_s.map(dur).unwrap_or_default(),
+            o.time_to_download_s
+                .map(|s| dur(s * scale))
+                .unwrap_or_default(),
+            o.time_to_new_build_s
+                .map(|s| dur(s * scale))
+                .unwrap_or_default(),
             esc(o.last_mdm_status.as_deref().unwrap_or("")),
             notes
                 .iter()

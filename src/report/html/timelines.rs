@@ -9,7 +9,7 @@ use crate::journal::fold::Facts;
 use crate::journal::fold::Noted;
 use crate::report::digest::Digest;
 use crate::report::lanes::{LaneAnswer, LaneEv, LaneKind};
-use crate::verdicts::outcome::DeviceOutcome;
+use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -90,14 +90,18 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
                     base = Status::Error;
                 }
                 if dosed && !matches!(base, Status::Updated | Status::WrongVersion) {
-                    if downloaded.contains(&e.seq) {
+                    // An item saying it installs wins over its IsDownloaded flag: a device
+                    // answering `Installing` (the seed's Later bug) is drawn installing, not
+                    // merely downloaded (issue 15).
+                    let status = statuses.get(&e.seq);
+                    if status.is_some_and(|s| s.contains("Install")) {
+                        base = Status::Installing;
+                    } else if downloaded.contains(&e.seq) {
                         base = Status::Downloaded;
-                    } else if let Some(s) = statuses.get(&e.seq) {
-                        if s.contains("Install") {
-                            base = Status::Installing;
-                        } else if s.contains("Download") && base != Status::Downloaded {
-                            base = Status::Downloading;
-                        }
+                    } else if status.is_some_and(|s| s.contains("Download"))
+                        && base != Status::Downloaded
+                    {
+                        base = Status::Downloading;
                     }
                 }
             }
@@ -178,11 +182,13 @@ struct Axis {
     t0: Instant,
     lo: f64,
     hi: f64,
+    /// Simulated seconds per real second: a simulated run's lanes are in simulated time.
+    scale: f64,
 }
 
 impl Axis {
     fn secs(&self, t: &Instant) -> f64 {
-        (*t - self.t0).num_milliseconds() as f64 / 1000.0
+        (*t - self.t0).num_milliseconds() as f64 / 1000.0 * self.scale
     }
 
     fn span(&self) -> f64 {
@@ -212,16 +218,42 @@ pub(super) fn timelines(
         t0,
         lo: 0.0,
         hi: 0.0,
+        scale: super::header::time_scale(run),
     };
     axis.lo = axis.secs(first).min(0.0);
     axis.hi = axis.secs(last).max(axis.lo + 1.0);
     legend(h, &axis);
-    for (i, (d, o)) in run.devices.iter().zip(outcomes).enumerate() {
+    // Excluded devices' lanes come last, folded away: nothing happened to them after baseline.
+    let excluded = |o: &DeviceOutcome| o.outcome == Outcome::Excluded;
+    let n_excluded = outcomes.iter().filter(|o| excluded(o)).count();
+    let order = run
+        .devices
+        .iter()
+        .zip(outcomes)
+        .enumerate()
+        .filter(|(_, (_, o))| !excluded(o))
+        .chain(
+            run.devices
+                .iter()
+                .zip(outcomes)
+                .enumerate()
+                .filter(|(_, (_, o))| excluded(o)),
+        );
+    let mut folded = false;
+    for (i, (d, o)) in order {
         // What is written so far goes out before each lane: a long run has a million answers.
         out.write_all(h.as_bytes())?;
         h.clear();
+        if excluded(o) && !folded {
+            folded = true;
+            let _ = writeln!(
+                h,
+                "<details class=\"lanes-excluded\"><summary>{n_excluded} excluded device{} (lanes folded)</summary>",
+                if n_excluded == 1 { "" } else { "s" }
+            );
+        }
         let l = lane_data(&digest.lane(i), d, o);
-        lane_header(h, i, d, o);
+        lane_header(h, i, d, o, anomalies);
         let mut s = String::new();
         lane_frame(&mut s, i, &axis);
         status_band(&mut s, i, &axis, &l);
@@ -231,6 +263,9 @@ pub(super) fn timelines(
         h.push_str(&s);
         lane_lists(h, &axis, &l, d, anomalies);
         h.push_str("</section>\n");
+    }
+    if folded {
+        h.push_str("</details>\n");
     }
     h.push_str("</section>\n");
     Ok(())
@@ -262,7 +297,7 @@ fn legend(h: &mut String, axis: &Axis) {
 }
 
 /// A lane's heading: number, name, arm, outcome, builds, target, reason.
-fn lane_header(h: &mut String, i: usize, d: &Facts, o: &DeviceOutcome) {
+fn lane_header(h: &mut String, i: usize, d: &Facts, o: &DeviceOutcome, anomalies: &[AnomalyLink]) {
     let _ = write!(
         h,
         "<section class=\"lane\" id=\"dev-{}\" data-udid=\"{}\">\n<header><h3>{}. {}</h3>",
@@ -275,6 +310,15 @@ fn lane_header(h: &mut String, i: usize, d: &Facts, o: &DeviceOutcome) {
         let _ = write!(h, "{}", badge("arm", a));
     }
     let _ = write!(h, "{}", badge(outcome_class(o.outcome), o.outcome.as_str()));
+    // The outcome never stands alone when a detector fired on the device (listed under the lane).
+    let n = anomalies
+        .iter()
+        .filter(|a| a.udid.as_deref() == Some(d.udid.as_str()))
+        .count();
+    if n > 0 {
+        let label = format!("⚠ {n} anomal{}", if n == 1 { "y" } else { "ies" });
+        let _ = write!(h, "{}", badge("o-bad", &label));
+    }
     let builds = format!(
         "{} ({}) → {}",
         o.starting_version.as_deref().unwrap_or("?"),
@@ -450,7 +494,10 @@ fn event_marks(s: &mut String, axis: &Axis, l: &LaneData) {
             rel(axis.secs(t))
         );
     }
-    for (t, rt, st) in &l.answers {
+    // Error answers are drawn last, on top: a later green dot never hides a red one.
+    let is_error = |st: &str| matches!(st, "Error" | "CommandFormatError");
+    let (errors, others): (Vec<_>, Vec<_>) = l.answers.iter().partition(|a| is_error(&a.2));
+    for (t, rt, st) in others.into_iter().chain(errors) {
         let px = axis.x(axis.secs(t));
         let _ = write!(
             s,
