@@ -158,45 +158,18 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
 
     // Who showed it, n of N, and the version in the title.
     let n_dosed = dosed.len();
+    // Reproducibility among the devices like those that showed it (same version, build, model,
+    // passcode): each seeded quirk is on one device of its kind, so 1 of 1 there; the figure over
+    // every device in the same situation is beside it.
     let cases = [
-        (
-            "documented_type_mismatch.md",
-            "Q01",
-            "11.3",
-            format!("Rarely (1 of {n_dosed} devices"),
-        ),
-        (
-            "schedule_error_but_proceeds.md",
-            "Q04",
-            "11.4",
-            format!("Rarely (1 of {n_dosed} devices"),
-        ),
-        (
-            "schedule_no_response.md",
-            "Q03",
-            "11.3.1",
-            format!("Rarely (1 of {n_dosed} devices"),
-        ),
-        (
-            "command_redelivered.md",
-            "Q03",
-            "11.3.1",
-            format!("Rarely (1 of {n_dosed} devices"),
-        ),
-        (
-            "installing_while_scheduled.md",
-            "Q05",
-            "17.5.1",
-            "Always (1 of 1 devices".to_string(),
-        ),
-        (
-            "available_updates_error_2213.md",
-            "Q02",
-            "11.3",
-            "Sometimes (1 of 2 devices".to_string(),
-        ),
+        ("documented_type_mismatch.md", "Q01", "11.3", n_dosed),
+        ("schedule_error_but_proceeds.md", "Q04", "11.4", n_dosed),
+        ("schedule_no_response.md", "Q03", "11.3.1", n_dosed),
+        ("command_redelivered.md", "Q03", "11.3.1", n_dosed),
+        ("installing_while_scheduled.md", "Q05", "17.5.1", 1),
+        ("available_updates_error_2213.md", "Q02", "11.3", 2),
     ];
-    for (name, dev, version, repro) in &cases {
+    for (name, dev, version, of_all) in &cases {
         let text = md(name);
         let first = text.lines().next().unwrap();
         assert!(
@@ -204,7 +177,15 @@ fn the_quirks_protocol_yields_one_radar_draft_per_seeded_quirk() {
             "{name}: {first}"
         );
         assert!(
-            text.contains(&format!("- **Reproducibility:** {repro}")),
+            text.contains(&format!(
+                "- **Reproducibility:** Always (1 of 1 devices like those that showed it: iOS {version} ("
+            )),
+            "{name}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "; 1 of {of_all} of all devices in the same situation"
+            )),
             "{name}:\n{text}"
         );
         let actual =

@@ -540,6 +540,8 @@ pub(crate) struct RawIndex {
 #[derive(Default)]
 pub(crate) struct Raw {
     pub answers: HashMap<u64, Vec<u8>>,
+    /// The journal time of each answer read (the drafts date their evidence with it).
+    pub times: HashMap<u64, String>,
     pub commands: HashMap<(String, String), (String, Vec<u8>)>,
 }
 
@@ -551,6 +553,12 @@ impl Raw {
     /// Take in an entry: the last decodable answer of a seq, the first decodable command of a
     /// (udid, CommandUUID) count.
     fn take(&mut self, e: &Entry) {
+        if matches!(
+            e.event,
+            Event::MdmResult { .. } | Event::DdmStatusReport { .. } | Event::UpdatesOffered { .. }
+        ) {
+            self.times.insert(e.seq, e.at.clone());
+        }
         match &e.event {
             Event::MdmResult { raw_b64, .. } => {
                 if let Some(b) = b64(raw_b64) {

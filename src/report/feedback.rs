@@ -117,6 +117,7 @@ pub(super) fn draft(
     };
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
+    radar::simulated_banner(&mut s, run);
     let _ = writeln!(
         s,
         "Draft for Feedback Assistant (not filed: no feedback number is assigned until it is).\n"
@@ -124,7 +125,7 @@ pub(super) fn draft(
     let _ = writeln!(s, "- **Title:** {title}");
     let _ = writeln!(s, "- **Area:** {AREA}");
     let _ = writeln!(s, "- **Type:** {TYPE}");
-    super::radar::provenance(&mut s, det, evidence::reproducibility(n, of), (n, of), run);
+    super::radar::provenance(&mut s, det, tally, run);
     let _ = writeln!(s, "\n## Description\n");
     let _ = writeln!(
         s,
@@ -151,13 +152,18 @@ pub(super) fn draft(
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "- `{}` ({who}): {} Evidence: {}.",
+            "- `{}` ({who}): {} Evidence: {}.{}",
             a.udid,
             a.actual,
-            md_seq_refs(&a.evidence)
+            md_seq_refs(&a.evidence),
+            radar::dev(run, &a.udid)
+                .and_then(|d| radar::occurred(d, &a.evidence, ctx.raw))
+                .unwrap_or_default()
         );
     }
     radar::configuration(&mut s, &affected);
+    let _ = writeln!(s, "\nTarget: {}.", radar::targets(&affected));
+    let _ = writeln!(s, "\nMDM server: {}.", radar::mdm_server(ctx));
     if let Some(v) = &ctx.lab_version {
         let _ = writeln!(s, "\nHarness: lab {v}.");
     }
@@ -259,7 +265,7 @@ fn notes(s: &mut String, files: &[(String, String)]) {
     );
     let _ = writeln!(
         s,
-        "- Reproducibility is n of N over the devices of this run in the same situation: Always = all, Sometimes = at least a third, Rarely = fewer."
+        "- Reproducibility is n of N over the devices of this run like those that showed it (same iOS version and build, model and passcode state), with the figure over all devices in the same situation beside it: Always = all, Sometimes = at least a third, Rarely = fewer."
     );
     let _ = writeln!(
         s,

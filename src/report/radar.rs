@@ -49,7 +49,7 @@ pub(crate) fn render_digest(
         protocol_yaml.and_then(|t| crate::input::parse_yaml(Path::new("protocol.yaml"), t).ok());
     let seqs: BTreeSet<u64> = anomalies
         .iter()
-        .flat_map(|a| a.responses.iter().copied())
+        .flat_map(|a| a.responses.iter().chain(&a.evidence).copied())
         .chain(feedback::report_seqs(run, &anomalies))
         .collect();
     let commands: BTreeSet<(String, String)> = anomalies
@@ -239,7 +239,6 @@ fn draft(
     };
     let n = tally.showed.len();
     let of = tally.in_situation.len();
-    let repro = evidence::reproducibility(n, of);
 
     let mut s = String::new();
     let title = if short_versions.is_empty() {
@@ -248,10 +247,11 @@ fn draft(
         format!("{} (iOS {})", det.title, short_versions.join(", "))
     };
     let _ = writeln!(s, "# {title}\n");
+    simulated_banner(&mut s, run);
     let _ = writeln!(s, "- **Title:** {title}");
     let _ = writeln!(s, "- **Area:** Device Management");
     let _ = writeln!(s, "- **Classification:** {}", det.classification);
-    provenance(&mut s, det, repro, (n, of), run);
+    provenance(&mut s, det, tally, run);
 
     let _ = writeln!(s, "\n## Summary\n");
     let _ = writeln!(
@@ -275,16 +275,20 @@ fn draft(
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "- `{}` ({}): {} Evidence: {}.",
+            "- `{}` ({}): {} Evidence: {}.{}",
             a.udid,
             who,
             a.actual,
-            md_seq_refs(&a.evidence)
+            md_seq_refs(&a.evidence),
+            d.and_then(|d| occurred(d, &a.evidence, ctx.raw))
+                .unwrap_or_default()
         );
     }
 
     let _ = writeln!(s, "\n## Version/Build\n");
     let _ = writeln!(s, "{}", versions.join(", "));
+    let _ = writeln!(s, "\nTarget: {}.", targets(&affected));
+    let _ = writeln!(s, "\nMDM server: {}.", mdm_server(ctx));
     if let Some(v) = &ctx.lab_version {
         let _ = writeln!(s, "\nHarness: lab {v}.");
     }
@@ -293,6 +297,68 @@ fn draft(
     regression(&mut s, det, tally, run);
     notes(&mut s, det, mine, files, ctx);
     s
+}
+
+/// When it happened, by the journal's clock (UTC), to match the device's own logs (a
+/// sysdiagnose): the times of the evidence the journal dates.
+pub(super) fn occurred(d: &Facts, evidence: &[u64], raw: &Raw) -> Option<String> {
+    let times: Vec<&str> = evidence
+        .iter()
+        .filter_map(|s| d.time_of(*s).or(raw.times.get(s).map(String::as_str)))
+        .collect();
+    let (first, last) = (times.iter().min()?, times.iter().max()?);
+    Some(if first == last {
+        format!(" Occurred at {first} (UTC, journal time).")
+    } else {
+        format!(" Occurred between {first} and {last} (UTC, journal time).")
+    })
+}
+
+/// The builds the affected devices were to reach.
+pub(super) fn targets(affected: &[&Facts]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for d in affected {
+        let v = d.target.get("version").and_then(|v| v.as_str());
+        for b in d.target_builds() {
+            let t = match v {
+                Some(v) => format!("iOS {} ({})", md_cell(v), md_cell(&b)),
+                None => md_cell(&b),
+            };
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    if out.is_empty() {
+        "not recorded".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// The MDM server the doses went through, from the frozen protocol.
+pub(super) fn mdm_server(ctx: &Ctx) -> String {
+    let lab = ctx.protocol.map(|p| &p.lab);
+    let embedded = |how: &str| match &ctx.lab_version {
+        Some(v) => format!("`lab`'s embedded MDM server, lab {v}{how}"),
+        None => format!("`lab`'s embedded MDM server{how}"),
+    };
+    match lab {
+        Some(l) if l.simulated.is_some() => embedded(", in the simulated lab"),
+        Some(l) => match &l.mdm {
+            Some(m) => match m.kind {
+                crate::trial::protocol::MdmKind::Embedded => embedded(""),
+                crate::trial::protocol::MdmKind::Nanomdm => {
+                    "NanoMDM (its version is not recorded by lab)".into()
+                }
+                crate::trial::protocol::MdmKind::Micromdm => {
+                    "MicroMDM (its version is not recorded by lab)".into()
+                }
+            },
+            None => "not recorded".into(),
+        },
+        None => "not recorded (no protocol.yaml in the run folder)".into(),
+    }
 }
 
 /// Configuration: the baseline of the affected devices.
@@ -412,7 +478,7 @@ fn notes(s: &mut String, det: &Detector, mine: &[&Anomaly], files: &[(String, St
     );
     let _ = writeln!(
         s,
-        "- Reproducibility is n of N over the devices of this run in the same situation: Always = all, Sometimes = at least a third, Rarely = fewer."
+        "- Reproducibility is n of N over the devices of this run like those that showed it (same iOS version and build, model and passcode state), with the figure over all devices in the same situation beside it: Always = all, Sometimes = at least a third, Rarely = fewer."
     );
     if mine.iter().any(|a| {
         a.command_uuid
@@ -433,16 +499,20 @@ fn notes(s: &mut String, det: &Detector, mine: &[&Anomaly], files: &[(String, St
 
 /// The lines of a draft (radar or Feedback Assistant) that say how often it was seen, which
 /// detector and source, and in which trial.
-pub(crate) fn provenance(
-    s: &mut String,
-    det: &Detector,
-    repro: &str,
-    (n, of): (usize, usize),
-    run: &RunFacts,
-) {
+pub(crate) fn provenance(s: &mut String, det: &Detector, tally: &Tally, run: &RunFacts) {
+    let (n, of) = (tally.showed.len(), tally.in_situation.len());
+    let like = LikeThose::of(tally, run);
     let _ = writeln!(
         s,
-        "- **Reproducibility:** {repro} ({n} of {of} devices in the same situation: {})",
+        "- **Reproducibility:** {} ({} of {} devices like those that showed it: {}; {n} of {of} of all devices in the same situation: {})",
+        evidence::reproducibility(like.showed, like.total),
+        like.showed,
+        like.total,
+        if like.groups.is_empty() {
+            "none".to_string()
+        } else {
+            like.groups.join("; ")
+        },
         det.situation
     );
     let _ = writeln!(s, "- **Detector:** `{}`", det.id);
@@ -452,6 +522,71 @@ pub(crate) fn provenance(
             s,
             "- **Trial:** `{t}` (protocol sha256 `{}`)",
             run.protocol_sha256.as_deref().unwrap_or("unknown")
+        );
+    }
+}
+
+/// The devices "like those that showed it": the same iOS version and build, model and passcode
+/// state as a device that showed the anomaly (issue 15: a bug seen on the one 11.3.1 device is
+/// 1 of 1 there, not "Rarely (1 of 8)" over every version in the run).
+pub(crate) struct LikeThose {
+    pub showed: usize,
+    pub total: usize,
+    /// Each such group, as "iOS 11.3.1 (15E302), iPhone 8 (iPhone10,4), passcode false".
+    pub groups: Vec<String>,
+}
+
+impl LikeThose {
+    pub(crate) fn of(tally: &Tally, run: &RunFacts) -> LikeThose {
+        let key = |d: &Facts| [version(d), build(d), model(d), passcode(d)];
+        let showing: Vec<[String; 4]> = tally
+            .showed
+            .iter()
+            .filter_map(|u| dev(run, u))
+            .map(key)
+            .fold(Vec::new(), |mut v, k| {
+                if !v.contains(&k) {
+                    v.push(k);
+                }
+                v
+            });
+        let (mut showed, mut total) = (0, 0);
+        for u in &tally.in_situation {
+            let Some(d) = dev(run, u) else { continue };
+            if showing.contains(&key(d)) {
+                total += 1;
+                showed += tally.showed.contains(u) as usize;
+            }
+        }
+        let groups = showing
+            .iter()
+            .map(|k| {
+                format!(
+                    "iOS {} ({}), {}, passcode {}",
+                    md_cell(&k[0]),
+                    md_cell(&k[1]),
+                    md_cell(&k[2]),
+                    md_cell(if k[3].is_empty() { "unknown" } else { &k[3] })
+                )
+            })
+            .collect();
+        LikeThose {
+            showed,
+            total,
+            groups,
+        }
+    }
+}
+
+/// A draft from a simulated run says so first (issue 15): it must not pass for evidence from
+/// real devices.
+pub(crate) fn simulated_banner(s: &mut String, run: &RunFacts) {
+    if run.simulated {
+        let scale = run.time_scale.filter(|t| *t > 0.0).unwrap_or(1.0);
+        let _ = writeln!(
+            s,
+            "> **Rehearsal on simulated devices — not evidence; do not file.** The devices were \
+             `lab`'s simulated lab, its clock running {scale}× faster than the wall clock.\n"
         );
     }
 }
@@ -601,6 +736,70 @@ mod tests {
             .status("U1", "S1", 0.5, Value::Integer(0.into()))
             .status("U2", "S2", 0.5, Value::Boolean(false));
         j
+    }
+
+    #[test]
+    fn a_simulated_run_s_draft_says_it_is_no_evidence_first() {
+        let mut j = quirky();
+        let md = |j: &J| String::from_utf8(render(&j.entries, None)[0].1.clone()).unwrap();
+        assert!(!md(&j).contains("simulated"), "{}", md(&j));
+        if let Event::RunStarted {
+            simulated,
+            time_scale,
+            ..
+        } = &mut j.entries[0].event
+        {
+            *simulated = true;
+            *time_scale = Some(120.0);
+        }
+        let text = md(&j);
+        let after_title = text.split_once("\n\n").unwrap().1;
+        assert!(
+            after_title
+                .starts_with("> **Rehearsal on simulated devices — not evidence; do not file.**"),
+            "{text}"
+        );
+        assert!(text.contains("120× faster"));
+    }
+
+    /// Issue 15: reproducibility within the devices like those that showed it (version, build,
+    /// model, passcode), with the all-devices figure beside it; when, the target and the MDM.
+    #[test]
+    fn reproducibility_is_counted_among_devices_like_those_that_showed_it() {
+        let mut j = J::new();
+        for u in ["U1", "U2", "U3"] {
+            j.device(u, true).allocate(u, "a");
+        }
+        // U3 runs another version: not like U1, which shows the anomaly; U2 is like it.
+        for e in &mut j.entries {
+            if let Event::BaselineRecorded { udid, probe } = &mut e.event
+                && udid == "U3"
+            {
+                *probe = crate::verdicts::outcome::testkit::probe("U3", "16.1", "20B82");
+            }
+        }
+        j.consent(&["U1", "U2", "U3"]);
+        for (u, c, s) in [("U1", "C1", "S1"), ("U2", "C2", "S2"), ("U3", "C3", "S3")] {
+            j.dose(u, 1, c).schedule_answer(u, c, "Acknowledged");
+            let downloaded = if u == "U1" {
+                Value::Integer(0.into())
+            } else {
+                Value::Boolean(false)
+            };
+            j.status(u, s, 0.5, downloaded);
+        }
+        let files = render(&j.entries, None);
+        let md = String::from_utf8(files[0].1.clone()).unwrap();
+        assert!(
+            md.contains("- **Reproducibility:** Sometimes (1 of 2 devices like those that showed it: iOS 15.7 (19H12), iPhone10,3, passcode unknown; 1 of 3 of all devices in the same situation"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Occurred at 2023-11-14T22:13:38.000Z (UTC, journal time)."),
+            "{md}"
+        );
+        assert!(md.contains("Target: iOS 15.8 (19H390)."), "{md}");
+        assert!(md.contains("MDM server: not recorded (no protocol.yaml in the run folder)."));
     }
 
     #[test]

@@ -162,6 +162,46 @@ impl Facts {
         target_builds(&self.target)
     }
 
+    /// The journal time of the event `seq` of this device, where the fold keeps one (intents,
+    /// enqueues, builds, attaches, observations, DDM reports; an answer's own time is not kept).
+    pub fn time_of(&self, seq: u64) -> Option<&str> {
+        let intent = self.intents.iter().find_map(|i| {
+            if i.seq == seq {
+                Some(i.at.as_str())
+            } else {
+                i.enqueued
+                    .as_ref()
+                    .filter(|(s, _)| *s == seq)
+                    .map(|(_, at)| at.as_str())
+            }
+        });
+        intent
+            .or_else(|| {
+                self.builds
+                    .iter()
+                    .find(|b| b.seq == seq)
+                    .map(|b| b.at.as_str())
+            })
+            .or_else(|| {
+                self.attaches
+                    .iter()
+                    .find(|a| a.seq == seq)
+                    .map(|a| a.at.as_str())
+            })
+            .or_else(|| {
+                self.observations
+                    .iter()
+                    .find(|o| o.seq == seq)
+                    .map(|o| o.at.as_str())
+            })
+            .or_else(|| {
+                self.ddm_reports
+                    .iter()
+                    .find(|r| r.seq == seq)
+                    .map(|r| r.at.as_str())
+            })
+    }
+
     pub fn first_intent_seq(&self) -> Option<u64> {
         self.intents.first().map(|i| i.seq)
     }
