@@ -259,6 +259,40 @@ fn the_rehearsal_writes_a_crf_with_no_blank_cell_for_a_dosed_device() {
     let out = lab_run(&proto, &results).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let dir = run_dir(&results);
+    // The run ends with the summary (issue 15): report.html first, then the arms, exclusions,
+    // anomalies with their drafts and deviations; the journal and the summary say simulated.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let tail = &printed[printed
+        .rfind("\nrehearsal-12: finished, 12 devices")
+        .expect(&printed)..];
+    let report_line = format!("  report: {}", dir.join("report.html").display());
+    assert!(tail.contains(&report_line), "{tail}");
+    assert!(
+        tail.contains("(simulated lab, clock ×600: a rehearsal, not evidence)"),
+        "{tail}"
+    );
+    let order: Vec<usize> = [
+        "Outcomes by arm",
+        "Excluded: 4",
+        "Anomalies: ",
+        "Deviations: ",
+    ]
+    .iter()
+    .map(|h| {
+        tail.find(h)
+            .unwrap_or_else(|| panic!("{h} missing: {tail}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{tail}");
+    assert!(tail.contains("  radar/"), "{tail}");
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(
+        journal
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"simulated\":true")
+    );
     let bytes = std::fs::read(dir.join("crf.csv")).unwrap();
     assert!(
         bytes.starts_with("\u{feff}".as_bytes()),

@@ -266,10 +266,25 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
         .map_err(|e| run_error(RunError::Report(e.to_string())))?;
     drop(summary.run_lock);
     drop(lab.sim);
-    println!("run folder: {}", summary.run_dir.display());
-    for r in &reports {
-        println!("  {}", r.display());
+    // The end-of-run summary (nextest's and hyperfine's style): report.html first, then what
+    // became of each arm, exclusions, anomalies with their drafts, deviations.
+    let report_html = summary.run_dir.join(crate::report::HTML_REPORT);
+    match std::fs::read_to_string(summary.run_dir.join(crate::report::summary::FILE)) {
+        Ok(text) => print!(
+            "\n{}",
+            text.replacen(
+                "  report: report.html",
+                &format!("  report: {}", report_html.display()),
+                1
+            )
+        ),
+        Err(_) => {
+            for r in &reports {
+                println!("  {}", r.display());
+            }
+        }
     }
+    println!("\nrun folder: {}", summary.run_dir.display());
     Ok(0)
 }
 

@@ -3,12 +3,12 @@
 //! `flow`, `adverse_events`, `radar`, `html`).
 
 use super::export::{Exporter, Files, RunView};
-use super::{ReportError, crf, devices, flow, html, observations, radar};
+use super::{ReportError, crf, devices, flow, html, observations, radar, summary};
 use std::path::Path;
 
 /// Every report, in the order they are written: `report.html` last, so its presence says the
 /// others are there too (`report::all_written`).
-pub(crate) const EXPORTERS: [&dyn Exporter; 8] = [
+pub(crate) const EXPORTERS: [&dyn Exporter; 9] = [
     &Devices,
     &Observations,
     &Flow,
@@ -16,8 +16,22 @@ pub(crate) const EXPORTERS: [&dyn Exporter; 8] = [
     &Crf,
     &Radar,
     &DdmEvidence,
+    &Summary,
     &Html,
 ];
+
+/// `summary.txt`, the end-of-run summary `lab run` prints.
+pub(crate) struct Summary;
+
+impl Exporter for Summary {
+    fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError> {
+        let d = &view.digest;
+        let text = summary::render(&d.run, &d.outcomes, &view.anomalies);
+        out.file(Path::new(summary::FILE), &mut |w| {
+            w.write_all(text.as_bytes())
+        })
+    }
+}
 
 /// `devices.csv`.
 pub(crate) struct Devices;

@@ -28,6 +28,7 @@ pub mod html;
 mod lanes;
 pub mod observations;
 pub mod radar;
+pub mod summary;
 
 use crate::journal::{Entry, JournalError};
 use export::{Files, RunView};

@@ -38,6 +38,12 @@ pub struct AnomalyLink {
     pub udid: Option<String>,
 }
 
+/// Where an anomaly's draft is, relative to the run folder (`radar/<id>.md`, or
+/// `feedback/<id>.md` for a DDM finding).
+pub fn draft_path(id: &str) -> String {
+    tables::radar_href(id)
+}
+
 /// Render `report.html` from the journal and the anomalies found (may be empty).
 pub fn render(entries: &[Entry], anomalies: &[AnomalyLink]) -> String {
     let mut view = RunView::of_entries(entries, None);
