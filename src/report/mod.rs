@@ -322,19 +322,20 @@ mod tests {
         std::fs::write(dir.path().join("journal.jsonl"), text).unwrap();
         let paths = write_all(dir.path()).unwrap();
         // The CSVs, the dose answers crf.csv names, the radar drafts (the sample's
-        // IsDownloaded is an integer), then the HTML.
+        // IsDownloaded is an integer), the summary, then the HTML.
         let crf = paths
             .iter()
             .filter(|p| p.starts_with(dir.path().join(crf::DIR)))
             .count();
         assert_eq!(crf, 1, "{paths:?}");
         let radar_from = CSV_REPORTS.len() + crf;
-        assert!(paths.len() > radar_from + 1);
+        assert!(paths.len() > radar_from + 2);
         assert!(
-            paths[radar_from..paths.len() - 1]
+            paths[radar_from..paths.len() - 2]
                 .iter()
                 .all(|p| p.starts_with(dir.path().join("radar")))
         );
+        assert!(paths[paths.len() - 2].ends_with(summary::FILE));
         assert!(paths.last().unwrap().ends_with(HTML_REPORT));
         let first: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
         let again = write_all(dir.path()).unwrap();
