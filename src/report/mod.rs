@@ -352,7 +352,15 @@ mod tests {
             assert_eq!(render(&j.entries).as_bytes(), bytes.as_slice(), "{name}");
         }
         let drafts = radar::render(&j.entries, None);
-        assert_eq!(drafts.len(), paths.len() - radar_from - 1);
+        assert_eq!(drafts.len(), paths.len() - radar_from - 2);
+        let run = crate::journal::fold::run_facts(&j.entries);
+        let outcomes = crate::verdicts::outcome::judge_run(&run, &Default::default());
+        let links = anomaly_links(&j.entries);
+        assert_eq!(
+            summary::render(&run, &outcomes, &links).as_bytes(),
+            first[paths.len() - 2].as_slice(),
+            "summary.txt"
+        );
         for ((rel, bytes), got) in drafts.iter().zip(&first[radar_from..]) {
             assert_eq!(bytes, got, "{}", rel.display());
         }
