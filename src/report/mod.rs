@@ -376,7 +376,8 @@ mod tests {
         let mut clean = J::new();
         clean.device("U1", false);
         std::fs::write(dir.path().join("journal.jsonl"), journal_text(&clean)).unwrap();
-        assert_eq!(write_all(dir.path()).unwrap().len(), CSV_REPORTS.len() + 1);
+        // The CSVs, the summary and report.html.
+        assert_eq!(write_all(dir.path()).unwrap().len(), CSV_REPORTS.len() + 2);
         assert!(!dir.path().join("radar").exists());
     }
 
