@@ -16,9 +16,25 @@ pub(crate) fn json_cell(v: &serde_json::Value) -> String {
     }
 }
 
+/// "1 device", "2 devices": a count with its noun (regular plurals only).
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::json_cell;
+    use super::{count, json_cell};
+
+    #[test]
+    fn a_count_says_one_device_and_two_devices() {
+        assert_eq!(count(0, "device"), "0 devices");
+        assert_eq!(count(1, "device"), "1 device");
+        assert_eq!(count(2, "device"), "2 devices");
+    }
     use serde_json::json;
 
     #[test]

@@ -24,6 +24,38 @@ fn devices_without_usbmuxd_or_usb_says_so_and_exits_nonzero() {
         "{}",
         stderr(&out)
     );
+    // The same hint as `lab devices` (issue 15).
+    assert!(
+        stderr(&out).contains("Is usbmuxd running? Point lab at it with --usbmuxd"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `lab probe`'s table has one header per cell (issue 15: 11 cells under 10 headers); the
+/// simulated lab's messages count "1 device".
+#[test]
+fn the_probe_table_has_a_header_for_every_cell() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fleet = root.join("trials/fleets/rehearsal-12.yaml");
+    let out = run_lab(&["probe", "--sim", fleet.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text.lines().next().unwrap();
+    let names: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(names.last(), Some(&"STATUS"), "{header}");
+    assert!(names.contains(&"MDM"), "{header}");
+    // Every row's last cell (the status) starts under the STATUS header.
+    let col = header.find("STATUS").unwrap();
+    for row in text.lines().skip(1) {
+        assert!(
+            row.get(col..).is_some_and(|s| s.starts_with("ok")
+                || s.starts_with("partial")
+                || s.starts_with("FAILED")),
+            "misaligned: {row}\n{header}"
+        );
+    }
+    assert!(stderr(&out).contains("(12 devices)"), "{}", stderr(&out));
 }
 
 #[test]

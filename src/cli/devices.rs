@@ -1,5 +1,8 @@
 //! `lab devices [--json] [--watch [--for DURATION]]`
 
+/// What to try when no usbmuxd answers (`lab devices`, `lab probe`).
+pub(super) const USBMUXD_HINT: &str = "Is usbmuxd running? Point lab at it with --usbmuxd ADDR or USBMUXD_SOCKET_ADDRESS (e.g. 127.0.0.1:27015 for `lab sim serve`).";
+
 use super::{CliError, print_json, table, usbmuxd_addrs};
 use crate::probe::{AttachedDevice, HostError, list_all};
 use crate::usb::{self, UsbDevice, UsbMode, UsbScan};
@@ -203,7 +206,7 @@ pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
         if let UsbScan::Unavailable { reason } = &usb {
             msg.push_str(&format!("  - {reason}\n"));
         }
-        msg.push_str("Is usbmuxd running? Point lab at it with --usbmuxd ADDR or USBMUXD_SOCKET_ADDRESS (e.g. 127.0.0.1:27015 for `lab sim serve`).");
+        msg.push_str(USBMUXD_HINT);
         return Err(CliError::Failed(msg));
     }
     let pre = pre_sessions(&devices, &addrs, timeout).await;

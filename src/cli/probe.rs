@@ -146,10 +146,10 @@ async fn start_sim(
     })?;
     if !quiet {
         eprintln!(
-            "simulated lab from {} on {} ({} devices)",
+            "simulated lab from {} on {} ({})",
             fleet.display(),
             sim.addrs[0],
-            sim.lab.devices.len()
+            crate::format::count(sim.lab.devices.len(), "device")
         );
     }
     Ok(sim)
@@ -166,8 +166,9 @@ async fn attached(
     if host_errors.len() == addrs.len() {
         let msgs: Vec<String> = host_errors.iter().map(|e| e.error.clone()).collect();
         return Err(CliError::Failed(format!(
-            "no usbmuxd reachable: {}",
-            msgs.join("; ")
+            "no usbmuxd reachable: {}\n{}",
+            msgs.join("; "),
+            super::devices::USBMUXD_HINT
         )));
     }
     if !udids.is_empty() {
@@ -388,6 +389,7 @@ fn print_table(probes: &[DeviceProbe]) {
                 "FREE",
                 "PASSCODE",
                 "SUPERVISED",
+                "MDM",
                 "STATUS"
             ],
             &rows

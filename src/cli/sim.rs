@@ -130,8 +130,8 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         for addr in &running.addrs {
             let _ = writeln!(
                 out,
-                "lab sim: usbmuxd listening on {addr} ({} devices from {})",
-                running.lab.devices.len(),
+                "lab sim: usbmuxd listening on {addr} ({} from {})",
+                crate::format::count(running.lab.devices.len(), "device"),
                 a.fleet.display()
             );
         }
@@ -154,9 +154,9 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
             };
             let _ = writeln!(
                 out,
-                "lab sim: MDM at {} ({} devices enrolling; {key}{store})",
+                "lab sim: MDM at {} ({} enrolling; {key}{store})",
                 m.url,
-                m.agents.len()
+                crate::format::count(m.agents.len(), "device")
             );
             if let Some(p) = &a.mdm_identity_ca_out {
                 write_atomically(p, m.identity_ca_pem.as_bytes())

@@ -1,6 +1,13 @@
 //! A plain text table: columns padded to their widest cell.
 
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    // A row with more cells than headers misaligns every column after the gap (issue 15:
+    // `lab probe` printed 11 cells under 10 headers).
+    debug_assert!(
+        rows.iter().all(|r| r.len() == headers.len()),
+        "a table row has a cell count other than its {} headers",
+        headers.len()
+    );
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -67,7 +67,10 @@ impl Head {
             Event::RunResumed { .. } => h.resumed += 1,
             Event::RunInterrupted => h.interrupted += 1,
             Event::ConsentGiven { by, udids } => {
-                h.consent = Some(format!("given by {by} for {} device(s)", udids.len()));
+                h.consent = Some(format!(
+                    "given by {by} for {}",
+                    crate::format::count(udids.len(), "device")
+                ));
             }
             Event::ConsentRefused { reason } => {
                 h.consent = Some(format!("refused: {reason}"));

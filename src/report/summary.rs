@@ -5,6 +5,7 @@
 //! report, so `lab report` writes the same file again.
 
 use super::html::AnomalyLink;
+use crate::format::count;
 use crate::journal::fold::RunFacts;
 use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use std::collections::BTreeMap;
@@ -125,14 +126,6 @@ pub fn render(run: &RunFacts, outcomes: &[DeviceOutcome], anomalies: &[AnomalyLi
     s
 }
 
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +162,5 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("\nDeviations: 0\n"), "{s}");
-        assert_eq!(count(1, "device"), "1 device");
     }
 }
