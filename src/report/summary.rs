@@ -82,7 +82,11 @@ pub fn render(run: &RunFacts, outcomes: &[DeviceOutcome], anomalies: &[AnomalyLi
         .iter()
         .filter(|o| o.outcome == Outcome::Excluded)
         .collect();
-    let _ = writeln!(s, "\nExcluded: {}", excluded.len());
+    let _ = writeln!(
+        s,
+        "\nExcluded: {} (devices per rule below; a device may fail several)",
+        excluded.len()
+    );
     let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
     for d in run.devices.iter().filter(|d| !d.eligible) {
         for r in &d.reasons {

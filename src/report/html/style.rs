@@ -28,6 +28,11 @@ table.meta td{word-break:break-all}
 .card.alarm{background:#fff0f0;border-color:#e8a0a0}.card.alarm b{color:#8a1c1c}
 .sim{background:#e8f1fd;border:1px solid #8fb3e8;border-radius:6px;padding:6px 10px}
 .muted{color:var(--muted);font-size:12px}
+.nowrap{white-space:nowrap}
+table.per-device{width:100%}
+table.per-device .mono{word-break:break-all;font-size:11px}
+table.per-device td:nth-child(2){min-width:230px}
+table.per-device td:nth-child(4){max-width:230px}
 a.anomaly{color:#8a1c1c;font-size:12px}
 details.lanes-excluded{margin:0 0 12px}
 details.lanes-excluded summary{cursor:pointer;color:var(--muted)}

@@ -125,7 +125,7 @@ pub(super) fn per_device(
         let _ = writeln!(
             h,
             "<tr><td class=\"num\"><a href=\"#dev-{n}\">{n}</a></td><td>{}<br><span class=\"muted\">{what}</span><br><span class=\"mono\">{}</span></td>\
-             <td>{}</td><td>{}{}</td><td>{} → {}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td>{}</td><td>{}{}</td><td class=\"nowrap\">{} → {}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td>{}</td><td>{}</td></tr>",
             esc(&device_name(d)),
             esc(&d.udid),
