@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(lines[0], "t1: finished, 2 devices");
         assert_eq!(lines[1], "  report: report.html");
         assert!(s.contains("\n  fast  n=1   updated 1\n"), "{s}");
-        assert!(s.contains("\nExcluded: 1\n"), "{s}");
+        assert!(s.contains("\nExcluded: 1 (devices per rule below"), "{s}");
         assert!(s.contains("  supervised               1\n"), "{s}");
         assert!(s.contains("  free_disk                1\n"), "{s}");
         assert!(
