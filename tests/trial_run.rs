@@ -354,7 +354,7 @@ fn bad_protocols_exit_2_with_a_location_and_create_no_run_folder() {
 }
 
 #[test]
-fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
+fn without_yes_a_non_interactive_run_refuses_and_sends_nothing_and_the_next_run_asks_again() {
     let tmp = tempfile::tempdir().unwrap();
     let sim = Sim::start_with(
         &repo_path("trials/fleets/rehearsal-12.yaml"),
@@ -393,15 +393,28 @@ fn without_yes_a_non_interactive_run_refuses_and_sends_nothing() {
         "{}",
         stderr(&out)
     );
-    // The same command again, now with --yes: the folder keeps the refusal, and says the way
-    // out (issue 15: no trap).
+    // The same command again, now with --yes (issue 15: a refusal ends that attempt only): it
+    // says consent was refused before, asks again, and this time the doses go out, once each.
     let again = lab_run(&proto, &results).output().unwrap();
-    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     let e = stderr(&again);
-    assert!(e.contains("refused earlier in this run"), "{e}");
-    assert!(e.contains("move that folder aside"), "{e}");
+    assert!(
+        e.contains("Consent was refused earlier in this run folder"),
+        "{e}"
+    );
     assert!(e.contains(&dir.display().to_string()), "{e}");
-    assert!(doses_on_server(&sim, &udids).values().all(|n| *n == 0));
+    let folders = std::fs::read_dir(&results)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(folders, 1, "the same run folder goes on");
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let refused = journal.find("consent_refused").unwrap();
+    let given = journal.find("consent_given").expect("asked again");
+    assert!(refused < given);
+    let doses = doses_on_server(&sim, &udids);
+    assert!(doses.values().sum::<usize>() > 0, "{doses:?}");
+    assert!(doses.values().all(|n| *n <= 2), "{doses:?}");
 }
 
 #[test]

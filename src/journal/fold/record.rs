@@ -456,6 +456,8 @@ impl Record {
                 run.consent
                     .get_or_insert_with(Vec::new)
                     .extend(udids.clone());
+                // Asked again after a refusal (a rerun asks again): the later answer stands.
+                run.consent_refused = None;
             }
             Event::ConsentRefused { reason } => run.consent_refused = Some(reason.clone()),
             Event::StopRuleTriggered { rule, message } => {

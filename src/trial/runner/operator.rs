@@ -4,14 +4,14 @@
 use super::*;
 impl Runner<'_> {
     pub(super) fn consent(&mut self) -> Result<(), RunError> {
+        // A refusal ends the attempt that was refused, nothing more (issue 15): nothing was sent,
+        // so the same command run again asks again, and the journal keeps both answers.
         match self.state.consented {
             Some(true) => return Ok(()),
-            Some(false) => {
-                return Err(RunError::NoConsent(format!(
-                    "refused earlier in this run, and nothing was sent; the run folder {} keeps the refusal. To be asked again, move that folder aside (or delete it) and run the same command",
-                    self.run_dir.display()
-                )));
-            }
+            Some(false) => eprintln!(
+                "\nConsent was refused earlier in this run folder ({}); nothing was sent. Asking again.",
+                self.run_dir.display()
+            ),
             None => {}
         }
         let allocated: Vec<(String, String)> = self
