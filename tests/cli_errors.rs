@@ -58,6 +58,35 @@ fn the_probe_table_has_a_header_for_every_cell() {
     assert!(stderr(&out).contains("(12 devices)"), "{}", stderr(&out));
 }
 
+/// A negative or non-numeric number of seconds is a bad value with exit 2, not an "unexpected
+/// argument" (issue 15).
+#[test]
+fn a_negative_timeout_is_a_bad_value_that_says_what_is_wanted() {
+    for (args, wanted) in [
+        (
+            vec!["probe", "--timeout", "-1"],
+            "must be more than 0 seconds (got -1)",
+        ),
+        (
+            vec!["devices", "--timeout", "-5"],
+            "must be more than 0 seconds (got -5)",
+        ),
+        (
+            vec!["probe", "--mdm-wait", "soon"],
+            "is not a number of seconds",
+        ),
+    ] {
+        let out = run_lab(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(wanted), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("unexpected argument"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn bad_addresses_are_bad_input() {
     for bad in ["relative/path", "host:99999", "host:"] {

@@ -24,7 +24,7 @@ pub struct DevicesArgs {
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     watch_for: Option<Duration>,
     /// Seconds to wait for each usbmuxd.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = super::args::seconds)]
     timeout: f64,
 }
 

@@ -1,5 +1,6 @@
 //! The commands behind `main.rs`: each turns arguments into library calls and prints.
 
+pub mod args;
 pub mod devices;
 pub mod feeds;
 pub mod lab_connection;

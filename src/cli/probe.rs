@@ -23,7 +23,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     json: bool,
     /// Seconds to wait for each reply of a device (a silent device fails after this).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = super::args::seconds)]
     timeout: f64,
     /// Start a simulated lab from this fleet file on a loopback port and probe it through its
     /// usbmuxd socket (a rehearsal without hardware).
@@ -40,7 +40,7 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "LAB_MDM_API_KEY")]
     mdm_api_key_env: String,
     /// Seconds to wait for the MDM answers.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = super::args::seconds)]
     mdm_wait: f64,
     /// Where to receive webhooks (nanomdm, micromdm: point the MDM's webhook URL here).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9401")]
