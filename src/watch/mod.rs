@@ -115,12 +115,16 @@ struct Snapshot {
     valid_len: u64,
 }
 
-/// The protocol's follow-up limit, from the run folder's frozen copy (none if unreadable).
+/// The protocol's follow-up limit, from the run folder's frozen copy (none if unreadable). It is
+/// parsed, not checked: its feeds and fleet are the run's business, and it ran already.
 fn limits(run_dir: &Path) -> Limits {
+    let path = run_dir.join("protocol.yaml");
+    let protocol = std::fs::read(&path)
+        .ok()
+        .and_then(|b| crate::input::text_of(&path, b).ok())
+        .and_then(|t| crate::input::parse_yaml::<crate::trial::protocol::Protocol>(&path, &t).ok());
     Limits {
-        follow_up_max_s: crate::trial::protocol::load(&run_dir.join("protocol.yaml"))
-            .ok()
-            .map(|p| p.protocol.follow_up.max_duration.0.as_secs_f64()),
+        follow_up_max_s: protocol.map(|p| p.follow_up.max_duration.0.as_secs_f64()),
     }
 }
 
@@ -242,6 +246,20 @@ async fn events(State(src): State<Source>, headers: HeaderMap, Query(q): Query<F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_follow_up_limit_is_read_from_the_frozen_protocol_alone() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/rehearsal");
+        let dir = tempfile::tempdir().unwrap();
+        // Without its fleet and feeds beside it (a copied run folder).
+        std::fs::copy(
+            golden.join("protocol.yaml"),
+            dir.path().join("protocol.yaml"),
+        )
+        .unwrap();
+        assert_eq!(limits(dir.path()).follow_up_max_s, Some(7200.0));
+        assert_eq!(limits(&dir.path().join("none")).follow_up_max_s, None);
+    }
 
     #[test]
     fn a_bare_port_is_loopback_and_other_hosts_must_be_named() {
