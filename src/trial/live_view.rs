@@ -250,30 +250,33 @@ pub fn span(s: f64) -> String {
     }
 }
 
-/// The header as one line of text.
-pub fn header_line(h: &Header) -> String {
+/// The header as two lines of text: the run and its clock, then the counts per phase (a narrow
+/// terminal cuts lines; the counts keep a line of their own).
+pub fn header_lines(h: &Header) -> [String; 2] {
     let counts = h
         .counts
         .iter()
         .map(|(p, n)| format!("{n} {}", phase_word(*p)))
         .collect::<Vec<_>>()
         .join(" · ");
-    format!(
-        "{} — {}{} · {} · follow-up {} · {}",
-        h.trial_id,
-        h.state,
-        h.time_scale
-            .as_deref()
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default(),
-        h.t_plus,
-        h.follow_up_left,
+    [
+        format!(
+            "{} — {}{} · {} · follow-up {}",
+            h.trial_id,
+            h.state,
+            h.time_scale
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            h.t_plus,
+            h.follow_up_left,
+        ),
         if counts.is_empty() {
             "no devices yet".into()
         } else {
             counts
-        }
-    )
+        },
+    ]
 }
 
 /// The board as aligned text lines: the header, the column titles, one line per device. Cells
@@ -298,7 +301,8 @@ pub fn lines(b: &Board, width: Option<usize>) -> Vec<String> {
         }
         s
     };
-    let mut out = vec![header_line(&b.header), fmt(&COLUMNS)];
+    let [run, counts] = header_lines(&b.header);
+    let mut out = vec![run, counts, fmt(&COLUMNS)];
     for r in &b.rows {
         let cells: Vec<&str> = r.cells.iter().map(String::as_str).collect();
         out.push(fmt(&cells));

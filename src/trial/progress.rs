@@ -250,7 +250,7 @@ impl Progress {
         }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let board = live_view::board(fold, live.limits, &now);
-        let (cols, rows) = crossterm::terminal::size().unwrap_or((120, 40));
+        let (cols, rows) = stderr_size();
         let lines = fit(live_view::lines(&board, Some(cols as usize)), rows as usize);
         let mut err = std::io::stderr().lock();
         let _ = draw(&mut err, live.drawn, &lines);
@@ -265,6 +265,23 @@ impl Progress {
             live.drawn = 0;
         }
     }
+}
+
+/// The size of the terminal the board is drawn on (stderr's; crossterm asks stdout's, which a
+/// caller may have redirected), else crossterm's answer, else 120×40.
+fn stderr_size() -> (u16, u16) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `ws`, which lives across the call.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 && ws.ws_row > 0 {
+        return (ws.ws_col, ws.ws_row);
+    }
+    crossterm::terminal::size().unwrap_or((120, 40))
 }
 
 /// At most `rows - 1` lines (a drawing taller than the terminal cannot be redrawn in place),
