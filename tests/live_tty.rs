@@ -26,7 +26,7 @@ fn fast_rehearsal(dir: &Path) -> PathBuf {
 /// A pseudo-terminal of 200×50: (controller, the terminal side).
 fn pty() -> (OwnedFd, OwnedFd) {
     let (mut m, mut s) = (0, 0);
-    let mut ws = libc::winsize {
+    let ws = libc::winsize {
         ws_row: 50,
         ws_col: 200,
         ws_xpixel: 0,
@@ -35,13 +35,7 @@ fn pty() -> (OwnedFd, OwnedFd) {
     // SAFETY: openpty fills the two descriptors; each is owned once, here.
     unsafe {
         assert_eq!(
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &mut ws
-            ),
+            libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws),
             0
         );
         (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
