@@ -31,6 +31,8 @@ fn chromium() -> Option<&'static str> {
 struct Watch {
     child: Child,
     url: String,
+    /// Kept open: `lab watch` may still write to its stderr.
+    _stderr: BufReader<std::process::ChildStderr>,
 }
 
 impl Watch {
@@ -42,16 +44,19 @@ impl Watch {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_string();
         assert!(url.starts_with("http://127.0.0.1:"), "not loopback: {line}");
-        Watch { child, url }
+        Watch {
+            child,
+            url,
+            _stderr: stderr,
+        }
     }
 }
 
@@ -282,4 +287,56 @@ fn the_page_shows_every_device_and_follows_the_journal() {
         "chromium test took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// One HTTP/1.1 request to the view; the status line and as much of the answer as came within
+/// `wait`.
+fn http(url: &str, request: &str, wait: Duration) -> String {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn the_view_is_read_only_and_streams_the_journal_from_an_offset() {
+    let lines = golden_journal();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("journal.jsonl"),
+        lines[..3].join("\n") + "\n",
+    )
+    .unwrap();
+    let watch = Watch::start(dir.path());
+    // No write action: only GET routes.
+    let post = http(
+        &watch.url,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // From the second line on: events 2 and 3, each with the offset after it as its id.
+    let from = lines[0].len() + 1;
+    let sse = http(
+        &watch.url,
+        &format!(
+            "GET /events?from={from} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        ),
+        Duration::from_millis(1500),
+    );
+    assert!(sse.contains("content-type: text/event-stream"), "{sse}");
+    assert!(sse.contains(&format!("data: {}\n", lines[1])), "{sse}");
+    assert!(sse.contains(&format!("data: {}\n", lines[2])), "{sse}");
+    assert!(!sse.contains(&format!("data: {}\n", lines[0])), "{sse}");
+    let end = from + lines[1].len() + 1 + lines[2].len() + 1;
+    assert!(sse.contains(&format!("id: {end}\n")), "{sse}");
 }
