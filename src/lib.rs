@@ -34,3 +34,4 @@ pub mod usb;
 pub mod usbmux;
 pub mod verdicts;
 pub mod version;
+pub mod watch;

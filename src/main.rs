@@ -37,6 +37,8 @@ enum Command {
     Observe(cli::trial::ObserveArgs),
     /// Regenerate every report of a run folder from its journal.
     Report(cli::trial::ReportArgs),
+    /// Serve a read-only live web view of a run folder (live or finished).
+    Watch(cli::watch::WatchArgs),
     /// Apple's version feeds (saved gdmf pmv and ipsw.me device files), read offline.
     Feeds {
         #[command(subcommand)]
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::trial::run(a).await,
             Command::Observe(a) => cli::trial::observe(a).await,
             Command::Report(a) => cli::trial::report(a).await,
+            Command::Watch(a) => cli::watch::watch(a).await,
             Command::Feeds {
                 command: FeedsCommand::Check(a),
             } => cli::feeds::check(a).await,

@@ -70,6 +70,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "input",
         &["sim", "evidence", "report", "cli", "mdm_server", "trial"],
     ),
+    // The live web view reads the journal, its fold and the reports' HTML; it never drives a
+    // run (no `trial::runner`, checked below) nor reaches the lab. Only `cli` reaches it.
+    ("watch", WATCH_NEVER),
+];
+
+const WATCH_NEVER: &[&str] = &[
+    "sim",
+    "mdm_server",
+    "cli",
+    "probe",
+    "evidence",
+    "usbmux",
+    "lockdown",
 ];
 
 const UPPER: &[&str] = &[
@@ -84,6 +97,7 @@ const UPPER: &[&str] = &[
     "feeds",
     "journal",
     "verdicts",
+    "watch",
 ];
 
 /// Today's layer breaks (file, layer it reaches). Issue 12 removes them; strike each one here
@@ -275,6 +289,22 @@ fn production_functions_stay_short() {
         gone.is_empty(),
         "now under {MAX_FN_LINES} lines: strike from KNOWN_LONG_FNS: {gone:?}"
     );
+}
+
+/// The web view shows a run; it never drives one: no `trial::runner` in `src/watch/`. And no
+/// layer but `cli` (which wires it) reaches the web view.
+#[test]
+fn the_web_view_is_reached_by_cli_only_and_never_reaches_the_runner() {
+    let mut offenders = Vec::new();
+    for (file, layer, text) in production_files() {
+        if layer == "watch" && text.contains("trial::runner") {
+            offenders.push(format!("{file} reaches trial::runner"));
+        }
+        if !["watch", "cli"].contains(&layer.as_str()) && layers_used(&text).contains("watch") {
+            offenders.push(format!("{file} reaches watch"));
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod probe;
 pub mod sim;
 pub mod table;
 pub mod trial;
+pub mod watch;
 
 use crate::input::InputError;
 use crate::usbmux::UsbmuxAddr;

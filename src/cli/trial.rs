@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// simulated lab keeps its ledger in its run folder).
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Serve the live web view of the run at ADDR (host:port, or a port on loopback).
+    #[arg(long, value_name = "ADDR")]
+    watch: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +250,7 @@ pub async fn run(a: RunArgs) -> Result<u8, CliError> {
         interactive: runner::stdin_is_tty(),
         pauses: test_pauses_from_env(),
         reports_written: crate::report::all_written,
+        progress: super::watch::progress(a.watch.as_deref()).await?,
     };
     let lab = super::lab_connection::connect(&p)
         .await

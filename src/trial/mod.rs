@@ -7,6 +7,7 @@ pub mod dose_guard;
 pub mod eligibility;
 pub mod lab_connection;
 pub mod ledger;
+pub mod live_view;
 pub mod progress;
 pub mod protocol;
 pub mod run_lock;

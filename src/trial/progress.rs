@@ -1,8 +1,14 @@
-//! The terminal progress view: one line per notable journal event, consumed from the same event
-//! vocabulary the reports use (nothing here decides anything).
+//! The terminal progress view. On a terminal (without `-v`) the bench is a board redrawn in
+//! place ([`super::live_view`], drawn with crossterm); otherwise one line per notable journal
+//! event, consumed from the same event vocabulary the reports use. Nothing here decides anything.
 
+use super::live_view::{self, Limits};
+use crate::journal::fold::Fold;
 use crate::journal::{Entry, Event};
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What an OS-update answer says, in a few words: "Downloading 45%", "DownloadOnly/Downloading".
 fn update_detail(request_type: Option<&str>, raw_b64: &str) -> String {
@@ -40,8 +46,51 @@ fn update_detail(request_type: Option<&str>, raw_b64: &str) -> String {
     }
 }
 
+/// Told the run folder once the runner has opened it.
+pub type RunDirHook = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// How `lab run` shows the run: chosen by the command line, started by the runner once the run
+/// folder is open ([`ProgressOptions::start`]).
+#[derive(Clone, Default)]
+pub struct ProgressOptions {
+    /// Redraw the board in place on stderr instead of printing lines (stderr is a terminal and
+    /// no `-v` was given).
+    pub live: bool,
+    /// Told the run folder once it is open: the web view (`lab run --watch`) tails its journal.
+    pub on_run_dir: Option<RunDirHook>,
+}
+
+impl ProgressOptions {
+    /// The progress view of the run in `run_dir`; `limits` are the protocol's.
+    pub fn start(&self, run_dir: &Path, limits: Limits) -> Progress {
+        if let Some(f) = &self.on_run_dir {
+            f(run_dir);
+        }
+        Progress {
+            quiet: false,
+            live: self.live.then_some(LiveTerm {
+                limits,
+                drawn: 0,
+                last: None,
+            }),
+        }
+    }
+}
+
+/// The board on the terminal: how many lines the last drawing took (the next one moves up over
+/// them) and when it was drawn (redraws are at most [`REDRAW_EVERY`] apart).
+struct LiveTerm {
+    limits: Limits,
+    drawn: u16,
+    last: Option<Instant>,
+}
+
+/// The shortest time between two redraws: a batch of answers from 64 devices is one drawing.
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
+
 pub struct Progress {
     quiet: bool,
+    live: Option<LiveTerm>,
 }
 
 impl Default for Progress {
@@ -56,11 +105,17 @@ fn short(udid: &str) -> &str {
 
 impl Progress {
     pub fn new() -> Progress {
-        Progress { quiet: false }
+        Progress {
+            quiet: false,
+            live: None,
+        }
     }
 
     pub fn quiet() -> Progress {
-        Progress { quiet: true }
+        Progress {
+            quiet: true,
+            live: None,
+        }
     }
 
     /// A line for the event, or none.
@@ -173,12 +228,113 @@ impl Progress {
     }
 
     pub fn on(&mut self, e: &Entry) {
-        if self.quiet {
+        if self.quiet || self.live.is_some() {
             return;
         }
         if let Some(l) = Self::line(e) {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{l}");
         }
+    }
+}
+
+impl Progress {
+    /// After the runner folded a batch of events: redraw the board (live view only).
+    pub fn after(&mut self, fold: &Fold) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let last_word = fold.finished || fold.interrupted;
+        if !last_word && live.last.is_some_and(|t| t.elapsed() < REDRAW_EVERY) {
+            return;
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let board = live_view::board(fold, live.limits, &now);
+        let (cols, rows) = stderr_size();
+        let lines = fit(live_view::lines(&board, Some(cols as usize)), rows as usize);
+        let mut err = std::io::stderr().lock();
+        let _ = draw(&mut err, live.drawn, &lines);
+        live.drawn = lines.len() as u16;
+        live.last = Some(Instant::now());
+    }
+
+    /// Something else is about to be written on the terminal (a question, a warning): the board
+    /// drawn so far stays, and the next drawing starts below it.
+    pub fn release(&mut self) {
+        if let Some(live) = self.live.as_mut() {
+            live.drawn = 0;
+        }
+    }
+}
+
+/// The size of the terminal the board is drawn on (stderr's; crossterm asks stdout's, which a
+/// caller may have redirected), else crossterm's answer, else 120×40.
+fn stderr_size() -> (u16, u16) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `ws`, which lives across the call.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 && ws.ws_row > 0 {
+        return (ws.ws_col, ws.ws_row);
+    }
+    crossterm::terminal::size().unwrap_or((120, 40))
+}
+
+/// At most `rows - 1` lines (a drawing taller than the terminal cannot be redrawn in place),
+/// the last one saying how many devices are not shown.
+fn fit(mut lines: Vec<String>, rows: usize) -> Vec<String> {
+    let max = rows.saturating_sub(1).max(3);
+    if lines.len() > max {
+        let hidden = lines.len() - (max - 1);
+        lines.truncate(max - 1);
+        lines.push(format!(
+            "… {hidden} more devices (the web view, `lab run --watch`, shows every one)"
+        ));
+    }
+    lines
+}
+
+/// Move up over the previous drawing, clear it, and write `lines`.
+fn draw(out: &mut impl Write, drawn: u16, lines: &[String]) -> std::io::Result<()> {
+    use crossterm::{cursor, queue, terminal};
+    if drawn > 0 {
+        queue!(
+            out,
+            cursor::MoveToPreviousLine(drawn),
+            terminal::Clear(terminal::ClearType::FromCursorDown)
+        )?;
+    }
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redraw_moves_up_over_the_last_drawing_and_clears_it() {
+        let mut out = Vec::new();
+        draw(&mut out, 0, &["a".into(), "b".into()]).unwrap();
+        assert_eq!(out, b"a\nb\n");
+        let mut out = Vec::new();
+        draw(&mut out, 2, &["c".into()]).unwrap();
+        // CSI 2 F (cursor to the start of the line 2 up), CSI J (clear to the end of screen).
+        assert_eq!(String::from_utf8(out).unwrap(), "\x1b[2F\x1b[Jc\n");
+    }
+
+    #[test]
+    fn a_board_taller_than_the_terminal_says_how_many_rows_it_hides() {
+        let lines: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let got = fit(lines.clone(), 6);
+        assert_eq!(got.len(), 5);
+        assert!(got[4].starts_with("… 6 more devices"), "{got:?}");
+        assert_eq!(fit(lines, 40).len(), 10);
     }
 }

@@ -48,6 +48,7 @@ impl Bench {
             interactive: false,
             pauses: TestPauses::default(),
             reports_written: |_| true,
+            progress: Default::default(),
         };
         Bench { dir, p, opts }
     }

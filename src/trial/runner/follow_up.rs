@@ -266,6 +266,7 @@ impl Runner<'_> {
             }
         }
         if !events.is_empty() {
+            self.progress.release();
             eprintln!(
                 "lab run: {} dose(s) whose answer never came; the MDM ({kind}) keeps no history lab can read and does not retry its webhooks: reported as lost to follow-up",
                 events.len()

@@ -85,6 +85,8 @@ pub struct RunOptions {
     /// `run_finished` but whose reports are not (a run killed while the caller wrote them) is
     /// resumed to write them, not started again. The caller writes the reports, so it says.
     pub reports_written: fn(&Path) -> bool,
+    /// The live views: the board on a terminal, the run folder for `--watch` (issue 15).
+    pub progress: super::progress::ProgressOptions,
 }
 
 /// Test hooks for the crash campaign (`tests/crash_campaign.rs`): how long to sleep at a point
@@ -303,6 +305,7 @@ impl Runner<'_> {
             self.state.apply(e);
             self.progress.on(e);
         }
+        self.progress.after(&self.state);
         Ok(entries)
     }
 
@@ -381,7 +384,12 @@ pub async fn run(
         ledger: Ledger::new(&ledger_path),
         state,
         lab: Lab::from(lab),
-        progress: Progress::new(),
+        progress: opts.progress.start(
+            &run_dir,
+            crate::trial::live_view::Limits {
+                follow_up_max_s: Some(p.protocol.follow_up.max_duration.0.as_secs_f64()),
+            },
+        ),
         run_dir: run_dir.clone(),
         opts,
         asked_after_download: HashSet::new(),
@@ -506,6 +514,7 @@ pub async fn qualify(
         pauses: TestPauses::default(),
         // Never asked: a qualification has no run folder to resume.
         reports_written: |_| true,
+        progress: Default::default(),
     };
     let mut r = Runner {
         p,

@@ -20,6 +20,7 @@ impl Runner<'_> {
             .iter()
             .filter_map(|u| self.state.devices[u].arm.clone().map(|a| (u.clone(), a)))
             .collect();
+        self.progress.release();
         let mut out = std::io::stderr().lock();
         let _ = writeln!(
             out,
@@ -110,6 +111,7 @@ impl Runner<'_> {
                 })?;
                 continue;
             }
+            self.progress.release();
             eprint!(
                 "[checkpoint{}] {} ",
                 udid.map(|u| format!(" {u}")).unwrap_or_default(),
