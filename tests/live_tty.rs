@@ -89,7 +89,7 @@ fn on_a_terminal_the_run_is_a_board_redrawn_in_place() {
     assert!(screen.contains("F\x1b[J"), "{screen}");
     // The board: header and rows with names, models and phases; the last drawing says finished.
     assert!(screen.contains("rehearsal-12 — finished"), "{screen}");
-    assert!(screen.contains("lab time ×1200"), "{screen}");
+    assert!(screen.contains("simulated lab, time ×1200"), "{screen}");
     assert!(screen.contains("R01 iPhone 11"), "{screen}");
     assert!(
         screen.contains("following up") || screen.contains("ended"),

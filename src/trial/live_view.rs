@@ -136,7 +136,11 @@ pub fn board(fold: &Fold, limits: Limits, now: &str) -> Board {
         t_plus,
         follow_up_left,
         counts,
-        time_scale: (scale != 1.0).then(|| format!("lab time ×{}", num(scale))),
+        time_scale: match (fold.record.run().simulated, scale != 1.0) {
+            (true, _) => Some(format!("simulated lab, time ×{}", num(scale))),
+            (false, true) => Some(format!("lab time ×{}", num(scale))),
+            (false, false) => None,
+        },
         state,
     };
     let rows = fold
