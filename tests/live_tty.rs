@@ -97,8 +97,17 @@ fn on_a_terminal_the_run_is_a_board_redrawn_in_place() {
     );
     // Not the line log (`[hh:mm:ss] <udid> → arm …`).
     assert!(!screen.contains(" → arm "), "{screen}");
-    // What stdout says is unchanged: the run folder and its reports.
-    assert!(stdout.starts_with("run folder: "), "{stdout}");
+    // Stdout is the end-of-run summary and the run folder, as without a terminal.
+    assert!(stdout.contains("\nOutcomes by arm\n"), "{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("run folder: "),
+        "{stdout}"
+    );
     let _ = std::io::stderr().write_all(
         format!(
             "live_tty: {} redraws, {:.1} s\n",
