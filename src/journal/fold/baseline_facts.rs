@@ -50,10 +50,20 @@ pub struct BenchEnrollment {
 pub enum UserChannel {
     /// The MDM cannot tell; why.
     Unknown(String),
-    /// No user-channel check-in since the device's last one.
+    /// No user-channel check-in since the device enrolled.
     NoUser,
     /// A user-channel check-in with this `UserShortName`.
     User(String),
+}
+
+impl UserChannel {
+    /// What an MDM's record of the device's user channel says (`mdm::user_channel`).
+    pub fn of_record(r: &crate::mdm::user_channel::UserChannelRecord) -> UserChannel {
+        match &r.user {
+            Some(u) => UserChannel::User(u.user_short_name.clone()),
+            None => UserChannel::NoUser,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -462,6 +472,52 @@ mod tests {
                 .source
                 .contains("no MDM reports user channels")
         );
+    }
+
+    /// Issue 14: the embedded server's record of the user channel decides, whatever
+    /// `ResidentUsers` says; an MDM that cannot tell leaves it to `ResidentUsers`.
+    #[test]
+    fn the_user_channel_record_decides_a_shared_ipad_s_user() {
+        use crate::mdm::user_channel::{ChannelUser, SHARED_IPAD_USER_ID, UserChannelRecord};
+        let shared = probe(
+            "iPad",
+            "17.5.1",
+            &[
+                ("is_multi_user", "IsMultiUser", json!(true)),
+                ("resident_users", "ResidentUsers", json!(0)),
+            ],
+        );
+        let rec = UserChannelRecord {
+            user: Some(ChannelUser {
+                user_id: SHARED_IPAD_USER_ID.into(),
+                user_short_name: "alice".into(),
+                user_long_name: None,
+            }),
+            received_at: Some("t".into()),
+        };
+        let user = UserChannel::of_record(&rec);
+        assert_eq!(user, UserChannel::User("alice".into()));
+        let f = enrollment(&shared, BenchEnrollment::default(), &user);
+        assert_eq!(
+            f.shared_ipad_user_logged_in,
+            Known::of(
+                true,
+                "MDM user-channel check-in (UserShortName alice)".to_string()
+            )
+        );
+        let nobody = UserChannel::of_record(&UserChannelRecord {
+            user: None,
+            received_at: None,
+        });
+        let f = enrollment(&shared, BenchEnrollment::default(), &nobody);
+        assert_eq!(
+            f.shared_ipad_user_logged_in,
+            Known::of(false, "MDM: no user-channel check-in".to_string())
+        );
+        // An iPhone with a (stray) user channel is still no Shared iPad.
+        let phone = probe("iPhone", "17.5.1", &[]);
+        let f = enrollment(&phone, BenchEnrollment::default(), &user);
+        assert_eq!(f.shared_ipad_user_logged_in.value, Some(false));
     }
 
     #[test]
