@@ -238,3 +238,13 @@ fn an_empty_device_catalogue_offers_nothing() {
     assert_eq!(shared.len(), 1);
     assert_eq!(shared[0].build, "21G93");
 }
+
+/// Issue 14: a negative battery level or seed says it must be ≥ 0, with its line.
+#[test]
+fn a_negative_battery_or_seed_must_be_at_least_zero() {
+    let e = err(&one_device("").replace("level: 5", "level: -5"));
+    assert_eq!(e.message, "level: must be ≥ 0 (a whole number)");
+    assert_eq!(e.line, Some(6), "{e}");
+    let e = err(&format!("seed: -3\n{}", one_device("")));
+    assert_eq!(e.message, "seed: must be ≥ 0 (a whole number)");
+}
