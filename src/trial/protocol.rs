@@ -716,6 +716,10 @@ fn check_arms(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
             }
         }
     }
+    if let Err(e) = super::allocation::check_strata(&pr.arms) {
+        let at_key = locate_key(text, "stratify").map(|k| (k.0, k.2));
+        return Err(at.err_at(format!("allocation: {e}"), at_key));
+    }
     // A UDID listed in two arms' allocations.
     let mut listed: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for a in &pr.arms {

@@ -346,33 +346,19 @@ impl Runner<'_> {
         Ok(alloc)
     }
 
+    /// What [`Runner::allocate`] would draw, journaling nothing: `lab qualify` then catches an
+    /// allocation the eligible devices cannot fill (an arm's `count` above them) before any run
+    /// folder exists (issue 14).
+    pub(super) fn check_allocation(&self) -> Result<(), RunError> {
+        let (candidates, waived) = self.candidates()?;
+        self.draw(candidates, &waived).map(|_| ())
+    }
+
     pub(super) fn allocate(&mut self) -> Result<(), RunError> {
         if self.state.consented.is_some() {
             return Ok(());
         }
-        let mut waived: HashSet<String> = HashSet::new();
-        crate::journal::stream(self.journal.path(), |_, e| {
-            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
-                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
-            {
-                waived.insert(udid);
-            }
-            Ok(())
-        })?;
-        let candidates: Vec<Candidate> = self
-            .state
-            .order
-            .iter()
-            .filter(|u| self.state.devices[*u].eligible == Some(true))
-            .map(|u| {
-                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
-                Candidate {
-                    udid: u.clone(),
-                    passcode: probe.passcode,
-                    model: probe.product_type,
-                }
-            })
-            .collect();
+        let (candidates, waived) = self.candidates()?;
         let seed = self.p.protocol.allocation_seed;
         let alloc = self.draw(candidates, &waived)?;
         // The allocation is a pure function of the seed and the candidates: a run killed halfway
@@ -397,6 +383,35 @@ impl Runner<'_> {
         }
         self.log_all(events)?;
         Ok(())
+    }
+
+    /// The eligible devices as allocation sees them, and those eligible only by the
+    /// bug-reproduction waiver.
+    fn candidates(&self) -> Result<(Vec<Candidate>, HashSet<String>), RunError> {
+        let mut waived: HashSet<String> = HashSet::new();
+        crate::journal::stream(self.journal.path(), |_, e| {
+            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
+                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
+            {
+                waived.insert(udid);
+            }
+            Ok(())
+        })?;
+        let candidates: Vec<Candidate> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| self.state.devices[*u].eligible == Some(true))
+            .map(|u| {
+                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
+                Candidate {
+                    udid: u.clone(),
+                    passcode: probe.passcode,
+                    model: probe.product_type,
+                }
+            })
+            .collect();
+        Ok((candidates, waived))
     }
 }
 
