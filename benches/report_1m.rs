@@ -188,6 +188,8 @@ fn main() {
                     product_version: Some("17.5.1".into()),
                     build_version: Some("21F90".into()),
                     error: None,
+                    network: None,
+                    network_source: None,
                 },
             );
         }

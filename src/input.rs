@@ -138,6 +138,13 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Inp
             Some(breach) => budget_message(breach, text.len()),
             None => first_line_message(&e.to_string()),
         };
+        // serde-saphyr says only "invalid u64" of `-5`: say what a count or seed must be.
+        if msg == WHOLE_NUMBER
+            && let Some(l) = loc
+            && negative_at(text, l.line(), l.column())
+        {
+            msg = "must be ≥ 0 (a whole number)".to_string();
+        }
         if let Some(l) = loc
             && let Some(key) = key_at(text, l.line(), l.column())
             && !msg.contains(&key)
@@ -222,6 +229,25 @@ pub fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
     (!key.is_empty()).then(|| key.to_string())
 }
 
+const WHOLE_NUMBER: &str = "expected a whole number";
+
+/// Whether the scalar at (line, column) is a negative number (`-5`, `-0.5`).
+fn negative_at(text: &str, line: u64, column: u64) -> bool {
+    let Some(src) = line
+        .checked_sub(1)
+        .and_then(|l| text.lines().nth(l as usize))
+    else {
+        return false;
+    };
+    let rest: String = src
+        .chars()
+        .skip(column.saturating_sub(1) as usize)
+        .collect();
+    let rest = rest.trim_start().trim_start_matches(['"', '\'']);
+    rest.strip_prefix('-')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+}
+
 /// serde-saphyr renders a snippet after the message; the operator gets the message, the
 /// location is printed by `InputError` itself.
 fn first_line_message(rendered: &str) -> String {
@@ -238,9 +264,7 @@ fn first_line_message(rendered: &str) -> String {
         _ => msg,
     };
     match msg {
-        "invalid u64" | "invalid u32" | "invalid u8" | "invalid usize" => {
-            "expected a whole number".to_string()
-        }
+        "invalid u64" | "invalid u32" | "invalid u8" | "invalid usize" => WHOLE_NUMBER.to_string(),
         "invalid bool" | "invalid boolean" => "expected true or false".to_string(),
         "invalid floating point" | "invalid f64" => "expected a number".to_string(),
         other => other.to_string(),
@@ -307,6 +331,36 @@ mod tests {
         let e =
             parse_yaml::<crate::trial::protocol::Protocol>(Path::new("p.yaml"), raw).unwrap_err();
         assert_eq!(e.line, Some(2));
+    }
+
+    /// Issue 14: a negative count or seed says what it must be, not "expected a whole number".
+    #[test]
+    fn a_negative_whole_number_says_it_must_be_at_least_zero() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct F {
+            seed: u64,
+            battery: Option<B>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct B {
+            level: u8,
+        }
+        for (text, key) in [
+            ("seed: -1\n", "seed"),
+            ("seed: 1\nbattery: { level: -5 }\n", "level"),
+            ("seed: 1\nbattery:\n  level: -5\n", "level"),
+        ] {
+            let e = parse_yaml::<F>(Path::new("f.yaml"), text).unwrap_err();
+            assert_eq!(
+                e.message,
+                format!("{key}: must be ≥ 0 (a whole number)"),
+                "{text}"
+            );
+        }
+        let e = parse_yaml::<F>(Path::new("f.yaml"), "seed: lots\n").unwrap_err();
+        assert_eq!(e.message, "seed: expected a whole number");
     }
 
     #[test]

@@ -174,6 +174,22 @@ devices:
         "{first_dose} {gone} {second_intent}"
     );
     assert!(back > gone);
+    // Issue 14: an attached re-probe carries the network state and its source; a detached one
+    // read nothing, so has neither.
+    let reprobe_at = |seq: u64| j.iter().find(|e| e["seq"] == seq).unwrap();
+    let back = reprobe_at(back);
+    assert!(back["network"].is_string(), "{back}");
+    assert!(
+        back["network_source"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{back}"
+    );
+    let gone = reprobe_at(gone);
+    assert!(
+        gone.get("network").is_none() && gone.get("network_source").is_none(),
+        "{gone}"
+    );
 }
 
 #[test]

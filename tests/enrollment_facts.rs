@@ -65,20 +65,18 @@ fn shared_ipads_dep_and_access_rights_are_judged_from_sourced_facts() {
     assert!(v["E01"].0, "{:?}", v["E01"]);
     // At the login window: ResidentUsers 0, nobody can be logged in.
     assert!(v["E02"].0, "{:?}", v["E02"]);
-    // alice is resident; no MDM here reports user channels: unknown, excluded, and said so.
+    // alice logged in: her user channel checked in to the simulated MDM, which recorded it;
+    // excluded because of that check-in, not because the fact is unknown.
     let (ok, reasons) = &v["E03"];
     assert!(!ok);
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert_eq!(reasons[0].0, "shared_ipad_with_user");
-    assert!(
-        reasons[0].1.starts_with(
-            "Whether a user is logged in on the device is unknown (MDM \
-             DeviceInformation.IsMultiUser true, MDM DeviceInformation.ResidentUsers 1; MDM \
-             backend"
-        ),
-        "{}",
-        reasons[0].1
+    assert_eq!(
+        reasons[0].1,
+        "The device is a Shared iPad with a user logged in (MDM user-channel check-in \
+         (UserShortName alice)); the update would interrupt that user's session."
     );
+    assert!(!reasons[0].1.contains("unknown"));
     // iOS 10.2 has no ManagementStatus: DEP unknown, counted as not DEP.
     let (ok, reasons) = &v["E04"];
     assert!(!ok);
@@ -112,11 +110,13 @@ fn shared_ipads_dep_and_access_rights_are_judged_from_sourced_facts() {
     assert_eq!(mdm("E01", "is_multi_user"), false);
     assert_eq!(mdm("E01", "current_carrier_network"), "Simulated Carrier");
 
-    // The bench states DEP and full rights, and the protocol lets an unknown user through.
+    // The bench states DEP and full rights, and the protocol lets an unknown user through: a
+    // user the MDM saw check in is no unknown, so E03 stays excluded.
     let (v, _) = qualify(
         "eligibility:\n  enrollment: { dep_enrolled: true, access_rights: 8191 }\n  unknown_facts: { shared_ipad_user: allow }\n",
     );
-    assert!(v["E03"].0, "{:?}", v["E03"]);
+    assert!(!v["E03"].0, "{:?}", v["E03"]);
+    assert!(v["E02"].0, "{:?}", v["E02"]);
     assert!(v["E04"].0, "{:?}", v["E04"]);
     // Rights without app management exclude every ScheduleOSUpdate device.
     let (v, _) = qualify("eligibility:\n  enrollment: { access_rights: 4095 }\n");

@@ -172,6 +172,8 @@ impl J {
                 .map(|b| if b == "21G93" { "17.6.1" } else { "17.5.1" }.to_string()),
             build_version: build.map(str::to_string),
             error: None,
+            network: None,
+            network_source: None,
         })
     }
 

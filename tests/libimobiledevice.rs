@@ -113,3 +113,35 @@ fn ideviceinfo_pairs_an_unpaired_device_and_lab_then_uses_that_pair_record() {
         80
     );
 }
+
+/// Issue 14: without the tools these tests say so on a visible line and pass, except in CI
+/// (`CI` set), where the missing tools fail them. Runs this test binary again, with a PATH
+/// that holds no `ideviceinfo`.
+#[test]
+fn missing_tools_skip_visibly_and_fail_in_ci() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |ci: bool| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "idevice_id_and_ideviceinfo_read_the_fleet",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PATH", empty.path())
+        .env_remove("CI");
+        if ci {
+            c.env("CI", "true");
+        }
+        c.output().unwrap()
+    };
+    let local = run(false);
+    let err = String::from_utf8_lossy(&local.stderr);
+    assert!(local.status.success(), "{err}");
+    assert!(err.contains("SKIPPED: ideviceinfo not installed"), "{err}");
+    let ci = run(true);
+    let out =
+        String::from_utf8_lossy(&ci.stdout).into_owned() + &String::from_utf8_lossy(&ci.stderr);
+    assert!(!ci.status.success(), "{out}");
+    assert!(out.contains("ideviceinfo is missing in CI"), "{out}");
+}

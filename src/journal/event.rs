@@ -184,6 +184,14 @@ pub enum Event {
         product_version: Option<String>,
         build_version: Option<String>,
         error: Option<String>,
+        /// The network state at the re-probe (issue 14), from its lockdown values and the
+        /// device's last DeviceInformation answer (`baseline_facts::reprobe_network`); absent
+        /// when unknown or detached, and in journals written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<crate::journal::fold::baseline_facts::Network>,
+        /// Where `network` came from, or why it is unknown; absent when the device was detached.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network_source: Option<String>,
     },
     /// A manual or harness observation.
     Observation {
@@ -329,5 +337,24 @@ mod tests {
             r#"{"event":"dose_enqueued","udid":"A","command_uuid":"C","push_error":null}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), unknown);
+    }
+
+    /// Issue 14: a re-probe carries its network state; a re-probe journaled before that reads
+    /// and writes back byte for byte.
+    #[test]
+    fn reprobe_network_is_optional_and_old_reprobes_read_as_they_were() {
+        let old = r#"{"event":"device_reprobed","udid":"A","attached":true,"product_version":"17.5.1","build_version":"21F90","error":null}"#;
+        let e: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
+        let new = r#"{"event":"device_reprobed","udid":"A","attached":true,"product_version":"17.5.1","build_version":"21F90","error":null,"network":"cellular","network_source":"MDM DeviceInformation.CurrentCarrierNetwork"}"#;
+        let e: Event = serde_json::from_str(new).unwrap();
+        let Event::DeviceReprobed { network, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            *network,
+            Some(crate::journal::fold::baseline_facts::Network::Cellular)
+        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), new);
     }
 }

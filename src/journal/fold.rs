@@ -140,6 +140,7 @@ pub struct Reprobe {
     pub attached: bool,
     pub product_version: Option<String>,
     pub build_version: Option<String>,
+    pub network: Option<baseline_facts::Network>,
 }
 
 /// What the journal says so far of one device.
@@ -171,6 +172,9 @@ pub struct DeviceFacts {
     /// The last `Status` of the target update in an OSUpdateStatus answer.
     pub last_status: Option<String>,
     pub last_reprobe: Option<Reprobe>,
+    /// The network keys of the last DeviceInformation answer (the baseline's): a re-probe's
+    /// network state is derived with them.
+    pub last_device_information: Option<baseline_facts::LastDeviceInformation>,
     pub end: Option<FollowUpEndReason>,
     /// Journal time of the first dose the MDM queued: follow-up's clock starts there.
     pub first_dose_at: Option<String>,
@@ -202,6 +206,7 @@ impl DeviceFacts {
             downloaded: false,
             last_status: None,
             last_reprobe: None,
+            last_device_information: None,
             end: None,
             first_dose_at: None,
             ddm_report_after: None,
@@ -382,6 +387,9 @@ impl DeviceFacts {
             BaselineRecorded { probe, .. } => {
                 self.probe = Some(ProbeFacts::of(probe));
                 self.baseline_at = Some(e.at.clone());
+                if let Some(di) = baseline_facts::LastDeviceInformation::of(probe, &e.at) {
+                    self.last_device_information = Some(di);
+                }
                 if self.phase == Phase::Discovered {
                     self.phase = Phase::Baselined;
                 }
@@ -504,12 +512,14 @@ impl DeviceFacts {
                 attached,
                 product_version,
                 build_version,
+                network,
                 ..
             } => {
                 self.last_reprobe = Some(Reprobe {
                     attached: *attached,
                     product_version: product_version.clone(),
                     build_version: build_version.clone(),
+                    network: *network,
                 });
                 if self.phase == Phase::Enqueued {
                     self.phase = Phase::FollowingUp;

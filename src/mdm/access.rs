@@ -254,6 +254,13 @@ impl MdmBackend for Watched {
     fn deliveries(&self, udid: &str) -> Option<Vec<super::backend::Delivery>> {
         self.inner.deliveries(udid)
     }
+
+    fn user_channels<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<super::backend::UserChannels, BackendError>> {
+        Box::pin(async move { self.see(self.inner.user_channels(udid).await) })
+    }
 }
 
 /// A DDM server whose 401/403 answers are kept in an [`AccessWatch`].

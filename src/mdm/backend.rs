@@ -117,6 +117,7 @@ pub struct DeliveryCount {
 
 pub use super::deliveries::{Delivery, DeliverySeen};
 pub use super::records::{MdmDose, StoreIdentity};
+pub use super::user_channel::{UserChannelRecord, UserChannels};
 
 pub trait MdmBackend: Send + Sync {
     fn kind(&self) -> &'static str;
@@ -186,6 +187,19 @@ pub trait MdmBackend: Send + Sync {
     /// of the last [`MdmBackend::results`] call (no call of its own); `None`: it sees none.
     fn deliveries(&self, _udid: &str) -> Option<Vec<Delivery>> {
         None
+    }
+    /// The MDM's record of the device's user channel (a Shared iPad's logged-in user, issue
+    /// 14): `lab`'s own server keeps one (`GET /v1/user_channels/{id}`); the others' APIs tell
+    /// nothing of it, so "unknown", saying why.
+    fn user_channels<'a>(
+        &'a self,
+        _udid: &'a str,
+    ) -> BoxFuture<'a, Result<UserChannels, BackendError>> {
+        let why = format!(
+            "MDM backend {} does not report user-channel check-ins",
+            self.kind()
+        );
+        Box::pin(async move { Ok(UserChannels::Unknown(why)) })
     }
 }
 
@@ -824,6 +838,29 @@ impl MdmBackend for NanoMdm {
 
     fn take_notes(&self) -> Vec<BackendNote> {
         self.notes.take()
+    }
+
+    fn user_channels<'a>(
+        &'a self,
+        udid: &'a str,
+    ) -> BoxFuture<'a, Result<UserChannels, BackendError>> {
+        Box::pin(async move {
+            // Only `lab`'s own server (the one with a history) records user channels; NanoMDM's
+            // API has no such endpoint.
+            if *self.history_api.lock().unwrap_or_else(|p| p.into_inner()) != Some(true) {
+                return Ok(UserChannels::Unknown(format!(
+                    "the {} API does not report user-channel check-ins",
+                    self.kind
+                )));
+            }
+            let v = self.get_json(&format!("/v1/user_channels/{udid}")).await?;
+            serde_json::from_value(v)
+                .map(UserChannels::Known)
+                .map_err(|e| BackendError::BadResponse {
+                    url: format!("{}/v1/user_channels/{udid}", self.base),
+                    reason: e.to_string(),
+                })
+        })
     }
 
     fn keeps_history(&self) -> Option<bool> {

@@ -7,6 +7,7 @@
 //! - [`checkin`]: Authenticate / TokenUpdate / CheckOut check-in messages.
 //! - [`schema`]: validation of commands against Apple's schema YAML for a target iOS version.
 //! - [`webhook`]: MicroMDM-format webhook events (NanoMDM, MicroMDM) and their HMAC signature.
+//! - [`user_channel`]: a Shared iPad's user channel (its check-in keys, an MDM's record of it).
 //! - [`records`]: what an MDM's own records say (store identity, the ScheduleOSUpdates it holds).
 //!
 //! Facts come from the MDM brief (`shared/briefs/mdm.md`, cited as "MDM brief §N") and from
@@ -24,6 +25,7 @@ pub mod ddm;
 pub mod records;
 pub mod report;
 pub mod schema;
+pub mod user_channel;
 pub mod webhook;
 
 pub use checkin::{

@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/rejected", get(rejected))
         .route("/version", get(version))
         .merge(super::ddm_api::routes())
+        .merge(super::user_channel::routes())
         .with_state(state);
     match faults {
         Some(f) => r.layer(axum::middleware::from_fn_with_state(
@@ -277,11 +278,25 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
             if let Err(e) = st.store.authenticate(udid, topic, presented.as_deref()) {
                 return internal(e);
             }
+            if let Err(e) = st.store.clear_user_channel(udid) {
+                return internal(e);
+            }
             if st.cfg.ddm_on_enroll && super::ddm_api::ddm_capable(os_version.as_deref()) {
                 st.ddm_capable
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(udid.clone());
+            }
+        }
+        // A Shared iPad user's channel: recorded as such, never as the device's token.
+        CheckinMessage::TokenUpdate { udid, .. }
+            if let Some(user) = super::user_channel::of_checkin(body) =>
+        {
+            if let Err(r) = check_bound(st, udid, presented.as_deref()) {
+                return r;
+            }
+            if let Err(e) = st.store.record_user_channel(udid, &user) {
+                return internal(e);
             }
         }
         CheckinMessage::TokenUpdate {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod push;
 pub mod store;
+pub mod user_channel;
 
 pub use http::{AppState, ServerConfig};
 pub use store::Store;

@@ -196,6 +196,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::ddm::SCHEMA)?;
+        conn.execute_batch(super::user_channel::SCHEMA)?;
         let mut conn = conn;
         let identity = Self::identity_of(&mut conn)?;
         Ok(Store {

@@ -319,6 +319,8 @@ impl<W: std::io::Write> Sink<W> {
                 product_version,
                 build_version,
                 error,
+                network,
+                network_source,
             } => {
                 let mut rows = Rows {
                     w: &mut self.w,
@@ -338,6 +340,13 @@ impl<W: std::io::Write> Sink<W> {
                     if let Some(v) = v {
                         rows.push(k, v, "")?;
                     }
+                }
+                // The network state (issue 14), in re-probes journaled since it exists.
+                if let Some(n) = network {
+                    rows.push("network", n.as_str(), "")?;
+                }
+                if let Some(s) = network_source {
+                    rows.push("network_source", s, "")?;
                 }
             }
             Event::Observation {
@@ -460,6 +469,38 @@ mod tests {
             cell(&h, op, "raw_ref"),
             format!("journal.jsonl#seq={seq_obs}")
         );
+    }
+
+    /// Issue 14: a re-probe's network state and its source are rows of the re-probe.
+    #[test]
+    fn a_reprobe_shows_its_network_state_and_source() {
+        let mut j = J::new();
+        j.device("U", true).reprobe("U", false, None);
+        j.push(Event::DeviceReprobed {
+            udid: "U".into(),
+            attached: true,
+            product_version: Some("17.5.1".into()),
+            build_version: Some("21F90".into()),
+            error: None,
+            network: Some(crate::journal::fold::baseline_facts::Network::Wifi),
+            network_source: Some("inferred (DeviceInformation answered t0)".into()),
+        });
+        let (h, rows) = parse(&render(&j.entries));
+        let keyed = |key: &str| -> Vec<&Vec<String>> {
+            rows.iter().filter(|r| cell(&h, r, "key") == key).collect()
+        };
+        // Only the attached re-probe has one (the detached one read nothing).
+        let n = keyed("network");
+        assert_eq!(n.len(), 1, "{rows:?}");
+        assert_eq!(cell(&h, n[0], "value"), "wifi");
+        assert_eq!(cell(&h, n[0], "source"), "usb");
+        assert_eq!(cell(&h, n[0], "kind"), "reprobe");
+        let s = keyed("network_source");
+        assert_eq!(
+            cell(&h, s[0], "value"),
+            "inferred (DeviceInformation answered t0)"
+        );
+        assert_eq!(cell(&h, s[0], "raw_ref"), cell(&h, n[0], "raw_ref"));
     }
 
     /// The rows are those the `csv` crate writes.

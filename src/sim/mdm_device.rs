@@ -21,6 +21,8 @@
 //! deliveries in the server's history): a `Default` may then move on from downloading to
 //! installing, as two real sends would.
 
+mod user_channel;
+
 use super::apns::Registry;
 use super::clock::Clock;
 use super::ddm_device::{self, DdmClient, DdmFacts, DdmTransport};
@@ -265,6 +267,16 @@ impl MdmAgent {
                 return Err(format!(
                     "{} refused with HTTP {code}: {}",
                     m.message_type(),
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+        }
+        // A Shared iPad with a user logged in: that user's channel checks in too.
+        if let Some(tu) = user_channel::token_update(spec, &self.target.topic, self.lab.seed) {
+            let (code, body) = self.put(CHECKIN_CONTENT_TYPE, tu).await?;
+            if code != 200 {
+                return Err(format!(
+                    "user-channel TokenUpdate refused with HTTP {code}: {}",
                     String::from_utf8_lossy(&body)
                 ));
             }

@@ -67,6 +67,26 @@ pub enum AllocationError {
     DuplicateCandidate { udid: String },
 }
 
+/// All stratified arms stratify by the same thing (step 4 deals one set of strata). Pure in the
+/// protocol: checked when it is read, before any device is looked at.
+pub fn check_strata(arms: &[ArmSpec]) -> Result<(), AllocationError> {
+    let mut by = arms
+        .iter()
+        .filter_map(|a| Some((a, a.allocation.stratify?)));
+    let Some((first_arm, first)) = by.next() else {
+        return Ok(());
+    };
+    match by.find(|(_, s)| *s != first) {
+        Some((a, second)) => Err(AllocationError::MixedStrata {
+            first_arm: first_arm.name.clone(),
+            first,
+            second_arm: a.name.clone(),
+            second,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The stratum of a candidate, as recorded: `passcode` / `no_passcode` / `unknown`, or the model.
 pub fn stratum_of(c: &Candidate, by: Stratum) -> String {
     match by {
@@ -152,19 +172,9 @@ pub fn allocate(
     let stratified: Vec<usize> = (0..arms.len())
         .filter(|&i| arms[i].allocation.stratify.is_some())
         .collect();
+    check_strata(arms)?;
     if let Some(&first) = stratified.first() {
         let by = arms[first].allocation.stratify.expect("filtered");
-        for &i in &stratified[1..] {
-            let other = arms[i].allocation.stratify.expect("filtered");
-            if other != by {
-                return Err(AllocationError::MixedStrata {
-                    first_arm: arms[first].name.clone(),
-                    first: by,
-                    second_arm: arms[i].name.clone(),
-                    second: other,
-                });
-            }
-        }
         let mut strata: BTreeMap<String, Vec<&Candidate>> = BTreeMap::new();
         for c in &pool {
             strata.entry(stratum_of(c, by)).or_default().push(c);

@@ -628,6 +628,13 @@ pub fn check(p: &LoadedProtocol) -> Result<(), InputError> {
     check_mdm_api(&pr.lab.mdm_api, &at)?;
     check_arms(pr, &at)?;
     check_versions(pr, &at)?;
+    let battery = pr.eligibility.battery.min_percent;
+    if battery > 100 {
+        return Err(at.err_at(
+            format!("eligibility.battery.min_percent {battery} must be a percentage, 0 to 100"),
+            locate_key(&text, "min_percent").map(|k| (k.0, k.2)),
+        ));
+    }
     let has_gdmf = pr.feeds.as_ref().is_some_and(|f| f.gdmf.is_some());
     if pr.target == TargetSpec::LatestForModel && !has_gdmf {
         return Err(at.err_at(
@@ -708,6 +715,10 @@ fn check_arms(pr: &Protocol, at: &Locate) -> Result<(), InputError> {
                 )));
             }
         }
+    }
+    if let Err(e) = super::allocation::check_strata(&pr.arms) {
+        let at_key = locate_key(text, "stratify").map(|k| (k.0, k.2));
+        return Err(at.err_at(format!("allocation: {e}"), at_key));
     }
     // A UDID listed in two arms' allocations.
     let mut listed: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
@@ -990,6 +1001,40 @@ mod tests {
         assert_eq!(locate_value(t, "name", "a", 2), Some((4, 13)));
         assert_eq!(locate_value(t, "name", "a", 3), None);
         assert_eq!(locate_value(t, "name", "ab", 1), None);
+    }
+
+    /// Issue 14: a battery minimum above 100 % is refused where it is written (a u8 took 150).
+    #[test]
+    fn a_battery_minimum_above_100_percent_is_refused() {
+        let protocol = |min: u32| {
+            let text = format!(
+                "id: t\ntitle: t\nhypothesis: h\nlab:\n  simulated: {{ fleet: f.yaml }}\n\
+                 target: latest\narms:\n  - name: a\n    install_action: Default\n\
+                 allocation_seed: 1\nfollow_up: {{ poll_interval: 30s, max_duration: 1h }}\n\
+                 eligibility:\n  battery: {{ min_percent: {min} }}\n"
+            );
+            let path = Path::new("p.yaml");
+            LoadedProtocol {
+                path: path.to_path_buf(),
+                sha256: String::new(),
+                protocol: crate::input::parse_yaml(path, &text).unwrap(),
+                bytes: text.into_bytes(),
+            }
+        };
+        let e = check(&protocol(150)).unwrap_err();
+        assert_eq!(
+            e.message,
+            "eligibility.battery.min_percent 150 must be a percentage, 0 to 100"
+        );
+        assert_eq!(e.line, Some(13), "{e}");
+        // 100 % passes this check (whatever the rest of the file then says).
+        let ok = check(&protocol(100));
+        assert!(
+            ok.as_ref()
+                .err()
+                .is_none_or(|e| !e.message.contains("min_percent")),
+            "{ok:?}"
+        );
     }
 }
 

@@ -11,7 +11,7 @@
 //! user channel (`UserShortName`, `UserID`) is `mdm/checkin/tokenupdate.yaml`, MDM brief §4.
 //! Lockdown has no Wi-Fi association key (briefs/field.md "Network", device-side.md §6).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A fact and where it came from; `None`: unknown, and `source` says every place looked at.
@@ -50,10 +50,20 @@ pub struct BenchEnrollment {
 pub enum UserChannel {
     /// The MDM cannot tell; why.
     Unknown(String),
-    /// No user-channel check-in since the device's last one.
+    /// No user-channel check-in since the device enrolled.
     NoUser,
     /// A user-channel check-in with this `UserShortName`.
     User(String),
+}
+
+impl UserChannel {
+    /// What an MDM's record of the device's user channel says (`mdm::user_channel`).
+    pub fn of_record(r: &crate::mdm::user_channel::UserChannelRecord) -> UserChannel {
+        match &r.user {
+            Some(u) => UserChannel::User(u.user_short_name.clone()),
+            None => UserChannel::NoUser,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,7 +209,7 @@ fn logged_in(probe: &Value, shared: &Known<bool>, user: &UserChannel) -> Known<b
 }
 
 /// The network a device had at a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// Cellular data on a carrier network.
@@ -274,6 +284,61 @@ pub fn network(probe: &Value, operator: Option<Network>) -> Known<Network> {
         );
     }
     Known::unknown("no MDM answer and no carrier network: ask the operator")
+}
+
+/// The MDM keys `network` reads (`probe::MdmFacts` as JSON, the `mdm` of a probe record).
+const NETWORK_KEYS: [&str; 7] = [
+    "commands",
+    "os_version",
+    "is_network_tethered",
+    "is_roaming",
+    "data_roaming_enabled",
+    "current_carrier_network",
+    "service_subscriptions",
+];
+
+/// The device's last DeviceInformation answer as far as the network goes: what a re-probe's
+/// network state is derived with, since a USB re-probe reads lockdown only and lockdown has
+/// no key for Wi-Fi association or carrier data (briefs/field.md "Network").
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastDeviceInformation {
+    /// Journal time of the event that carried the answer (the baseline).
+    pub at: String,
+    /// The answer's network keys (`NETWORK_KEYS` of `probe::MdmFacts` as JSON).
+    pub mdm: Value,
+}
+
+impl LastDeviceInformation {
+    /// The network keys of a probe record's `mdm` section; `None` when the probe has none.
+    pub fn of(probe: &Value, at: &str) -> Option<LastDeviceInformation> {
+        let m = probe.get("mdm")?.as_object()?;
+        let mdm = NETWORK_KEYS
+            .iter()
+            .filter_map(|k| Some((k.to_string(), m.get(*k)?.clone())))
+            .collect::<serde_json::Map<_, _>>();
+        Some(LastDeviceInformation {
+            at: at.to_string(),
+            mdm: Value::Object(mdm),
+        })
+    }
+}
+
+/// The network state at a follow-up re-probe: `network` over the re-probe's lockdown values
+/// (`reprobe`, a `probe::DeviceProbe` as JSON) and the last DeviceInformation answer, whose
+/// time the source names when the state came from it (the answer may be hours older than the
+/// re-probe). No operator is asked at a re-probe. Pure.
+pub fn reprobe_network(reprobe: &Value, last: Option<&LastDeviceInformation>) -> Known<Network> {
+    let mut probe = serde_json::json!({ "baseline": reprobe["baseline"].clone() });
+    if let Some(l) = last {
+        probe["mdm"] = l.mdm.clone();
+    }
+    let mut n = network(&probe, None);
+    if let Some(l) = last
+        && !n.source.contains("lockdown")
+    {
+        n.source = format!("{} (DeviceInformation answered {})", n.source, l.at);
+    }
+    n
 }
 
 /// Where cellular data comes from, when the device has it.
@@ -409,6 +474,52 @@ mod tests {
         );
     }
 
+    /// Issue 14: the embedded server's record of the user channel decides, whatever
+    /// `ResidentUsers` says; an MDM that cannot tell leaves it to `ResidentUsers`.
+    #[test]
+    fn the_user_channel_record_decides_a_shared_ipad_s_user() {
+        use crate::mdm::user_channel::{ChannelUser, SHARED_IPAD_USER_ID, UserChannelRecord};
+        let shared = probe(
+            "iPad",
+            "17.5.1",
+            &[
+                ("is_multi_user", "IsMultiUser", json!(true)),
+                ("resident_users", "ResidentUsers", json!(0)),
+            ],
+        );
+        let rec = UserChannelRecord {
+            user: Some(ChannelUser {
+                user_id: SHARED_IPAD_USER_ID.into(),
+                user_short_name: "alice".into(),
+                user_long_name: None,
+            }),
+            received_at: Some("t".into()),
+        };
+        let user = UserChannel::of_record(&rec);
+        assert_eq!(user, UserChannel::User("alice".into()));
+        let f = enrollment(&shared, BenchEnrollment::default(), &user);
+        assert_eq!(
+            f.shared_ipad_user_logged_in,
+            Known::of(
+                true,
+                "MDM user-channel check-in (UserShortName alice)".to_string()
+            )
+        );
+        let nobody = UserChannel::of_record(&UserChannelRecord {
+            user: None,
+            received_at: None,
+        });
+        let f = enrollment(&shared, BenchEnrollment::default(), &nobody);
+        assert_eq!(
+            f.shared_ipad_user_logged_in,
+            Known::of(false, "MDM: no user-channel check-in".to_string())
+        );
+        // An iPhone with a (stray) user channel is still no Shared iPad.
+        let phone = probe("iPhone", "17.5.1", &[]);
+        let f = enrollment(&phone, BenchEnrollment::default(), &user);
+        assert_eq!(f.shared_ipad_user_logged_in.value, Some(false));
+    }
+
     #[test]
     fn access_rights_from_the_bench_or_unknown() {
         let p = probe("iPhone", "17.5.1", &[]);
@@ -423,6 +534,46 @@ mod tests {
         assert_eq!(f.access_rights.value, Some(8191));
         let f = enrollment(&p, BenchEnrollment::default(), &NO_CHANNEL());
         assert_eq!(f.access_rights.value, None);
+    }
+
+    #[test]
+    fn network_at_a_reprobe_from_lockdown_and_the_last_device_information() {
+        let mut baseline = probe(
+            "iPhone",
+            "17.5.1",
+            &[("is_network_tethered", "IsNetworkTethered", json!(false))],
+        );
+        baseline["mdm"]["service_subscriptions"] = json!([{ "Slot": "CTSubscriptionSlotOne",
+            "CurrentCarrierNetwork": "Carrier", "IsDataPreferred": true, "IsRoaming": false }]);
+        baseline["mdm"]["wifi_mac"] = mdm("WiFiMAC", json!("aa:bb"));
+        let last = LastDeviceInformation::of(&baseline, "2026-12-03T10:00:00Z").unwrap();
+        // Only the keys the network state reads are kept.
+        assert!(last.mdm.get("wifi_mac").is_none());
+        assert!(last.mdm.get("service_subscriptions").is_some());
+        let usb = json!({ "baseline": { "network": {} } });
+        let n = reprobe_network(&usb, Some(&last));
+        assert_eq!(n.value, Some(Network::Cellular));
+        assert!(
+            n.source
+                .ends_with("(DeviceInformation answered 2026-12-03T10:00:00Z)"),
+            "{}",
+            n.source
+        );
+        // A device that answered without a carrier: Wi-Fi, inferred, from the same answer.
+        let wifi = LastDeviceInformation::of(&probe("iPad", "17.5.1", &[]), "t0").unwrap();
+        let n = reprobe_network(&usb, Some(&wifi));
+        assert_eq!(n.value, Some(Network::Wifi));
+        assert!(n.source.contains("inferred") && n.source.ends_with("answered t0)"));
+        // No MDM answer at all: lockdown alone tells "none" only without a SIM.
+        let no_sim = json!({ "baseline": { "network": { "sim_status": {
+            "value": "kCTSIMSupportSIMStatusNotInserted",
+            "source": { "via": "lockdown", "key": "SIMStatus" } } } } });
+        let silent = LastDeviceInformation::of(&json!({ "mdm": { "commands": [] } }), "t0");
+        let n = reprobe_network(&no_sim, silent.as_ref());
+        assert_eq!(n.value, Some(Network::None), "{}", n.source);
+        assert!(!n.source.contains("answered t0"), "{}", n.source);
+        assert_eq!(reprobe_network(&usb, None).value, None);
+        assert!(LastDeviceInformation::of(&json!({ "baseline": {} }), "t0").is_none());
     }
 
     #[test]

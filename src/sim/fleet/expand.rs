@@ -237,8 +237,9 @@ impl<'a> Entry<'a> {
                 .collect()
         });
         let mut update = d.update.clone().unwrap_or_default();
-        if update.catalogue.is_empty() {
-            update.catalogue = catalogue.to_vec();
+        // An empty `update.catalogue: []` is the device's own: nothing offered (issue 14).
+        if update.catalogue.is_none() {
+            update.catalogue = Some(catalogue.to_vec());
         }
         if let Err(m) = update.config() {
             return Err(self.err(format!("update: {m}")));

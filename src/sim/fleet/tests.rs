@@ -221,3 +221,30 @@ fn enrollment_and_shared_ipad_are_parsed_and_checked() {
     let e = err(&one_device("    enrollment: { dep: true }\n"));
     assert_eq!(e.line, Some(7), "{e}");
 }
+
+/// Issue 14: a device's own empty `update.catalogue: []` means nothing is offered to it; only an
+/// absent one takes the fleet's catalogue.
+#[test]
+fn an_empty_device_catalogue_offers_nothing() {
+    let text = "catalogue:\n  - { version: '17.6.1', build: 21G93, download_size: 600 MB, install_size: 1.5 GB }\n\
+        devices:\n  - name: Own\n    product_type: iPhone12,1\n    ios: { version: '17.5.1', build: 21F90 }\n    \
+        disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 80 }\n    update: { catalogue: [] }\n  \
+        - name: Shared\n    product_type: iPhone12,1\n    ios: { version: '17.5.1', build: 21F90 }\n    \
+        disk: { total: 64 GB, free: 20 GB }\n    battery: { level: 80 }\n";
+    let d = parse(Path::new("f.yaml"), text).unwrap();
+    assert_eq!(d[0].update.catalogue, Some(Vec::new()));
+    assert!(d[0].update.config().unwrap().catalogue.is_empty());
+    let shared = d[1].update.config().unwrap().catalogue;
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0].build, "21G93");
+}
+
+/// Issue 14: a negative battery level or seed says it must be ≥ 0, with its line.
+#[test]
+fn a_negative_battery_or_seed_must_be_at_least_zero() {
+    let e = err(&one_device("").replace("level: 5", "level: -5"));
+    assert_eq!(e.message, "level: must be ≥ 0 (a whole number)");
+    assert_eq!(e.line, Some(6), "{e}");
+    let e = err(&format!("seed: -3\n{}", one_device("")));
+    assert_eq!(e.message, "seed: must be ≥ 0 (a whole number)");
+}

@@ -28,8 +28,9 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBehaviourSpec {
+    /// `None` (absent): the fleet's top-level catalogue; `Some([])`: nothing is offered.
     #[serde(default)]
-    pub catalogue: Vec<CatalogEntrySpec>,
+    pub catalogue: Option<Vec<CatalogEntrySpec>>,
     #[serde(default = "default_user")]
     pub user: UserBehaviourSpec,
     pub download_rate: Option<Bytes>,
@@ -48,7 +49,7 @@ pub struct UpdateBehaviourSpec {
 impl Default for UpdateBehaviourSpec {
     fn default() -> Self {
         UpdateBehaviourSpec {
-            catalogue: Vec::new(),
+            catalogue: None,
             user: default_user(),
             download_rate: None,
             install_duration: None,
@@ -157,6 +158,7 @@ impl UpdateBehaviourSpec {
             catalogue: self
                 .catalogue
                 .iter()
+                .flatten()
                 .map(CatalogEntrySpec::to_entry)
                 .collect::<Result<_, _>>()?,
             user: self.user.to_behaviour(),

@@ -62,12 +62,14 @@ pub fn shared_ipad_with_user(ctx: &Context) -> RuleVerdict {
     if ctx.spec.exclude_shared_ipad_with_user
         && ctx.subject.shared_ipad_user_logged_in == Some(true)
     {
+        let source = &ctx.subject.fact_sources.shared_ipad_user;
         return RuleVerdict::Exclude(reason(
             rule::SHARED_IPAD_WITH_USER,
-            "The device is a Shared iPad with a user logged in; the update would interrupt \
-             that user's session."
-                .into(),
-            json!({ "shared_ipad_user_logged_in": true }),
+            format!(
+                "The device is a Shared iPad with a user logged in ({source}); the update would \
+                 interrupt that user's session."
+            ),
+            json!({ "shared_ipad_user_logged_in": true, "source": source }),
         ));
     }
     RuleVerdict::Pass
@@ -160,11 +162,24 @@ mod tests {
         s.shared_ipad_user_logged_in = Some(false);
         assert!(assess(&spec, &TargetSpec::Latest, &s).eligible);
         s.shared_ipad_user_logged_in = Some(true);
+        s.fact_sources.shared_ipad_user = "MDM user-channel check-in (UserShortName alice)".into();
         let r = only(
             &assess(&spec, &TargetSpec::Latest, &s),
             rule::SHARED_IPAD_WITH_USER,
         );
         assert_eq!(r.values["shared_ipad_user_logged_in"], true);
+        // The reason names where the user came from.
+        assert!(
+            r.message.contains(
+                "with a user logged in (MDM user-channel check-in (UserShortName alice))"
+            ),
+            "{}",
+            r.message
+        );
+        assert_eq!(
+            r.values["source"],
+            "MDM user-channel check-in (UserShortName alice)"
+        );
         let off = EligibilitySpec {
             exclude_shared_ipad_with_user: false,
             ..Default::default()

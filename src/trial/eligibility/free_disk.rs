@@ -58,10 +58,14 @@ pub fn check(ctx: &Context) -> RuleVerdict {
         "download_size": resolved.as_ref().and_then(|t| t.download_size),
         "install_size": resolved.as_ref().and_then(|t| t.install_size),
     });
+    // Where rounding to 0.01 GB would show both sides equal ("5.30 GB free … needs 5.30 GB"),
+    // both are given in bytes (issue 14).
+    let exact = free.is_some_and(|f| f < needed && gb(f) == gb(needed));
+    let amount = |b: u64| if exact { format!("{b} bytes") } else { gb(b) };
     let needed_text = match sizes {
         Some((d, i)) => format!(
             "the update needs {} (DownloadSize {} + InstallSize {})",
-            gb(needed),
+            amount(needed),
             gb(d),
             gb(i)
         ),
@@ -74,7 +78,7 @@ pub fn check(ctx: &Context) -> RuleVerdict {
         Some(f) if f >= needed => RuleVerdict::Pass,
         Some(f) => RuleVerdict::Exclude(reason(
             rule::FREE_DISK,
-            format!("Only {} free ({metric}), but {needed_text}.", gb(f)),
+            format!("Only {} free ({metric}), but {needed_text}.", amount(f)),
             values,
         )),
         None => RuleVerdict::Exclude(reason(
@@ -109,6 +113,19 @@ mod tests {
             r.message,
             "Only 2.00 GB free (lockdown AmountDataAvailable), but the update needs 2.10 GB \
              (DownloadSize 0.60 GB + InstallSize 1.50 GB)."
+        );
+        // One byte short: both sides in bytes, since 0.01 GB would show them equal.
+        let r = only(
+            &run(&Dev {
+                amount_free: Some(2_099_999_999),
+                ..dev()
+            }),
+            rule::FREE_DISK,
+        );
+        assert_eq!(
+            r.message,
+            "Only 2099999999 bytes free (lockdown AmountDataAvailable), but the update needs \
+             2100000000 bytes (DownloadSize 0.60 GB + InstallSize 1.50 GB)."
         );
         // Exactly enough passes.
         assert!(

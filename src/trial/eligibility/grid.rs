@@ -416,7 +416,7 @@ fn grid_dump() -> String {
 /// (issue 12): every reason, its order, message and values, and every target, byte for
 /// byte. A deliberate change of a reason changes it: set `LAB_ELIGIBILITY_DUMP=FILE` to
 /// write the dump, diff it against the previous commit's, then record the new digest.
-const GRID_SHA256: &str = "48f74ee51f49ecd41a06a891965dfac9e790b6a6e0a7ae211cfcf074f3c6bc94";
+const GRID_SHA256: &str = "2f72a58a375507118e85ed56928dc85a9961dc6d8f68768746e7d2694a843874";
 
 #[test]
 fn the_reasons_of_every_grid_case_are_unchanged() {

@@ -4,6 +4,25 @@
 use super::*;
 use crate::journal::fold::baseline_facts::{self, BenchEnrollment, UserChannel};
 
+/// What the MDM said of a device beyond its answers, for its eligibility: its DDM enrollment
+/// (when the protocol has DDM arms) and its user channel (issue 14).
+pub(super) struct MdmSide {
+    pub ddm: Option<Result<crate::mdm::ddm_doses::DdmEnrollment, String>>,
+    pub user: UserChannel,
+}
+
+/// The device's user channel as its MDM records it; "unknown", saying why, when the MDM keeps
+/// no such record or the call failed (eligibility then decides by the protocol's
+/// `unknown_facts`).
+async fn user_channel(backend: &dyn crate::mdm::backend::MdmBackend, udid: &str) -> UserChannel {
+    use crate::mdm::backend::UserChannels;
+    match backend.user_channels(udid).await {
+        Ok(UserChannels::Known(r)) => UserChannel::of_record(&r),
+        Ok(UserChannels::Unknown(why)) => UserChannel::Unknown(why),
+        Err(e) => UserChannel::Unknown(format!("the MDM's user-channel record: {e}")),
+    }
+}
+
 impl Runner<'_> {
     pub(super) async fn baseline(&mut self) -> Result<(), RunError> {
         if let Some((url, key, n)) = self.lab.enrolled_check.clone() {
@@ -81,7 +100,10 @@ impl Runner<'_> {
                                 Some(d) => Some(ddm_state(d, &p.udid).await),
                                 None => None,
                             };
-                            Some((facts, offered, doses, ddm))
+                            // After the history call above: it tells whether this MDM is
+                            // `lab`'s own server, the one that records user channels.
+                            let user = user_channel(backend, &p.udid).await;
+                            Some((facts, offered, doses, ddm, user))
                         })
                         .collect(),
                 )
@@ -90,13 +112,16 @@ impl Runner<'_> {
             // … then recorded in order, one fsync for the chunk, before anything acts on them.
             let mut events = Vec::new();
             for (mut p, answer) in chunk.into_iter().zip(answers) {
-                let (offered, offered_error, offered_event, mdm_doses, ddm) = match answer {
-                    Some((facts, (event, offered, error), doses, ddm)) => {
+                let (offered, offered_error, offered_event, mdm_doses, ddm, user) = match answer {
+                    Some((facts, (event, offered, error), doses, ddm, user)) => {
                         p.disagreements = mdm_side::compare(&p.baseline, &facts);
                         p.mdm = Some(facts);
-                        (offered, error, event, doses, ddm)
+                        (offered, error, event, doses, ddm, user)
                     }
-                    None => (None, Some("no baseline".into()), None, None, None),
+                    None => {
+                        let user = UserChannel::Unknown("no baseline".into());
+                        (None, Some("no baseline".into()), None, None, None, user)
+                    }
                 };
                 let probe_json = serde_json::to_value(&p).expect("probe serialises");
                 events.push(Event::BaselineRecorded {
@@ -122,7 +147,8 @@ impl Runner<'_> {
                     },
                     None => Vec::new(),
                 };
-                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits, ddm));
+                let mdm = MdmSide { ddm, user };
+                events.push(self.assess(&p, offered.as_deref(), offered_error, ledger_hits, mdm));
             }
             self.log_all(events)?;
         }
@@ -150,8 +176,9 @@ impl Runner<'_> {
         offered: Option<&[AvailableUpdate]>,
         offered_error: Option<String>,
         ledger_hits: Vec<LedgerRecord>,
-        ddm: Option<Result<crate::mdm::ddm_doses::DdmEnrollment, String>>,
+        mdm: MdmSide,
     ) -> Event {
+        let MdmSide { ddm, user } = mdm;
         let (ddm_active, ddm_error) = match ddm {
             Some(Ok(e)) => (e.active, None),
             Some(Err(e)) => (None, Some(e)),
@@ -164,10 +191,6 @@ impl Runner<'_> {
             dep_enrolled: e.dep_enrolled,
             access_rights: e.access_rights,
         };
-        let user = UserChannel::Unknown(format!(
-            "MDM backend {} does not report user-channel check-ins",
-            self.lab.backend.kind()
-        ));
         let probe_json = serde_json::to_value(p).expect("probe serialises");
         let facts = baseline_facts::enrollment(&probe_json, bench, &user);
         let subject = Subject {
@@ -323,33 +346,19 @@ impl Runner<'_> {
         Ok(alloc)
     }
 
+    /// What [`Runner::allocate`] would draw, journaling nothing: `lab qualify` then catches an
+    /// allocation the eligible devices cannot fill (an arm's `count` above them) before any run
+    /// folder exists (issue 14).
+    pub(super) fn check_allocation(&self) -> Result<(), RunError> {
+        let (candidates, waived) = self.candidates()?;
+        self.draw(candidates, &waived).map(|_| ())
+    }
+
     pub(super) fn allocate(&mut self) -> Result<(), RunError> {
         if self.state.consented.is_some() {
             return Ok(());
         }
-        let mut waived: HashSet<String> = HashSet::new();
-        crate::journal::stream(self.journal.path(), |_, e| {
-            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
-                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
-            {
-                waived.insert(udid);
-            }
-            Ok(())
-        })?;
-        let candidates: Vec<Candidate> = self
-            .state
-            .order
-            .iter()
-            .filter(|u| self.state.devices[*u].eligible == Some(true))
-            .map(|u| {
-                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
-                Candidate {
-                    udid: u.clone(),
-                    passcode: probe.passcode,
-                    model: probe.product_type,
-                }
-            })
-            .collect();
+        let (candidates, waived) = self.candidates()?;
         let seed = self.p.protocol.allocation_seed;
         let alloc = self.draw(candidates, &waived)?;
         // The allocation is a pure function of the seed and the candidates: a run killed halfway
@@ -374,6 +383,35 @@ impl Runner<'_> {
         }
         self.log_all(events)?;
         Ok(())
+    }
+
+    /// The eligible devices as allocation sees them, and those eligible only by the
+    /// bug-reproduction waiver.
+    fn candidates(&self) -> Result<(Vec<Candidate>, HashSet<String>), RunError> {
+        let mut waived: HashSet<String> = HashSet::new();
+        crate::journal::stream(self.journal.path(), |_, e| {
+            if let Event::EligibilityAssessed { udid, reasons, .. } = e.event
+                && reasons.iter().any(|r| r.rule == WAIVED_KNOWN_BAD)
+            {
+                waived.insert(udid);
+            }
+            Ok(())
+        })?;
+        let candidates: Vec<Candidate> = self
+            .state
+            .order
+            .iter()
+            .filter(|u| self.state.devices[*u].eligible == Some(true))
+            .map(|u| {
+                let probe = self.state.devices[u].probe.clone().unwrap_or_default();
+                Candidate {
+                    udid: u.clone(),
+                    passcode: probe.passcode,
+                    model: probe.product_type,
+                }
+            })
+            .collect();
+        Ok((candidates, waived))
     }
 }
 

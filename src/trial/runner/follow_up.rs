@@ -2,6 +2,7 @@
 //! and the end of follow-up.
 
 use super::*;
+use crate::journal::fold::baseline_facts;
 use crate::mdm::backend::{BackendError, CommandResult};
 use crate::mdm::ddm_backend::RawStatusReport;
 impl Runner<'_> {
@@ -353,30 +354,11 @@ impl Runner<'_> {
                 });
             }
             events.extend(self.delivery_events(udid));
-            let mut now_build = None;
-            if let Some(u) = usb {
-                now_build = u.build.clone();
-                if let Some((at, t)) = u.clock
-                    && let Some(ev) = self.clock_reading(udid, at, t)
-                {
-                    events.push(ev);
-                }
-                // Journaled when it differs from the last one journaled.
-                let snapshot = crate::journal::fold::Reprobe {
-                    attached: u.attached,
-                    product_version: u.version.clone(),
-                    build_version: u.build.clone(),
-                };
-                if self.state.devices[udid].last_reprobe.as_ref() != Some(&snapshot) {
-                    events.push(Event::DeviceReprobed {
-                        udid: udid.clone(),
-                        attached: u.attached,
-                        product_version: u.version,
-                        build_version: u.build,
-                        error: u.error,
-                    });
-                }
-            }
+            let now_build = usb.and_then(|u| {
+                let build = u.build.clone();
+                events.extend(self.reprobe_events(udid, u));
+                build
+            });
             now_builds.push(now_build);
         }
         for n in self.lab.backend.take_notes() {
@@ -390,6 +372,41 @@ impl Runner<'_> {
         }
         self.log_all(events)?;
         Ok(now_builds)
+    }
+
+    /// The events of one re-probe: the device clock it read, and the re-probe itself with the
+    /// network state (issue 14) when it differs from the last one journaled.
+    fn reprobe_events(&mut self, udid: &str, u: Reprobe) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some((at, t)) = u.clock
+            && let Some(ev) = self.clock_reading(udid, at, t)
+        {
+            events.push(ev);
+        }
+        let d = &self.state.devices[udid];
+        // Detached: no network state (nothing was read).
+        let network = u
+            .lockdown
+            .as_ref()
+            .map(|l| baseline_facts::reprobe_network(l, d.last_device_information.as_ref()));
+        let snapshot = crate::journal::fold::Reprobe {
+            attached: u.attached,
+            product_version: u.version.clone(),
+            build_version: u.build.clone(),
+            network: network.as_ref().and_then(|n| n.value),
+        };
+        if d.last_reprobe.as_ref() != Some(&snapshot) {
+            events.push(Event::DeviceReprobed {
+                udid: udid.to_string(),
+                attached: u.attached,
+                product_version: u.version,
+                build_version: u.build,
+                error: u.error,
+                network: snapshot.network,
+                network_source: network.map(|n| n.source),
+            });
+        }
+        events
     }
 
     /// The protocol's follow-up step (3), once downloaded (and the after-download questions).
@@ -512,6 +529,9 @@ struct Reprobe {
     /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
     /// (the middle of the probe).
     clock: Option<(Instant, f64)>,
+    /// The probe record (`probe::DeviceProbe` as JSON) when the device was attached: its
+    /// lockdown values feed the network state.
+    lockdown: Option<serde_json::Value>,
 }
 
 /// Re-probe a device over USB during follow-up.
@@ -523,6 +543,7 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
             build: None,
             error: None,
             clock: None,
+            lockdown: None,
         };
     };
     let client = UsbmuxClient {
@@ -541,12 +562,14 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
     )
     .await;
     let at = before + before.elapsed() / 2;
+    let lockdown = serde_json::to_value(&p).ok();
     Reprobe {
         attached: true,
         version: p.baseline.product_version.value.clone(),
         build: p.baseline.build_version.value.clone(),
         error: p.failure.map(|f| f.message),
         clock: p.device_time.map(|t| (at, t)),
+        lockdown,
     }
 }
 

@@ -541,6 +541,7 @@ pub async fn qualify(
         simulated: r.lab.simulated,
     })?;
     let done = r.baseline_unless_refused().await;
+    let done = done.and_then(|()| r.check_allocation());
     let entries = done.and_then(|()| Ok(crate::journal::read(r.journal.path())?.entries));
     let _ = std::fs::remove_dir_all(&scratch);
     entries

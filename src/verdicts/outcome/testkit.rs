@@ -237,6 +237,8 @@ impl J {
             product_version: build.map(|b| if b == "19H390" { "15.8" } else { "15.7" }.to_string()),
             build_version: build.map(str::to_string),
             error: (!attached).then(|| "device not attached".to_string()),
+            network: None,
+            network_source: None,
         })
     }
 
