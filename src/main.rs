@@ -26,16 +26,31 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Attached devices (usbmuxd on every host + raw USB).
+    #[command(
+        after_help = "Examples:\n  lab devices\n  lab devices --usbmuxd 127.0.0.1:27015      # a `lab sim serve` on that port"
+    )]
     Devices(cli::devices::DevicesArgs),
     /// The baseline of each device: model, iOS, disk, battery, network, passcode, supervision.
+    #[command(
+        after_help = "Examples:\n  lab probe --sim trials/fleets/rehearsal-12.yaml   # a simulated lab, in one command\n  lab probe --udid 00008110-000A1B2C3D4E5F60 --json\n  lab probe --watch --for 5m                          # attach/detach events"
+    )]
     Probe(cli::probe::ProbeArgs),
     /// Baseline + eligibility verdict per device for a trial; sends nothing irreversible.
+    #[command(
+        after_help = "Example:\n  lab qualify trials/rehearsal.yaml            # verdicts with reasons; nothing is sent"
+    )]
     Qualify(cli::trial::QualifyArgs),
     /// Run (or resume) a trial: consent, one dose per device, follow-up, reports.
+    #[command(
+        after_help = "Examples:\n  lab run trials/rehearsal.yaml --yes                 # the rehearsal on the simulated lab\n  lab run trials/rehearsal.yaml --yes --watch 9402    # and watch it on http://127.0.0.1:9402/\n  lab run trial.yaml                                  # a bench: asks for consent (type the trial id)\nRun the same command again to resume an interrupted run."
+    )]
     Run(cli::trial::RunArgs),
     /// Add a manual observation to a run (safe while the run is active).
     Observe(cli::trial::ObserveArgs),
     /// Regenerate every report of a run folder from its journal.
+    #[command(
+        after_help = "Example:\n  lab report results/rehearsal-12-20261203T100000Z   # every report again, byte for byte"
+    )]
     Report(cli::trial::ReportArgs),
     /// Serve a read-only live web view of a run folder (live or finished).
     Watch(cli::watch::WatchArgs),
@@ -59,6 +74,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum FeedsCommand {
     /// Validate a saved feed file and print what it offers per model.
+    #[command(after_help = "Example:\n  lab feeds check trials/feeds/gdmf-pmv.json")]
     Check(cli::feeds::CheckArgs),
     /// Not implemented, so not listed (issue 15: no unimplemented command in the help); typed
     /// anyway, it says where to download the feeds, since this build reads saved copies.
@@ -69,12 +85,18 @@ enum FeedsCommand {
 #[derive(Subcommand, Debug)]
 enum MdmCommand {
     /// Serve the embedded MDM server (check-in + command endpoints, NanoMDM-compatible API).
+    #[command(
+        after_help = "Example:\n  LAB_MDM_API_KEY=secret lab mdm serve --listen 127.0.0.1:9400 --db lab-mdm.sqlite"
+    )]
     Serve(cli::mdm::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum SimCommand {
     /// Serve a simulated fleet behind a usbmuxd-compatible socket.
+    #[command(
+        after_help = "Examples:\n  lab sim serve --fleet trials/fleets/rehearsal-12.yaml --usbmuxd 127.0.0.1:27015 --speed 60\n  USBMUXD_SOCKET_ADDRESS=127.0.0.1:27015 ideviceinfo -s   # libimobiledevice reads it"
+    )]
     Serve(cli::sim::ServeArgs),
 }
 

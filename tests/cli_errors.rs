@@ -191,3 +191,34 @@ fn report_on_an_empty_journal_is_refused_and_writes_nothing() {
     assert!(!dir.path().join("devices.csv").exists());
     assert!(!dir.path().join("report.html").exists());
 }
+
+/// Each subcommand's help ends with an example (issue 15).
+#[test]
+fn every_subcommand_s_help_has_an_example() {
+    for cmd in [
+        vec!["devices"],
+        vec!["probe"],
+        vec!["qualify"],
+        vec!["run"],
+        vec!["observe"],
+        vec!["report"],
+        vec!["watch"],
+        vec!["feeds", "check"],
+        vec!["sim", "serve"],
+        vec!["mdm", "serve"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let out = run_lab(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        let help = stdout(&out);
+        assert!(
+            help.lines().any(|l| l.starts_with("Example")),
+            "{cmd:?} has no example:\n{help}"
+        );
+        assert!(
+            help.contains(&format!("lab {}", cmd.join(" "))),
+            "{cmd:?}:\n{help}"
+        );
+    }
+}
