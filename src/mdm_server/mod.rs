@@ -5,6 +5,7 @@
 //! behind the TLS terminator that presents the MDM server certificate (as NanoMDM does), which
 //! passes the device's client certificate in a header.
 
+pub mod cms;
 pub mod ddm;
 mod ddm_api;
 pub mod faults;
