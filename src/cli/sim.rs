@@ -29,9 +29,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_mdm")]
     mdm_url: Option<String>,
     /// Write the PEM of the CA that the simulated devices' MDM identity certificates chain to
-    /// (what NanoMDM's `-ca` takes). It is made anew at each start.
+    /// (what NanoMDM's `-ca` takes): the simulator's own CA in the certificate-header form, the
+    /// embedded SCEP CA otherwise. It is made anew at each start.
     #[arg(long, value_name = "FILE", conflicts_with = "no_mdm")]
     mdm_identity_ca_out: Option<PathBuf>,
+    /// Send each device's identity certificate in the `X-Client-Cert` header (NanoMDM
+    /// `-cert-header`, for a server behind a TLS proxy) instead of enrolling by SCEP and signing
+    /// every message with `Mdm-Signature`, which the devices do by default with the embedded
+    /// MDM, and with an external one when `--scep-url` is given.
+    #[arg(long, conflicts_with_all = ["no_mdm", "scep_url"])]
+    mdm_cert_header: bool,
+    /// The SCEP server of the external MDM (`--mdm-url`), e.g. `http://host:8080/scep`: each
+    /// device gets its identity there (a CSR with the challenge) and signs every message
+    /// (`Mdm-Signature`), as an iPhone with the enrollment profile's SCEP payload does.
+    #[arg(long, value_name = "URL", requires = "mdm_url")]
+    scep_url: Option<String>,
+    /// Environment variable holding the SCEP challenge for `--scep-url` (empty when unset).
+    #[arg(long, default_value = "LAB_SCEP_CHALLENGE")]
+    scep_challenge_env: String,
     /// No MDM at all: the device side (usbmuxd + lockdownd) only.
     #[arg(long)]
     no_mdm: bool,
@@ -119,7 +134,17 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         seed: a.seed,
         mdm,
     };
-    let running = sim::start_with_mdm_db(&a.fleet, opts, a.mdm_db.as_deref())
+    let enroll = sim::enroll::EnrollOptions {
+        cert_header: a.mdm_cert_header,
+        scep: a
+            .scep_url
+            .as_ref()
+            .map(|url| sim::enroll::scep_client::ScepSettings {
+                url: url.clone(),
+                challenge: std::env::var(&a.scep_challenge_env).unwrap_or_default(),
+            }),
+    };
+    let running = sim::start_with(&a.fleet, opts, a.mdm_db.as_deref(), &enroll)
         .await
         .map_err(|e| match e {
             SimError::Fleet(i) => CliError::Input(i),
@@ -158,7 +183,18 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 m.url,
                 m.agents.len()
             );
-            if let Some(p) = &a.mdm_identity_ca_out {
+            let _ = writeln!(out, "lab sim: {}", identity_line(&a, m.server.is_some()));
+            if let Some(p) = a
+                .mdm_identity_ca_out
+                .as_ref()
+                .filter(|_| m.identity_ca_pem.is_empty())
+            {
+                let _ = writeln!(
+                    out,
+                    "lab sim: no CA written to {}: the devices get their identity from the MDM's own SCEP server",
+                    p.display()
+                );
+            } else if let Some(p) = &a.mdm_identity_ca_out {
                 write_atomically(p, m.identity_ca_pem.as_bytes())
                     .map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
                 let _ = writeln!(
@@ -182,6 +218,27 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// How the devices identify themselves, as `lab sim serve` prints it.
+fn identity_line(a: &ServeArgs, embedded: bool) -> String {
+    match (&a.scep_url, a.mdm_cert_header, embedded) {
+        (_, true, _) => format!(
+            "devices send their identity certificate in {} (NanoMDM -cert-header)",
+            crate::sim::mdm_device::CERT_HEADER
+        ),
+        (Some(url), false, _) => {
+            format!("devices enroll by SCEP at {url} and sign every message (Mdm-Signature)")
+        }
+        (None, false, true) => {
+            "devices enroll by SCEP at the embedded MDM's /scep and sign every message (Mdm-Signature)"
+                .to_string()
+        }
+        (None, false, false) => format!(
+            "devices send their identity certificate in {} (no --scep-url given)",
+            crate::sim::mdm_device::CERT_HEADER
+        ),
+    }
 }
 
 /// A `--mdm-url` that names the device endpoint instead of the server: devices append `/mdm`

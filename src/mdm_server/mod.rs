@@ -8,10 +8,12 @@
 pub mod cms;
 pub mod ddm;
 mod ddm_api;
+pub mod device_auth;
 pub mod faults;
 pub mod http;
 pub mod identity;
 pub mod push;
+pub mod scep;
 pub mod store;
 
 pub use http::{AppState, ServerConfig};
@@ -52,9 +54,19 @@ pub async fn start(
     store: Arc<Store>,
     cfg: ServerConfig,
 ) -> std::io::Result<RunningServer> {
+    start_with_device_auth(listen, store, cfg, device_auth::DeviceAuth::default()).await
+}
+
+/// As [`start`], offering SCEP and/or requiring `Mdm-Signature` ([`device_auth`]).
+pub async fn start_with_device_auth(
+    listen: &str,
+    store: Arc<Store>,
+    cfg: ServerConfig,
+    auth: device_auth::DeviceAuth,
+) -> std::io::Result<RunningServer> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = http::router(AppState::new(store.clone(), cfg));
+    let app = http::router(AppState::new(store.clone(), cfg).with_device_auth(auth));
     let task = tokio::spawn(async move {
         crate::listen_limits::serve_http(listener, app, crate::listen_limits::Limits::current())
             .await;

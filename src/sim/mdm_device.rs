@@ -1,7 +1,8 @@
 //! Simulated devices as MDM clients.
 //!
-//! Each device enrolls (Authenticate, TokenUpdate) with its own identity certificate, passed in
-//! a header as NanoMDM's `-cert-header` mode takes it; connects when woken by a push (through
+//! Each device enrolls (Authenticate, TokenUpdate) with its own identity: by default one it got
+//! by SCEP, signing every body (`Mdm-Signature`), or a simulator-made certificate passed in a
+//! header as NanoMDM's `-cert-header` mode takes it (`sim::enroll`); connects when woken by a push (through
 //! the simulated APNs) or on its poll interval; and answers DeviceInformation, SecurityInfo and
 //! the OS-update commands (`os_update`), anything else with `Error` 12021 in
 //! `MCMDMErrorDomain`, as real devices do (brief mdm.md §3, mdmb). When an update restarts the
@@ -96,7 +97,8 @@ pub struct MdmAgent {
     udid: String,
     lab: Arc<SimLab>,
     os: Mutex<OsUpdateSim>,
-    cert_header: String,
+    /// How the device identifies itself (`sim::enroll`).
+    credential: super::enroll::Credential,
     token: Vec<u8>,
     push_magic: String,
     target: MdmTarget,
@@ -144,7 +146,19 @@ fn real_value(v: f64) -> Value {
 }
 
 impl MdmAgent {
+    /// A device that sends `cert_der` in [`CERT_HEADER`].
     pub fn new(lab: Arc<SimLab>, index: usize, cert_der: &[u8], target: MdmTarget) -> MdmAgent {
+        let credential = super::enroll::Credential::CertHeader(cert_header_value(cert_der));
+        MdmAgent::with_credential(lab, index, credential, target)
+    }
+
+    /// A device that identifies itself with `credential` (SCEP + `Mdm-Signature`, or a header).
+    pub fn with_credential(
+        lab: Arc<SimLab>,
+        index: usize,
+        credential: super::enroll::Credential,
+        target: MdmTarget,
+    ) -> MdmAgent {
         let dev = lab.devices[index].clone();
         let spec = dev.spec.clone();
         let state = DeviceUpdateState::from_fleet(&spec, &spec.update);
@@ -172,7 +186,7 @@ impl MdmAgent {
                 ),
             ),
             lab,
-            cert_header: cert_header_value(cert_der),
+            credential,
             token,
             push_magic,
             target,
@@ -218,13 +232,19 @@ impl MdmAgent {
         self.os.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The identity certificate the device got by SCEP, once enrolled that way.
+    pub fn identity_certificate(&self) -> Option<&[u8]> {
+        self.credential.certificate()
+    }
+
     async fn put(&self, content_type: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        let (id_header, id_value) = self.credential.header(&body)?;
         let r = self
             .http
             .put(format!("{}/mdm", self.target.base_url))
             .header("content-type", content_type)
             .header("user-agent", "MDM/1.0")
-            .header(CERT_HEADER, &self.cert_header)
+            .header(id_header, id_value)
             .body(body)
             .send()
             .await
@@ -236,6 +256,7 @@ impl MdmAgent {
 
     /// Authenticate + TokenUpdate (brief §4).
     pub async fn enroll(&self) -> Result<(), String> {
+        self.credential.ensure(&self.http, &self.udid).await?;
         let spec = &self.lab.devices[self.index].spec;
         let (version, build) = {
             let os = self.os();

@@ -7,6 +7,7 @@
 pub mod apns;
 pub mod clock;
 pub mod ddm_device;
+pub mod enroll;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
@@ -112,6 +113,18 @@ pub async fn start_with_mdm_db(
     opts: SimOptions,
     mdm_db: Option<&Path>,
 ) -> Result<RunningSim, SimError> {
+    start_with(fleet_path, opts, mdm_db, &enroll::EnrollOptions::default()).await
+}
+
+/// As [`start_with_mdm_db`], with how the devices get their MDM identity (`enroll`): by
+/// default SCEP + `Mdm-Signature` with the embedded MDM, and the certificate header with an
+/// external MDM unless an SCEP server is given.
+pub async fn start_with(
+    fleet_path: &Path,
+    opts: SimOptions,
+    mdm_db: Option<&Path>,
+    enroll: &enroll::EnrollOptions,
+) -> Result<RunningSim, SimError> {
     let text = crate::input::read_text(fleet_path)?;
     let mut file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     // The override replaces the fleet's seed everywhere it is used: generated UDIDs, serial
@@ -147,8 +160,15 @@ pub async fn start_with_mdm_db(
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
     lab.start();
-    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db).await?;
+    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db, enroll).await?;
     Ok(RunningSim { lab, addrs, mdm })
+}
+
+/// The simulated devices' identities: simulator-made certificates for the header form, or
+/// RSA keys to enroll by SCEP with.
+enum DeviceIds {
+    Header(mdm_device::MdmIdentities),
+    Scep(Vec<Vec<u8>>),
 }
 
 async fn start_mdm(
@@ -156,61 +176,38 @@ async fn start_mdm(
     mode: &SimMdm,
     poll_interval: std::time::Duration,
     mdm_db: Option<&Path>,
+    enroll: &enroll::EnrollOptions,
 ) -> Result<Option<RunningSimMdm>, SimError> {
-    let (url, server, apns) = match mode {
+    let use_scep = match mode {
         SimMdm::None => return Ok(None),
-        SimMdm::External { base_url } => (base_url.trim_end_matches('/').to_string(), None, None),
-        SimMdm::Embedded { .. } => (String::new(), None, None),
+        SimMdm::Embedded { .. } => !enroll.cert_header,
+        SimMdm::External { .. } => !enroll.cert_header && enroll.scep.is_some(),
     };
     let udids: Vec<String> = lab.devices.iter().map(|d| d.spec.udid.clone()).collect();
-    let ids = tokio::task::spawn_blocking(move || mdm_device::MdmIdentities::generate(&udids))
-        .await
-        .expect("identity generation thread")
-        .map_err(SimError::MdmIdentities)?;
-    let (url, server, apns) = match mode {
-        SimMdm::Embedded {
-            listen,
-            api_key,
-            faults,
-            webhook_url,
-        } => {
-            let standin = apns::start("127.0.0.1:0").await?;
-            let push = crate::mdm_server::push::Apns::new(
-                standin.push_cert_pem.as_bytes(),
-                standin.push_key_pem.as_bytes(),
-                &standin.url,
-                Some(standin.ca_pem.as_bytes()),
-            )?;
-            let cfg = crate::mdm_server::ServerConfig {
-                api_key: Some(api_key.clone()),
-                cert_header: Some(mdm_device::CERT_HEADER.to_string()),
-                identity_ca: Some(
-                    crate::mdm_server::identity::IdentityCa::from_pem(ids.ca_pem.as_bytes())
-                        .map_err(SimError::IdentityCa)?,
-                ),
-                webhook_url: webhook_url.clone(),
-                webhook_hmac_key: None,
-                push: Arc::new(push),
-                faults: faults.clone(),
-                ddm_on_enroll: true,
-            };
-            let store = match mdm_db {
-                Some(p) => crate::mdm_server::Store::open(p).map_err(|source| SimError::Store {
-                    path: Some(p.to_path_buf()),
-                    source,
-                })?,
-                None => crate::mdm_server::Store::open_in_memory()
-                    .map_err(|source| SimError::Store { path: None, source })?,
-            };
-            let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
-                .await
-                .map_err(|source| SimError::Bind {
-                    addr: listen.clone(),
-                    source,
-                })?;
-            (srv.url(), Some(srv), Some(standin))
+    let ids = tokio::task::spawn_blocking(move || {
+        if use_scep {
+            enroll::device_keys(udids.len()).map(DeviceIds::Scep)
+        } else {
+            mdm_device::MdmIdentities::generate(&udids).map(DeviceIds::Header)
         }
-        _ => (url, server, apns),
+    })
+    .await
+    .expect("identity generation thread")
+    .map_err(SimError::MdmIdentities)?;
+    let (url, server, apns, scep, ca_pem) = match mode {
+        SimMdm::None => return Ok(None),
+        SimMdm::External { base_url } => {
+            let ca_pem = match &ids {
+                DeviceIds::Header(h) => h.ca_pem.clone(),
+                DeviceIds::Scep(_) => String::new(),
+            };
+            let url = base_url.trim_end_matches('/').to_string();
+            (url, None, None, enroll.scep.clone(), ca_pem)
+        }
+        SimMdm::Embedded { .. } => {
+            let (srv, standin, scep, ca_pem) = start_embedded(mode, mdm_db, &ids).await?;
+            (srv.url(), Some(srv), Some(standin), scep, ca_pem)
+        }
     };
     let target = mdm_device::MdmTarget {
         base_url: url.clone(),
@@ -222,13 +219,20 @@ async fn start_mdm(
         ),
     };
     let mut agents = Vec::new();
-    for (i, cert) in ids.certs.iter().enumerate() {
-        let a = Arc::new(mdm_device::MdmAgent::new(
-            lab.clone(),
-            i,
-            cert,
-            target.clone(),
-        ));
+    for i in 0..lab.devices.len() {
+        let a = match (&ids, &scep) {
+            (DeviceIds::Scep(keys), Some(settings)) => mdm_device::MdmAgent::with_credential(
+                lab.clone(),
+                i,
+                enroll::Credential::scep(settings.clone(), keys[i % keys.len()].clone()),
+                target.clone(),
+            ),
+            (DeviceIds::Header(h), _) => {
+                mdm_device::MdmAgent::new(lab.clone(), i, &h.certs[i], target.clone())
+            }
+            (DeviceIds::Scep(_), None) => unreachable!("SCEP keys without SCEP settings"),
+        };
+        let a = Arc::new(a);
         tokio::spawn(a.clone().run());
         agents.push(a);
     }
@@ -236,9 +240,103 @@ async fn start_mdm(
         url,
         server,
         apns,
-        identity_ca_pem: ids.ca_pem,
+        identity_ca_pem: ca_pem,
         agents,
     }))
+}
+
+/// Start the embedded MDM and its APNs stand-in. With SCEP keys it offers SCEP (a fresh CA and
+/// challenge) and requires `Mdm-Signature`; with header identities it takes the certificate
+/// header, trusting the simulator's CA. Returns the server, the stand-in, the SCEP settings
+/// devices use, and the PEM of the CA their identities chain to.
+async fn start_embedded(
+    mode: &SimMdm,
+    mdm_db: Option<&Path>,
+    ids: &DeviceIds,
+) -> Result<
+    (
+        crate::mdm_server::RunningServer,
+        apns::ApnsStandIn,
+        Option<enroll::scep_client::ScepSettings>,
+        String,
+    ),
+    SimError,
+> {
+    let SimMdm::Embedded {
+        listen,
+        api_key,
+        faults,
+        webhook_url,
+    } = mode
+    else {
+        unreachable!("start_embedded is called for the embedded MDM");
+    };
+    let standin = apns::start("127.0.0.1:0").await?;
+    let push = crate::mdm_server::push::Apns::new(
+        standin.push_cert_pem.as_bytes(),
+        standin.push_key_pem.as_bytes(),
+        &standin.url,
+        Some(standin.ca_pem.as_bytes()),
+    )?;
+    let (ca, cert_header, auth, challenge) = match ids {
+        DeviceIds::Header(h) => (
+            h.ca_pem.clone(),
+            Some(mdm_device::CERT_HEADER.to_string()),
+            crate::mdm_server::device_auth::DeviceAuth::default(),
+            None,
+        ),
+        DeviceIds::Scep(_) => {
+            let challenge = crate::tls::random_secret();
+            let c = challenge.clone();
+            let scep_ca = tokio::task::spawn_blocking(move || {
+                crate::mdm_server::scep::ScepCa::generate("lab simulated MDM SCEP CA", c)
+            })
+            .await
+            .expect("SCEP CA generation thread")
+            .map_err(|e| SimError::IdentityCa(e.to_string()))?;
+            (
+                scep_ca.cert_pem.clone(),
+                None,
+                crate::mdm_server::device_auth::DeviceAuth {
+                    scep: Some(Arc::new(scep_ca)),
+                    mdm_signature: true,
+                },
+                Some(challenge),
+            )
+        }
+    };
+    let cfg = crate::mdm_server::ServerConfig {
+        api_key: Some(api_key.clone()),
+        cert_header,
+        identity_ca: Some(
+            crate::mdm_server::identity::IdentityCa::from_pem(ca.as_bytes())
+                .map_err(SimError::IdentityCa)?,
+        ),
+        webhook_url: webhook_url.clone(),
+        webhook_hmac_key: None,
+        push: Arc::new(push),
+        faults: faults.clone(),
+        ddm_on_enroll: true,
+    };
+    let store = match mdm_db {
+        Some(p) => crate::mdm_server::Store::open(p).map_err(|source| SimError::Store {
+            path: Some(p.to_path_buf()),
+            source,
+        })?,
+        None => crate::mdm_server::Store::open_in_memory()
+            .map_err(|source| SimError::Store { path: None, source })?,
+    };
+    let srv = crate::mdm_server::start_with_device_auth(listen, Arc::new(store), cfg, auth)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+    let settings = challenge.map(|challenge| enroll::scep_client::ScepSettings {
+        url: format!("{}{}", srv.url(), crate::mdm_server::scep::SCEP_PATH),
+        challenge,
+    });
+    Ok((srv, standin, settings, ca))
 }
 
 #[cfg(test)]
