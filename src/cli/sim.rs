@@ -44,6 +44,19 @@ pub struct ServeArgs {
     /// (`Mdm-Signature`), as an iPhone with the enrollment profile's SCEP payload does.
     #[arg(long, value_name = "URL", requires = "mdm_url")]
     scep_url: Option<String>,
+    /// Path under `--mdm-url` where check-ins go (the MDM payload's `CheckInURL`), e.g.
+    /// `/mdm/checkin` for MicroMDM. Default `/mdm`, NanoMDM's combined endpoint.
+    #[arg(long, value_name = "PATH", requires = "mdm_url")]
+    mdm_checkin_path: Option<String>,
+    /// Path under `--mdm-url` where command results go (the MDM payload's `ServerURL`), e.g.
+    /// `/mdm/connect` for MicroMDM. Default `/mdm`.
+    #[arg(long, value_name = "PATH", requires = "mdm_url")]
+    mdm_server_path: Option<String>,
+    /// Enroll as this enrollment profile (`.mobileconfig`, signed or not, e.g. MicroMDM's
+    /// `/mdm/enroll`) says: its `ServerURL`, `CheckInURL`, `Topic` and SCEP payload (`URL`,
+    /// `Challenge`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["no_mdm", "mdm_url", "mdm_cert_header", "mdm_db", "mdm_faults", "mdm_webhook_url"])]
+    mdm_enrollment_profile: Option<PathBuf>,
     /// Environment variable holding the SCEP challenge for `--scep-url` (empty when unset).
     #[arg(long, default_value = "LAB_SCEP_CHALLENGE")]
     scep_challenge_env: String,
@@ -90,8 +103,16 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         )));
     }
     let mut key_file = None;
+    let profile = match &a.mdm_enrollment_profile {
+        Some(p) => Some(load_profile(p)?),
+        None => None,
+    };
     let mdm = if a.no_mdm {
         sim::SimMdm::None
+    } else if let Some(p) = &profile {
+        sim::SimMdm::External {
+            base_url: p.server_url.clone(),
+        }
     } else if let Some(url) = &a.mdm_url {
         if let Some(w) = mdm_url_warning(url) {
             eprintln!("lab sim: warning: {w}");
@@ -134,15 +155,9 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         seed: a.seed,
         mdm,
     };
-    let enroll = sim::enroll::EnrollOptions {
-        cert_header: a.mdm_cert_header,
-        scep: a
-            .scep_url
-            .as_ref()
-            .map(|url| sim::enroll::scep_client::ScepSettings {
-                url: url.clone(),
-                challenge: std::env::var(&a.scep_challenge_env).unwrap_or_default(),
-            }),
+    let enroll = match profile {
+        Some(p) => sim::enroll::EnrollOptions::from_profile(p),
+        None => enroll_options(&a),
     };
     let running = sim::start_with(&a.fleet, opts, a.mdm_db.as_deref(), &enroll)
         .await
@@ -183,7 +198,11 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 m.url,
                 m.agents.len()
             );
-            let _ = writeln!(out, "lab sim: {}", identity_line(&a, m.server.is_some()));
+            let _ = writeln!(
+                out,
+                "lab sim: {}",
+                identity_line(&enroll, m.server.is_some())
+            );
             if let Some(p) = a
                 .mdm_identity_ca_out
                 .as_ref()
@@ -220,25 +239,59 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// How the devices identify themselves, as `lab sim serve` prints it.
-fn identity_line(a: &ServeArgs, embedded: bool) -> String {
-    match (&a.scep_url, a.mdm_cert_header, embedded) {
-        (_, true, _) => format!(
-            "devices send their identity certificate in {} (NanoMDM -cert-header)",
-            crate::sim::mdm_device::CERT_HEADER
-        ),
-        (Some(url), false, _) => {
-            format!("devices enroll by SCEP at {url} and sign every message (Mdm-Signature)")
+fn load_profile(p: &std::path::Path) -> Result<sim::enroll::profile::EnrollmentProfile, CliError> {
+    std::fs::read(p)
+        .map_err(|e| e.to_string())
+        .and_then(|b| sim::enroll::profile::parse(&b).map_err(|e| e.to_string()))
+        .map_err(|e| CliError::BadArgument(format!("{}: {e}", p.display())))
+}
+
+/// The identity and URL flags as [`sim::enroll::EnrollOptions`].
+fn enroll_options(a: &ServeArgs) -> sim::enroll::EnrollOptions {
+    let base = a.mdm_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let urls = (a.mdm_checkin_path.is_some() || a.mdm_server_path.is_some()).then(|| {
+        let at = |p: &Option<String>| format!("{base}{}", p.as_deref().unwrap_or("/mdm"));
+        sim::enroll::MdmUrls {
+            server_url: at(&a.mdm_server_path),
+            checkin_url: Some(at(&a.mdm_checkin_path)),
         }
-        (None, false, true) => {
-            "devices enroll by SCEP at the embedded MDM's /scep and sign every message (Mdm-Signature)"
-                .to_string()
-        }
-        (None, false, false) => format!(
-            "devices send their identity certificate in {} (no --scep-url given)",
-            crate::sim::mdm_device::CERT_HEADER
-        ),
+    });
+    sim::enroll::EnrollOptions {
+        cert_header: a.mdm_cert_header,
+        scep: a
+            .scep_url
+            .as_ref()
+            .map(|url| sim::enroll::scep_client::ScepSettings {
+                url: url.clone(),
+                challenge: std::env::var(&a.scep_challenge_env).unwrap_or_default(),
+            }),
+        urls,
+        topic: None,
     }
+}
+
+/// How the devices identify themselves, as `lab sim serve` prints it.
+fn identity_line(e: &sim::enroll::EnrollOptions, embedded: bool) -> String {
+    let header = crate::sim::mdm_device::CERT_HEADER;
+    let urls = match &e.urls {
+        Some(u) => format!(
+            "; check-ins to {}, results to {}",
+            u.checkin_url.as_deref().unwrap_or(&u.server_url),
+            u.server_url
+        ),
+        None => String::new(),
+    };
+    let how = match (&e.scep, e.cert_header, embedded) {
+        (_, true, _) => format!("devices send their identity certificate in {header} (NanoMDM -cert-header)"),
+        (Some(s), false, _) => {
+            format!("devices enroll by SCEP at {} and sign every message (Mdm-Signature)", s.url)
+        }
+        (None, false, true) => "devices enroll by SCEP at the embedded MDM's /scep and sign every message (Mdm-Signature)".to_string(),
+        (None, false, false) => {
+            format!("devices send their identity certificate in {header} (no SCEP server given)")
+        }
+    };
+    format!("{how}{urls}")
 }
 
 /// A `--mdm-url` that names the device endpoint instead of the server: devices append `/mdm`

@@ -89,6 +89,23 @@ pub struct MdmTarget {
     pub poll_interval: Duration,
     /// The MDM topic (`com.apple.mgmt.External.<uuid>`).
     pub topic: String,
+    /// `ServerURL` / `CheckInURL` when they are not `{base_url}/mdm` (`sim::enroll::MdmUrls`).
+    pub urls: Option<super::enroll::MdmUrls>,
+}
+
+impl MdmTarget {
+    /// Where a message of this content type goes: check-ins to `CheckInURL` (or `ServerURL`),
+    /// command results to `ServerURL` (brief mdm.md §4).
+    pub fn url_for(&self, content_type: &str) -> String {
+        match &self.urls {
+            None => format!("{}/mdm", self.base_url),
+            Some(u) if content_type == CHECKIN_CONTENT_TYPE => u
+                .checkin_url
+                .clone()
+                .unwrap_or_else(|| u.server_url.clone()),
+            Some(u) => u.server_url.clone(),
+        }
+    }
 }
 
 /// The MDM side of one simulated device.
@@ -241,7 +258,7 @@ impl MdmAgent {
         let (id_header, id_value) = self.credential.header(&body)?;
         let r = self
             .http
-            .put(format!("{}/mdm", self.target.base_url))
+            .put(self.target.url_for(content_type))
             .header("content-type", content_type)
             .header("user-agent", "MDM/1.0")
             .header(id_header, id_value)
@@ -682,6 +699,7 @@ mod tests {
             apns: None,
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
+            urls: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }
@@ -697,6 +715,7 @@ mod tests {
             apns: None,
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
+            urls: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }

@@ -213,10 +213,16 @@ async fn start_mdm(
         base_url: url.clone(),
         apns: apns.as_ref().map(|a| a.registry.clone()),
         poll_interval,
-        topic: format!(
-            "com.apple.mgmt.External.{}",
-            identity::uuid_from(lab.seed, "mdm-topic").to_lowercase()
-        ),
+        topic: enroll.topic.clone().unwrap_or_else(|| {
+            format!(
+                "com.apple.mgmt.External.{}",
+                identity::uuid_from(lab.seed, "mdm-topic").to_lowercase()
+            )
+        }),
+        urls: match mode {
+            SimMdm::External { .. } => enroll.urls.clone(),
+            _ => None,
+        },
     };
     let mut agents = Vec::new();
     for i in 0..lab.devices.len() {

@@ -9,6 +9,7 @@
 //! - [`Credential::CertHeader`]: a certificate made by the simulator's own CA, sent in a header
 //!   as a TLS terminator would pass it (NanoMDM `-cert-header`); for servers behind a proxy.
 
+pub mod profile;
 pub mod scep_client;
 
 use crate::mdm_server::cms;
@@ -27,6 +28,34 @@ pub struct EnrollOptions {
     pub cert_header: bool,
     /// The SCEP server and challenge of an external MDM (the embedded one offers its own).
     pub scep: Option<ScepSettings>,
+    /// The MDM payload's `ServerURL` and `CheckInURL` (an external MDM; without them the
+    /// devices use `{base}/mdm` for both, NanoMDM's combined endpoint).
+    pub urls: Option<MdmUrls>,
+    /// The MDM payload's `Topic`, when a profile names it.
+    pub topic: Option<String>,
+}
+
+/// Where check-ins and command results go (brief mdm.md §4: check-ins to `CheckInURL`, or
+/// `ServerURL` if unset; MicroMDM has only `/mdm/checkin` and `/mdm/connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdmUrls {
+    pub server_url: String,
+    pub checkin_url: Option<String>,
+}
+
+impl EnrollOptions {
+    /// What an enrollment profile says: its URLs, topic and SCEP payload.
+    pub fn from_profile(p: profile::EnrollmentProfile) -> EnrollOptions {
+        EnrollOptions {
+            cert_header: false,
+            scep: p.scep,
+            urls: Some(MdmUrls {
+                server_url: p.server_url,
+                checkin_url: p.checkin_url,
+            }),
+            topic: p.topic,
+        }
+    }
 }
 
 /// A device's identity on the MDM connection.

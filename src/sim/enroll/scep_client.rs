@@ -41,7 +41,7 @@ pub enum ScepClientError {
 }
 
 /// Where to get an identity and with which challenge (the SCEP payload's `URL`, `Challenge`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScepSettings {
     pub url: String,
     pub challenge: String,
