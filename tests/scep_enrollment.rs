@@ -174,3 +174,119 @@ async fn a_wrong_challenge_is_refused_and_foreign_signers_are_untrusted() {
     assert_eq!(code, 403, "{msg}");
     assert!(msg.contains("not trusted"), "{msg}");
 }
+
+/// `lab sim serve --mdm-mtls`: the embedded MDM serves TLS and asks for the SCEP identity as
+/// client certificate; every device enrolls with it, and a certificate header sent by a client
+/// is never taken for one (the TLS front replaces it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_the_client_certificate_is_the_identity() {
+    let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trials/fleets/bench-5.yaml");
+    let opts = lab::sim::SimOptions {
+        listen: vec![lab::usbmux::UsbmuxAddr::parse_listen("127.0.0.1:0").unwrap()],
+        speed: 1.0,
+        seed: None,
+        mdm: lab::sim::SimMdm::Embedded {
+            listen: "127.0.0.1:0".into(),
+            api_key: "k".into(),
+            faults: None,
+            webhook_url: None,
+        },
+    };
+    let enroll = lab::sim::enroll::EnrollOptions {
+        mtls: true,
+        ..Default::default()
+    };
+    let sim = lab::sim::start_with(&fleet, opts, None, &enroll)
+        .await
+        .unwrap();
+    let mdm = sim.mdm.as_ref().unwrap();
+    assert!(mdm.url.starts_with("https://"), "{}", mdm.url);
+    let store = mdm.server.as_ref().unwrap().store.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let done =
+            mdm.agents.iter().all(|a| {
+                let Some(cert) = a.identity_certificate() else {
+                    return false;
+                };
+                let fp = lab::mdm_server::identity::fingerprint(cert);
+                store.enrollments().unwrap().iter().any(|e| {
+                    e.cert_fingerprint.as_deref() == Some(fp.as_str()) && e.token.is_some()
+                })
+            });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "devices did not enroll over mutual TLS"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A client without a certificate that sends a device's certificate in the header is
+    // refused: the header is the TLS front's to write.
+    let a = &mdm.agents[0];
+    let value = lab::mdm_server::identity::cert_header_value(a.identity_certificate().unwrap());
+    let r = http_without_client_cert(mdm)
+        .put(format!("{}/mdm", mdm.url))
+        .header(lab::sim::mdm_device::CERT_HEADER, value)
+        .header("content-type", "application/x-apple-aspen-mdm")
+        .body(lab::plist_util::dict_to_xml(report_dict(
+            "ANY", None, "Idle",
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+fn http_without_client_cert(_mdm: &lab::sim::RunningSimMdm) -> reqwest::Client {
+    // The server's CA is not exported; skip verification for this one probe.
+    let config = rustls::ClientConfig::builder_with_provider(lab::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        lab::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// (`Mdm-Signature`), as an iPhone with the enrollment profile's SCEP payload does.
     #[arg(long, value_name = "URL", requires = "mdm_url")]
     scep_url: Option<String>,
+    /// Serve the embedded MDM over TLS and ask for each device's SCEP identity as TLS client
+    /// certificate (mutual TLS, as an iPhone presents it to `ServerURL`); the devices trust the
+    /// server's certificate, made at start.
+    #[arg(long, conflicts_with_all = ["no_mdm", "mdm_url", "mdm_cert_header", "mdm_enrollment_profile"])]
+    mdm_mtls: bool,
     /// Path under `--mdm-url` where check-ins go (the MDM payload's `CheckInURL`), e.g.
     /// `/mdm/checkin` for MicroMDM. Default `/mdm`, NanoMDM's combined endpoint.
     #[arg(long, value_name = "PATH", requires = "mdm_url")]
@@ -267,6 +272,7 @@ fn enroll_options(a: &ServeArgs) -> sim::enroll::EnrollOptions {
             }),
         urls,
         topic: None,
+        mtls: a.mdm_mtls,
     }
 }
 

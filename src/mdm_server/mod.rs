@@ -12,6 +12,7 @@ pub mod device_auth;
 pub mod faults;
 pub mod http;
 pub mod identity;
+pub mod mtls;
 pub mod push;
 pub mod scep;
 pub mod store;
@@ -27,12 +28,15 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     task: tokio::task::JoinHandle<()>,
+    /// Served over (mutual) TLS ([`mtls`]).
+    tls: bool,
 }
 
 impl RunningServer {
-    /// `http://IP:PORT`
+    /// `http://IP:PORT` (`https://` over TLS)
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop accepting connections (the store stays open for inspection).
@@ -71,5 +75,10 @@ pub async fn start_with_device_auth(
         crate::listen_limits::serve_http(listener, app, crate::listen_limits::Limits::current())
             .await;
     });
-    Ok(RunningServer { addr, store, task })
+    Ok(RunningServer {
+        addr,
+        store,
+        task,
+        tls: false,
+    })
 }

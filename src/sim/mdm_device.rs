@@ -91,6 +91,8 @@ pub struct MdmTarget {
     pub topic: String,
     /// `ServerURL` / `CheckInURL` when they are not `{base_url}/mdm` (`sim::enroll::MdmUrls`).
     pub urls: Option<super::enroll::MdmUrls>,
+    /// The CA (DER) of an MDM served over mutual TLS: trusted, and the identity presented.
+    pub server_ca: Option<Vec<u8>>,
 }
 
 impl MdmTarget {
@@ -120,6 +122,8 @@ pub struct MdmAgent {
     push_magic: String,
     target: MdmTarget,
     http: reqwest::Client,
+    /// The client presenting the identity as TLS client certificate ([`MdmTarget::server_ca`]).
+    mtls_http: std::sync::OnceLock<reqwest::Client>,
     wake: Arc<Notify>,
     /// How many more reports the fleet's `mdm_fault` spoils.
     faults_left: Mutex<u32>,
@@ -206,8 +210,13 @@ impl MdmAgent {
             credential,
             token,
             push_magic,
+            http: match &target.server_ca {
+                Some(ca) => super::enroll::tls_client(ca, None)
+                    .expect("a TLS client trusting a certificate just generated"),
+                None => crate::http_client::client(Duration::from_secs(15)),
+            },
+            mtls_http: std::sync::OnceLock::new(),
             target,
-            http: crate::http_client::client(Duration::from_secs(15)),
             wake,
             faults_left: Mutex::new(faults_left),
             faults_sent: Mutex::new(0),
@@ -257,7 +266,9 @@ impl MdmAgent {
     async fn put(&self, content_type: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
         let (id_header, id_value) = self.credential.header(&body)?;
         let r = self
-            .http
+            .mtls_http
+            .get()
+            .unwrap_or(&self.http)
             .put(self.target.url_for(content_type))
             .header("content-type", content_type)
             .header("user-agent", "MDM/1.0")
@@ -274,6 +285,11 @@ impl MdmAgent {
     /// Authenticate + TokenUpdate (brief §4).
     pub async fn enroll(&self) -> Result<(), String> {
         self.credential.ensure(&self.http, &self.udid).await?;
+        if let (Some(ca), Some(id)) = (&self.target.server_ca, self.credential.tls_identity())
+            && self.mtls_http.get().is_none()
+        {
+            let _ = self.mtls_http.set(super::enroll::tls_client(ca, Some(id))?);
+        }
         let spec = &self.lab.devices[self.index].spec;
         let (version, build) = {
             let os = self.os();
@@ -700,6 +716,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
             urls: None,
+            server_ca: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }
@@ -716,6 +733,7 @@ mod tests {
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
             urls: None,
+            server_ca: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }

@@ -194,6 +194,7 @@ async fn start_mdm(
     .await
     .expect("identity generation thread")
     .map_err(SimError::MdmIdentities)?;
+    let mut server_ca = None;
     let (url, server, apns, scep, ca_pem) = match mode {
         SimMdm::None => return Ok(None),
         SimMdm::External { base_url } => {
@@ -205,8 +206,16 @@ async fn start_mdm(
             (url, None, None, enroll.scep.clone(), ca_pem)
         }
         SimMdm::Embedded { .. } => {
-            let (srv, standin, scep, ca_pem) = start_embedded(mode, mdm_db, &ids).await?;
-            (srv.url(), Some(srv), Some(standin), scep, ca_pem)
+            let (emb, standin, scep, ca_pem) =
+                start_embedded(mode, mdm_db, &ids, enroll.mtls).await?;
+            server_ca = emb.tls_ca;
+            (
+                emb.server.url(),
+                Some(emb.server),
+                Some(standin),
+                scep,
+                ca_pem,
+            )
         }
     };
     let target = mdm_device::MdmTarget {
@@ -223,6 +232,7 @@ async fn start_mdm(
             SimMdm::External { .. } => enroll.urls.clone(),
             _ => None,
         },
+        server_ca: server_ca.clone(),
     };
     let mut agents = Vec::new();
     for i in 0..lab.devices.len() {
@@ -251,6 +261,39 @@ async fn start_mdm(
     }))
 }
 
+/// The embedded MDM, and the CA (DER) its TLS certificate chains to when it serves TLS.
+struct EmbeddedServer {
+    server: crate::mdm_server::RunningServer,
+    tls_ca: Option<Vec<u8>>,
+}
+
+/// A TLS server certificate for the embedded MDM on loopback, from a fresh CA, asking for
+/// client certificates from `client_ca`: the config and the CA's DER (what devices trust).
+fn mtls_config(client_ca: &[u8]) -> Result<(Arc<rustls::ServerConfig>, Vec<u8>), SimError> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let err = |e: String| SimError::IdentityCa(format!("MDM TLS certificate: {e}"));
+    let ca_key = KeyPair::generate().map_err(|e| err(e.to_string()))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(e.to_string()))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_der = ca
+        .self_signed(&ca_key)
+        .map_err(|e| err(e.to_string()))?
+        .der()
+        .to_vec();
+    let key = KeyPair::generate().map_err(|e| err(e.to_string()))?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .and_then(|p| p.signed_by(&key, &Issuer::new(ca, &ca_key)))
+        .map_err(|e| err(e.to_string()))?;
+    let cfg = crate::mdm_server::mtls::server_config(
+        vec![CertificateDer::from(leaf.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        client_ca,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    Ok((Arc::new(cfg), ca_der))
+}
+
 /// Start the embedded MDM and its APNs stand-in. With SCEP keys it offers SCEP (a fresh CA and
 /// challenge) and requires `Mdm-Signature`; with header identities it takes the certificate
 /// header, trusting the simulator's CA. Returns the server, the stand-in, the SCEP settings
@@ -259,9 +302,10 @@ async fn start_embedded(
     mode: &SimMdm,
     mdm_db: Option<&Path>,
     ids: &DeviceIds,
+    mtls: bool,
 ) -> Result<
     (
-        crate::mdm_server::RunningServer,
+        EmbeddedServer,
         apns::ApnsStandIn,
         Option<enroll::scep_client::ScepSettings>,
         String,
@@ -332,14 +376,34 @@ async fn start_embedded(
         None => crate::mdm_server::Store::open_in_memory()
             .map_err(|source| SimError::Store { path: None, source })?,
     };
-    let srv = crate::mdm_server::start_with_device_auth(listen, Arc::new(store), cfg, auth)
-        .await
-        .map_err(|source| SimError::Bind {
-            addr: listen.clone(),
-            source,
-        })?;
+    let bind = |source| SimError::Bind {
+        addr: listen.clone(),
+        source,
+    };
+    let srv = match auth.scep.clone().filter(|_| mtls) {
+        Some(scep_ca) => {
+            let (tls, tls_ca) = mtls_config(&scep_ca.cert_der)?;
+            let cfg = crate::mdm_server::ServerConfig {
+                cert_header: Some(mdm_device::CERT_HEADER.to_string()),
+                ..cfg
+            };
+            let srv = crate::mdm_server::mtls::start(listen, Arc::new(store), cfg, auth, tls)
+                .await
+                .map_err(bind)?;
+            EmbeddedServer {
+                server: srv,
+                tls_ca: Some(tls_ca),
+            }
+        }
+        None => EmbeddedServer {
+            server: crate::mdm_server::start_with_device_auth(listen, Arc::new(store), cfg, auth)
+                .await
+                .map_err(bind)?,
+            tls_ca: None,
+        },
+    };
     let settings = challenge.map(|challenge| enroll::scep_client::ScepSettings {
-        url: format!("{}{}", srv.url(), crate::mdm_server::scep::SCEP_PATH),
+        url: format!("{}{}", srv.server.url(), crate::mdm_server::scep::SCEP_PATH),
         challenge,
     });
     Ok((srv, standin, settings, ca))

@@ -33,6 +33,9 @@ pub struct EnrollOptions {
     pub urls: Option<MdmUrls>,
     /// The MDM payload's `Topic`, when a profile names it.
     pub topic: Option<String>,
+    /// The embedded MDM serves TLS and asks for the identity as client certificate (mutual
+    /// TLS); SCEP only.
+    pub mtls: bool,
 }
 
 /// Where check-ins and command results go (brief mdm.md §4: check-ins to `CheckInURL`, or
@@ -54,6 +57,7 @@ impl EnrollOptions {
                 checkin_url: p.checkin_url,
             }),
             topic: p.topic,
+            mtls: false,
         }
     }
 }
@@ -120,6 +124,52 @@ impl Credential {
             }
         }
     }
+}
+
+impl Credential {
+    /// The identity as a TLS client certificate and key (PKCS#8), once SCEP gave one.
+    pub fn tls_identity(&self) -> Option<(&[u8], &[u8])> {
+        match self {
+            Credential::CertHeader(_) => None,
+            Credential::Scep {
+                key_pkcs8, issued, ..
+            } => issued
+                .get()
+                .map(|i| (i.cert_der.as_slice(), key_pkcs8.as_slice())),
+        }
+    }
+}
+
+/// An HTTP client for an MDM served over TLS by a server whose certificate chains to
+/// `server_ca` (DER), presenting `identity` (certificate DER, key PKCS#8) when the server asks.
+pub fn tls_client(
+    server_ca: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<reqwest::Client, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server_ca.to_vec()))
+        .map_err(|e| e.to_string())?;
+    let b = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert.to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec())),
+            )
+            .map_err(|e| e.to_string())?,
+        None => b.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(std::time::Duration::from_secs(15))
+        .pool_idle_timeout(std::time::Duration::from_secs(20))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// `Mdm-Signature` for a body: base64 of a detached SignedData by the identity.
