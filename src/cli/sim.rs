@@ -112,48 +112,7 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         Some(p) => Some(load_profile(p)?),
         None => None,
     };
-    let mdm = if a.no_mdm {
-        sim::SimMdm::None
-    } else if let Some(p) = &profile {
-        sim::SimMdm::External {
-            base_url: p.server_url.clone(),
-        }
-    } else if let Some(url) = &a.mdm_url {
-        if let Some(w) = mdm_url_warning(url) {
-            eprintln!("lab sim: warning: {w}");
-        }
-        sim::SimMdm::External {
-            base_url: url.clone(),
-        }
-    } else {
-        let api_key = match std::env::var(&a.mdm_api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            Some(k) => k,
-            None => {
-                let k = crate::tls::random_secret();
-                let path = std::env::temp_dir()
-                    .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
-                crate::private_fs::write_private(&path, k.as_bytes())
-                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
-                key_file = Some(path);
-                k
-            }
-        };
-        let faults = match &a.mdm_faults {
-            Some(p) => Some(std::sync::Arc::new(
-                crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
-            )),
-            None => None,
-        };
-        sim::SimMdm::Embedded {
-            listen: a.mdm.clone(),
-            api_key,
-            faults,
-            webhook_url: a.mdm_webhook_url.clone(),
-        }
-    };
+    let mdm = mdm_choice(&a, profile.as_ref(), &mut key_file)?;
     let opts = sim::SimOptions {
         listen,
         speed: a.speed,
@@ -242,6 +201,58 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// Which MDM the devices enroll into; for the embedded one, its API key (written to a private
+/// file, named in `key_file`, when the environment has none).
+fn mdm_choice(
+    a: &ServeArgs,
+    profile: Option<&sim::enroll::profile::EnrollmentProfile>,
+    key_file: &mut Option<PathBuf>,
+) -> Result<sim::SimMdm, CliError> {
+    let mdm = if a.no_mdm {
+        sim::SimMdm::None
+    } else if let Some(p) = profile {
+        sim::SimMdm::External {
+            base_url: p.server_url.clone(),
+        }
+    } else if let Some(url) = &a.mdm_url {
+        if let Some(w) = mdm_url_warning(url) {
+            eprintln!("lab sim: warning: {w}");
+        }
+        sim::SimMdm::External {
+            base_url: url.clone(),
+        }
+    } else {
+        let api_key = match std::env::var(&a.mdm_api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            Some(k) => k,
+            None => {
+                let k = crate::tls::random_secret();
+                let path = std::env::temp_dir()
+                    .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
+                crate::private_fs::write_private(&path, k.as_bytes())
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                *key_file = Some(path);
+                k
+            }
+        };
+        let faults = match &a.mdm_faults {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
+            )),
+            None => None,
+        };
+        sim::SimMdm::Embedded {
+            listen: a.mdm.clone(),
+            api_key,
+            faults,
+            webhook_url: a.mdm_webhook_url.clone(),
+        }
+    };
+    Ok(mdm)
 }
 
 fn load_profile(p: &std::path::Path) -> Result<sim::enroll::profile::EnrollmentProfile, CliError> {
