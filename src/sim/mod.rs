@@ -159,8 +159,11 @@ pub async fn start_with(
         addrs.push(l.local_addr());
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
-    lab.start();
     let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db, enroll).await?;
+    // The fleet's attach/detach schedules count from here, once the MDM side is up: making
+    // the SCEP CA and the RSA device keys takes a moment, and a `detach_after: 2s` must not
+    // have run out before the lab says it is ready.
+    lab.start();
     Ok(RunningSim { lab, addrs, mdm })
 }
 
