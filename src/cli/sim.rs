@@ -29,9 +29,42 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_mdm")]
     mdm_url: Option<String>,
     /// Write the PEM of the CA that the simulated devices' MDM identity certificates chain to
-    /// (what NanoMDM's `-ca` takes). It is made anew at each start.
+    /// (what NanoMDM's `-ca` takes): the simulator's own CA in the certificate-header form, the
+    /// embedded SCEP CA otherwise. It is made anew at each start.
     #[arg(long, value_name = "FILE", conflicts_with = "no_mdm")]
     mdm_identity_ca_out: Option<PathBuf>,
+    /// Send each device's identity certificate in the `X-Client-Cert` header (NanoMDM
+    /// `-cert-header`, for a server behind a TLS proxy) instead of enrolling by SCEP and signing
+    /// every message with `Mdm-Signature`, which the devices do by default with the embedded
+    /// MDM, and with an external one when `--scep-url` is given.
+    #[arg(long, conflicts_with_all = ["no_mdm", "scep_url"])]
+    mdm_cert_header: bool,
+    /// The SCEP server of the external MDM (`--mdm-url`), e.g. `http://host:8080/scep`: each
+    /// device gets its identity there (a CSR with the challenge) and signs every message
+    /// (`Mdm-Signature`), as an iPhone with the enrollment profile's SCEP payload does.
+    #[arg(long, value_name = "URL", requires = "mdm_url")]
+    scep_url: Option<String>,
+    /// Serve the embedded MDM over TLS and ask for each device's SCEP identity as TLS client
+    /// certificate (mutual TLS, as an iPhone presents it to `ServerURL`); the devices trust the
+    /// server's certificate, made at start.
+    #[arg(long, conflicts_with_all = ["no_mdm", "mdm_url", "mdm_cert_header", "mdm_enrollment_profile"])]
+    mdm_mtls: bool,
+    /// Path under `--mdm-url` where check-ins go (the MDM payload's `CheckInURL`), e.g.
+    /// `/mdm/checkin` for MicroMDM. Default `/mdm`, NanoMDM's combined endpoint.
+    #[arg(long, value_name = "PATH", requires = "mdm_url")]
+    mdm_checkin_path: Option<String>,
+    /// Path under `--mdm-url` where command results go (the MDM payload's `ServerURL`), e.g.
+    /// `/mdm/connect` for MicroMDM. Default `/mdm`.
+    #[arg(long, value_name = "PATH", requires = "mdm_url")]
+    mdm_server_path: Option<String>,
+    /// Enroll as this enrollment profile (`.mobileconfig`, signed or not, e.g. MicroMDM's
+    /// `/mdm/enroll`) says: its `ServerURL`, `CheckInURL`, `Topic` and SCEP payload (`URL`,
+    /// `Challenge`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["no_mdm", "mdm_url", "mdm_cert_header", "mdm_db", "mdm_faults", "mdm_webhook_url"])]
+    mdm_enrollment_profile: Option<PathBuf>,
+    /// Environment variable holding the SCEP challenge for `--scep-url` (empty when unset).
+    #[arg(long, default_value = "LAB_SCEP_CHALLENGE")]
+    scep_challenge_env: String,
     /// No MDM at all: the device side (usbmuxd + lockdownd) only.
     #[arg(long)]
     no_mdm: bool,
@@ -75,51 +108,22 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         )));
     }
     let mut key_file = None;
-    let mdm = if a.no_mdm {
-        sim::SimMdm::None
-    } else if let Some(url) = &a.mdm_url {
-        if let Some(w) = mdm_url_warning(url) {
-            eprintln!("lab sim: warning: {w}");
-        }
-        sim::SimMdm::External {
-            base_url: url.clone(),
-        }
-    } else {
-        let api_key = match std::env::var(&a.mdm_api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            Some(k) => k,
-            None => {
-                let k = crate::tls::random_secret();
-                let path = std::env::temp_dir()
-                    .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
-                crate::private_fs::write_private(&path, k.as_bytes())
-                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
-                key_file = Some(path);
-                k
-            }
-        };
-        let faults = match &a.mdm_faults {
-            Some(p) => Some(std::sync::Arc::new(
-                crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
-            )),
-            None => None,
-        };
-        sim::SimMdm::Embedded {
-            listen: a.mdm.clone(),
-            api_key,
-            faults,
-            webhook_url: a.mdm_webhook_url.clone(),
-        }
+    let profile = match &a.mdm_enrollment_profile {
+        Some(p) => Some(load_profile(p)?),
+        None => None,
     };
+    let mdm = mdm_choice(&a, profile.as_ref(), &mut key_file)?;
     let opts = sim::SimOptions {
         listen,
         speed: a.speed,
         seed: a.seed,
         mdm,
     };
-    let running = sim::start_with_mdm_db(&a.fleet, opts, a.mdm_db.as_deref())
+    let enroll = match profile {
+        Some(p) => sim::enroll::EnrollOptions::from_profile(p),
+        None => enroll_options(&a),
+    };
+    let running = sim::start_with(&a.fleet, opts, a.mdm_db.as_deref(), &enroll)
         .await
         .map_err(|e| match e {
             SimError::Fleet(i) => CliError::Input(i),
@@ -158,7 +162,22 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
                 m.url,
                 crate::format::count(m.agents.len(), "device")
             );
-            if let Some(p) = &a.mdm_identity_ca_out {
+            let _ = writeln!(
+                out,
+                "lab sim: {}",
+                identity_line(&enroll, m.server.is_some())
+            );
+            if let Some(p) = a
+                .mdm_identity_ca_out
+                .as_ref()
+                .filter(|_| m.identity_ca_pem.is_empty())
+            {
+                let _ = writeln!(
+                    out,
+                    "lab sim: no CA written to {}: the devices get their identity from the MDM's own SCEP server",
+                    p.display()
+                );
+            } else if let Some(p) = &a.mdm_identity_ca_out {
                 write_atomically(p, m.identity_ca_pem.as_bytes())
                     .map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
                 let _ = writeln!(
@@ -182,6 +201,114 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
     }
     Ok(0)
+}
+
+/// Which MDM the devices enroll into; for the embedded one, its API key (written to a private
+/// file, named in `key_file`, when the environment has none).
+fn mdm_choice(
+    a: &ServeArgs,
+    profile: Option<&sim::enroll::profile::EnrollmentProfile>,
+    key_file: &mut Option<PathBuf>,
+) -> Result<sim::SimMdm, CliError> {
+    let mdm = if a.no_mdm {
+        sim::SimMdm::None
+    } else if let Some(p) = profile {
+        sim::SimMdm::External {
+            base_url: p.server_url.clone(),
+        }
+    } else if let Some(url) = &a.mdm_url {
+        if let Some(w) = mdm_url_warning(url) {
+            eprintln!("lab sim: warning: {w}");
+        }
+        sim::SimMdm::External {
+            base_url: url.clone(),
+        }
+    } else {
+        let api_key = match std::env::var(&a.mdm_api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            Some(k) => k,
+            None => {
+                let k = crate::tls::random_secret();
+                let path = std::env::temp_dir()
+                    .join(format!("lab-sim-{}.mdm-api-key", std::process::id()));
+                crate::private_fs::write_private(&path, k.as_bytes())
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                *key_file = Some(path);
+                k
+            }
+        };
+        let faults = match &a.mdm_faults {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::mdm_server::faults::Faults::load(p).map_err(CliError::Input)?,
+            )),
+            None => None,
+        };
+        sim::SimMdm::Embedded {
+            listen: a.mdm.clone(),
+            api_key,
+            faults,
+            webhook_url: a.mdm_webhook_url.clone(),
+        }
+    };
+    Ok(mdm)
+}
+
+fn load_profile(p: &std::path::Path) -> Result<sim::enroll::profile::EnrollmentProfile, CliError> {
+    std::fs::read(p)
+        .map_err(|e| e.to_string())
+        .and_then(|b| sim::enroll::profile::parse(&b).map_err(|e| e.to_string()))
+        .map_err(|e| CliError::BadArgument(format!("{}: {e}", p.display())))
+}
+
+/// The identity and URL flags as [`sim::enroll::EnrollOptions`].
+fn enroll_options(a: &ServeArgs) -> sim::enroll::EnrollOptions {
+    let base = a.mdm_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let urls = (a.mdm_checkin_path.is_some() || a.mdm_server_path.is_some()).then(|| {
+        let at = |p: &Option<String>| format!("{base}{}", p.as_deref().unwrap_or("/mdm"));
+        sim::enroll::MdmUrls {
+            server_url: at(&a.mdm_server_path),
+            checkin_url: Some(at(&a.mdm_checkin_path)),
+        }
+    });
+    sim::enroll::EnrollOptions {
+        cert_header: a.mdm_cert_header,
+        scep: a
+            .scep_url
+            .as_ref()
+            .map(|url| sim::enroll::scep_client::ScepSettings {
+                url: url.clone(),
+                challenge: std::env::var(&a.scep_challenge_env).unwrap_or_default(),
+            }),
+        urls,
+        topic: None,
+        mtls: a.mdm_mtls,
+    }
+}
+
+/// How the devices identify themselves, as `lab sim serve` prints it.
+fn identity_line(e: &sim::enroll::EnrollOptions, embedded: bool) -> String {
+    let header = crate::sim::mdm_device::CERT_HEADER;
+    let urls = match &e.urls {
+        Some(u) => format!(
+            "; check-ins to {}, results to {}",
+            u.checkin_url.as_deref().unwrap_or(&u.server_url),
+            u.server_url
+        ),
+        None => String::new(),
+    };
+    let how = match (&e.scep, e.cert_header, embedded) {
+        (_, true, _) => format!("devices send their identity certificate in {header} (NanoMDM -cert-header)"),
+        (Some(s), false, _) => {
+            format!("devices enroll by SCEP at {} and sign every message (Mdm-Signature)", s.url)
+        }
+        (None, false, true) => "devices enroll by SCEP at the embedded MDM's /scep and sign every message (Mdm-Signature)".to_string(),
+        (None, false, false) => {
+            format!("devices send their identity certificate in {header} (no SCEP server given)")
+        }
+    };
+    format!("{how}{urls}")
 }
 
 /// A `--mdm-url` that names the device endpoint instead of the server: devices append `/mdm`

@@ -59,6 +59,8 @@ pub struct AppState {
     http: reqwest::Client,
     /// The UDIDs whose Authenticate said iOS 15 or later ([`ServerConfig::ddm_on_enroll`]).
     ddm_capable: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// SCEP and `Mdm-Signature` ([`super::device_auth`]); off unless set.
+    pub auth: Arc<super::device_auth::DeviceAuth>,
 }
 
 impl AppState {
@@ -68,7 +70,14 @@ impl AppState {
             cfg: Arc::new(cfg),
             http: crate::http_client::client(Duration::from_secs(5)),
             ddm_capable: Arc::default(),
+            auth: Arc::default(),
         }
+    }
+
+    /// Offer SCEP and/or require `Mdm-Signature`.
+    pub fn with_device_auth(mut self, auth: super::device_auth::DeviceAuth) -> AppState {
+        self.auth = Arc::new(auth);
+        self
     }
 }
 
@@ -86,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(version))
         .merge(super::ddm_api::routes())
         .merge(super::user_channel::routes())
+        .merge(super::device_auth::routes())
         .with_state(state);
     match faults {
         Some(f) => r.layer(axum::middleware::from_fn_with_state(
@@ -131,10 +141,22 @@ async fn checkin_only(State(st): State<AppState>, headers: HeaderMap, body: Byte
     handle_checkin(&st, &headers, &body).await
 }
 
-/// The identity certificate's fingerprint, when the server checks identities.
-fn presented_identity(st: &AppState, headers: &HeaderMap) -> Result<Option<String>, IdentityError> {
+/// The identity certificate's fingerprint, when the server checks identities: from the
+/// certificate header when one is configured, else from `Mdm-Signature` when required.
+fn presented_identity(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, IdentityError> {
     let Some(name) = &st.cfg.cert_header else {
-        return Ok(None);
+        if !st.auth.mdm_signature {
+            return Ok(None);
+        }
+        let der = super::device_auth::signature_identity(headers, body)?;
+        if let Some(ca) = &st.cfg.identity_ca {
+            ca.verify(&der)?;
+        }
+        return Ok(Some(identity::fingerprint(&der)));
     };
     let value = headers
         .get(name.as_str())
@@ -176,7 +198,8 @@ fn identity_refusal(e: IdentityError) -> Response {
     let code = match e {
         IdentityError::Mismatch(_)
         | IdentityError::Untrusted(_)
-        | IdentityError::BoundElsewhere { .. } => StatusCode::FORBIDDEN,
+        | IdentityError::BoundElsewhere { .. }
+        | IdentityError::BadSignature(_) => StatusCode::FORBIDDEN,
         IdentityError::NotEnrolled(_) => StatusCode::UNAUTHORIZED,
         IdentityError::Missing(_) | IdentityError::Malformed => StatusCode::BAD_REQUEST,
     };
@@ -233,7 +256,7 @@ pub const AUTHENTICATE_REFUSED: &str = "AuthenticateRefused";
 
 async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // Authenticate first, parse second: an unauthenticated client gets no parser (issue 18).
-    let presented = match presented_identity(st, headers) {
+    let presented = match presented_identity(st, headers, body) {
         Ok(p) => p,
         Err(e) => return identity_refusal(e),
     };
@@ -375,7 +398,7 @@ async fn handle_checkin(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Resp
 
 async fn handle_report(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     // Authenticate first, parse second: an unauthenticated client gets no parser (issue 18).
-    let presented = match presented_identity(st, headers) {
+    let presented = match presented_identity(st, headers, body) {
         Ok(p) => p,
         Err(e) => return identity_refusal(e),
     };

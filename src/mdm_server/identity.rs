@@ -8,8 +8,7 @@
 //! UDID (recorded): the rules of NanoMDM's cert-auth middleware, see
 //! `http::bind_at_authenticate`. With a CA configured the
 //! certificate must also chain to it for client authentication. Real devices sign with
-//! `Mdm-Signature` (a CMS detached signature) instead: room is left for it in
-//! [`IdentitySource`], not implemented.
+//! `Mdm-Signature` (a CMS detached signature) instead: see [`super::device_auth`].
 
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;
@@ -22,6 +21,8 @@ pub enum IdentityError {
     Missing(String),
     #[error("client certificate header is neither :base64 DER: nor a URL-escaped PEM")]
     Malformed,
+    #[error("Mdm-Signature does not verify: {0}")]
+    BadSignature(String),
     #[error("client certificate is not trusted: {0}")]
     Untrusted(String),
     #[error("client certificate does not match the one bound to {0} at Authenticate")]

@@ -5,12 +5,16 @@
 //! behind the TLS terminator that presents the MDM server certificate (as NanoMDM does), which
 //! passes the device's client certificate in a header.
 
+pub mod cms;
 pub mod ddm;
 mod ddm_api;
+pub mod device_auth;
 pub mod faults;
 pub mod http;
 pub mod identity;
+pub mod mtls;
 pub mod push;
+pub mod scep;
 pub mod store;
 pub mod user_channel;
 
@@ -25,12 +29,15 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     task: tokio::task::JoinHandle<()>,
+    /// Served over (mutual) TLS ([`mtls`]).
+    tls: bool,
 }
 
 impl RunningServer {
-    /// `http://IP:PORT`
+    /// `http://IP:PORT` (`https://` over TLS)
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop accepting connections (the store stays open for inspection).
@@ -52,12 +59,27 @@ pub async fn start(
     store: Arc<Store>,
     cfg: ServerConfig,
 ) -> std::io::Result<RunningServer> {
+    start_with_device_auth(listen, store, cfg, device_auth::DeviceAuth::default()).await
+}
+
+/// As [`start`], offering SCEP and/or requiring `Mdm-Signature` ([`device_auth`]).
+pub async fn start_with_device_auth(
+    listen: &str,
+    store: Arc<Store>,
+    cfg: ServerConfig,
+    auth: device_auth::DeviceAuth,
+) -> std::io::Result<RunningServer> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = http::router(AppState::new(store.clone(), cfg));
+    let app = http::router(AppState::new(store.clone(), cfg).with_device_auth(auth));
     let task = tokio::spawn(async move {
         crate::listen_limits::serve_http(listener, app, crate::listen_limits::Limits::current())
             .await;
     });
-    Ok(RunningServer { addr, store, task })
+    Ok(RunningServer {
+        addr,
+        store,
+        task,
+        tls: false,
+    })
 }

@@ -1,7 +1,8 @@
 //! Simulated devices as MDM clients.
 //!
-//! Each device enrolls (Authenticate, TokenUpdate) with its own identity certificate, passed in
-//! a header as NanoMDM's `-cert-header` mode takes it; connects when woken by a push (through
+//! Each device enrolls (Authenticate, TokenUpdate) with its own identity: by default one it got
+//! by SCEP, signing every body (`Mdm-Signature`), or a simulator-made certificate passed in a
+//! header as NanoMDM's `-cert-header` mode takes it (`sim::enroll`); connects when woken by a push (through
 //! the simulated APNs) or on its poll interval; and answers DeviceInformation, SecurityInfo and
 //! the OS-update commands (`os_update`), anything else with `Error` 12021 in
 //! `MCMDMErrorDomain`, as real devices do (brief mdm.md §3, mdmb). When an update restarts the
@@ -90,6 +91,25 @@ pub struct MdmTarget {
     pub poll_interval: Duration,
     /// The MDM topic (`com.apple.mgmt.External.<uuid>`).
     pub topic: String,
+    /// `ServerURL` / `CheckInURL` when they are not `{base_url}/mdm` (`sim::enroll::MdmUrls`).
+    pub urls: Option<super::enroll::MdmUrls>,
+    /// The CA (DER) of an MDM served over mutual TLS: trusted, and the identity presented.
+    pub server_ca: Option<Vec<u8>>,
+}
+
+impl MdmTarget {
+    /// Where a message of this content type goes: check-ins to `CheckInURL` (or `ServerURL`),
+    /// command results to `ServerURL` (brief mdm.md §4).
+    pub fn url_for(&self, content_type: &str) -> String {
+        match &self.urls {
+            None => format!("{}/mdm", self.base_url),
+            Some(u) if content_type == CHECKIN_CONTENT_TYPE => u
+                .checkin_url
+                .clone()
+                .unwrap_or_else(|| u.server_url.clone()),
+            Some(u) => u.server_url.clone(),
+        }
+    }
 }
 
 /// The MDM side of one simulated device.
@@ -98,11 +118,14 @@ pub struct MdmAgent {
     udid: String,
     lab: Arc<SimLab>,
     os: Mutex<OsUpdateSim>,
-    cert_header: String,
+    /// How the device identifies itself (`sim::enroll`).
+    credential: super::enroll::Credential,
     token: Vec<u8>,
     push_magic: String,
     target: MdmTarget,
     http: reqwest::Client,
+    /// The client presenting the identity as TLS client certificate ([`MdmTarget::server_ca`]).
+    mtls_http: std::sync::OnceLock<reqwest::Client>,
     wake: Arc<Notify>,
     /// How many more reports the fleet's `mdm_fault` spoils.
     faults_left: Mutex<u32>,
@@ -146,7 +169,19 @@ fn real_value(v: f64) -> Value {
 }
 
 impl MdmAgent {
+    /// A device that sends `cert_der` in [`CERT_HEADER`].
     pub fn new(lab: Arc<SimLab>, index: usize, cert_der: &[u8], target: MdmTarget) -> MdmAgent {
+        let credential = super::enroll::Credential::CertHeader(cert_header_value(cert_der));
+        MdmAgent::with_credential(lab, index, credential, target)
+    }
+
+    /// A device that identifies itself with `credential` (SCEP + `Mdm-Signature`, or a header).
+    pub fn with_credential(
+        lab: Arc<SimLab>,
+        index: usize,
+        credential: super::enroll::Credential,
+        target: MdmTarget,
+    ) -> MdmAgent {
         let dev = lab.devices[index].clone();
         let spec = dev.spec.clone();
         let state = DeviceUpdateState::from_fleet(&spec, &spec.update);
@@ -174,11 +209,16 @@ impl MdmAgent {
                 ),
             ),
             lab,
-            cert_header: cert_header_value(cert_der),
+            credential,
             token,
             push_magic,
+            http: match &target.server_ca {
+                Some(ca) => super::enroll::tls_client(ca, None)
+                    .expect("a TLS client trusting a certificate just generated"),
+                None => crate::http_client::client(Duration::from_secs(15)),
+            },
+            mtls_http: std::sync::OnceLock::new(),
             target,
-            http: crate::http_client::client(Duration::from_secs(15)),
             wake,
             faults_left: Mutex::new(faults_left),
             faults_sent: Mutex::new(0),
@@ -220,13 +260,21 @@ impl MdmAgent {
         self.os.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The identity certificate the device got by SCEP, once enrolled that way.
+    pub fn identity_certificate(&self) -> Option<&[u8]> {
+        self.credential.certificate()
+    }
+
     async fn put(&self, content_type: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
+        let (id_header, id_value) = self.credential.header(&body)?;
         let r = self
-            .http
-            .put(format!("{}/mdm", self.target.base_url))
+            .mtls_http
+            .get()
+            .unwrap_or(&self.http)
+            .put(self.target.url_for(content_type))
             .header("content-type", content_type)
             .header("user-agent", "MDM/1.0")
-            .header(CERT_HEADER, &self.cert_header)
+            .header(id_header, id_value)
             .body(body)
             .send()
             .await
@@ -238,6 +286,12 @@ impl MdmAgent {
 
     /// Authenticate + TokenUpdate (brief §4).
     pub async fn enroll(&self) -> Result<(), String> {
+        self.credential.ensure(&self.http, &self.udid).await?;
+        if let (Some(ca), Some(id)) = (&self.target.server_ca, self.credential.tls_identity())
+            && self.mtls_http.get().is_none()
+        {
+            let _ = self.mtls_http.set(super::enroll::tls_client(ca, Some(id))?);
+        }
         let spec = &self.lab.devices[self.index].spec;
         let (version, build) = {
             let os = self.os();
@@ -673,6 +727,8 @@ mod tests {
             apns: None,
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
+            urls: None,
+            server_ca: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }
@@ -688,6 +744,8 @@ mod tests {
             apns: None,
             poll_interval: Duration::from_secs(60),
             topic: "com.apple.mgmt.External.test".into(),
+            urls: None,
+            server_ca: None,
         };
         MdmAgent::new(lab, 0, b"not a real certificate", target)
     }

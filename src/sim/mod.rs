@@ -7,6 +7,7 @@
 pub mod apns;
 pub mod clock;
 pub mod ddm_device;
+pub mod enroll;
 pub mod fleet;
 pub mod identity;
 pub mod lab;
@@ -112,6 +113,18 @@ pub async fn start_with_mdm_db(
     opts: SimOptions,
     mdm_db: Option<&Path>,
 ) -> Result<RunningSim, SimError> {
+    start_with(fleet_path, opts, mdm_db, &enroll::EnrollOptions::default()).await
+}
+
+/// As [`start_with_mdm_db`], with how the devices get their MDM identity (`enroll`): by
+/// default SCEP + `Mdm-Signature` with the embedded MDM, and the certificate header with an
+/// external MDM unless an SCEP server is given.
+pub async fn start_with(
+    fleet_path: &Path,
+    opts: SimOptions,
+    mdm_db: Option<&Path>,
+    enroll: &enroll::EnrollOptions,
+) -> Result<RunningSim, SimError> {
     let text = crate::input::read_text(fleet_path)?;
     let mut file: fleet::FleetFile = crate::input::parse_yaml(fleet_path, &text)?;
     // The override replaces the fleet's seed everywhere it is used: generated UDIDs, serial
@@ -146,9 +159,19 @@ pub async fn start_with_mdm_db(
         addrs.push(l.local_addr());
         tokio::spawn(usbmuxd::serve(lab.clone(), l));
     }
+    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db, enroll).await?;
+    // The fleet's attach/detach schedules count from here, once the MDM side is up: making
+    // the SCEP CA and the RSA device keys takes a moment, and a `detach_after: 2s` must not
+    // have run out before the lab says it is ready.
     lab.start();
-    let mdm = start_mdm(&lab, &opts.mdm, poll_interval, mdm_db).await?;
     Ok(RunningSim { lab, addrs, mdm })
+}
+
+/// The simulated devices' identities: simulator-made certificates for the header form, or
+/// RSA keys to enroll by SCEP with.
+enum DeviceIds {
+    Header(mdm_device::MdmIdentities),
+    Scep(Vec<Vec<u8>>),
 }
 
 async fn start_mdm(
@@ -156,79 +179,79 @@ async fn start_mdm(
     mode: &SimMdm,
     poll_interval: std::time::Duration,
     mdm_db: Option<&Path>,
+    enroll: &enroll::EnrollOptions,
 ) -> Result<Option<RunningSimMdm>, SimError> {
-    let (url, server, apns) = match mode {
+    let use_scep = match mode {
         SimMdm::None => return Ok(None),
-        SimMdm::External { base_url } => (base_url.trim_end_matches('/').to_string(), None, None),
-        SimMdm::Embedded { .. } => (String::new(), None, None),
+        SimMdm::Embedded { .. } => !enroll.cert_header,
+        SimMdm::External { .. } => !enroll.cert_header && enroll.scep.is_some(),
     };
     let udids: Vec<String> = lab.devices.iter().map(|d| d.spec.udid.clone()).collect();
-    let ids = tokio::task::spawn_blocking(move || mdm_device::MdmIdentities::generate(&udids))
-        .await
-        .expect("identity generation thread")
-        .map_err(SimError::MdmIdentities)?;
-    let (url, server, apns) = match mode {
-        SimMdm::Embedded {
-            listen,
-            api_key,
-            faults,
-            webhook_url,
-        } => {
-            let standin = apns::start("127.0.0.1:0").await?;
-            let push = crate::mdm_server::push::Apns::new(
-                standin.push_cert_pem.as_bytes(),
-                standin.push_key_pem.as_bytes(),
-                &standin.url,
-                Some(standin.ca_pem.as_bytes()),
-            )?;
-            let cfg = crate::mdm_server::ServerConfig {
-                api_key: Some(api_key.clone()),
-                cert_header: Some(mdm_device::CERT_HEADER.to_string()),
-                identity_ca: Some(
-                    crate::mdm_server::identity::IdentityCa::from_pem(ids.ca_pem.as_bytes())
-                        .map_err(SimError::IdentityCa)?,
-                ),
-                webhook_url: webhook_url.clone(),
-                webhook_hmac_key: None,
-                push: Arc::new(push),
-                faults: faults.clone(),
-                ddm_on_enroll: true,
-            };
-            let store = match mdm_db {
-                Some(p) => crate::mdm_server::Store::open(p).map_err(|source| SimError::Store {
-                    path: Some(p.to_path_buf()),
-                    source,
-                })?,
-                None => crate::mdm_server::Store::open_in_memory()
-                    .map_err(|source| SimError::Store { path: None, source })?,
-            };
-            let srv = crate::mdm_server::start(listen, Arc::new(store), cfg)
-                .await
-                .map_err(|source| SimError::Bind {
-                    addr: listen.clone(),
-                    source,
-                })?;
-            (srv.url(), Some(srv), Some(standin))
+    let ids = tokio::task::spawn_blocking(move || {
+        if use_scep {
+            enroll::device_keys(udids.len()).map(DeviceIds::Scep)
+        } else {
+            mdm_device::MdmIdentities::generate(&udids).map(DeviceIds::Header)
         }
-        _ => (url, server, apns),
+    })
+    .await
+    .expect("identity generation thread")
+    .map_err(SimError::MdmIdentities)?;
+    let mut server_ca = None;
+    let (url, server, apns, scep, ca_pem) = match mode {
+        SimMdm::None => return Ok(None),
+        SimMdm::External { base_url } => {
+            let ca_pem = match &ids {
+                DeviceIds::Header(h) => h.ca_pem.clone(),
+                DeviceIds::Scep(_) => String::new(),
+            };
+            let url = base_url.trim_end_matches('/').to_string();
+            (url, None, None, enroll.scep.clone(), ca_pem)
+        }
+        SimMdm::Embedded { .. } => {
+            let (emb, standin, scep, ca_pem) =
+                start_embedded(mode, mdm_db, &ids, enroll.mtls).await?;
+            server_ca = emb.tls_ca;
+            (
+                emb.server.url(),
+                Some(emb.server),
+                Some(standin),
+                scep,
+                ca_pem,
+            )
+        }
     };
     let target = mdm_device::MdmTarget {
         base_url: url.clone(),
         apns: apns.as_ref().map(|a| a.registry.clone()),
         poll_interval,
-        topic: format!(
-            "com.apple.mgmt.External.{}",
-            identity::uuid_from(lab.seed, "mdm-topic").to_lowercase()
-        ),
+        topic: enroll.topic.clone().unwrap_or_else(|| {
+            format!(
+                "com.apple.mgmt.External.{}",
+                identity::uuid_from(lab.seed, "mdm-topic").to_lowercase()
+            )
+        }),
+        urls: match mode {
+            SimMdm::External { .. } => enroll.urls.clone(),
+            _ => None,
+        },
+        server_ca: server_ca.clone(),
     };
     let mut agents = Vec::new();
-    for (i, cert) in ids.certs.iter().enumerate() {
-        let a = Arc::new(mdm_device::MdmAgent::new(
-            lab.clone(),
-            i,
-            cert,
-            target.clone(),
-        ));
+    for i in 0..lab.devices.len() {
+        let a = match (&ids, &scep) {
+            (DeviceIds::Scep(keys), Some(settings)) => mdm_device::MdmAgent::with_credential(
+                lab.clone(),
+                i,
+                enroll::Credential::scep(settings.clone(), keys[i % keys.len()].clone()),
+                target.clone(),
+            ),
+            (DeviceIds::Header(h), _) => {
+                mdm_device::MdmAgent::new(lab.clone(), i, &h.certs[i], target.clone())
+            }
+            (DeviceIds::Scep(_), None) => unreachable!("SCEP keys without SCEP settings"),
+        };
+        let a = Arc::new(a);
         tokio::spawn(a.clone().run());
         agents.push(a);
     }
@@ -236,9 +259,157 @@ async fn start_mdm(
         url,
         server,
         apns,
-        identity_ca_pem: ids.ca_pem,
+        identity_ca_pem: ca_pem,
         agents,
     }))
+}
+
+/// The embedded MDM, and the CA (DER) its TLS certificate chains to when it serves TLS.
+struct EmbeddedServer {
+    server: crate::mdm_server::RunningServer,
+    tls_ca: Option<Vec<u8>>,
+}
+
+/// A TLS server certificate for the embedded MDM on loopback, from a fresh CA, asking for
+/// client certificates from `client_ca`: the config and the CA's DER (what devices trust).
+fn mtls_config(client_ca: &[u8]) -> Result<(Arc<rustls::ServerConfig>, Vec<u8>), SimError> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let err = |e: String| SimError::IdentityCa(format!("MDM TLS certificate: {e}"));
+    let ca_key = KeyPair::generate().map_err(|e| err(e.to_string()))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(e.to_string()))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_der = ca
+        .self_signed(&ca_key)
+        .map_err(|e| err(e.to_string()))?
+        .der()
+        .to_vec();
+    let key = KeyPair::generate().map_err(|e| err(e.to_string()))?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .and_then(|p| p.signed_by(&key, &Issuer::new(ca, &ca_key)))
+        .map_err(|e| err(e.to_string()))?;
+    let cfg = crate::mdm_server::mtls::server_config(
+        vec![CertificateDer::from(leaf.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        client_ca,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    Ok((Arc::new(cfg), ca_der))
+}
+
+/// Start the embedded MDM and its APNs stand-in. With SCEP keys it offers SCEP (a fresh CA and
+/// challenge) and requires `Mdm-Signature`; with header identities it takes the certificate
+/// header, trusting the simulator's CA. Returns the server, the stand-in, the SCEP settings
+/// devices use, and the PEM of the CA their identities chain to.
+async fn start_embedded(
+    mode: &SimMdm,
+    mdm_db: Option<&Path>,
+    ids: &DeviceIds,
+    mtls: bool,
+) -> Result<
+    (
+        EmbeddedServer,
+        apns::ApnsStandIn,
+        Option<enroll::scep_client::ScepSettings>,
+        String,
+    ),
+    SimError,
+> {
+    let SimMdm::Embedded {
+        listen,
+        api_key,
+        faults,
+        webhook_url,
+    } = mode
+    else {
+        unreachable!("start_embedded is called for the embedded MDM");
+    };
+    let standin = apns::start("127.0.0.1:0").await?;
+    let push = crate::mdm_server::push::Apns::new(
+        standin.push_cert_pem.as_bytes(),
+        standin.push_key_pem.as_bytes(),
+        &standin.url,
+        Some(standin.ca_pem.as_bytes()),
+    )?;
+    let (ca, cert_header, auth, challenge) = match ids {
+        DeviceIds::Header(h) => (
+            h.ca_pem.clone(),
+            Some(mdm_device::CERT_HEADER.to_string()),
+            crate::mdm_server::device_auth::DeviceAuth::default(),
+            None,
+        ),
+        DeviceIds::Scep(_) => {
+            let challenge = crate::tls::random_secret();
+            let c = challenge.clone();
+            let scep_ca = tokio::task::spawn_blocking(move || {
+                crate::mdm_server::scep::ScepCa::generate("lab simulated MDM SCEP CA", c)
+            })
+            .await
+            .expect("SCEP CA generation thread")
+            .map_err(|e| SimError::IdentityCa(e.to_string()))?;
+            (
+                scep_ca.cert_pem.clone(),
+                None,
+                crate::mdm_server::device_auth::DeviceAuth {
+                    scep: Some(Arc::new(scep_ca)),
+                    mdm_signature: true,
+                },
+                Some(challenge),
+            )
+        }
+    };
+    let cfg = crate::mdm_server::ServerConfig {
+        api_key: Some(api_key.clone()),
+        cert_header,
+        identity_ca: Some(
+            crate::mdm_server::identity::IdentityCa::from_pem(ca.as_bytes())
+                .map_err(SimError::IdentityCa)?,
+        ),
+        webhook_url: webhook_url.clone(),
+        webhook_hmac_key: None,
+        push: Arc::new(push),
+        faults: faults.clone(),
+        ddm_on_enroll: true,
+    };
+    let store = match mdm_db {
+        Some(p) => crate::mdm_server::Store::open(p).map_err(|source| SimError::Store {
+            path: Some(p.to_path_buf()),
+            source,
+        })?,
+        None => crate::mdm_server::Store::open_in_memory()
+            .map_err(|source| SimError::Store { path: None, source })?,
+    };
+    let bind = |source| SimError::Bind {
+        addr: listen.clone(),
+        source,
+    };
+    let srv = match auth.scep.clone().filter(|_| mtls) {
+        Some(scep_ca) => {
+            let (tls, tls_ca) = mtls_config(&scep_ca.cert_der)?;
+            let cfg = crate::mdm_server::ServerConfig {
+                cert_header: Some(mdm_device::CERT_HEADER.to_string()),
+                ..cfg
+            };
+            let srv = crate::mdm_server::mtls::start(listen, Arc::new(store), cfg, auth, tls)
+                .await
+                .map_err(bind)?;
+            EmbeddedServer {
+                server: srv,
+                tls_ca: Some(tls_ca),
+            }
+        }
+        None => EmbeddedServer {
+            server: crate::mdm_server::start_with_device_auth(listen, Arc::new(store), cfg, auth)
+                .await
+                .map_err(bind)?,
+            tls_ca: None,
+        },
+    };
+    let settings = challenge.map(|challenge| enroll::scep_client::ScepSettings {
+        url: format!("{}{}", srv.server.url(), crate::mdm_server::scep::SCEP_PATH),
+        challenge,
+    });
+    Ok((srv, standin, settings, ca))
 }
 
 #[cfg(test)]
