@@ -199,8 +199,8 @@ fn response(d: &Facts) -> String {
         return format!(
             "status report{state}; {}/{}/status-{}.json",
             super::digest::DDM_DIR,
-            safe_path(&d.udid),
-            safe_path(&r.report_id)
+            super::format::file_safe_name(&d.udid),
+            super::format::file_safe_name(&r.report_id)
         );
     }
     match dose_answer(d) {
@@ -215,21 +215,6 @@ fn response(d: &Facts) -> String {
         }
         None => "no answer".into(),
     }
-}
-
-/// As the `ddm/` evidence files name themselves (`report::digest`).
-fn safe_path(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_start_matches('.')
-        .to_string()
 }
 
 /// The reasons' sentences, or `none` for an eligible device (`not assessed` when it never was).

@@ -664,19 +664,7 @@ impl RawIndex {
 /// The evidence file of a DDM declaration intent or status report (see [`Digest::ddm_files`]);
 /// names are cut to file-name-safe characters (the journal is trusted, but a path is a path).
 fn ddm_file(e: &Entry) -> Option<(PathBuf, Vec<u8>)> {
-    let safe = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-            .trim_start_matches('.')
-            .to_string()
-    };
+    let safe = super::format::file_safe_name;
     let (udid, name, b64) = match &e.event {
         Event::DoseIntent {
             udid,

@@ -19,6 +19,26 @@ pub(crate) fn to_csv(header: &[&str], rows: &[Vec<String>]) -> String {
     String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of strings is UTF-8")
 }
 
+/// A journal string as a piece of a file name: anything but ASCII letters, digits, `-`, `_` and
+/// `.` becomes `_` (the journal is trusted, but a path is a path).
+pub(crate) fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// [`file_safe`] without leading dots (no hidden file, no `..`): how the `ddm/` evidence files
+/// and the answers `crf.csv` names are called.
+pub(crate) fn file_safe_name(s: &str) -> String {
+    file_safe(s).trim_start_matches('.').to_string()
+}
+
 /// `journal.jsonl#seq=N`: where a row's evidence is.
 pub(crate) fn seq_ref(seq: u64) -> String {
     format!("journal.jsonl#seq={seq}")

@@ -114,15 +114,7 @@ pub(super) struct Ctx<'a> {
 
 /// A file-name-safe piece.
 pub(super) fn safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    super::format::file_safe(s)
 }
 
 /// (file name, bytes, what it is) for one anomaly.
