@@ -33,11 +33,9 @@ async fn refusing_mdm(
     StatusCode::BAD_REQUEST
 }
 
-#[test]
-fn the_exported_ca_verifies_every_device_identity_an_external_mdm_receives() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let seen = Seen::default();
-    let base = rt.block_on(async {
+/// A refusing MDM on a loopback port: its base URL.
+fn start_refusing_mdm(rt: &tokio::runtime::Runtime, seen: &Seen) -> String {
+    rt.block_on(async {
         let app = Router::new()
             .route("/mdm", put(refusing_mdm))
             .with_state(seen.clone());
@@ -45,7 +43,68 @@ fn the_exported_ca_verifies_every_device_identity_an_external_mdm_receives() {
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
         format!("http://{addr}")
+    })
+}
+
+/// `--mdm-cert-header-form escaped-pem` (issue 14): the header carries a URL-escaped PEM, as
+/// nginx's `$ssl_client_escaped_cert` passes it to NanoMDM before v0.8, and the certificate in
+/// it still chains to the exported CA.
+#[test]
+fn the_escaped_pem_form_sends_a_url_escaped_pem_of_the_same_identity() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen = Seen::default();
+    let base = start_refusing_mdm(&rt, &seen);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("identity-ca.pem");
+    let fleet = repo_path("trials/fleets/bench-5.yaml");
+    let n = lab::sim::fleet::load(&fleet).unwrap().len();
+    let _sim = Sim::start_with(
+        &fleet,
+        &[
+            "--mdm-url",
+            &base,
+            "--mdm-cert-header-form",
+            "escaped-pem",
+            "--mdm-identity-ca-out",
+            ca_path.to_str().unwrap(),
+        ],
+    );
+    let ca = IdentityCa::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap();
+    let certs = wait_for(Duration::from_secs(30), || {
+        let s = seen.lock().unwrap();
+        let mut distinct: Vec<String> = s.iter().map(|(_, c)| c.clone()).collect();
+        distinct.sort();
+        distinct.dedup();
+        (distinct.len() >= n).then_some(distinct)
     });
+    for header in &certs {
+        assert!(
+            header.starts_with("-----BEGIN%20CERTIFICATE-----%0A")
+                && header.ends_with("-----END%20CERTIFICATE-----%0A"),
+            "a URL-escaped PEM: {header}"
+        );
+        assert!(!header.contains(['+', '/', '=', ' ']), "{header}");
+        let der = parse_cert_header(header).expect("a certificate header");
+        ca.verify(&der)
+            .expect("the identity chains to the exported CA");
+    }
+}
+
+/// The embedded MDM reads both header forms: devices sending the escaped PEM enroll.
+#[test]
+fn devices_sending_the_escaped_pem_form_enroll_into_the_embedded_mdm() {
+    let fleet = repo_path("trials/fleets/bench-5.yaml");
+    let n = lab::sim::fleet::load(&fleet).unwrap().len();
+    let sim = Sim::start_with(&fleet, &["--mdm-cert-header-form", "escaped-pem"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(sim.enrolled(n));
+}
+
+#[test]
+fn the_exported_ca_verifies_every_device_identity_an_external_mdm_receives() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen = Seen::default();
+    let base = start_refusing_mdm(&rt, &seen);
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("identity-ca.pem");
     let fleet = repo_path("trials/fleets/bench-5.yaml");

@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// MDM, and with an external one when `--scep-url` is given.
     #[arg(long, conflicts_with_all = ["no_mdm", "scep_url"])]
     mdm_cert_header: bool,
+    /// The form of that header (implies `--mdm-cert-header`): `rfc9440` (`:base64 DER:`, NanoMDM
+    /// v0.8 and later) or `escaped-pem` (a URL-escaped PEM, as nginx's
+    /// `$ssl_client_escaped_cert` passes it; NanoMDM before v0.8).
+    #[arg(long, value_name = "FORM", value_enum, conflicts_with_all = ["no_mdm", "scep_url", "mdm_mtls", "mdm_enrollment_profile"])]
+    mdm_cert_header_form: Option<CertHeaderFormArg>,
     /// The SCEP server of the external MDM (`--mdm-url`), e.g. `http://host:8080/scep`: each
     /// device gets its identity there (a CSR with the challenge) and signs every message
     /// (`Mdm-Signature`), as an iPhone with the enrollment profile's SCEP payload does.
@@ -262,6 +267,13 @@ fn load_profile(p: &std::path::Path) -> Result<sim::enroll::profile::EnrollmentP
         .map_err(|e| CliError::BadArgument(format!("{}: {e}", p.display())))
 }
 
+/// `--mdm-cert-header-form`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CertHeaderFormArg {
+    Rfc9440,
+    EscapedPem,
+}
+
 /// The identity and URL flags as [`sim::enroll::EnrollOptions`].
 fn enroll_options(a: &ServeArgs) -> sim::enroll::EnrollOptions {
     let base = a.mdm_url.as_deref().unwrap_or("").trim_end_matches('/');
@@ -273,7 +285,11 @@ fn enroll_options(a: &ServeArgs) -> sim::enroll::EnrollOptions {
         }
     });
     sim::enroll::EnrollOptions {
-        cert_header: a.mdm_cert_header,
+        cert_header: a.mdm_cert_header || a.mdm_cert_header_form.is_some(),
+        cert_header_form: match a.mdm_cert_header_form {
+            Some(CertHeaderFormArg::EscapedPem) => sim::enroll::CertHeaderForm::EscapedPem,
+            Some(CertHeaderFormArg::Rfc9440) | None => sim::enroll::CertHeaderForm::Rfc9440,
+        },
         scep: a
             .scep_url
             .as_ref()
@@ -299,7 +315,13 @@ fn identity_line(e: &sim::enroll::EnrollOptions, embedded: bool) -> String {
         None => String::new(),
     };
     let how = match (&e.scep, e.cert_header, embedded) {
-        (_, true, _) => format!("devices send their identity certificate in {header} (NanoMDM -cert-header)"),
+        (_, true, _) => {
+            let form = match e.cert_header_form {
+                sim::enroll::CertHeaderForm::Rfc9440 => "RFC 9440 form",
+                sim::enroll::CertHeaderForm::EscapedPem => "URL-escaped PEM form",
+            };
+            format!("devices send their identity certificate in {header}, {form} (NanoMDM -cert-header)")
+        }
         (Some(s), false, _) => {
             format!("devices enroll by SCEP at {} and sign every message (Mdm-Signature)", s.url)
         }

@@ -66,6 +66,29 @@ pub fn cert_header_value(der: &[u8]) -> String {
     )
 }
 
+/// The same certificate as a URL-escaped PEM, the form nginx's `$ssl_client_escaped_cert` passes
+/// and NanoMDM before v0.8 reads (`url.QueryUnescape`, then `pem.Decode`): every byte but the
+/// RFC 3986 unreserved ones is `%XX`, so base64's `+`, `/` and `=` survive a decoder that reads
+/// `+` as a space.
+pub fn escaped_pem_header_value(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 2);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -174,6 +197,13 @@ mod tests {
             .replace('/', "%2F")
             .replace('=', "%3D");
         assert_eq!(parse_cert_header(&escaped).unwrap(), der);
+        let ours = escaped_pem_header_value(&der);
+        assert!(
+            ours.starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+            "{ours}"
+        );
+        assert!(!ours.contains(['+', '/', '=', ' ', '\n']), "{ours}");
+        assert_eq!(parse_cert_header(&ours).unwrap(), der);
         assert_eq!(parse_cert_header("garbage"), Err(IdentityError::Malformed));
 
         let trusted = IdentityCa::from_pem(ca_cert.pem().as_bytes()).unwrap();

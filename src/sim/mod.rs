@@ -246,9 +246,12 @@ async fn start_mdm(
                 enroll::Credential::scep(settings.clone(), keys[i % keys.len()].clone()),
                 target.clone(),
             ),
-            (DeviceIds::Header(h), _) => {
-                mdm_device::MdmAgent::new(lab.clone(), i, &h.certs[i], target.clone())
-            }
+            (DeviceIds::Header(h), _) => mdm_device::MdmAgent::with_credential(
+                lab.clone(),
+                i,
+                enroll::Credential::CertHeader(enroll.cert_header_form.value(&h.certs[i])),
+                target.clone(),
+            ),
             (DeviceIds::Scep(_), None) => unreachable!("SCEP keys without SCEP settings"),
         };
         let a = Arc::new(a);

@@ -26,6 +26,8 @@ pub struct EnrollOptions {
     /// NanoMDM `-cert-header` behind a proxy). Without an SCEP server to use, an external MDM
     /// gets this form anyway.
     pub cert_header: bool,
+    /// How the header carries the certificate when [`EnrollOptions::cert_header`] applies.
+    pub cert_header_form: CertHeaderForm,
     /// The SCEP server and challenge of an external MDM (the embedded one offers its own).
     pub scep: Option<ScepSettings>,
     /// The MDM payload's `ServerURL` and `CheckInURL` (an external MDM; without them the
@@ -36,6 +38,28 @@ pub struct EnrollOptions {
     /// The embedded MDM serves TLS and asks for the identity as client certificate (mutual
     /// TLS); SCEP only.
     pub mtls: bool,
+}
+
+/// The two forms a TLS terminator passes a client certificate in (NanoMDM `-cert-header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CertHeaderForm {
+    /// RFC 9440 `:<base64 DER>:` (NanoMDM v0.8 and later; Envoy, Cloudflare).
+    #[default]
+    Rfc9440,
+    /// A URL-escaped PEM (nginx `$ssl_client_escaped_cert`; NanoMDM before v0.8).
+    EscapedPem,
+}
+
+impl CertHeaderForm {
+    /// The header value for a DER certificate in this form.
+    pub fn value(self, der: &[u8]) -> String {
+        match self {
+            CertHeaderForm::Rfc9440 => crate::mdm_server::identity::cert_header_value(der),
+            CertHeaderForm::EscapedPem => {
+                crate::mdm_server::identity::escaped_pem_header_value(der)
+            }
+        }
+    }
 }
 
 /// Where check-ins and command results go (brief mdm.md §4: check-ins to `CheckInURL`, or
@@ -51,6 +75,7 @@ impl EnrollOptions {
     pub fn from_profile(p: profile::EnrollmentProfile) -> EnrollOptions {
         EnrollOptions {
             cert_header: false,
+            cert_header_form: CertHeaderForm::default(),
             scep: p.scep,
             urls: Some(MdmUrls {
                 server_url: p.server_url,
@@ -64,7 +89,7 @@ impl EnrollOptions {
 
 /// A device's identity on the MDM connection.
 pub enum Credential {
-    /// The RFC 9440 value of the header carrying a simulator-made certificate.
+    /// The value (in a [`CertHeaderForm`]) of the header carrying a simulator-made certificate.
     CertHeader(String),
     /// An identity obtained by SCEP at enrollment, signing every body.
     Scep {
