@@ -75,6 +75,18 @@ fn a_negative_timeout_is_a_bad_value_that_says_what_is_wanted() {
             vec!["probe", "--mdm-wait", "soon"],
             "is not a number of seconds",
         ),
+        (
+            vec!["sim", "serve", "--fleet", "f.yaml", "--speed", "-1"],
+            "must be more than 0 (got -1)",
+        ),
+        (
+            vec!["sim", "serve", "--fleet", "f.yaml", "--speed", "0"],
+            "must be more than 0 (got 0)",
+        ),
+        (
+            vec!["sim", "serve", "--fleet", "f.yaml", "--seed", "-3"],
+            "must be ≥ 0 (got -3)",
+        ),
     ] {
         let out = run_lab(&args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

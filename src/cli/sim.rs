@@ -13,12 +13,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FLEET.yaml")]
     fleet: PathBuf,
     /// Simulated seconds per real second (attach/detach schedules run this much faster).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::args::positive_factor)]
     speed: f64,
     /// Override the fleet's `seed`: generated UDIDs, serial numbers, ECIDs, MAC addresses and
     /// host IDs change with it (the same seed gives the same devices; a `udid` or `serial`
     /// written in the fleet file stays as written). Without it, the fleet's own seed.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::args::seed)]
     seed: Option<u64>,
     /// Where the embedded MDM server listens (loopback unless told otherwise).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
@@ -106,12 +106,6 @@ pub async fn serve(flags: &[String], a: ServeArgs) -> Result<u8, CliError> {
         }
         v
     };
-    if !(a.speed > 0.0 && a.speed.is_finite()) {
-        return Err(CliError::BadArgument(format!(
-            "--speed {} must be a positive number",
-            a.speed
-        )));
-    }
     let mut key_file = None;
     let profile = match &a.mdm_enrollment_profile {
         Some(p) => Some(load_profile(p)?),
