@@ -46,38 +46,65 @@ fn start_refusing_mdm(rt: &tokio::runtime::Runtime, seen: &Seen) -> String {
     })
 }
 
+/// A simulated lab (bench-5) enrolling into a refusing MDM, writing its identity CA.
+struct External {
+    _rt: tokio::runtime::Runtime,
+    seen: Seen,
+    dir: tempfile::TempDir,
+    n: usize,
+    _sim: Sim,
+}
+
+impl External {
+    fn start(extra: &[&str]) -> External {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let seen = Seen::default();
+        let base = start_refusing_mdm(&rt, &seen);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("identity-ca.pem");
+        let fleet = repo_path("trials/fleets/bench-5.yaml");
+        let n = lab::sim::fleet::load(&fleet).unwrap().len();
+        let mut args = vec![
+            "--mdm-url",
+            &base,
+            "--mdm-identity-ca-out",
+            ca_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let sim = Sim::start_with(&fleet, &args);
+        External {
+            _rt: rt,
+            seen,
+            dir,
+            n,
+            _sim: sim,
+        }
+    }
+
+    fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("identity-ca.pem")
+    }
+
+    /// (path, header) of every message, once `n` distinct identities have arrived.
+    fn messages(&self) -> Vec<(String, String)> {
+        wait_for(Duration::from_secs(30), || {
+            let s = self.seen.lock().unwrap();
+            let mut distinct: Vec<&String> = s.iter().map(|(_, c)| c).collect();
+            distinct.sort();
+            distinct.dedup();
+            (distinct.len() >= self.n).then(|| s.clone())
+        })
+    }
+}
+
 /// `--mdm-cert-header-form escaped-pem` (issue 14): the header carries a URL-escaped PEM, as
 /// nginx's `$ssl_client_escaped_cert` passes it to NanoMDM before v0.8, and the certificate in
 /// it still chains to the exported CA.
 #[test]
 fn the_escaped_pem_form_sends_a_url_escaped_pem_of_the_same_identity() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let seen = Seen::default();
-    let base = start_refusing_mdm(&rt, &seen);
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("identity-ca.pem");
-    let fleet = repo_path("trials/fleets/bench-5.yaml");
-    let n = lab::sim::fleet::load(&fleet).unwrap().len();
-    let _sim = Sim::start_with(
-        &fleet,
-        &[
-            "--mdm-url",
-            &base,
-            "--mdm-cert-header-form",
-            "escaped-pem",
-            "--mdm-identity-ca-out",
-            ca_path.to_str().unwrap(),
-        ],
-    );
-    let ca = IdentityCa::from_pem(&std::fs::read(&ca_path).unwrap()).unwrap();
-    let certs = wait_for(Duration::from_secs(30), || {
-        let s = seen.lock().unwrap();
-        let mut distinct: Vec<String> = s.iter().map(|(_, c)| c.clone()).collect();
-        distinct.sort();
-        distinct.dedup();
-        (distinct.len() >= n).then_some(distinct)
-    });
-    for header in &certs {
+    let ext = External::start(&["--mdm-cert-header-form", "escaped-pem"]);
+    let ca = IdentityCa::from_pem(&std::fs::read(ext.ca_path()).unwrap()).unwrap();
+    for (_, header) in &ext.messages() {
         assert!(
             header.starts_with("-----BEGIN%20CERTIFICATE-----%0A")
                 && header.ends_with("-----END%20CERTIFICATE-----%0A"),
@@ -102,34 +129,13 @@ fn devices_sending_the_escaped_pem_form_enroll_into_the_embedded_mdm() {
 
 #[test]
 fn the_exported_ca_verifies_every_device_identity_an_external_mdm_receives() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let seen = Seen::default();
-    let base = start_refusing_mdm(&rt, &seen);
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("identity-ca.pem");
-    let fleet = repo_path("trials/fleets/bench-5.yaml");
-    let n = lab::sim::fleet::load(&fleet).unwrap().len();
-    let _sim = Sim::start_with(
-        &fleet,
-        &[
-            "--mdm-url",
-            &base,
-            "--mdm-identity-ca-out",
-            ca_path.to_str().unwrap(),
-        ],
-    );
+    let ext = External::start(&[]);
+    let (n, ca_path) = (ext.n, ext.ca_path());
     // Written before "ready" is printed.
     let pem = std::fs::read(&ca_path).expect("the CA file exists once the lab is ready");
     assert!(String::from_utf8_lossy(&pem).starts_with("-----BEGIN CERTIFICATE-----"));
     let ca = IdentityCa::from_pem(&pem).unwrap();
-
-    let certs = wait_for(Duration::from_secs(30), || {
-        let s = seen.lock().unwrap();
-        let mut distinct: Vec<&String> = s.iter().map(|(_, c)| c).collect();
-        distinct.sort();
-        distinct.dedup();
-        (distinct.len() >= n).then(|| s.clone())
-    });
+    let certs = ext.messages();
     let mut verified = std::collections::BTreeSet::new();
     for (path, header) in &certs {
         assert_eq!(path, "/mdm", "devices append /mdm to the base URL");
@@ -141,17 +147,8 @@ fn the_exported_ca_verifies_every_device_identity_an_external_mdm_receives() {
     assert_eq!(verified.len(), n, "one identity per device");
 
     // And a CA of another start does not verify them: the file is this lab's own.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other_path = other_dir.path().join("ca.pem");
-    let _other = Sim::start_with(
-        &fleet,
-        &[
-            "--mdm-url",
-            &base,
-            "--mdm-identity-ca-out",
-            other_path.to_str().unwrap(),
-        ],
-    );
+    let other_start = External::start(&[]);
+    let other_path = other_start.ca_path();
     let other = IdentityCa::from_pem(&std::fs::read(&other_path).unwrap()).unwrap();
     let der = parse_cert_header(&certs[0].1).unwrap();
     assert!(other.verify(&der).is_err());

@@ -5,24 +5,22 @@
 /// A positive number of seconds (`10`, `2.5`). Used with `allow_negative_numbers` so that `-1`
 /// reaches here and gets a message about the value.
 pub fn seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 10 or 2.5)"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("must be more than 0 seconds (got {s})"));
-    }
-    Ok(v)
+    positive(s, "a number of seconds (e.g. 10 or 2.5)", " seconds")
 }
 
 /// A speed factor (`60`, `0.5`): more than 0, like [`seconds`].
 pub fn positive_factor(s: &str) -> Result<f64, String> {
+    positive(s, "a number (e.g. 60 or 0.5)", "")
+}
+
+/// A finite number more than 0, or a message naming what was wanted (`what`) and the unit.
+fn positive(s: &str, what: &str, unit: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a number (e.g. 60 or 0.5)"))?;
+        .map_err(|_| format!("{s:?} is not {what}"))?;
     if !v.is_finite() || v <= 0.0 {
-        return Err(format!("must be more than 0 (got {s})"));
+        return Err(format!("must be more than 0{unit} (got {s})"));
     }
     Ok(v)
 }
