@@ -202,7 +202,7 @@ fn a_device_clock_that_jumps_is_an_observation_and_the_trial_goes_on() {
             "seed: 68
 clock:
   start: \"2026-11-27T09:00:00Z\"
-  jumps: [ {{ after: 12m, by: 3h }}, {{ after: 16m, by: -1h }} ]
+  jumps: [ {{ after: 24m, by: 3h }}, {{ after: 28m, by: -1h }} ]
 mdm: {{ poll_interval: 60s }}
 catalogue:
   - {{ version: \"17.6.1\", build: 21G93, download_size: 600 MB, install_size: 1.5 GB, product_types: [\"iPhone12,1\"] }}
@@ -213,14 +213,16 @@ devices:
         ),
     );
     let sim = Sim::start_with(&fleet, &["--speed", "120"]);
-    // DownloadOnly: the devices stay in follow-up until its time limit, across both jumps.
+    // DownloadOnly: the devices stay in follow-up until its time limit, across both jumps. The
+    // jumps come 12 s of real time after the start (at speed 120), so that a loaded machine
+    // still doses before them (at 6 s, a CI run under load saw none: both fell before the dose).
     let p = protocol(
         tmp.path(),
         &sim,
         120,
         "  - name: download-only
     install_action: DownloadOnly",
-        "{ poll_interval: 30s, max_duration: 20m, until: updated }",
+        "{ poll_interval: 30s, max_duration: 34m, until: updated }",
     );
     let dir = run(&p, &tmp.path().join("results"));
     let j = journal_events(&dir);
