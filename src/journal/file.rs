@@ -84,7 +84,7 @@ pub fn stream(
             torn_tail = Some(line.clone());
             break;
         }
-        match serde_json::from_str::<Entry>(line.trim_end()) {
+        match parse_line(line.trim_end()) {
             Ok(e) => {
                 if let Event::RunStarted { schema, .. } = &e.event
                     && *schema != SCHEMA_VERSION
@@ -110,6 +110,55 @@ pub fn stream(
         torn_tail,
         valid_len,
     })
+}
+
+/// One journal line as its entry. Most lines of a long run are `mdm_result`s, and serde reads
+/// an entry (its event flattened and internally tagged) by first buffering every field into a
+/// tree of its own; such a line is read straight into its fields instead. Where that reading
+/// fails (a field missing, duplicated or of another type), the line is read the general way,
+/// so what is accepted, and every error, is the general reading's.
+fn parse_line(line: &str) -> serde_json::Result<Entry> {
+    if looks_like_mdm_result(line)
+        && let Ok(l) = serde_json::from_str::<MdmResultLine>(line)
+        && l.event == "mdm_result"
+    {
+        return Ok(Entry {
+            seq: l.seq,
+            at: l.at,
+            event: Event::MdmResult {
+                udid: l.udid,
+                command_uuid: l.command_uuid,
+                request_type: l.request_type,
+                status: l.status,
+                raw_b64: l.raw_b64,
+                received_at: l.received_at,
+            },
+        });
+    }
+    serde_json::from_str::<Entry>(line)
+}
+
+/// Whether the line's head names the `mdm_result` event (as the journal writes it: seq, at,
+/// then the tag). Only a hint for [`parse_line`], which checks the tag it reads.
+fn looks_like_mdm_result(line: &str) -> bool {
+    const TAG: &[u8] = b"\"event\":\"mdm_result\"";
+    let head = &line.as_bytes()[..line.len().min(160)];
+    head.windows(TAG.len()).any(|w| w == TAG)
+}
+
+/// The fields of an `mdm_result` line (`Event::MdmResult` with the entry's `seq` and `at`).
+#[derive(serde::Deserialize)]
+struct MdmResultLine<'a> {
+    seq: u64,
+    at: String,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    udid: String,
+    command_uuid: String,
+    request_type: Option<String>,
+    status: String,
+    raw_b64: String,
+    received_at: String,
 }
 
 /// The entry on the line that starts at byte `offset` (as [`stream`] gave it).
@@ -414,5 +463,31 @@ mod tests {
             read(&p),
             Err(JournalError::Schema { found: 99, .. })
         ));
+    }
+
+    /// The direct reading of `mdm_result` lines gives what the general one gives, on every line
+    /// shape, and declines (to the general reading and its error) wherever they could differ.
+    #[test]
+    fn mdm_result_lines_read_as_the_general_reading_does() {
+        let lines = [
+            r#"{"seq":7,"at":"2026-11-27T10:00:00.007Z","event":"mdm_result","udid":"U","command_uuid":"C","request_type":"OSUpdateStatus","status":"Acknowledged","raw_b64":"PD94","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U\u00e9\n","command_uuid":"C\"","request_type":null,"status":"Error","raw_b64":"","received_at":"x"}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U","command_uuid":"C","status":"Error","raw_b64":"","received_at":"x"}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U","command_uuid":"C","status":"Error","raw_b64":"","received_at":"x","extra":[1,{"a":2}]}"#,
+            r#"{"event":"mdm_result","seq":7,"at":"t","udid":"U","command_uuid":"C","request_type":"R","status":"S","raw_b64":"","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U","udid":"V","command_uuid":"C","status":"S","raw_b64":"","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","event":"run_finished","udid":"U","command_uuid":"C","status":"S","raw_b64":"","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U","command_uuid":"C","status":"S","raw_b64":"","received_at":null}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_result","udid":"U","command_uuid":"C","status":"S","raw_b64":""}"#,
+            r#"{"seq":-1,"at":"t","event":"mdm_result","udid":"U","command_uuid":"C","status":"S","raw_b64":"","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"mdm_resultx","udid":"U","command_uuid":"C","status":"S","raw_b64":"","received_at":""}"#,
+            r#"{"seq":7,"at":"t","event":"device_reprobed","udid":"U","attached":true,"product_version":null,"build_version":null,"error":null}"#,
+        ];
+        for line in lines {
+            let general = serde_json::from_str::<Entry>(line).map_err(|e| e.to_string());
+            let direct = parse_line(line).map_err(|e| e.to_string());
+            assert_eq!(direct, general, "{line}");
+        }
+        assert!(parse_line(lines[0]).is_ok() && looks_like_mdm_result(lines[0]));
     }
 }

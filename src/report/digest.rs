@@ -134,7 +134,7 @@ impl Digest {
 /// those).
 #[derive(Default)]
 pub(crate) struct RequestTypes {
-    map: HashMap<Box<str>, Types>,
+    map: rustc_hash::FxHashMap<Box<str>, Types>,
     /// The whole journal's map is known: answers are not recorded.
     whole: bool,
     /// An answer was labelled with a type its command changed afterwards.
@@ -250,7 +250,7 @@ struct Builder<'w> {
     g: Gatherer,
     obs: Option<Sink<&'w mut dyn Write>>,
     head: Head,
-    lane_ids: HashMap<String, u32>,
+    lane_ids: rustc_hash::FxHashMap<String, u32>,
     lanes: Vec<Vec<LaneEv>>,
     run_level: Vec<LaneEv>,
     any_run_level: bool,
@@ -266,7 +266,7 @@ impl<'w> Builder<'w> {
             g,
             obs,
             head: Head::default(),
-            lane_ids: HashMap::new(),
+            lane_ids: Default::default(),
             lanes: Vec::new(),
             run_level: Vec::new(),
             any_run_level: false,

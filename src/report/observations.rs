@@ -35,6 +35,13 @@ pub(crate) struct Sink<W: std::io::Write> {
 struct Csv<W: std::io::Write> {
     w: W,
     buf: Vec<u8>,
+    /// The cells one event's rows share, written once per event ([`Rows::new`]): the first
+    /// four, each followed by a comma, and the last two, each after a comma, then CRLF.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// `{x:.4}` of the fractions seen (a run repeats a few hundred download percentages a
+    /// million times; formatting a float exactly is slow).
+    fixed4: rustc_hash::FxHashMap<u64, Box<str>>,
 }
 
 impl<W: std::io::Write> Csv<W> {
@@ -44,6 +51,9 @@ impl<W: std::io::Write> Csv<W> {
         Csv {
             w,
             buf: Vec::with_capacity(Self::FLUSH_AT + 1024),
+            head: Vec::new(),
+            tail: Vec::new(),
+            fixed4: Default::default(),
         }
     }
 
@@ -52,26 +62,44 @@ impl<W: std::io::Write> Csv<W> {
             if i > 0 {
                 self.buf.push(b',');
             }
-            let b = f.as_bytes();
-            if b.iter().any(|c| matches!(c, b',' | b'"' | b'\r' | b'\n')) {
-                self.buf.push(b'"');
-                for &c in b {
-                    if c == b'"' {
-                        self.buf.push(b'"');
-                    }
-                    self.buf.push(c);
-                }
-                self.buf.push(b'"');
-            } else {
-                self.buf.extend_from_slice(b);
-            }
+            put_field(&mut self.buf, f);
         }
         self.buf.extend_from_slice(b"\r\n");
+        self.flush_full()
+    }
+
+    /// A record of the event's shared cells (`head`, `tail`) around these three.
+    fn write_row(&mut self, [key, value, raw_type]: [&str; 3]) -> csv::Result<()> {
+        self.buf.extend_from_slice(&self.head);
+        put_field(&mut self.buf, key);
+        self.buf.push(b',');
+        put_field(&mut self.buf, value);
+        self.buf.push(b',');
+        put_field(&mut self.buf, raw_type);
+        self.buf.extend_from_slice(&self.tail);
+        self.flush_full()
+    }
+
+    fn flush_full(&mut self) -> csv::Result<()> {
         if self.buf.len() >= Self::FLUSH_AT {
             self.w.write_all(&self.buf)?;
             self.buf.clear();
         }
         Ok(())
+    }
+
+    /// Append `{x:.4}` to `out`.
+    fn fixed4(&mut self, x: f64, out: &mut String) {
+        const KEEP: usize = 4096;
+        if let Some(t) = self.fixed4.get(&x.to_bits()) {
+            out.push_str(t);
+            return;
+        }
+        let from = out.len();
+        let _ = write!(out, "{x:.4}");
+        if self.fixed4.len() < KEEP {
+            self.fixed4.insert(x.to_bits(), out[from..].into());
+        }
     }
 
     fn into_inner(mut self) -> std::io::Result<W> {
@@ -81,30 +109,70 @@ impl<W: std::io::Write> Csv<W> {
     }
 }
 
-/// The cells every row of one event shares.
-struct Rows<'a, W: std::io::Write> {
-    w: &'a mut Csv<W>,
-    time: &'a str,
-    udid: &'a str,
-    source: &'a str,
-    kind: &'a str,
-    command_uuid: &'a str,
-    r: &'a str,
+/// One field as the `csv` crate writes it: quoted when it needs to be, quotes doubled.
+fn put_field(buf: &mut Vec<u8>, f: &str) {
+    let b = f.as_bytes();
+    if needs_quotes(b) {
+        buf.push(b'"');
+        for &c in b {
+            if c == b'"' {
+                buf.push(b'"');
+            }
+            buf.push(c);
+        }
+        buf.push(b'"');
+    } else {
+        buf.extend_from_slice(b);
+    }
 }
 
-impl<W: std::io::Write> Rows<'_, W> {
+/// A field holds a comma, a double quote, CR or LF: eight bytes at a time (most fields are
+/// short and clean, and there are sixty million of them).
+fn needs_quotes(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when some byte of `w` is `c` (a zero byte of `w ^ c…c`).
+    let has = |w: u64, c: u8| {
+        let x = w ^ (ONES * c as u64);
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        if has(w, b',') | has(w, b'"') | has(w, b'\r') | has(w, b'\n') != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|c| matches!(c, b',' | b'"' | b'\r' | b'\n'))
+}
+
+/// The rows of one event: the cells they share are escaped once.
+struct Rows<'a, W: std::io::Write> {
+    w: &'a mut Csv<W>,
+}
+
+impl<'a, W: std::io::Write> Rows<'a, W> {
+    /// Rows with these time, udid, source, kind, command_uuid and journal reference.
+    fn new(w: &'a mut Csv<W>, [time, udid, source, kind, command_uuid, r]: [&str; 6]) -> Self {
+        w.head.clear();
+        for f in [time, udid, source, kind] {
+            put_field(&mut w.head, f);
+            w.head.push(b',');
+        }
+        w.tail.clear();
+        for f in [command_uuid, r] {
+            w.tail.push(b',');
+            put_field(&mut w.tail, f);
+        }
+        w.tail.extend_from_slice(b"\r\n");
+        Rows { w }
+    }
+
     fn push(&mut self, key: &str, value: &str, raw_type: &str) -> csv::Result<()> {
-        self.w.write_record([
-            self.time,
-            self.udid,
-            self.source,
-            self.kind,
-            key,
-            value,
-            raw_type,
-            self.command_uuid,
-            self.r,
-        ])
+        self.w.write_row([key, value, raw_type])
     }
 }
 
@@ -214,9 +282,13 @@ fn status_item_rows<W: std::io::Write>(
     (pct, pct_type): (Option<f64>, &str),
     (dl, dl_type): (Option<bool>, &str),
 ) -> csv::Result<()> {
+    // `OSUpdateStatus[{i}].` once, then each name after it.
+    k.clear();
+    let _ = write!(k, "OSUpdateStatus[{i}].");
+    let at = k.len();
     let key = |k: &mut String, x: &str| {
-        k.clear();
-        let _ = write!(k, "OSUpdateStatus[{i}].{x}");
+        k.truncate(at);
+        k.push_str(x);
     };
     key(k, "ProductKey");
     rows.push(k, product_key, "")?;
@@ -224,7 +296,7 @@ fn status_item_rows<W: std::io::Write>(
     rows.push(k, status, "")?;
     let mut v = String::new();
     if let Some(x) = pct {
-        let _ = write!(v, "{x:.4}");
+        rows.w.fixed4(x, &mut v);
     }
     key(k, "DownloadPercentComplete");
     rows.push(k, &v, pct_type)?;
@@ -252,15 +324,17 @@ impl<W: std::io::Write> Sink<W> {
             return Ok(());
         };
         let r = seq_ref(e.seq);
-        let mut rows = Rows {
-            w: &mut self.w,
-            time: answer_time(e, received_at),
-            udid,
-            source: "mdm",
-            kind: "OSUpdateStatus",
-            command_uuid,
-            r: &r,
-        };
+        let mut rows = Rows::new(
+            &mut self.w,
+            [
+                answer_time(e, received_at),
+                udid,
+                "mdm",
+                "OSUpdateStatus",
+                command_uuid,
+                &r,
+            ],
+        );
         rows.push("Status", status, "")?;
         let mut k = String::new();
         for (i, it) in st.items.iter().enumerate() {
@@ -302,15 +376,17 @@ impl<W: std::io::Write> Sink<W> {
                 let Some((rt, report)) = answer else {
                     return Ok(());
                 };
-                let mut rows = Rows {
-                    w: &mut self.w,
-                    time: answer_time(e, received_at),
-                    udid,
-                    source: "mdm",
-                    kind: rt.unwrap_or("unknown"),
-                    command_uuid,
-                    r: &r,
-                };
+                let mut rows = Rows::new(
+                    &mut self.w,
+                    [
+                        answer_time(e, received_at),
+                        udid,
+                        "mdm",
+                        rt.unwrap_or("unknown"),
+                        command_uuid,
+                        &r,
+                    ],
+                );
                 mdm_rows(&mut rows, rt, status, report)?;
             }
             Event::DeviceReprobed {
@@ -322,15 +398,7 @@ impl<W: std::io::Write> Sink<W> {
                 network,
                 network_source,
             } => {
-                let mut rows = Rows {
-                    w: &mut self.w,
-                    time: &e.at,
-                    udid,
-                    source: "usb",
-                    kind: "reprobe",
-                    command_uuid: "",
-                    r: &r,
-                };
+                let mut rows = Rows::new(&mut self.w, [&e.at, udid, "usb", "reprobe", "", &r]);
                 rows.push("attached", if *attached { "true" } else { "false" }, "")?;
                 for (k, v) in [
                     ("product_version", product_version),
@@ -356,15 +424,17 @@ impl<W: std::io::Write> Sink<W> {
                 key,
                 value,
             } => {
-                let mut rows = Rows {
-                    w: &mut self.w,
-                    time: &e.at,
-                    udid: udid.as_deref().unwrap_or(""),
-                    source: source.as_str(),
-                    kind,
-                    command_uuid: "",
-                    r: &r,
-                };
+                let mut rows = Rows::new(
+                    &mut self.w,
+                    [
+                        &e.at,
+                        udid.as_deref().unwrap_or(""),
+                        source.as_str(),
+                        kind,
+                        "",
+                        &r,
+                    ],
+                );
                 rows.push(key, value, "")?;
             }
             _ => {}
@@ -541,5 +611,57 @@ mod tests {
             String::from_utf8(ours.into_inner().unwrap()).unwrap(),
             String::from_utf8(theirs.into_inner().unwrap()).unwrap()
         );
+    }
+
+    /// The rows of one event (shared cells escaped once) are the records the crate writes,
+    /// and the word-at-a-time scan finds every special byte at every place in a field.
+    #[test]
+    fn rows_of_an_event_and_the_quoting_scan() {
+        let mut ours = Csv::new(Vec::new());
+        let mut theirs = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
+        let shared = [
+            "2026-11-27T10:00:00Z",
+            "U,1",
+            "mdm",
+            "k\"",
+            "C\r\n",
+            "journal.jsonl#seq=1",
+        ];
+        let mut rows = Rows::new(&mut ours, shared);
+        for row in [["a", "b", ""], ["x,y", "", "real"], ["", "", ""]] {
+            rows.push(row[0], row[1], row[2]).unwrap();
+            let [t, u, so, k, c, r] = shared;
+            theirs
+                .write_record([t, u, so, k, row[0], row[1], row[2], c, r])
+                .unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(ours.into_inner().unwrap()).unwrap(),
+            String::from_utf8(theirs.into_inner().unwrap()).unwrap()
+        );
+        for len in 0..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(
+                        needs_quotes(&b),
+                        matches!(c, b',' | b'"' | b'\r' | b'\n'),
+                        "{len} {at} {c}"
+                    );
+                }
+            }
+            assert!(!needs_quotes(&vec![b'a'; len]));
+        }
+        let mut w = Csv::new(Vec::new());
+        for x in [0.0, 0.01, 0.125, 0.33, 0.99995, 1.0, 0.12345] {
+            for _ in 0..2 {
+                let mut v = String::new();
+                w.fixed4(x, &mut v);
+                assert_eq!(v, format!("{x:.4}"));
+            }
+        }
     }
 }

@@ -194,7 +194,7 @@ impl ReportFacts {
 
 /// Interned strings (statuses, request types): a run repeats a handful of them a million times.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Strings(std::collections::HashSet<Rc<str>>);
+pub struct Strings(rustc_hash::FxHashSet<Rc<str>>);
 
 impl Strings {
     pub fn get(&mut self, s: &str) -> Rc<str> {

@@ -14,7 +14,7 @@ use super::ddm_facts::{DdmDose, DdmReport, read_report};
 use crate::journal::report_xml::StatusAnswer;
 use crate::journal::{Entry, Event, ObservationSource, Reason};
 use crate::mdm::report::{Report, query_responses};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 /// A dose step as the journal tells it.
@@ -308,11 +308,11 @@ enum Answered<'r> {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Record {
     run: RunFacts,
-    index: HashMap<String, usize>,
+    index: rustc_hash::FxHashMap<String, usize>,
     /// Interned statuses and request types, shared with a caller that labels answers itself.
     pub strings: Strings,
     /// CommandUUID → RequestType of the commands journalled (see the type's doc).
-    types: HashMap<Box<str>, Rc<str>>,
+    types: rustc_hash::FxHashMap<Box<str>, Rc<str>>,
     /// `types` is the whole journal's: do not learn from the entries.
     whole: bool,
 }

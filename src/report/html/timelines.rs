@@ -11,7 +11,7 @@ use crate::report::digest::Digest;
 use crate::report::lanes::{LaneAnswer, LaneEv, LaneKind};
 use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use chrono::Utc;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -36,9 +36,10 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
     let mut base = Status::Enrolled;
     let mut detached = false;
     let mut dosed = false;
-    let downloaded: HashSet<u64> = d.downloaded.iter().map(|x| x.0).collect();
-    let statuses: HashMap<u64, &str> = d.update_statuses.iter().map(|(s, v)| (*s, &**v)).collect();
-    let mut builds: HashMap<u64, &crate::journal::fold::BuildSeen> = HashMap::new();
+    let downloaded: FxHashSet<u64> = d.downloaded.iter().map(|x| x.0).collect();
+    let statuses: FxHashMap<u64, &str> =
+        d.update_statuses.iter().map(|(s, v)| (*s, &**v)).collect();
+    let mut builds: FxHashMap<u64, &crate::journal::fold::BuildSeen> = FxHashMap::default();
     for b in &d.builds {
         builds.entry(b.seq).or_insert(b);
     }

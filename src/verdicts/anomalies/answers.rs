@@ -182,61 +182,68 @@ fn redelivered_unanswered(d: &Facts, delivered: &HashMap<String, usize>) -> Opti
 /// A command answered again after its final answer: delivered again after it left the queue.
 fn redelivered_after_final(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
     let situation = d.answers.iter().any(Answer::is_final);
-    // Answers grouped by CommandUUID, in order of first answer (one pass: a device may have
-    // answered a million status polls).
-    let mut order: Vec<&str> = Vec::new();
-    let mut by_uuid: HashMap<&str, Vec<&Answer>> = HashMap::new();
-    for a in &d.answers {
+    // The first CommandUUID, in order of first answer, answered again after a final answer:
+    // one pass with a small state per CommandUUID (a device may have answered a million status
+    // polls, each to its own command), then that one command's answers.
+    let Some(uuid) = first_answered_after_final(&d.answers) else {
+        return (situation, None);
+    };
+    let answers: Vec<&Answer> = d.answers_to(uuid).collect();
+    let k = answers
+        .iter()
+        .position(|a| a.is_final())
+        .expect("answered again after a final answer");
+    let again: Vec<&&Answer> = answers[k + 1..].iter().collect();
+    let rt = answers[k]
+        .request_type
+        .clone()
+        .unwrap_or_else(|| "command".into());
+    let mut evidence: Vec<u64> = d
+        .intents
+        .iter()
+        .filter(|i| i.command_uuid == uuid)
+        .map(|i| i.seq)
+        .collect();
+    evidence.push(answers[k].seq);
+    evidence.extend(again.iter().map(|a| a.seq));
+    let statuses: Vec<&str> = again.iter().map(|a| &*a.status).collect();
+    (
+        true,
+        Some(Found {
+            evidence,
+            actual: format!(
+                "{rt} {uuid} was answered {} and then answered again ({}): it was delivered again after it had left the queue.",
+                answers[k].status,
+                statuses.join(", ")
+            ),
+            command_uuid: Some(uuid.to_string()),
+            responses: std::iter::once(answers[k].seq)
+                .chain(again.iter().map(|a| a.seq))
+                .collect(),
+        }),
+    )
+}
+
+/// The first CommandUUID, in order of first answer, with an answer after a final answer to it.
+fn first_answered_after_final(answers: &[Answer]) -> Option<&str> {
+    // Per CommandUUID: (index of its first answer, 0 none final yet / 1 final / 2 again after).
+    let mut state: rustc_hash::FxHashMap<&str, (usize, u8)> = Default::default();
+    for (n, a) in answers.iter().enumerate() {
         if a.command_uuid.is_empty() {
             continue;
         }
-        by_uuid
-            .entry(&a.command_uuid)
-            .or_insert_with(|| {
-                order.push(&a.command_uuid);
-                Vec::new()
-            })
-            .push(a);
-    }
-    for uuid in order {
-        let answers = &by_uuid[uuid];
-        let Some(k) = answers.iter().position(|a| a.is_final()) else {
-            continue;
+        let s = state.entry(&a.command_uuid).or_insert((n, 0));
+        s.1 = match s.1 {
+            0 if a.is_final() => 1,
+            1 => 2,
+            x => x,
         };
-        let again: Vec<&&Answer> = answers[k + 1..].iter().collect();
-        if again.is_empty() {
-            continue;
-        }
-        let rt = answers[k]
-            .request_type
-            .clone()
-            .unwrap_or_else(|| "command".into());
-        let mut evidence: Vec<u64> = d
-            .intents
-            .iter()
-            .filter(|i| i.command_uuid == uuid)
-            .map(|i| i.seq)
-            .collect();
-        evidence.push(answers[k].seq);
-        evidence.extend(again.iter().map(|a| a.seq));
-        let statuses: Vec<&str> = again.iter().map(|a| &*a.status).collect();
-        return (
-            true,
-            Some(Found {
-                evidence,
-                actual: format!(
-                    "{rt} {uuid} was answered {} and then answered again ({}): it was delivered again after it had left the queue.",
-                    answers[k].status,
-                    statuses.join(", ")
-                ),
-                command_uuid: Some(uuid.to_string()),
-                responses: std::iter::once(answers[k].seq)
-                    .chain(again.iter().map(|a| a.seq))
-                    .collect(),
-            }),
-        );
     }
-    (situation, None)
+    state
+        .into_iter()
+        .filter(|(_, s)| s.1 == 2)
+        .min_by_key(|(_, s)| s.0)
+        .map(|(u, _)| u)
 }
 
 pub(super) fn available_updates_error_2213(d: &Facts, ctx: &Ctx) -> (bool, Option<Found>) {
