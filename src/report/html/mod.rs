@@ -131,23 +131,7 @@ mod tests {
         uuid: &str,
         status: &str,
     ) {
-        use plist::{Dictionary, Value};
-        j.push(crate::journal::Event::CommandSent {
-            udid: udid.into(),
-            command_uuid: uuid.into(),
-            request_type: "OSUpdateStatus".into(),
-        });
-        j.result(udid, uuid, None, "Acknowledged", |d| {
-            let mut item = Dictionary::new();
-            item.insert("ProductKey".into(), "iOSUpdate19H390".into());
-            item.insert("IsDownloaded".into(), Value::Boolean(true));
-            item.insert("DownloadPercentComplete".into(), Value::Real(1.0));
-            item.insert("Status".into(), status.into());
-            d.insert(
-                "OSUpdateStatus".into(),
-                Value::Array(vec![Value::Dictionary(item)]),
-            );
-        });
+        j.status_with(udid, uuid, 1.0, plist::Value::Boolean(true), status);
     }
 
     /// Issue 15's 10-second test: an Error answer, an anomaly, an uncertain dose and an excluded

@@ -390,22 +390,7 @@ mod tests {
 
     /// An OSUpdateStatus answer with one item of this status.
     fn status_item(j: &mut J, udid: &str, uuid: &str, status: &str, downloaded: bool) {
-        j.push(Event::CommandSent {
-            udid: udid.into(),
-            command_uuid: uuid.into(),
-            request_type: "OSUpdateStatus".into(),
-        });
-        j.result(udid, uuid, None, "Acknowledged", |d| {
-            let mut item = Dictionary::new();
-            item.insert("ProductKey".into(), "iOSUpdate19H390".into());
-            item.insert("IsDownloaded".into(), Value::Boolean(downloaded));
-            item.insert("DownloadPercentComplete".into(), Value::Real(1.0));
-            item.insert("Status".into(), status.into());
-            d.insert(
-                "OSUpdateStatus".into(),
-                Value::Array(vec![Value::Dictionary(item)]),
-            );
-        });
+        j.status_with(udid, uuid, 1.0, Value::Boolean(downloaded), status);
     }
 
     fn update_item(action: &str, status: &str) -> Value {

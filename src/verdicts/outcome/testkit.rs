@@ -203,6 +203,18 @@ impl J {
 
     /// An OSUpdateStatus answer; `downloaded` as the given plist value.
     pub fn status(&mut self, udid: &str, uuid: &str, pct: f64, downloaded: Value) -> &mut Self {
+        self.status_with(udid, uuid, pct, downloaded, "Downloading")
+    }
+
+    /// An OSUpdateStatus query and its answer: one item with this `Status`.
+    pub fn status_with(
+        &mut self,
+        udid: &str,
+        uuid: &str,
+        pct: f64,
+        downloaded: Value,
+        status: &str,
+    ) -> &mut Self {
         self.push(Event::CommandSent {
             udid: udid.into(),
             command_uuid: uuid.into(),
@@ -213,7 +225,7 @@ impl J {
             item.insert("ProductKey".into(), "iOSUpdate19H390".into());
             item.insert("IsDownloaded".into(), downloaded);
             item.insert("DownloadPercentComplete".into(), Value::Real(pct));
-            item.insert("Status".into(), "Downloading".into());
+            item.insert("Status".into(), status.into());
             d.insert(
                 "OSUpdateStatus".into(),
                 Value::Array(vec![Value::Dictionary(item)]),
