@@ -29,11 +29,13 @@ impl Runner<'_> {
             if active.is_empty() {
                 return Ok(());
             }
+            let round = RoundClock::start();
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
             self.collect_rejected().await?;
             for batch in active.chunks(CONCURRENCY) {
                 self.poll_devices(batch, &attached, max).await?;
             }
+            round.log(active.len());
             self.check_mdm_access()?;
             self.check_interrupt()?;
             let flag = self.interrupted.clone();
@@ -571,6 +573,53 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
         clock: p.device_time.map(|t| (at, t)),
         lockdown,
     }
+}
+
+/// The harness's time for one follow-up round (listing, MDM answers, re-probes, journaling,
+/// second steps and status queries; not the wait before the next round): wall clock and this
+/// process's CPU time. Logged at info level (`lab -v run`, or
+/// `RUST_LOG=lab::follow_up_round=info`), which `scripts/bench-trial` reads; nothing is
+/// journaled, so a run's journal is the same with or without it.
+struct RoundClock {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl RoundClock {
+    fn start() -> RoundClock {
+        RoundClock {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+        }
+    }
+
+    fn log(self, devices: usize) {
+        let wall_ms = self.wall.elapsed().as_secs_f64() * 1000.0;
+        let cpu_ms = match (self.cpu, process_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1000.0,
+            _ => f64::NAN,
+        };
+        tracing::info!(
+            target: "lab::follow_up_round",
+            devices,
+            wall_ms = %format!("{wall_ms:.1}"),
+            cpu_ms = %format!("{cpu_ms:.1}"),
+            "follow-up round"
+        );
+    }
+}
+
+/// CPU time of this process so far, every thread (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own and reads nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// A failed MDM call of the follow-up, as an observation (the next poll asks again).
