@@ -29,11 +29,13 @@ impl Runner<'_> {
             if active.is_empty() {
                 return Ok(());
             }
-            let round = RoundClock::start();
+            let mut round = RoundClock::start();
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
             self.collect_rejected().await?;
+            round.phases.list = round.wall.elapsed();
             for batch in active.chunks(CONCURRENCY) {
-                self.poll_devices(batch, &attached, max).await?;
+                let phases = self.poll_devices(batch, &attached, max).await?;
+                round.phases.add(&phases);
             }
             round.log(active.len());
             self.check_mdm_access()?;
@@ -280,14 +282,16 @@ impl Runner<'_> {
     }
     /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
-    /// MDM call is an observation; the next poll asks again.
+    /// MDM call is an observation; the next poll asks again. Returns how long each part took.
     pub(super) async fn poll_devices(
         &mut self,
         udids: &[String],
         attached: &[probe::AttachedDevice],
         max: Duration,
-    ) -> Result<(), RunError> {
+    ) -> Result<RoundPhases, RunError> {
         let reprobe = self.p.protocol.follow_up.reprobe;
+        let mut phases = RoundPhases::default();
+        let t = Instant::now();
         let fetched = {
             let backend = self.lab.backend.as_ref();
             let ddm = self.lab.ddm.as_deref();
@@ -316,10 +320,16 @@ impl Runner<'_> {
             )
             .await
         };
+        phases.fetch = t.elapsed();
+        let t = Instant::now();
         let now_builds = self.record_poll(udids, fetched)?;
+        phases.record = t.elapsed();
+        let t = Instant::now();
         self.second_steps(udids).await?;
         let ask = self.end_or_ask(udids, now_builds, max)?;
-        self.ask_status(ask).await
+        self.ask_status(ask).await?;
+        phases.act = t.elapsed();
+        Ok(phases)
     }
 
     /// New MDM answers (1) and the re-probes over USB (2), recorded with one fsync before
@@ -583,6 +593,26 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
 struct RoundClock {
     wall: Instant,
     cpu: Option<Duration>,
+    phases: RoundPhases,
+}
+
+/// Where a round's wall time went: the usbmuxd listing and rejected reports; per batch, the
+/// concurrent fetch (MDM answers and re-probes), journaling it (one fsync), and acting on it
+/// (second steps, ends, status queries sent and journaled).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RoundPhases {
+    list: Duration,
+    fetch: Duration,
+    record: Duration,
+    act: Duration,
+}
+
+impl RoundPhases {
+    fn add(&mut self, o: &RoundPhases) {
+        self.fetch += o.fetch;
+        self.record += o.record;
+        self.act += o.act;
+    }
 }
 
 impl RoundClock {
@@ -590,6 +620,7 @@ impl RoundClock {
         RoundClock {
             wall: Instant::now(),
             cpu: process_cpu_time(),
+            phases: RoundPhases::default(),
         }
     }
 
@@ -599,11 +630,17 @@ impl RoundClock {
             (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1000.0,
             _ => f64::NAN,
         };
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        let p = self.phases;
         tracing::info!(
             target: "lab::follow_up_round",
             devices,
             wall_ms = %format!("{wall_ms:.1}"),
             cpu_ms = %format!("{cpu_ms:.1}"),
+            list_ms = %ms(p.list),
+            fetch_ms = %ms(p.fetch),
+            record_ms = %ms(p.record),
+            act_ms = %ms(p.act),
             "follow-up round"
         );
     }
