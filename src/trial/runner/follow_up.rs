@@ -27,10 +27,17 @@ impl Runner<'_> {
             }
             self.log_all(ended)?;
             if active.is_empty() {
+                self.lab.sessions.close_all().await;
                 return Ok(());
             }
             let mut round = RoundClock::start();
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+            // Kept lockdown sessions of devices detached, re-plugged, restarted or no longer
+            // followed are closed before anything is asked over them.
+            let followed: HashSet<&str> = active.iter().map(String::as_str).collect();
+            self.lab
+                .sessions
+                .retain(&attached, |u| followed.contains(u));
             self.collect_rejected().await?;
             round.phases.list = round.wall.elapsed();
             for batch in active.chunks(CONCURRENCY) {
@@ -296,6 +303,7 @@ impl Runner<'_> {
             let backend = self.lab.backend.as_ref();
             let ddm = self.lab.ddm.as_deref();
             let devices = &self.state.devices;
+            let sessions = self.lab.sessions.as_ref();
             crate::join::join_all(
                 udids
                     .iter()
@@ -310,7 +318,7 @@ impl Runner<'_> {
                             _ => None,
                         };
                         let usb = if reprobe {
-                            Some(reprobe_device(udid, attached).await)
+                            Some(reprobe_device(udid, attached, sessions).await)
                         } else {
                             None
                         };
@@ -321,6 +329,10 @@ impl Runner<'_> {
             .await
         };
         phases.fetch = t.elapsed();
+        phases.kept = fetched
+            .iter()
+            .filter(|(_, usb, _)| usb.as_ref().is_some_and(|u| u.kept))
+            .count();
         let t = Instant::now();
         let now_builds = self.record_poll(udids, fetched)?;
         phases.record = t.elapsed();
@@ -544,10 +556,18 @@ struct Reprobe {
     /// The probe record (`probe::DeviceProbe` as JSON) when the device was attached: its
     /// lockdown values feed the network state.
     lockdown: Option<serde_json::Value>,
+    /// A kept lockdown session answered (not journaled: the facts are the same either way).
+    kept: bool,
 }
 
-/// Re-probe a device over USB during follow-up.
-async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Reprobe {
+/// Re-probe a device over USB during follow-up: over its kept lockdown session when it has one
+/// still valid (`probe::session`), else over a new one. A device missing from the round's
+/// usbmuxd listing is journaled detached, without a read.
+async fn reprobe_device(
+    udid: &str,
+    attached: &[probe::AttachedDevice],
+    sessions: &probe::SessionCache,
+) -> Reprobe {
     let Some(a) = attached.iter().find(|a| a.entry.serial_number == udid) else {
         return Reprobe {
             attached: false,
@@ -556,24 +576,13 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
             error: None,
             clock: None,
             lockdown: None,
+            kept: false,
         };
     };
-    let client = UsbmuxClient {
-        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
-        timeout: Duration::from_secs(5),
-    };
     let before = Instant::now();
-    let p: DeviceProbe = probe::probe_device(
-        &client,
-        &a.entry,
-        &ProbeOptions {
-            timeout: Duration::from_secs(5),
-            ..ProbeOptions::default()
-        },
-        None,
-    )
-    .await;
+    let (p, answered) = sessions.reprobe(a).await;
     let at = before + before.elapsed() / 2;
+    // Only the baseline's network fields are read from it (`baseline_facts::reprobe_network`).
     let lockdown = serde_json::to_value(&p).ok();
     Reprobe {
         attached: true,
@@ -582,6 +591,7 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
         error: p.failure.map(|f| f.message),
         clock: p.device_time.map(|t| (at, t)),
         lockdown,
+        kept: answered == probe::Answered::Kept,
     }
 }
 
@@ -605,6 +615,8 @@ pub(super) struct RoundPhases {
     fetch: Duration,
     record: Duration,
     act: Duration,
+    /// Re-probes a kept lockdown session answered.
+    kept: usize,
 }
 
 impl RoundPhases {
@@ -612,6 +624,7 @@ impl RoundPhases {
         self.fetch += o.fetch;
         self.record += o.record;
         self.act += o.act;
+        self.kept += o.kept;
     }
 }
 
@@ -641,6 +654,7 @@ impl RoundClock {
             fetch_ms = %ms(p.fetch),
             record_ms = %ms(p.record),
             act_ms = %ms(p.act),
+            kept_sessions = p.kept,
             "follow-up round"
         );
     }
