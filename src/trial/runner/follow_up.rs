@@ -553,8 +553,8 @@ struct Reprobe {
     /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
     /// (the middle of the probe).
     clock: Option<(Instant, f64)>,
-    /// The probe record (`probe::DeviceProbe` as JSON) when the device was attached: its
-    /// lockdown values feed the network state.
+    /// The probe record's network fields (`{"baseline": {"network": …}}`, as in
+    /// `probe::DeviceProbe` JSON) when the device was attached: they feed the network state.
     lockdown: Option<serde_json::Value>,
     /// A kept lockdown session answered (not journaled: the facts are the same either way).
     kept: bool,
@@ -582,8 +582,11 @@ async fn reprobe_device(
     let before = Instant::now();
     let (p, answered) = sessions.reprobe(a).await;
     let at = before + before.elapsed() / 2;
-    // Only the baseline's network fields are read from it (`baseline_facts::reprobe_network`).
-    let lockdown = serde_json::to_value(&p).ok();
+    // Only the baseline's network fields are read from it (`baseline_facts::reprobe_network`),
+    // so only they are turned into JSON (the whole record cost ~1 000 allocations a device).
+    let lockdown = serde_json::to_value(&p.baseline.network)
+        .ok()
+        .map(|n| serde_json::json!({ "baseline": { "network": n } }));
     Reprobe {
         attached: true,
         version: p.baseline.product_version.value.clone(),
