@@ -238,6 +238,19 @@ pub async fn probe_device(
     let host = client.addr.to_string();
     let mut replies: [DomainReply; 4] = std::array::from_fn(|_| Err("not read".to_string()));
     let outcome = probe_steps(client, entry, opts, &mut replies).await;
+    record(host, entry, start, outcome, replies, port_path)
+}
+
+/// The probe record of what a device answered (`replies`: global, disk, battery, chaperone)
+/// and how the probe ended (`outcome`, as [`probe_steps`] returns it).
+pub(crate) fn record(
+    host: String,
+    entry: &DeviceEntry,
+    start: Instant,
+    outcome: Result<Option<Failure>, Failure>,
+    mut replies: [DomainReply; 4],
+    port_path: Option<&str>,
+) -> DeviceProbe {
     let (status, failure) = match outcome {
         Ok(None) => (ProbeStatus::Ok, None),
         Ok(Some(f)) => (ProbeStatus::Partial, Some(f)),
@@ -280,6 +293,34 @@ async fn probe_steps(
     opts: &ProbeOptions,
     replies: &mut [DomainReply; 4],
 ) -> Result<Option<Failure>, Failure> {
+    let (mut ld, refusal) = open_session(client, entry, opts).await?;
+    if let Some(refusal) = refusal {
+        // Without a session only the pre-session values can be read (brief §6).
+        replies[0] = read_domain(&mut ld, None).await?;
+        for r in replies[1..].iter_mut() {
+            *r = Err(format!("no lockdown session: {}", refusal.message));
+        }
+        return Ok(Some(refusal));
+    }
+    replies[0] = read_domain(&mut ld, None).await?;
+    replies[1] = read_domain(&mut ld, Some(DOMAIN_DISK)).await?;
+    replies[2] = read_domain(&mut ld, Some(DOMAIN_BATTERY)).await?;
+    replies[3] = read_domain(&mut ld, Some(DOMAIN_CHAPERONE)).await?;
+    if let Err(e) = ld.stop_session().await {
+        tracing::debug!(udid = %entry.serial_number, error = %e, "StopSession failed after a complete probe");
+    }
+    Ok(None)
+}
+
+/// Open a lockdown connection to the device through usbmuxd and start a session on it (TLS
+/// after StartSession). `Ok((client, None))`: in session. `Ok((client, Some(f)))`: the device
+/// answered but refused the session (not paired, locked …); the connection is still open for
+/// pre-session reads. `Err(f)`: the device could not be reached or spoke nonsense.
+pub(crate) async fn open_session(
+    client: &UsbmuxClient,
+    entry: &DeviceEntry,
+    opts: &ProbeOptions,
+) -> Result<(LockdownClient, Option<Failure>), Failure> {
     let io = client
         .connect(entry.device_id, LOCKDOWN_PORT)
         .await
@@ -299,7 +340,7 @@ async fn probe_steps(
     }
     let udid = entry.serial_number.clone();
     let (pair, buid) = tokio::join!(client.read_pair_record(&udid), client.read_buid());
-    let session_refusal = match (pair, buid) {
+    let refusal = match (pair, buid) {
         (Err(UsbmuxError::Refused { .. }), _) => Some(Failure {
             stage: "ReadPairRecord".into(),
             kind: FailureKind::NotPaired,
@@ -334,27 +375,12 @@ async fn probe_steps(
             },
         },
     };
-    if let Some(refusal) = session_refusal {
-        // Without a session only the pre-session values can be read (brief §6).
-        replies[0] = read_domain(&mut ld, None).await?;
-        for r in replies[1..].iter_mut() {
-            *r = Err(format!("no lockdown session: {}", refusal.message));
-        }
-        return Ok(Some(refusal));
-    }
-    replies[0] = read_domain(&mut ld, None).await?;
-    replies[1] = read_domain(&mut ld, Some(DOMAIN_DISK)).await?;
-    replies[2] = read_domain(&mut ld, Some(DOMAIN_BATTERY)).await?;
-    replies[3] = read_domain(&mut ld, Some(DOMAIN_CHAPERONE)).await?;
-    if let Err(e) = ld.stop_session().await {
-        tracing::debug!(udid = %udid, error = %e, "StopSession failed after a complete probe");
-    }
-    Ok(None)
+    Ok((ld, refusal))
 }
 
 /// One GetValue of a whole domain. A device refusal becomes a per-field reason; a broken
 /// connection fails the device.
-async fn read_domain(
+pub(crate) async fn read_domain(
     ld: &mut LockdownClient,
     domain: Option<&str>,
 ) -> Result<DomainReply, Failure> {

@@ -12,6 +12,7 @@ use super::values;
 use crate::usbmux::message::{DeviceEntry, MuxEvent};
 use plist::Dictionary;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -30,6 +31,9 @@ pub struct SimDevice {
     pub detached: watch::Sender<u64>,
     /// USB location as Linux usbmuxd reports it: `(bus << 16) | address` (brief §1.5).
     pub location_id: u64,
+    /// How many lockdown sessions the device has started (StartSession accepted): tests read it
+    /// to tell a kept session from a new one per re-probe.
+    pub sessions_started: AtomicU64,
 }
 
 impl SimDevice {
@@ -116,6 +120,7 @@ impl SimLab {
                     buid: buid.clone(),
                     detached,
                     location_id: (bus << 16) | address,
+                    sessions_started: AtomicU64::new(0),
                 })
             })
             .collect();

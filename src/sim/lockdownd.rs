@@ -221,6 +221,9 @@ impl Session {
         d.insert("SessionID".into(), id.clone().into());
         conn.write(d).await?;
         self.id = Some(id);
+        self.dev
+            .sessions_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.dev.spec.fault == Some(Fault::TlsFailure) {
             conn.write_raw(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS")
                 .await?;

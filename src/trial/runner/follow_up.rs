@@ -27,13 +27,24 @@ impl Runner<'_> {
             }
             self.log_all(ended)?;
             if active.is_empty() {
+                self.lab.sessions.close_all().await;
                 return Ok(());
             }
+            let mut round = RoundClock::start();
             let (attached, _) = probe::list_all(&self.lab.addrs, Duration::from_secs(5)).await;
+            // Kept lockdown sessions of devices detached, re-plugged, restarted or no longer
+            // followed are closed before anything is asked over them.
+            let followed: HashSet<&str> = active.iter().map(String::as_str).collect();
+            self.lab
+                .sessions
+                .retain(&attached, |u| followed.contains(u));
             self.collect_rejected().await?;
+            round.phases.list = round.wall.elapsed();
             for batch in active.chunks(CONCURRENCY) {
-                self.poll_devices(batch, &attached, max).await?;
+                let phases = self.poll_devices(batch, &attached, max).await?;
+                round.phases.add(&phases);
             }
+            round.log(active.len());
             self.check_mdm_access()?;
             self.check_interrupt()?;
             let flag = self.interrupted.clone();
@@ -278,18 +289,21 @@ impl Runner<'_> {
     }
     /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
-    /// MDM call is an observation; the next poll asks again.
+    /// MDM call is an observation; the next poll asks again. Returns how long each part took.
     pub(super) async fn poll_devices(
         &mut self,
         udids: &[String],
         attached: &[probe::AttachedDevice],
         max: Duration,
-    ) -> Result<(), RunError> {
+    ) -> Result<RoundPhases, RunError> {
         let reprobe = self.p.protocol.follow_up.reprobe;
+        let mut phases = RoundPhases::default();
+        let t = Instant::now();
         let fetched = {
             let backend = self.lab.backend.as_ref();
             let ddm = self.lab.ddm.as_deref();
             let devices = &self.state.devices;
+            let sessions = self.lab.sessions.as_ref();
             crate::join::join_all(
                 udids
                     .iter()
@@ -304,7 +318,7 @@ impl Runner<'_> {
                             _ => None,
                         };
                         let usb = if reprobe {
-                            Some(reprobe_device(udid, attached).await)
+                            Some(reprobe_device(udid, attached, sessions).await)
                         } else {
                             None
                         };
@@ -314,10 +328,20 @@ impl Runner<'_> {
             )
             .await
         };
+        phases.fetch = t.elapsed();
+        phases.kept = fetched
+            .iter()
+            .filter(|(_, usb, _)| usb.as_ref().is_some_and(|u| u.kept))
+            .count();
+        let t = Instant::now();
         let now_builds = self.record_poll(udids, fetched)?;
+        phases.record = t.elapsed();
+        let t = Instant::now();
         self.second_steps(udids).await?;
         let ask = self.end_or_ask(udids, now_builds, max)?;
-        self.ask_status(ask).await
+        self.ask_status(ask).await?;
+        phases.act = t.elapsed();
+        Ok(phases)
     }
 
     /// New MDM answers (1) and the re-probes over USB (2), recorded with one fsync before
@@ -529,13 +553,21 @@ struct Reprobe {
     /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
     /// (the middle of the probe).
     clock: Option<(Instant, f64)>,
-    /// The probe record (`probe::DeviceProbe` as JSON) when the device was attached: its
-    /// lockdown values feed the network state.
+    /// The probe record's network fields (`{"baseline": {"network": …}}`, as in
+    /// `probe::DeviceProbe` JSON) when the device was attached: they feed the network state.
     lockdown: Option<serde_json::Value>,
+    /// A kept lockdown session answered (not journaled: the facts are the same either way).
+    kept: bool,
 }
 
-/// Re-probe a device over USB during follow-up.
-async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Reprobe {
+/// Re-probe a device over USB during follow-up: over its kept lockdown session when it has one
+/// still valid (`probe::session`), else over a new one. A device missing from the round's
+/// usbmuxd listing is journaled detached, without a read.
+async fn reprobe_device(
+    udid: &str,
+    attached: &[probe::AttachedDevice],
+    sessions: &probe::SessionCache,
+) -> Reprobe {
     let Some(a) = attached.iter().find(|a| a.entry.serial_number == udid) else {
         return Reprobe {
             attached: false,
@@ -544,25 +576,17 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
             error: None,
             clock: None,
             lockdown: None,
+            kept: false,
         };
     };
-    let client = UsbmuxClient {
-        addr: UsbmuxAddr::parse(&a.host).expect("listed host parses"),
-        timeout: Duration::from_secs(5),
-    };
     let before = Instant::now();
-    let p: DeviceProbe = probe::probe_device(
-        &client,
-        &a.entry,
-        &ProbeOptions {
-            timeout: Duration::from_secs(5),
-            ..ProbeOptions::default()
-        },
-        None,
-    )
-    .await;
+    let (p, answered) = sessions.reprobe(a).await;
     let at = before + before.elapsed() / 2;
-    let lockdown = serde_json::to_value(&p).ok();
+    // Only the baseline's network fields are read from it (`baseline_facts::reprobe_network`),
+    // so only they are turned into JSON (the whole record cost ~1 000 allocations a device).
+    let lockdown = serde_json::to_value(&p.baseline.network)
+        .ok()
+        .map(|n| serde_json::json!({ "baseline": { "network": n } }));
     Reprobe {
         attached: true,
         version: p.baseline.product_version.value.clone(),
@@ -570,7 +594,86 @@ async fn reprobe_device(udid: &str, attached: &[probe::AttachedDevice]) -> Repro
         error: p.failure.map(|f| f.message),
         clock: p.device_time.map(|t| (at, t)),
         lockdown,
+        kept: answered == probe::Answered::Kept,
     }
+}
+
+/// The harness's time for one follow-up round (listing, MDM answers, re-probes, journaling,
+/// second steps and status queries; not the wait before the next round): wall clock and this
+/// process's CPU time. Logged at info level (`lab -v run`, or
+/// `RUST_LOG=lab::follow_up_round=info`), which `scripts/bench-trial` reads; nothing is
+/// journaled, so a run's journal is the same with or without it.
+struct RoundClock {
+    wall: Instant,
+    cpu: Option<Duration>,
+    phases: RoundPhases,
+}
+
+/// Where a round's wall time went: the usbmuxd listing and rejected reports; per batch, the
+/// concurrent fetch (MDM answers and re-probes), journaling it (one fsync), and acting on it
+/// (second steps, ends, status queries sent and journaled).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RoundPhases {
+    list: Duration,
+    fetch: Duration,
+    record: Duration,
+    act: Duration,
+    /// Re-probes a kept lockdown session answered.
+    kept: usize,
+}
+
+impl RoundPhases {
+    fn add(&mut self, o: &RoundPhases) {
+        self.fetch += o.fetch;
+        self.record += o.record;
+        self.act += o.act;
+        self.kept += o.kept;
+    }
+}
+
+impl RoundClock {
+    fn start() -> RoundClock {
+        RoundClock {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+            phases: RoundPhases::default(),
+        }
+    }
+
+    fn log(self, devices: usize) {
+        let wall_ms = self.wall.elapsed().as_secs_f64() * 1000.0;
+        let cpu_ms = match (self.cpu, process_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1000.0,
+            _ => f64::NAN,
+        };
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        let p = self.phases;
+        tracing::info!(
+            target: "lab::follow_up_round",
+            devices,
+            wall_ms = %format!("{wall_ms:.1}"),
+            cpu_ms = %format!("{cpu_ms:.1}"),
+            list_ms = %ms(p.list),
+            fetch_ms = %ms(p.fetch),
+            record_ms = %ms(p.record),
+            act_ms = %ms(p.act),
+            kept_sessions = p.kept,
+            "follow-up round"
+        );
+    }
+}
+
+/// CPU time of this process so far, every thread (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own and reads nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// A failed MDM call of the follow-up, as an observation (the next poll asks again).

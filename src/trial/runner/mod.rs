@@ -34,7 +34,6 @@ use crate::mdm::backend::{MdmBackend, MdmDose, StoreIdentity};
 use crate::mdm::command::{Command, InstallAction, UpdateItem};
 use crate::mdm::report::{AvailableUpdate, available_os_updates, parse_report};
 use crate::probe::{self, DeviceProbe, ProbeOptions, ProbeStatus, mdm_side};
-use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
 use base64::Engine;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
@@ -211,6 +210,9 @@ struct Lab {
     access: Arc<crate::mdm::access::AccessWatch>,
     /// The webhook listener's inbox, for its refused webhooks.
     inbox: Option<Arc<crate::mdm::webhook_receiver::Inbox>>,
+    /// The lockdown sessions kept open for the follow-up's re-probes, one per device
+    /// (`probe::session`): a re-probe is one GetValue, not a new TLS session.
+    sessions: Arc<probe::SessionCache>,
 }
 
 impl From<LabConnection> for Lab {
@@ -230,6 +232,7 @@ impl From<LabConnection> for Lab {
                     as Arc<dyn crate::mdm::ddm_doses::DdmDoses>
             }),
             access,
+            sessions: Arc::new(probe::SessionCache::new(Duration::from_secs(5))),
         }
     }
 }
