@@ -36,6 +36,34 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+/// Pending connections a TCP listener of `lab`'s queues before the kernel drops SYNs. tokio's
+/// `TcpListener::bind` asks for 128: a probe of 128 devices at once, each opening its lockdown
+/// tunnel and reading its pair record at the same time, overflowed it, and every dropped SYN
+/// cost its device a 1 s retransmission (issue 16; `nstat` TcpExtListenOverflows).
+pub const ACCEPT_BACKLOG: u32 = 1024;
+
+/// Bind a TCP listener with [`ACCEPT_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
+pub async fn bind_tcp(
+    addr: impl tokio::net::ToSocketAddrs,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return socket.listen(ACCEPT_BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// Time allowed for an HTTP request head, or a raw protocol's first frame. hyper's own default
 /// (30 s); a device on a slow link sends a few hundred bytes of headers well within it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -69,7 +69,7 @@ pub async fn start_with_device_auth(
     cfg: ServerConfig,
     auth: device_auth::DeviceAuth,
 ) -> std::io::Result<RunningServer> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = crate::listen_limits::bind_tcp(listen).await?;
     let addr = listener.local_addr()?;
     let app = http::router(AppState::new(store.clone(), cfg).with_device_auth(auth));
     let task = tokio::spawn(async move {

@@ -33,7 +33,7 @@ impl Listener {
                 Ok(Listener::Unix(UnixListener::bind(p)?, p.clone()))
             }
             UsbmuxAddr::Tcp { host, port } => Ok(Listener::Tcp(
-                TcpListener::bind((host.as_str(), *port)).await?,
+                crate::listen_limits::bind_tcp((host.as_str(), *port)).await?,
             )),
         }
     }
