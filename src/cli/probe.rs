@@ -76,15 +76,20 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
         Some(sim) => sim.addrs.clone(),
         None => usbmuxd_addrs(flags)?,
     };
+    // The raw USB scan (bus-port paths, for the output only) runs beside the listing and the
+    // probes instead of before them: on a bench without USB access it reads /dev, which took as
+    // long as the whole lockdown exchange of a one-device probe (issue 16).
+    let usb = tokio::task::spawn_blocking(usb::scan);
     let (devices, host_errors) = attached(&addrs, &a.udids, timeout).await?;
     let mut probes = probe_all(
-        with_usb_ports(devices).await,
+        devices.into_iter().map(|d| (d, None)).collect(),
         ProbeOptions {
             timeout,
             ..ProbeOptions::default()
         },
     )
     .await;
+    add_usb_ports(&mut probes, usb.await);
     let mdm = match (&sim, &a.mdm) {
         (Some(sim), _) => sim
             .mdm
@@ -182,26 +187,20 @@ async fn attached(
     Ok((devices, host_errors))
 }
 
-/// Each device with its USB port path, where the USB scan finds it.
-async fn with_usb_ports(devices: Vec<AttachedDevice>) -> Vec<(AttachedDevice, Option<String>)> {
-    let usb = tokio::task::spawn_blocking(usb::scan)
-        .await
-        .unwrap_or(UsbScan::Unavailable {
-            reason: "USB scan failed".into(),
-        });
-    devices
-        .into_iter()
-        .map(|d| {
-            let port = match &usb {
-                UsbScan::Ok { devices } => devices
-                    .iter()
-                    .find(|u| u.udid.as_deref() == Some(d.entry.serial_number.as_str()))
-                    .map(|u| u.port_path.clone()),
-                UsbScan::Unavailable { .. } => None,
-            };
-            (d, port)
-        })
-        .collect()
+/// Each probed device's USB port path, where the raw USB scan found it.
+fn add_usb_ports(probes: &mut [DeviceProbe], usb: Result<UsbScan, tokio::task::JoinError>) {
+    let UsbScan::Ok { devices } = usb.unwrap_or(UsbScan::Unavailable {
+        reason: "USB scan failed".into(),
+    }) else {
+        return;
+    };
+    for p in probes {
+        let port = devices
+            .iter()
+            .find(|u| u.udid.as_deref() == Some(p.udid.as_str()))
+            .map(|u| u.port_path.as_str());
+        p.baseline.usb.port_path = crate::probe::baseline::port_path_field(port);
+    }
 }
 
 /// A non-empty environment variable.

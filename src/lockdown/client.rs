@@ -11,7 +11,6 @@ use crate::plist_util::{self, get_str};
 use crate::tls;
 use crate::usbmux::frame::FrameError;
 use plist::{Dictionary, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsConnector;
 
@@ -240,7 +239,7 @@ impl LockdownClient {
                 Stream::Plain(io) => io,
                 _ => return Err(LockdownError::Tls("session already encrypted".into())),
             };
-            let connector = TlsConnector::from(Arc::new(config));
+            let connector = TlsConnector::from(config);
             let handshake = connector.connect(tls::device_server_name(), io);
             let tls = match tokio::time::timeout(self.timeout, handshake).await {
                 Err(_) => {

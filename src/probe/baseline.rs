@@ -97,6 +97,22 @@ fn field<T: FieldType>(reply: &DomainReply, domain: Option<&str>, key: &str) -> 
     }
 }
 
+/// The bus-port path the raw USB scan found for a device, or why there is none. Its own
+/// function because `lab probe` scans USB while it probes and fills it in afterwards.
+pub fn port_path_field(port_path: Option<&str>) -> Field<String> {
+    match port_path {
+        Some(p) => Field::known(
+            Source::other(Via::Usb, "port_path"),
+            p.to_string(),
+            serde_json::json!(p),
+        ),
+        None => Field::missing(
+            Source::other(Via::Usb, "port_path"),
+            "not seen by the raw USB scan",
+        ),
+    }
+}
+
 impl Baseline {
     /// Build the record from the replies of one probe.
     pub fn from_replies(
@@ -202,17 +218,7 @@ impl Baseline {
                 product_id: mux("ProductID", entry.product_id.map(u64::from)),
                 connection_speed: mux("ConnectionSpeed", entry.connection_speed),
                 mode,
-                port_path: match port_path {
-                    Some(p) => Field::known(
-                        Source::other(Via::Usb, "port_path"),
-                        p.to_string(),
-                        serde_json::json!(p),
-                    ),
-                    None => Field::missing(
-                        Source::other(Via::Usb, "port_path"),
-                        "not seen by the raw USB scan",
-                    ),
-                },
+                port_path: port_path_field(port_path),
             },
         }
     }

@@ -321,15 +321,26 @@ pub(crate) async fn open_session(
     entry: &DeviceEntry,
     opts: &ProbeOptions,
 ) -> Result<(LockdownClient, Option<Failure>), Failure> {
-    let io = client
-        .connect(entry.device_id, LOCKDOWN_PORT)
-        .await
-        .map_err(|e| usbmux_failure("connect", &e))?;
-    let mut ld = LockdownClient::new(io, "lab", opts.timeout);
-    let ty = ld
-        .query_type()
-        .await
-        .map_err(|e| lockdown_failure("QueryType", &e))?;
+    // The pair record and the BUID are usbmuxd's to give, on connections of their own: they
+    // are read while the device answers QueryType rather than after it, two round trips fewer
+    // on the way to StartSession (issue 16). The order in which failures are judged is as
+    // before: the connection, the device's mode, then the pair record.
+    let udid = entry.serial_number.clone();
+    let lockdown = async {
+        let io = client
+            .connect(entry.device_id, LOCKDOWN_PORT)
+            .await
+            .map_err(|e| usbmux_failure("connect", &e))?;
+        let mut ld = LockdownClient::new(io, "lab", opts.timeout);
+        let ty = ld
+            .query_type()
+            .await
+            .map_err(|e| lockdown_failure("QueryType", &e))?;
+        Ok::<_, Failure>((ld, ty))
+    };
+    let (ld, pair, buid) =
+        tokio::join!(lockdown, client.read_pair_record(&udid), client.read_buid());
+    let (mut ld, ty) = ld?;
     if ty != lockdown::SERVICE_TYPE {
         return Err(Failure {
             stage: "QueryType".into(),
@@ -338,8 +349,6 @@ pub(crate) async fn open_session(
             raw_base64: None,
         });
     }
-    let udid = entry.serial_number.clone();
-    let (pair, buid) = tokio::join!(client.read_pair_record(&udid), client.read_buid());
     let refusal = match (pair, buid) {
         (Err(UsbmuxError::Refused { .. }), _) => Some(Failure {
             stage: "ReadPairRecord".into(),
