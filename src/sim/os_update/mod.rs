@@ -428,6 +428,16 @@ impl OsUpdateSim {
         }
     }
 
+    /// Nothing this machinery does can change with time alone until a command arrives: no
+    /// download, user, install or restart under way or scheduled, no unlock pending, no
+    /// switched-off time, no event waiting to be taken. The device then needs no clock tick.
+    pub fn quiet(&self) -> bool {
+        matches!(self.phase, Phase::Idle | Phase::Downloaded { .. })
+            && self.next_due().is_none()
+            && self.off.is_none()
+            && self.events.is_empty()
+    }
+
     /// Switch the device off from `from` until `until` (the DDM deadline rule for a device that
     /// was off, `data/ddm.yaml` `off_at_deadline_install_delay`).
     pub fn set_off(&mut self, from: DateTime<Utc>, until: DateTime<Utc>) {

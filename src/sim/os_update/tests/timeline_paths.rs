@@ -431,3 +431,28 @@ fn a_download_stalls_without_network() {
     c.advance(secs(80));
     assert!(s.tick(c.now()).contains(&UpdateEvent::Downloaded));
 }
+
+/// A device needs no clock tick exactly while nothing moves with time: before the command,
+/// once downloaded and after the restart; never while a download, install or restart is under
+/// way or an event waits to be taken (the device loop ticks such devices every 50 ms).
+#[test]
+fn quiet_only_while_nothing_moves_with_time() {
+    let mut s = sim();
+    let c = ManualClock::new(t0());
+    assert!(s.quiet(), "a device with nothing to do");
+    schedule(&mut s, c.now(), "a", "Default");
+    assert!(!s.quiet(), "downloading");
+    c.advance(secs(100));
+    s.advance(c.now());
+    assert!(!s.quiet(), "the Downloaded event not yet taken");
+    s.tick(c.now());
+    assert!(s.quiet(), "downloaded, waiting for the next command");
+    schedule(&mut s, c.now(), "b", "Default");
+    assert!(!s.quiet(), "installing");
+    c.advance(secs(600));
+    s.tick(c.now());
+    assert!(!s.quiet(), "restarting");
+    c.advance(secs(180));
+    s.tick(c.now());
+    assert!(s.quiet(), "back on the new version");
+}
