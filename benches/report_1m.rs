@@ -7,7 +7,9 @@
 //!
 //! The journal is synthetic but shaped like a real run: per device discovery, baseline,
 //! eligibility, allocation, dose, then OSUpdateStatus answers (raw plists) and re-probes until
-//! the event budget is spent. Written without fsync (it is input, not a run).
+//! the event budget is spent. Written without an fsync per line (it is input, not a run), then
+//! synced once before the clock starts: a run's journal is on disk when its reports are made,
+//! and the reports' one filesystem sync would otherwise flush the generator's journal too.
 
 use base64::Engine;
 use lab::journal::{Entry, Event, Reason, SCHEMA_VERSION};
@@ -205,7 +207,7 @@ fn main() {
     }
     put(&mut w, Event::RunFinished);
     w.flush().unwrap();
-    drop(w);
+    w.into_inner().unwrap().sync_all().unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
     let seq = seq.get();
     eprintln!(

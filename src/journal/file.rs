@@ -60,55 +60,12 @@ pub struct Tail {
 /// on; a corrupt line or another schema is an error.
 pub fn stream(
     path: &Path,
-    mut each: impl FnMut(u64, Entry) -> Result<(), JournalError>,
+    each: impl FnMut(u64, Entry) -> Result<(), JournalError>,
 ) -> Result<Tail, JournalError> {
-    let io = |source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = File::open(path).map_err(io)?;
-    let mut r = BufReader::with_capacity(1 << 16, f);
-    let mut valid_len = 0u64;
-    let mut torn_tail = None;
-    let mut line = String::new();
-    let mut n = 0;
-    loop {
-        line.clear();
-        let got = r.read_line(&mut line).map_err(io)?;
-        if got == 0 {
-            break;
-        }
-        n += 1;
-        if !line.ends_with('\n') {
-            // The last write was cut short: keep it as evidence, do not use it.
-            torn_tail = Some(line.clone());
-            break;
-        }
-        match parse_line(line.trim_end()) {
-            Ok(e) => {
-                if let Event::RunStarted { schema, .. } = &e.event
-                    && *schema != SCHEMA_VERSION
-                {
-                    return Err(JournalError::Schema {
-                        path: path.to_path_buf(),
-                        found: *schema,
-                    });
-                }
-                each(valid_len, e)?;
-                valid_len += got as u64;
-            }
-            Err(e) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: n,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
+    let piece = super::pieces::stream_piece(path, 0, u64::MAX, each)?;
     Ok(Tail {
-        torn_tail,
-        valid_len,
+        torn_tail: piece.torn_tail.map(|t| t.1),
+        valid_len: piece.valid_end.unwrap_or(0),
     })
 }
 
@@ -117,7 +74,7 @@ pub fn stream(
 /// tree of its own; such a line is read straight into its fields instead. Where that reading
 /// fails (a field missing, duplicated or of another type), the line is read the general way,
 /// so what is accepted, and every error, is the general reading's.
-fn parse_line(line: &str) -> serde_json::Result<Entry> {
+pub(super) fn parse_line(line: &str) -> serde_json::Result<Entry> {
     if looks_like_mdm_result(line)
         && let Ok(l) = serde_json::from_str::<MdmResultLine>(line)
         && l.event == "mdm_result"

@@ -7,7 +7,8 @@
 //! - [`report_xml`]: the fast reader of the usual answer shapes (same result, no plist tree);
 //! - [`fold`]: the one fold: run and per-device facts, with an explicit per-device [`fold::Phase`];
 //! - [`file`]: append with `fsync` before the harness acts on an event ("nothing lost"), stream
-//!   one line at a time, a torn last line (a crash mid-write) tolerated on read and reported.
+//!   one line at a time, a torn last line (a crash mid-write) tolerated on read and reported;
+//! - [`pieces`]: the same reading of a byte range of the file, so threads can share a journal.
 //!
 //! The runner writes it; the terminal progress view, every report and the resume logic only read
 //! it. It imports nothing of the harness above it (`tests/architecture.rs`).
@@ -16,6 +17,7 @@ pub mod answer;
 pub mod event;
 pub mod file;
 pub mod fold;
+pub mod pieces;
 pub mod report_xml;
 pub mod vocab;
 

@@ -23,16 +23,14 @@ use super::head::Head;
 use super::lanes::{LaneAnswer, LaneEv, LaneKind};
 use super::observations::Sink;
 use crate::journal::fold::Noted;
-use crate::journal::fold::{
-    Decoded, Record as Gatherer, RunFacts, Strings, decode_answer, decode_report,
-};
+use crate::journal::fold::{Decoded, Record as Gatherer, RunFacts, Strings, decode_report};
 use crate::journal::{self, Entry, Event};
 use crate::verdicts::anomalies::{self, Avail, Findings};
 use crate::verdicts::outcome::{DeviceOutcome, judge_run};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Everything the reports need of a journal (see the module doc).
 pub(crate) struct Digest {
@@ -107,7 +105,7 @@ impl Digest {
             journal: Some(path.to_path_buf()),
             ..RawIndex::default()
         };
-        stream_decoded(path, |offset, e, report| {
+        super::decoded::stream_decoded(path, |offset, e, report| {
             raw.note(offset, e);
             b.push(e, report).map_err(io)
         })?;
@@ -144,11 +142,11 @@ pub(crate) struct RequestTypes {
 #[derive(Default)]
 struct Types {
     /// The last type recorded for the CommandUUID.
-    last: Option<Rc<str>>,
+    last: Option<Arc<str>>,
     /// What the last answer labelled by it was labelled (streamed map only).
-    labelled: Option<Option<Rc<str>>>,
+    labelled: Option<Option<Arc<str>>>,
     /// Per lane (device), the last type its own commands recorded: (lane, type).
-    lanes: Vec<(u32, Rc<str>)>,
+    lanes: Vec<(u32, Arc<str>)>,
 }
 
 impl RequestTypes {
@@ -206,7 +204,7 @@ impl RequestTypes {
     }
 
     /// A command of `request_type` was recorded; `lane` when it counts for its device's lane.
-    fn record(&mut self, uuid: &str, request_type: &Rc<str>, lane: Option<u32>) {
+    fn record(&mut self, uuid: &str, request_type: &Arc<str>, lane: Option<u32>) {
         let whole = self.whole;
         let mut conflict = false;
         let t = self.types(uuid);
@@ -228,7 +226,7 @@ impl RequestTypes {
     }
 
     /// The type an answer to `uuid` is read as.
-    fn label(&mut self, uuid: &str) -> Option<Rc<str>> {
+    fn label(&mut self, uuid: &str) -> Option<Arc<str>> {
         if self.whole {
             return self.map.get(uuid)?.last.clone();
         }
@@ -238,7 +236,7 @@ impl RequestTypes {
     }
 
     /// The type of `uuid` among the commands of `lane` so far.
-    fn lane_label(&self, uuid: &str, lane: u32) -> Option<Rc<str>> {
+    fn lane_label(&self, uuid: &str, lane: u32) -> Option<Arc<str>> {
         let t = self.map.get(uuid)?;
         t.lanes.iter().find(|x| x.0 == lane).map(|x| x.1.clone())
     }
@@ -443,83 +441,6 @@ impl<'w> Builder<'w> {
             ddm_files: self.ddm_files,
         }
     }
-}
-
-/// Entries of a journal handed on in batches from the thread that reads and decodes them.
-type Batch = Vec<(u64, Entry, Option<Decoded>)>;
-
-/// [`journal::stream`] with each `MdmResult`'s raw plist decoded, on a second thread: reading
-/// JSON and parsing plists is most of the work, and it needs nothing from the entries before.
-/// `each` sees the entries in journal order; its error stops the reading and is returned.
-/// Batches go back to the reading thread to be dropped: memory is freed by the thread that
-/// allocated it (the allocator's arenas are per thread, and a cross-thread free takes a lock).
-fn stream_decoded(
-    path: &Path,
-    mut each: impl FnMut(u64, &Entry, Option<&Decoded>) -> Result<(), ReportError>,
-) -> Result<journal::Tail, ReportError> {
-    const BATCH: usize = 512;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
-    std::thread::scope(|scope| {
-        let reader = scope.spawn(move || {
-            let mut batch: Batch = Vec::with_capacity(BATCH);
-            let mut buf = Vec::new();
-            let tail = journal::stream(path, |offset, e| {
-                let report = match &e.event {
-                    Event::MdmResult { raw_b64, .. } => Some(decode_answer(raw_b64, &mut buf)),
-                    _ => None,
-                };
-                batch.push((offset, e, report));
-                if batch.len() == BATCH {
-                    let next = match back_rx.try_recv() {
-                        Ok(mut done) => {
-                            done.clear();
-                            done
-                        }
-                        Err(_) => Vec::with_capacity(BATCH),
-                    };
-                    let full = std::mem::replace(&mut batch, next);
-                    if tx.send(full).is_err() {
-                        // The consumer failed and said why; stop reading.
-                        return Err(journal::JournalError::Io {
-                            path: path.to_path_buf(),
-                            source: std::io::Error::other("report stopped"),
-                        });
-                    }
-                }
-                Ok(())
-            });
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-            drop(tx);
-            // Drop what comes back until the consumer is done.
-            for done in back_rx {
-                drop(done);
-            }
-            tail
-        });
-        let mut failed = None;
-        for batch in rx {
-            if failed.is_none() {
-                for (offset, e, report) in &batch {
-                    if let Err(err) = each(*offset, e, report.as_ref()) {
-                        failed = Some(err);
-                        break;
-                    }
-                }
-            }
-            if back_tx.send(batch).is_err() || failed.is_some() {
-                break;
-            }
-        }
-        drop(back_tx);
-        let tail = reader.join().expect("the journal reader does not panic");
-        match failed {
-            Some(err) => Err(err),
-            None => Ok(tail?),
-        }
-    })
 }
 
 /// Where the raw plists of a journal are, to read again the few a radar draft attaches: byte

@@ -72,9 +72,64 @@ pub(crate) trait Files {
 }
 
 /// One report format: the files it makes of a run.
-pub(crate) trait Exporter {
+pub(crate) trait Exporter: Sync {
     /// Put this format's files into `out`, in a stable order.
     fn export(&self, view: &RunView, out: &mut dyn Files) -> Result<(), ReportError>;
+
+    /// Whether `report::write_all` makes this report on another thread while it writes the
+    /// others (into [`Recorded`], done in the run folder when its turn comes): for a report
+    /// made whole in memory anyway, and long enough to make, as the radar drafts.
+    fn apart(&self) -> bool {
+        false
+    }
+}
+
+/// What an exporter asked of the run folder, in order, to be done there later.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    ops: Vec<Op>,
+}
+
+enum Op {
+    FreshDir(PathBuf),
+    File(PathBuf, Vec<u8>),
+}
+
+impl Recorded {
+    /// Do in `out` what was recorded, in the same order.
+    pub fn replay(self, out: &mut dyn Files) -> Result<(), ReportError> {
+        for op in self.ops {
+            match op {
+                Op::FreshDir(rel) => out.fresh_dir(&rel)?,
+                Op::File(rel, bytes) => out.file(&rel, &mut |w| w.write_all(&bytes))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Files for Recorded {
+    fn file(&mut self, rel: &Path, body: Body) -> Result<(), ReportError> {
+        let mut bytes = Vec::new();
+        body(&mut bytes).map_err(|source| ReportError::Io {
+            path: rel.to_path_buf(),
+            source,
+        })?;
+        self.ops.push(Op::File(rel.to_path_buf(), bytes));
+        Ok(())
+    }
+
+    fn streamed(&mut self, rel: &Path) -> Result<(), ReportError> {
+        Err(ReportError::Io {
+            path: rel.to_path_buf(),
+            source: std::io::Error::other("a report made apart has no streamed file"),
+        })
+    }
+
+    fn fresh_dir(&mut self, rel: &Path) -> Result<(), ReportError> {
+        self.ops.push(Op::FreshDir(rel.to_path_buf()));
+        Ok(())
+    }
 }
 
 /// Files collected in memory, in order: what the exporters make of entries in memory.

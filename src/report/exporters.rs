@@ -122,6 +122,11 @@ impl Exporter for Radar {
         }
         Ok(())
     }
+
+    /// The drafts are made in memory, while `report.html` is written.
+    fn apart(&self) -> bool {
+        true
+    }
 }
 
 /// `ddm/`: every DDM declaration as sent and every status report as received, byte for byte

@@ -4,7 +4,7 @@
 
 use super::format::Instant;
 use crate::journal::fold::Noted;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// One journal entry as a device's lane reads it: the entries of the device and the run-level
 /// ones (`journal::by_device`) whose time parses, reduced to what [`lane_data`] looks at.
@@ -19,7 +19,7 @@ pub(crate) struct LaneEv {
 pub(crate) enum LaneKind {
     Discovered,
     Eligibility(bool),
-    Command(Rc<str>),
+    Command(Arc<str>),
     /// `DoseEnqueued` (ok) or `DoseFailed`/`DoseUncertain` of a command.
     Dose {
         uuid: Box<str>,
@@ -29,7 +29,7 @@ pub(crate) enum LaneKind {
     /// that of the device's command with its CommandUUID sent so far).
     Answer {
         at: Instant,
-        request_type: Option<Rc<str>>,
+        request_type: Option<Arc<str>>,
         answer: LaneAnswer,
     },
     Reprobe {
@@ -51,5 +51,5 @@ pub(crate) enum LaneKind {
 #[derive(Debug)]
 pub(crate) enum LaneAnswer {
     Fact(u32),
-    Early(Box<(Rc<str>, Box<str>)>),
+    Early(Box<(Arc<str>, Box<str>)>),
 }

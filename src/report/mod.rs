@@ -16,6 +16,7 @@
 
 pub mod adverse_events;
 pub mod crf;
+mod decoded;
 pub mod devices;
 mod digest;
 mod export;
@@ -107,7 +108,9 @@ pub fn render_all(entries: &[Entry], protocol_yaml: Option<&str>) -> Vec<(PathBu
 /// folder's frozen `protocol.yaml`), then `report.html`.
 ///
 /// The journal is read once, as a stream (see `digest`), into the [`RunView`] every exporter
-/// reads: `observations.csv` is written while it is read, the other reports from the view.
+/// reads: `observations.csv` is written while it is read, the other reports from the view (the
+/// radar drafts on another thread, while `report.html` is written; files are renamed into place
+/// in the exporters' order all the same).
 pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let journal_path = run_dir.join("journal.jsonl");
     let obs_path = run_dir.join("observations.csv");
@@ -127,15 +130,42 @@ pub fn write_all(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     };
     let protocol = std::fs::read_to_string(run_dir.join("protocol.yaml")).ok();
     let view = RunView::of_digest(digest, protocol);
+    // observations.csv is complete and by far the largest report: its bytes go to disk while
+    // the other reports are made, so the one sync at the end has little left to wait for.
+    let early = obs.try_clone().map_err(io(&obs_tmp))?;
     let mut files = RunFolder {
         dir: run_dir,
         batch: Batch::default(),
-        streamed: Some((obs, obs_tmp, obs_path)),
+        streamed: Some((obs, obs_tmp.clone(), obs_path)),
     };
-    for exporter in exporters::EXPORTERS {
-        exporter.export(&view, &mut files)?;
-    }
-    files.batch.commit(run_dir)
+    let view = &view;
+    std::thread::scope(|scope| {
+        let synced = scope.spawn(move || early.sync_data());
+        let mut apart = Vec::new();
+        for (i, &exporter) in exporters::EXPORTERS.iter().enumerate() {
+            files.batch.order = i;
+            if exporter.apart() {
+                apart.push((
+                    i,
+                    scope.spawn(move || {
+                        let mut r = export::Recorded::default();
+                        exporter.export(view, &mut r).map(|()| r)
+                    }),
+                ));
+            } else {
+                exporter.export(view, &mut files)?;
+            }
+        }
+        for (i, made) in apart {
+            files.batch.order = i;
+            made.join()
+                .expect("an exporter does not panic")?
+                .replay(&mut files)?;
+        }
+        let synced = synced.join().expect("a file sync does not panic");
+        synced.map_err(io(&obs_tmp))?;
+        files.batch.commit(run_dir)
+    })
 }
 
 /// The run folder as exporters write to it: each file under a temporary name, renamed into
@@ -205,8 +235,11 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// is renamed into place before its bytes are on disk.
 #[derive(Default)]
 struct Batch {
-    /// (temporary, final) paths.
-    files: Vec<(PathBuf, PathBuf)>,
+    /// (exporter, temporary path, final path), in the order they were written.
+    files: Vec<(usize, PathBuf, PathBuf)>,
+    /// The exporter (its place in `EXPORTERS`) whose files are being written: files are
+    /// renamed in the exporters' order, whatever order they were written in.
+    order: usize,
 }
 
 impl Batch {
@@ -229,11 +262,11 @@ impl Batch {
         #[cfg(not(target_os = "linux"))]
         let _ = f.sync_all();
         drop(f);
-        self.files.push((tmp, path));
+        self.files.push((self.order, tmp, path));
     }
 
     /// Make every file durable, then rename them into place; the final paths, in order.
-    fn commit(self, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    fn commit(mut self, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ReportError::Io { path, source }
@@ -249,8 +282,9 @@ impl Batch {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = dir;
+        self.files.sort_by_key(|f| f.0);
         let mut written = Vec::with_capacity(self.files.len());
-        for (tmp, path) in self.files {
+        for (_, tmp, path) in self.files {
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
             written.push(path);
         }

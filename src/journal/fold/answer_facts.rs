@@ -10,7 +10,7 @@ use crate::mdm::report::{
     ErrorChainItem, Report, ReportStatus, UpdateResult, available_os_updates, lenient_bool,
     lenient_real, os_update_status, update_results,
 };
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// An MDM answer of this device. The raw plist is not kept: it is read once, when the journal
 /// is, and reduced to [`ReportFacts`] (a run of a million answers would not fit otherwise).
@@ -18,8 +18,8 @@ use std::rc::Rc;
 pub struct Answer {
     pub seq: u64,
     pub command_uuid: Box<str>,
-    pub request_type: Option<Rc<str>>,
-    pub status: Rc<str>,
+    pub request_type: Option<Arc<str>>,
+    pub status: Arc<str>,
     pub report: ReportFacts,
 }
 
@@ -48,7 +48,7 @@ pub struct ReportFacts {
 /// One `OSUpdateStatus` item, as the detectors read it (`mdm::report::os_update_status`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OsItem {
-    pub status: Option<Rc<str>>,
+    pub status: Option<Arc<str>>,
     pub is_downloaded: Option<bool>,
     pub download_percent_complete: Option<f64>,
 }
@@ -194,14 +194,14 @@ impl ReportFacts {
 
 /// Interned strings (statuses, request types): a run repeats a handful of them a million times.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Strings(rustc_hash::FxHashSet<Rc<str>>);
+pub struct Strings(rustc_hash::FxHashSet<Arc<str>>);
 
 impl Strings {
-    pub fn get(&mut self, s: &str) -> Rc<str> {
+    pub fn get(&mut self, s: &str) -> Arc<str> {
         if let Some(x) = self.0.get(s) {
             return x.clone();
         }
-        let x: Rc<str> = Rc::from(s);
+        let x: Arc<str> = Arc::from(s);
         self.0.insert(x.clone());
         x
     }

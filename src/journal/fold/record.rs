@@ -15,7 +15,7 @@ use crate::journal::report_xml::StatusAnswer;
 use crate::journal::{Entry, Event, ObservationSource, Reason};
 use crate::mdm::report::{Report, query_responses};
 use std::collections::HashSet;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A dose step as the journal tells it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +78,7 @@ pub struct Facts {
     /// A time was kept for a download after the first dose.
     download_time_taken: bool,
     /// Last OSUpdateStatus item status seen: (seq, status).
-    pub update_statuses: Vec<(u64, Rc<str>)>,
+    pub update_statuses: Vec<(u64, Arc<str>)>,
     pub follow_up_end: Option<(u64, String)>,
     /// The journal time of `follow_up_end`.
     pub follow_up_end_at: Option<String>,
@@ -312,7 +312,7 @@ pub struct Record {
     /// Interned statuses and request types, shared with a caller that labels answers itself.
     pub strings: Strings,
     /// CommandUUID → RequestType of the commands journalled (see the type's doc).
-    types: rustc_hash::FxHashMap<Box<str>, Rc<str>>,
+    types: rustc_hash::FxHashMap<Box<str>, Arc<str>>,
     /// `types` is the whole journal's: do not learn from the entries.
     whole: bool,
 }

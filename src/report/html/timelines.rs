@@ -13,7 +13,7 @@ use crate::verdicts::outcome::{DeviceOutcome, Outcome};
 use chrono::Utc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// What one device's lane shows, in journal order.
 #[derive(Default)]
@@ -24,9 +24,9 @@ struct LaneData {
     /// (time, step, install action, ok).
     doses: Vec<(Instant, u32, String, bool)>,
     /// (time, request type).
-    commands: Vec<(Instant, Rc<str>)>,
+    commands: Vec<(Instant, Arc<str>)>,
     /// (time, request type, status).
-    answers: Vec<(Instant, Rc<str>, Rc<str>)>,
+    answers: Vec<(Instant, Arc<str>, Arc<str>)>,
     /// (time, observation).
     observations: Vec<(Instant, Noted)>,
 }
@@ -44,7 +44,7 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
         builds.entry(b.seq).or_insert(b);
     }
     let dose_uuids = d.dose_uuids();
-    let unknown: Rc<str> = Rc::from("unknown");
+    let unknown: Arc<str> = Arc::from("unknown");
     for e in events {
         let at = e.at;
         let mut at_used = at;
@@ -119,7 +119,7 @@ fn lane_data(events: &[&LaneEv], d: &Facts, o: &DeviceOutcome) -> LaneData {
                 detached = false;
                 if let Some(s) = install_state {
                     l.answers
-                        .push((at, Rc::from("DDM install-state"), Rc::from(&**s)));
+                        .push((at, Arc::from("DDM install-state"), Arc::from(&**s)));
                     if dosed && !matches!(base, Status::Updated | Status::WrongVersion) {
                         // DDM brief §3: none → downloading → prepared → installing; failed.
                         match &**s {
@@ -240,36 +240,82 @@ pub(super) fn timelines(
                 .enumerate()
                 .filter(|(_, (_, o))| excluded(o)),
         );
+    let order: Vec<_> = order.collect();
     let mut folded = false;
-    for (i, (d, o)) in order {
-        // What is written so far goes out before each lane: a long run has a million answers.
-        out.write_all(h.as_bytes())?;
-        h.clear();
-        if excluded(o) && !folded {
-            folded = true;
-            let _ = writeln!(
-                h,
-                "<details class=\"lanes-excluded\"><summary>{n_excluded} excluded device{} (lanes folded)</summary>",
-                if n_excluded == 1 { "" } else { "s" }
-            );
+    // Lanes are independent: a window of them is drawn on every core, then written in order
+    // (a window, not all: a long run's lanes are a hundred megabytes of HTML).
+    for window in order.chunks(LANE_WINDOW) {
+        let drawn = on_every_core(window, |(i, (d, o))| {
+            lane(*i, d, o, digest, &axis, anomalies)
+        });
+        for ((_, (_, o)), lane) in window.iter().zip(drawn) {
+            // What is written so far goes out before each lane: a long run has a million
+            // answers.
+            out.write_all(h.as_bytes())?;
+            h.clear();
+            if excluded(o) && !folded {
+                folded = true;
+                let _ = writeln!(
+                    h,
+                    "<details class=\"lanes-excluded\"><summary>{n_excluded} excluded device{} (lanes folded)</summary>",
+                    if n_excluded == 1 { "" } else { "s" }
+                );
+            }
+            h.push_str(&lane);
         }
-        let l = lane_data(&digest.lane(i), d, o);
-        lane_header(h, i, d, o, anomalies);
-        let mut s = String::new();
-        lane_frame(&mut s, i, &axis);
-        status_band(&mut s, i, &axis, &l);
-        dose_marks(&mut s, &axis, &l);
-        event_marks(&mut s, &axis, &l);
-        s.push_str("</svg>\n");
-        h.push_str(&s);
-        lane_lists(h, &axis, &l, d, anomalies);
-        h.push_str("</section>\n");
     }
     if folded {
         h.push_str("</details>\n");
     }
     h.push_str("</section>\n");
     Ok(())
+}
+
+/// Lanes drawn at once (on all cores) before they are written.
+const LANE_WINDOW: usize = 64;
+
+/// Device `i`'s lane: header, drawing and lists.
+fn lane(
+    i: usize,
+    d: &Facts,
+    o: &DeviceOutcome,
+    digest: &Digest,
+    axis: &Axis,
+    anomalies: &[AnomalyLink],
+) -> String {
+    let mut h = String::new();
+    let l = lane_data(&digest.lane(i), d, o);
+    lane_header(&mut h, i, d, o, anomalies);
+    lane_frame(&mut h, i, axis);
+    status_band(&mut h, i, axis, &l);
+    dose_marks(&mut h, axis, &l);
+    event_marks(&mut h, axis, &l);
+    h.push_str("</svg>\n");
+    lane_lists(&mut h, axis, &l, d, anomalies);
+    h.push_str("</section>\n");
+    h
+}
+
+/// `f` of every item, in order, the items shared out in runs among the cores.
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run = items.len().div_ceil(cores.max(1)).max(1);
+    if run >= items.len() || cores == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(run);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut all: Vec<R> = first.iter().map(f).collect();
+        for o in others {
+            all.extend(o.join().expect("drawing a lane does not panic"));
+        }
+        all
+    })
 }
 
 /// The section's introduction and the legend.
