@@ -614,6 +614,12 @@ async fn nano_env(webhook_results: bool, server_hmac: Option<&[u8]>) -> Env {
     };
     let device = Device::new(UDID, format!("{}/mdm", srv.url()), Some(device_cert(&ca)));
     device.enroll().await;
+    // A second device of the same lab (for `results_many`), enrolled with the same CA.
+    let second = Device::new(
+        "00008110-000A1B2C3D4E5F61",
+        format!("{}/mdm", srv.url()),
+        Some(device_cert(&ca)),
+    );
     Env {
         name: if webhook_results {
             "nanomdm"
@@ -625,7 +631,7 @@ async fn nano_env(webhook_results: bool, server_hmac: Option<&[u8]>) -> Env {
         receiver,
         counts_deliveries: !webhook_results,
         micro: None,
-        _guards: vec![Box::new(srv), Box::new(dir)],
+        _guards: vec![Box::new(srv), Box::new(dir), Box::new(second)],
     }
 }
 
@@ -1344,4 +1350,175 @@ async fn every_backend_sees_the_re_deliveries_of_an_unanswered_command() {
             .count();
         assert_eq!(after, 3, "{who}");
     }
+}
+
+/// `results_many` (one call for many devices: `GET /v1/history?…` since a cursor on `lab`'s
+/// own server) gives each device exactly what its per-device `results` gives — every report,
+/// raw, tagged, sorted — and the deliveries its history holds, round after round as the cursor
+/// moves; on a webhook-fed NanoMDM (no such call) it is the per-device path.
+#[tokio::test]
+async fn results_of_many_devices_in_one_call_equal_the_per_device_results() {
+    for webhook_results in [false, true] {
+        let env = nano_env(webhook_results, Some(HMAC_KEY)).await;
+        let b = env.backend.as_ref();
+        let who = env.name;
+        let other = env._guards[2].downcast_ref::<Device>().unwrap();
+        other.enroll().await;
+        let devices = [&env.device, other];
+        let udids: Vec<String> = devices.iter().map(|d| d.udid.clone()).collect();
+        // A device that never answered anything is in the answer too, with nothing.
+        let mut asked = udids.clone();
+        asked.push("00008110-FFFFFFFFFFFFFFFF".into());
+        let mut total = 0;
+        for round in 0..3 {
+            for d in devices {
+                let uuid = format!("status-{round}-{}", &d.udid[d.udid.len() - 2..]);
+                b.enqueue(&d.udid, &Command::OSUpdateStatus, &uuid)
+                    .await
+                    .unwrap();
+                let cmd = parse_envelope(&d.idle().await).expect("a command");
+                assert_eq!(cmd.command_uuid, uuid, "{who}");
+                if round == 1 {
+                    // Deferred, delivered again, then answered.
+                    d.report(&raw_report(&d.udid, Some(&uuid), "NotNow", ""))
+                        .await;
+                    parse_envelope(&d.idle().await).expect("re-delivery");
+                }
+                d.report(&raw_report(
+                    &d.udid,
+                    Some(&uuid),
+                    "Acknowledged",
+                    OS_UPDATE_STATUS,
+                ))
+                .await;
+            }
+            total += if round == 1 { 2 } else { 1 };
+            for d in devices {
+                results_n(b, &d.udid, total).await;
+            }
+            let many = b.results_many(&asked).await;
+            assert_eq!(many.len(), asked.len(), "{who}");
+            for (u, r) in asked.iter().zip(many) {
+                let one = b.results(u).await.unwrap();
+                let r = r.unwrap();
+                assert_eq!(r, one, "{who}, round {round}, {u}");
+                if udids.contains(u) {
+                    assert_eq!(r.len(), total, "{who}, round {round}, {u}");
+                } else {
+                    assert!(r.is_empty(), "{who}: {r:?}");
+                }
+            }
+            // The deliveries seen through the bulk call are those of the per-device history.
+            let by_bulk: Vec<_> = udids.iter().map(|u| b.deliveries(u)).collect();
+            for u in &udids {
+                b.results(u).await.unwrap();
+            }
+            let by_one: Vec<_> = udids.iter().map(|u| b.deliveries(u)).collect();
+            assert_eq!(by_bulk, by_one, "{who}, round {round}");
+            if !webhook_results {
+                let n = by_bulk[0].as_ref().map_or(0, Vec::len);
+                // One delivery per answer: each Idle, and the Idle after the NotNow.
+                assert_eq!(n, total, "{who}: {by_bulk:?}");
+            }
+        }
+    }
+}
+
+/// A bulk call that fails is every device's error (the runner journals one `mdm_api_error`
+/// per device, as when each per-device call failed), and the server's refusal of a wrong key is
+/// seen as such.
+#[tokio::test]
+async fn a_failed_bulk_call_is_an_error_for_every_device() {
+    let udids: Vec<String> = vec![UDID.into(), "00008110-000A1B2C3D4E5F61".into()];
+    for fault in [NanoFault::NotJson, NanoFault::Drop] {
+        let srv = nano_fault(fault).await;
+        let b = NanoMdm::embedded(&srv.url(), API_KEY, SHORT);
+        let many = b.results_many(&udids).await;
+        assert_eq!(many.len(), 2, "{fault:?}");
+        for r in many {
+            let e = r.unwrap_err();
+            assert!(
+                e.to_string().contains(&srv.url()),
+                "{fault:?}: the error names the server: {e}"
+            );
+        }
+    }
+    let env = nano_env(false, Some(HMAC_KEY)).await;
+    let base = env._guards[0]
+        .downcast_ref::<lab::mdm_server::RunningServer>()
+        .unwrap()
+        .url();
+    let many = NanoMdm::embedded(&base, "wrong-key-0c1d", SHORT)
+        .results_many(&udids)
+        .await;
+    for r in many {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Refused { status: 401, .. }),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains(API_KEY));
+    }
+    let dead = dead_url().await;
+    let many = NanoMdm::embedded(&dead, API_KEY, SHORT)
+        .results_many(&udids)
+        .await;
+    assert!(
+        many.iter()
+            .all(|r| matches!(r, Err(BackendError::NotConnected { .. }))),
+        "{many:?}"
+    );
+}
+
+/// `lab`'s own server queues one status query for many devices in one call (`PUT
+/// /v1/enqueue/id1,id2`, one CommandUUID): each device is delivered it, answers it, and its
+/// answer comes back as its own; a webhook-fed NanoMDM backend says it does not (one call per
+/// device, as before).
+#[tokio::test]
+async fn a_status_query_is_queued_for_many_devices_in_one_call_on_the_embedded_server() {
+    let env = nano_env(false, Some(HMAC_KEY)).await;
+    let b = env.backend.as_ref();
+    assert!(b.enqueues_in_bulk());
+    let other = env._guards[2].downcast_ref::<Device>().unwrap();
+    other.enroll().await;
+    let udids = vec![env.device.udid.clone(), other.udid.clone()];
+    let sent = b
+        .enqueue_many(&udids, &Command::OSUpdateStatus, "status-bulk-1")
+        .await;
+    assert_eq!(sent.len(), 2);
+    for s in sent {
+        assert_eq!(s.unwrap().command_uuid, "status-bulk-1");
+    }
+    for d in [&env.device, other] {
+        let cmd = parse_envelope(&d.idle().await).expect("the shared query");
+        assert_eq!(
+            (cmd.command_uuid.as_str(), cmd.request_type.as_str()),
+            ("status-bulk-1", "OSUpdateStatus")
+        );
+        d.report(&raw_report(
+            &d.udid,
+            Some("status-bulk-1"),
+            "Acknowledged",
+            OS_UPDATE_STATUS,
+        ))
+        .await;
+    }
+    for (u, r) in udids.iter().zip(b.results_many(&udids).await) {
+        let r = r.unwrap();
+        assert_eq!(r.len(), 1, "{u}: {r:?}");
+        assert_eq!(r[0].request_type.as_deref(), Some("OSUpdateStatus"));
+        assert!(String::from_utf8_lossy(&r[0].raw).contains(u.as_str()));
+    }
+    // A reused CommandUUID is refused for every device of the call.
+    let again = b
+        .enqueue_many(&udids, &Command::OSUpdateStatus, "status-bulk-1")
+        .await;
+    assert!(
+        again
+            .iter()
+            .all(|r| matches!(r, Err(BackendError::Refused { status: 409, .. }))),
+        "{again:?}"
+    );
+    let env = nano_env(true, Some(HMAC_KEY)).await;
+    assert!(!env.backend.enqueues_in_bulk());
 }

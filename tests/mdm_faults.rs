@@ -95,7 +95,7 @@ fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
   - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: drop_after_handling, skip: 1 }
   - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: slow, delay: 2500ms, skip: 2 }
   - { path: /v1/enqueue, request_type: OSUpdateStatus, fault: drop, skip: 1, times: 2 }
-  - { path: /v1/history, fault: error_500, skip: 40, times: 3 }
+  - { path: /v1/history, fault: error_500, skip: 25, times: 3 }
 ",
     );
     let sim = Sim::start_with(

@@ -341,6 +341,48 @@ async fn the_api_refuses_bad_requests_with_clear_json() {
     assert_eq!(j["command_uuid"], "u-1");
     assert_eq!(j["request_type"], "OSUpdateStatus");
     assert_eq!(j["no_push"], true);
+    // The history since a cursor (lab's own extension): the same key, and three small numbers.
+    let since = format!("{}/v1/history", srv.url());
+    assert_eq!(http.get(&since).send().await.unwrap().status(), 401);
+    let wrong = http
+        .get(&since)
+        .basic_auth("nanomdm", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    for (query, says) in [
+        ("?limit=10001", "limit must be between 1 and 10000"),
+        ("?limit=0", "limit must be between 1 and 10000"),
+        ("?reports_after=-1", "reports_after must be a whole number"),
+        (
+            "?deliveries_after=x",
+            "deliveries_after must be a whole number",
+        ),
+        ("?ids=U1,U2", "unknown parameter \"ids\""),
+    ] {
+        let r = http
+            .get(format!("{since}{query}"))
+            .basic_auth("nanomdm", Some(API_KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let j: serde_json::Value = r.json().await.unwrap();
+        assert!(j["error"].as_str().unwrap().contains(says), "{query}: {j}");
+    }
+    let r = http
+        .get(format!(
+            "{since}?reports_after=0&deliveries_after=0&limit=10000"
+        ))
+        .basic_auth("nanomdm", Some(API_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["more"], false, "{j}");
+    assert!(j["reports"].as_array().unwrap().is_empty(), "{j}");
     let dup = http
         .put(format!("{url}?nopush=1"))
         .basic_auth("nanomdm", Some(API_KEY))

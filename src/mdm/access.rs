@@ -209,6 +209,32 @@ impl MdmBackend for Watched {
         Box::pin(async move { self.see(self.inner.results(udid).await) })
     }
 
+    fn enqueues_in_bulk(&self) -> bool {
+        self.inner.enqueues_in_bulk()
+    }
+
+    fn enqueue_many<'a>(
+        &'a self,
+        udids: &'a [String],
+        command: &'a Command,
+        command_uuid: &'a str,
+    ) -> BoxFuture<'a, Vec<Result<Enqueued, BackendError>>> {
+        Box::pin(async move {
+            let all = self.inner.enqueue_many(udids, command, command_uuid).await;
+            all.into_iter().map(|r| self.see(r)).collect()
+        })
+    }
+
+    fn results_many<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Vec<CommandResult>, BackendError>>> {
+        Box::pin(async move {
+            let all = self.inner.results_many(udids).await;
+            all.into_iter().map(|r| self.see(r)).collect()
+        })
+    }
+
     fn delivery_counts<'a>(
         &'a self,
         udid: &'a str,

@@ -23,9 +23,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod enqueue;
+mod feed;
+mod inbox;
+pub(super) use inbox::results_from_inbox;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// No connection was made: the request never left (nothing can have been queued).
     #[error("MDM at {url} cannot be reached: {reason}")]
@@ -128,11 +133,39 @@ pub trait MdmBackend: Send + Sync {
         command: &'a Command,
         command_uuid: &'a str,
     ) -> BoxFuture<'a, Result<Enqueued, BackendError>>;
+    /// Whether [`MdmBackend::enqueue_many`] queues for many devices in one call: `lab`'s own
+    /// server. The runner shares one CommandUUID among devices only then, and only for a
+    /// harmless query (OSUpdateStatus), never a dose.
+    fn enqueues_in_bulk(&self) -> bool {
+        false
+    }
+    /// Queue one command under one CommandUUID for many devices; one answer per device, in
+    /// order. The default makes one [`MdmBackend::enqueue`] call per device ([`BULK`] at once)
+    /// with that same CommandUUID, which most MDMs refuse: call it only where
+    /// [`MdmBackend::enqueues_in_bulk`] says so.
+    fn enqueue_many<'a>(
+        &'a self,
+        udids: &'a [String],
+        command: &'a Command,
+        command_uuid: &'a str,
+    ) -> BoxFuture<'a, Vec<Result<Enqueued, BackendError>>> {
+        Box::pin(enqueue_each(self, udids, command, command_uuid))
+    }
     /// Every result the MDM has reported for this device so far, oldest first.
     fn results<'a>(
         &'a self,
         udid: &'a str,
     ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>>;
+    /// The results of many devices (one entry per device, in order), each what
+    /// [`MdmBackend::results`] gives for it; a failed call is that device's error. The default
+    /// asks device by device, [`BULK`] at once; `lab`'s own server answers for the whole lab in
+    /// one call of what is new since the last (`GET /v1/history?…`, its own extension).
+    fn results_many<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Vec<CommandResult>, BackendError>>> {
+        Box::pin(results_each(self, udids))
+    }
     /// Deliveries / final answers per CommandUUID (deliveries only where the MDM exposes them).
     fn delivery_counts<'a>(
         &'a self,
@@ -201,6 +234,43 @@ pub trait MdmBackend: Send + Sync {
         );
         Box::pin(async move { Ok(UserChannels::Unknown(why)) })
     }
+}
+
+/// How many per-device MDM calls [`MdmBackend::results_many`]'s default makes at once.
+pub const BULK: usize = 64;
+
+/// [`MdmBackend::results_many`] device by device, [`BULK`] calls at once.
+pub async fn results_each<B: MdmBackend + ?Sized>(
+    b: &B,
+    udids: &[String],
+) -> Vec<Result<Vec<CommandResult>, BackendError>> {
+    let mut out = Vec::with_capacity(udids.len());
+    for chunk in udids.chunks(BULK) {
+        out.extend(crate::join::join_all(chunk.iter().map(|u| b.results(u)).collect()).await);
+    }
+    out
+}
+
+/// [`MdmBackend::enqueue_many`] device by device, [`BULK`] calls at once.
+pub async fn enqueue_each<B: MdmBackend + ?Sized>(
+    b: &B,
+    udids: &[String],
+    command: &Command,
+    command_uuid: &str,
+) -> Vec<Result<Enqueued, BackendError>> {
+    let mut out = Vec::with_capacity(udids.len());
+    for chunk in udids.chunks(BULK) {
+        out.extend(
+            crate::join::join_all(
+                chunk
+                    .iter()
+                    .map(|u| b.enqueue(u, command, command_uuid))
+                    .collect(),
+            )
+            .await,
+        );
+    }
+    out
 }
 
 pub(super) fn client(timeout: Duration) -> reqwest::Client {
@@ -301,73 +371,6 @@ impl SentMap {
     }
 }
 
-/// Results from webhook events: acknowledge events with a CommandUUID for this device.
-///
-/// MicroMDM's webhook has no `omitempty` on `command_uuid` (`workflow/webhook/acknowledge.go`),
-/// so its Idle polls arrive as `"command_uuid": ""`: an empty CommandUUID, or an Idle status, is
-/// a poll, not a result.
-pub(super) fn results_from_inbox(
-    inbox: &Inbox,
-    udid: &str,
-    sent: &SentMap,
-    notes: &Notes,
-) -> Vec<CommandResult> {
-    // A webhook posted twice (a retrying proxy, an MDM that re-sends) is one report: the same
-    // event_id, or (MDMs that send none) the same body.
-    let mut seen = std::collections::HashSet::new();
-    inbox
-        .events()
-        .into_iter()
-        .filter(|e| {
-            let id = if e.event.event_id.is_empty() {
-                format!(
-                    "body:{}",
-                    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&e.body))
-                )
-            } else {
-                format!("id:{}", e.event.event_id)
-            };
-            if seen.insert(id.clone()) {
-                return true;
-            }
-            if let Some(ack) = &e.event.acknowledge_event
-                && (ack.udid.as_deref() == Some(udid) || ack.enrollment_id.as_deref() == Some(udid))
-            {
-                notes.add(BackendNote {
-                    udid: udid.to_string(),
-                    kind: "webhook_duplicate",
-                    key: format!(
-                        "webhook {} for command {}",
-                        e.event.event_id,
-                        ack.command_uuid.as_deref().unwrap_or("")
-                    ),
-                    value: format!(
-                        "the MDM posted the same webhook event again ({id}); counted once"
-                    ),
-                });
-            }
-            false
-        })
-        .filter_map(|e| {
-            let ack = e.event.acknowledge_event?;
-            if ack.udid.as_deref() != Some(udid) && ack.enrollment_id.as_deref() != Some(udid) {
-                return None;
-            }
-            if ReportStatus::parse(&ack.status) == ReportStatus::Idle {
-                return None;
-            }
-            let uuid = ack.command_uuid.filter(|u| !u.is_empty())?;
-            Some(CommandResult {
-                request_type: sent.get(&uuid),
-                command_uuid: uuid,
-                status: ack.status,
-                raw: ack.raw_payload,
-                received_at: e.received_at,
-            })
-        })
-        .collect()
-}
-
 pub(super) fn counts_from_results(results: &[CommandResult]) -> HashMap<String, DeliveryCount> {
     let mut m: HashMap<String, DeliveryCount> = HashMap::new();
     for r in results {
@@ -401,6 +404,10 @@ pub struct NanoMdm {
     from_history: Mutex<std::collections::HashSet<(String, Vec<u8>)>>,
     /// Each device's deliveries in the history the last `results` call read.
     history_deliveries: Mutex<HashMap<String, Vec<Delivery>>>,
+    /// The histories read since a cursor (`results_many` on `lab`'s own server).
+    feed: tokio::sync::Mutex<feed::Feed>,
+    /// Whether the server answers `GET /v1/history?…`: `None` until asked.
+    feed_api: Mutex<Option<bool>>,
 }
 
 /// One report, as webhook and history both carry it: its CommandUUID and a digest of its raw
@@ -428,6 +435,8 @@ impl NanoMdm {
             notes: Notes::default(),
             from_history: Mutex::default(),
             history_deliveries: Mutex::default(),
+            feed: Default::default(),
+            feed_api: Mutex::new(None),
         }
     }
 
@@ -624,75 +633,30 @@ impl MdmBackend for NanoMdm {
         command_uuid: &'a str,
     ) -> BoxFuture<'a, Result<Enqueued, BackendError>> {
         Box::pin(async move {
-            let url = format!("{}/v1/enqueue/{udid}", self.base);
-            // The map entry is made before sending: a reply may arrive before the HTTP answer.
-            self.sent.insert(command_uuid, command.request_type(), udid);
-            let resp = self
-                .http
-                .put(&url)
-                .basic_auth(super::API_USER, Some(&self.api_key))
-                .body(command.to_plist(command_uuid))
-                .send()
-                .await
-                .map_err(|e| map_send_error(&url, self.timeout, e))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| map_send_error(&url, self.timeout, e))?;
-            let v: serde_json::Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                // NanoMDM answers a wrong key with 401 and the text `Unauthorized` (brief
-                // §5.1): a non-2xx answer that is not JSON is a refusal, not a bad response.
-                Err(_) if !(200..300).contains(&status) => {
-                    return Err(BackendError::Refused {
-                        url,
-                        status,
-                        message: text.chars().take(500).collect(),
-                    });
-                }
-                Err(e) => {
-                    return Err(BackendError::BadResponse {
-                        url,
-                        reason: format!("HTTP {status}: {e}"),
-                    });
-                }
-            };
-            if let Some(err) = v["command_error"].as_str() {
-                return Err(BackendError::Refused {
-                    url,
-                    status,
-                    message: err.to_string(),
-                });
+            let mut one = self.enqueue_ids(&[udid], command, command_uuid).await?;
+            Ok(one.remove(0))
+        })
+    }
+
+    fn enqueues_in_bulk(&self) -> bool {
+        // `lab`'s own server only: a NanoMDM backend keeps one call per device, as before.
+        self.inbox.is_none()
+    }
+
+    fn enqueue_many<'a>(
+        &'a self,
+        udids: &'a [String],
+        command: &'a Command,
+        command_uuid: &'a str,
+    ) -> BoxFuture<'a, Vec<Result<Enqueued, BackendError>>> {
+        Box::pin(async move {
+            if !self.enqueues_in_bulk() {
+                return enqueue_each(self, udids, command, command_uuid).await;
             }
-            let queued_uuid = v["command_uuid"].as_str();
-            if queued_uuid.is_some_and(|u| u != command_uuid) {
-                return Err(BackendError::BadResponse {
-                    url,
-                    reason: format!("queued as {queued_uuid:?}, not {command_uuid}"),
-                });
-            }
-            let push_error = v["status"][udid]["push_error"]
-                .as_str()
-                .or(v["push_error"].as_str())
-                .map(str::to_string);
-            match status {
-                200 | 207 => Ok(Enqueued {
-                    command_uuid: command_uuid.to_string(),
-                    pushed: pushed_by_answer(&v, udid, push_error.as_deref()),
-                    push_error,
-                }),
-                // Queued but not pushed (brief §0.8): NanoMDM says so with command_uuid.
-                500 if queued_uuid.is_some() => Ok(Enqueued {
-                    command_uuid: command_uuid.to_string(),
-                    pushed: Some(false),
-                    push_error: push_error.or(Some("push failed".into())),
-                }),
-                _ => Err(BackendError::Refused {
-                    url,
-                    status,
-                    message: text.chars().take(500).collect(),
-                }),
+            let ids: Vec<&str> = udids.iter().map(String::as_str).collect();
+            match self.enqueue_ids(&ids, command, command_uuid).await {
+                Ok(all) => all.into_iter().map(Ok).collect(),
+                Err(e) => udids.iter().map(|_| Err(e.clone())).collect(),
             }
         })
     }
@@ -728,6 +692,13 @@ impl MdmBackend for NanoMdm {
                 }
             }
         })
+    }
+
+    fn results_many<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Vec<CommandResult>, BackendError>>> {
+        Box::pin(self.results_from_feed(udids))
     }
 
     fn delivery_counts<'a>(

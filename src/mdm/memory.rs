@@ -48,6 +48,10 @@ pub enum EnqueueFault {
 #[derive(Debug, Default)]
 struct Inner {
     keeps_records: bool,
+    /// `results_many` fails for every device (a bulk call that failed).
+    fail_results_many: bool,
+    /// It queues one command for many devices in one call (like `lab`'s own server).
+    bulk: bool,
     store: Option<StoreIdentity>,
     /// Stores made so far (numbers the store identities).
     stores: u32,
@@ -95,6 +99,16 @@ impl MemoryMdm {
     /// Fail the next enqueue call (faults queue up, one per call).
     pub fn fail_next_enqueue(&self, fault: EnqueueFault) {
         self.lock().faults.push_back(fault);
+    }
+
+    /// From now on `results_many` fails for every device, as a bulk call that failed.
+    pub fn fail_results_many(&self) {
+        self.lock().fail_results_many = true;
+    }
+
+    /// Queue one command for many devices in one call (`enqueue_many`), as `lab`'s server.
+    pub fn enqueue_in_bulk(&self) {
+        self.lock().bulk = true;
     }
 
     /// Hold `command_uuid` as queued for `udid` (a command that reached the MDM before the
@@ -225,6 +239,55 @@ impl MdmBackend for MemoryMdm {
     ) -> BoxFuture<'a, Result<Vec<CommandResult>, BackendError>> {
         let r = self.lock().results.get(udid).cloned().unwrap_or_default();
         Box::pin(async move { Ok(r) })
+    }
+
+    fn results_many<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Vec<CommandResult>, BackendError>>> {
+        if self.lock().fail_results_many {
+            let all = udids.iter().map(|_| Err(timeout())).collect();
+            return Box::pin(async move { all });
+        }
+        Box::pin(super::backend::results_each(self, udids))
+    }
+
+    fn enqueues_in_bulk(&self) -> bool {
+        self.lock().bulk
+    }
+
+    fn enqueue_many<'a>(
+        &'a self,
+        udids: &'a [String],
+        command: &'a Command,
+        command_uuid: &'a str,
+    ) -> BoxFuture<'a, Vec<Result<Enqueued, BackendError>>> {
+        if !self.lock().bulk {
+            return Box::pin(super::backend::enqueue_each(
+                self,
+                udids,
+                command,
+                command_uuid,
+            ));
+        }
+        let mut i = self.lock();
+        let answers = udids
+            .iter()
+            .map(|udid| {
+                i.calls.push((udid.clone(), command_uuid.into()));
+                i.queued.push(Queued {
+                    udid: udid.clone(),
+                    command_uuid: command_uuid.into(),
+                    request_type: command.request_type().into(),
+                });
+                Ok(Enqueued {
+                    command_uuid: command_uuid.into(),
+                    pushed: Some(true),
+                    push_error: None,
+                })
+            })
+            .collect();
+        Box::pin(async move { answers })
     }
 
     /// Its answers are kept as long as its records are: without records it stands for a

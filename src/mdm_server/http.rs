@@ -5,7 +5,9 @@
 //! Operator side, NanoMDM-compatible (§5.1): `PUT /v1/enqueue/{ids}` with a raw command plist
 //! (`?nopush=1`), `GET /v1/push/{ids}`, HTTP Basic with user `nanomdm`. Additions QA engineers
 //! ask for and NanoMDM lacks: `GET /v1/history/{id}` (every command with its deliveries and the
-//! raw reports), `GET /v1/enrollments`, `GET /v1/reports/rejected`, `GET /v1/store` (the store's
+//! raw reports), `GET /v1/history?reports_after=R&deliveries_after=D[&limit=N]` (what every
+//! enrollment's history gained since a cursor: one call per follow-up round for the whole lab),
+//! `GET /v1/enrollments`, `GET /v1/reports/rejected`, `GET /v1/store` (the store's
 //! identity and creation time).
 
 // Handlers return `Result<(), Response>` to short-circuit with a ready HTTP answer; the size of
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/enqueue/{ids}", put(enqueue).post(enqueue))
         .route("/v1/push/{ids}", get(push_api).post(push_api))
         .route("/v1/history/{id}", get(history))
+        .route("/v1/history", get(history_since))
         .route("/v1/enrollments", get(enrollments))
         .route("/v1/store", get(store_identity))
         .route("/v1/reports/rejected", get(rejected))
@@ -747,6 +750,74 @@ async fn history(
     }
     match st.store.history(&id) {
         Ok(h) => axum::Json(serde_json::json!({ "id": id, "commands": h })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The most reports (and deliveries) one `GET /v1/history?…` answer carries, and the default.
+pub const HISTORY_PAGE_MAX: u32 = 10_000;
+const HISTORY_PAGE_DEFAULT: u32 = 5_000;
+
+/// `GET /v1/history?reports_after=R&deliveries_after=D[&limit=N]`: `lab`'s own extension
+/// (NanoMDM has no such call). The reports and deliveries every enrollment's history gained
+/// since the cursor (R, D: the numbers of the last ones the caller has; 0 for all), at most N
+/// of each (≤ [`HISTORY_PAGE_MAX`]), with the cursor to ask from next and `more` when a page
+/// was full. Anything else in the query is refused: the input is three small numbers.
+async fn history_since(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check_api_auth(&st, &headers) {
+        return r;
+    }
+    if let Some(k) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "reports_after" | "deliveries_after" | "limit"))
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown parameter {:?}: the history since a cursor takes reports_after, deliveries_after and limit",
+                k.chars().take(64).collect::<String>()
+            ),
+        );
+    }
+    let number = |k: &str| -> Result<Option<i64>, Response> {
+        match q.get(k) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k} must be a whole number, 0 or more"),
+                )),
+            },
+        }
+    };
+    let (reports_after, deliveries_after, limit) = match (
+        number("reports_after"),
+        number("deliveries_after"),
+        number("limit"),
+    ) {
+        (Ok(r), Ok(d), Ok(l)) => (r.unwrap_or(0), d.unwrap_or(0), l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    let limit = match limit {
+        None => HISTORY_PAGE_DEFAULT,
+        Some(n) if (1..=i64::from(HISTORY_PAGE_MAX)).contains(&n) => n as u32,
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {HISTORY_PAGE_MAX}"),
+            );
+        }
+    };
+    match st
+        .store
+        .history_since(reports_after, deliveries_after, limit)
+    {
+        Ok(h) => axum::Json(h).into_response(),
         Err(e) => internal(e),
     }
 }

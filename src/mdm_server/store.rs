@@ -165,6 +165,45 @@ pub struct CommandHistory {
     pub reports: Vec<ReportRecord>,
 }
 
+/// Where a report or a delivery sits in an enrollment's history (`history_since`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPlace {
+    pub enrollment_id: String,
+    pub command_uuid: String,
+    pub request_type: String,
+    pub queued_at: String,
+    /// The command's place in the enrollment's queue (`history` lists commands in this order).
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReport {
+    #[serde(flatten)]
+    pub place: HistoryPlace,
+    #[serde(flatten)]
+    pub report: ReportRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryDelivery {
+    /// The store's number for the delivery (the cursor `deliveries_after` counts these).
+    pub id: i64,
+    #[serde(flatten)]
+    pub place: HistoryPlace,
+    pub at: String,
+}
+
+/// What the histories gained since a cursor (`Store::history_since`), and the cursor to ask
+/// from next (`more`: a page was full, ask again at once).
+#[derive(Debug, Clone, Serialize)]
+pub struct HistorySince {
+    pub reports_after: i64,
+    pub deliveries_after: i64,
+    pub more: bool,
+    pub reports: Vec<HistoryReport>,
+    pub deliveries: Vec<HistoryDelivery>,
+}
+
 fn base64_bytes<S: serde::Serializer>(b: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
     use base64::Engine;
     s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
@@ -554,6 +593,83 @@ impl Store {
                 out.push(h);
             }
             Ok(out)
+        })
+    }
+
+    /// What every enrollment's history (`history`) gained since a cursor: the reports numbered
+    /// above `reports_after` and the deliveries numbered above `deliveries_after`, at most
+    /// `limit` of each, oldest first, each with its command's place in the enrollment's
+    /// history. `lab`'s own extension (`GET /v1/history?…`): a follow-up round reads what is
+    /// new for the whole lab in one call instead of every device's whole history.
+    pub fn history_since(
+        &self,
+        reports_after: i64,
+        deliveries_after: i64,
+        limit: u32,
+    ) -> Result<HistorySince> {
+        self.with(|c| {
+            // Only reports and deliveries of a command queued for that enrollment: what
+            // `history` shows (a report of an unknown command is in the rejected list).
+            let mut st = c.prepare(
+                "SELECT r.id, r.enrollment_id, r.command_uuid, c.request_type, c.created_at, q.seq,
+                        r.status, r.received_at, r.note, r.raw
+                 FROM reports r
+                 JOIN queue q ON q.enrollment_id = r.enrollment_id AND q.command_uuid = r.command_uuid
+                 JOIN commands c ON c.command_uuid = r.command_uuid
+                 WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+            )?;
+            let reports = st
+                .query_map(params![reports_after, limit], |r| {
+                    Ok(HistoryReport {
+                        place: HistoryPlace {
+                            enrollment_id: r.get(1)?,
+                            command_uuid: r.get(2)?,
+                            request_type: r.get(3)?,
+                            queued_at: r.get(4)?,
+                            seq: r.get(5)?,
+                        },
+                        report: ReportRecord {
+                            id: r.get(0)?,
+                            enrollment_id: None,
+                            status: r.get(6)?,
+                            received_at: r.get(7)?,
+                            note: r.get(8)?,
+                            raw: r.get(9)?,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT d.id, d.enrollment_id, d.command_uuid, c.request_type, c.created_at, q.seq, d.at
+                 FROM deliveries d
+                 JOIN queue q ON q.enrollment_id = d.enrollment_id AND q.command_uuid = d.command_uuid
+                 JOIN commands c ON c.command_uuid = d.command_uuid
+                 WHERE d.id > ?1 ORDER BY d.id LIMIT ?2",
+            )?;
+            let deliveries = st
+                .query_map(params![deliveries_after, limit], |r| {
+                    Ok(HistoryDelivery {
+                        id: r.get(0)?,
+                        place: HistoryPlace {
+                            enrollment_id: r.get(1)?,
+                            command_uuid: r.get(2)?,
+                            request_type: r.get(3)?,
+                            queued_at: r.get(4)?,
+                            seq: r.get(5)?,
+                        },
+                        at: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = reports.len() as u64 >= u64::from(limit)
+                || deliveries.len() as u64 >= u64::from(limit);
+            Ok(HistorySince {
+                reports_after: reports.last().map_or(reports_after, |r| r.report.id),
+                deliveries_after: deliveries.last().map_or(deliveries_after, |d| d.id),
+                more,
+                reports,
+                deliveries,
+            })
         })
     }
 

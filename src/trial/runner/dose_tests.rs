@@ -99,27 +99,32 @@ impl Drop for Bench {
 
 /// Device `A` at build 21F90, eligible for 17.6.1 and allocated to arm `one`.
 fn allocate_a(r: &mut Runner<'_>) {
+    allocate(r, "A");
+}
+
+/// Device `udid` at build 21F90, eligible for 17.6.1 and allocated to arm `one`.
+fn allocate(r: &mut Runner<'_>, udid: &str) {
     r.log_all(vec![
         Event::DeviceDiscovered {
-            udid: "A".into(),
+            udid: udid.into(),
             host: "h".into(),
             device_id: 1,
         },
         Event::BaselineRecorded {
-            udid: "A".into(),
+            udid: udid.into(),
             probe: serde_json::json!({"baseline": {
                 "product_version": {"value": "17.5.1"},
                 "build_version": {"value": "21F90"},
             }}),
         },
         Event::EligibilityAssessed {
-            udid: "A".into(),
+            udid: udid.into(),
             eligible: true,
             reasons: vec![],
             target: serde_json::json!({"version": "17.6.1", "build": "21G93", "product_key": "iOSUpdate21G93"}),
         },
         Event::Allocated {
-            udid: "A".into(),
+            udid: udid.into(),
             arm: "one".into(),
             seed: 1,
         },
@@ -371,4 +376,123 @@ async fn a_dose_whose_answer_never_came_is_lost_to_follow_up_without_a_history()
         };
         assert_eq!(o.outcome, want, "{o:?}");
     }
+}
+
+/// A follow-up poll of two devices.
+fn ab() -> Vec<String> {
+    vec!["A".to_string(), "B".to_string()]
+}
+
+async fn dosed_ab<'a>(b: &'a Bench, mdm: &MemoryMdm) -> Runner<'a> {
+    let mut r = b.runner(mdm);
+    allocate(&mut r, "A");
+    allocate(&mut r, "B");
+    r.dose_many(vec![
+        ("A".into(), 1, InstallAction::Default),
+        ("B".into(), 1, InstallAction::Default),
+    ])
+    .await
+    .unwrap();
+    r
+}
+
+/// A round's MDM answers come in one call for every device where the MDM allows; when that
+/// call fails, each device gets its `mdm_api_error` observation, journaled before anything
+/// acts on the round, and the round goes on (status queries sent).
+#[tokio::test]
+async fn a_failed_bulk_results_call_is_an_observation_for_every_device() {
+    let b = Bench::new();
+    let mdm = MemoryMdm::with_records();
+    let mut r = dosed_ab(&b, &mdm).await;
+    mdm.fail_results_many();
+    r.poll_devices(&ab(), &[], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    drop(r);
+    let ev = b.events();
+    for u in ["A", "B"] {
+        let errors = count(&ev, |e| {
+            matches!(e, Event::Observation { udid: Some(x), kind, key, .. }
+                if x == u && kind == "mdm_api_error" && key == "results")
+        });
+        assert_eq!(errors, 1, "{u}");
+        let asked = count(
+            &ev,
+            |e| matches!(e, Event::CommandSent { udid, .. } if udid == u),
+        );
+        assert_eq!(asked, 1, "{u}");
+    }
+}
+
+/// On an MDM that queues in bulk, a round's status queries share one CommandUUID, yet each
+/// device's query is its own: an answer from one device settles that device's query only (the
+/// other is still outstanding and not asked again), and doses stay one per device.
+#[tokio::test]
+async fn a_shared_status_query_is_settled_per_device() {
+    let b = Bench::new();
+    let mdm = MemoryMdm::with_records();
+    mdm.enqueue_in_bulk();
+    let mut r = dosed_ab(&b, &mdm).await;
+    let doses = mdm.queued_commands().len();
+    assert_eq!(doses, 2);
+    let max = Duration::from_secs(3600);
+    r.poll_devices(&ab(), &[], max).await.unwrap();
+    let sent: Vec<(String, String)> = b
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::CommandSent {
+                udid, command_uuid, ..
+            } => Some((udid, command_uuid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].1, sent[1].1, "one CommandUUID for the round");
+    let uuid = sent[0].1.clone();
+    let raw = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\"><dict>\
+         <key>CommandUUID</key><string>{uuid}</string><key>Status</key><string>Acknowledged</string>\
+         <key>UDID</key><string>A</string><key>OSUpdateStatus</key><array/></dict></plist>"
+    );
+    mdm.answer(
+        "A",
+        crate::mdm::backend::CommandResult {
+            command_uuid: uuid.clone(),
+            request_type: Some("OSUpdateStatus".into()),
+            status: "Acknowledged".into(),
+            raw: raw.into_bytes(),
+            received_at: "2025-01-01T00:00:00Z".into(),
+        },
+    );
+    assert_eq!(
+        r.state.devices["A"].outstanding.as_deref(),
+        Some(uuid.as_str())
+    );
+    r.poll_devices(&ab(), &[], max).await.unwrap();
+    assert_ne!(
+        r.state.devices["A"].outstanding.as_deref(),
+        Some(uuid.as_str())
+    );
+    assert_eq!(
+        r.state.devices["B"].outstanding.as_deref(),
+        Some(uuid.as_str())
+    );
+    drop(r);
+    let ev = b.events();
+    let asked = |u: &str| {
+        count(
+            &ev,
+            |e| matches!(e, Event::CommandSent { udid, .. } if udid == u),
+        )
+    };
+    assert_eq!((asked("A"), asked("B")), (2, 1));
+    let results = |u: &str| {
+        count(
+            &ev,
+            |e| matches!(e, Event::MdmResult { udid, .. } if udid == u),
+        )
+    };
+    assert_eq!((results("A"), results("B")), (1, 0));
+    assert_eq!(count(&ev, |e| matches!(e, Event::DoseIntent { .. })), 2);
 }

@@ -40,10 +40,8 @@ impl Runner<'_> {
                 .retain(&attached, |u| followed.contains(u));
             self.collect_rejected().await?;
             round.phases.list = round.wall.elapsed();
-            for batch in active.chunks(CONCURRENCY) {
-                let phases = self.poll_devices(batch, &attached, max).await?;
-                round.phases.add(&phases);
-            }
+            round.phases = self.poll_devices(&active, &attached, max).await?;
+            round.phases.list = round.wall.elapsed().saturating_sub(round.phases.total());
             round.log(active.len());
             self.check_mdm_access()?;
             self.check_interrupt()?;
@@ -54,53 +52,6 @@ impl Runner<'_> {
             }
             self.check_interrupt()?;
         }
-    }
-
-    /// Journal the MDM's new answers for a device, the backend's notes (lost or duplicated
-    /// webhooks) and the reports the MDM rejected. A failed call is an observation.
-    pub(super) async fn collect_results(&mut self, udid: &str) -> Result<(), RunError> {
-        let results = match self.lab.backend.results(udid).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.log(Event::Observation {
-                    udid: Some(udid.into()),
-                    source: ObservationSource::Harness,
-                    kind: "mdm_api_error".into(),
-                    key: "results".into(),
-                    value: e.to_string(),
-                })?;
-                Vec::new()
-            }
-        };
-        for n in self.lab.backend.take_notes() {
-            self.log(Event::Observation {
-                udid: Some(n.udid),
-                source: ObservationSource::Harness,
-                kind: n.kind.into(),
-                key: n.key,
-                value: n.value,
-            })?;
-        }
-        for r in results {
-            let key = result_key(&r.command_uuid, &r.status, &r.received_at);
-            if self.state.devices[udid].results.contains(&key) {
-                continue;
-            }
-            let raw_b64 = base64::engine::general_purpose::STANDARD.encode(&r.raw);
-            let ev = Event::MdmResult {
-                udid: udid.into(),
-                command_uuid: r.command_uuid.clone(),
-                request_type: r.request_type.clone(),
-                status: r.status.clone(),
-                raw_b64: raw_b64.clone(),
-                received_at: r.received_at.clone(),
-            };
-            // The fold takes the answer in (and its status, for OSUpdateStatus) as it is logged.
-            self.log(ev)?;
-        }
-        let delivered = self.delivery_events(udid);
-        self.log_all(delivered)?;
-        Ok(())
     }
 
     /// The deliveries of the device's ScheduleOSUpdate doses the backend has seen since the
@@ -244,8 +195,12 @@ impl Runner<'_> {
             return Ok(());
         }
         tokio::time::sleep(self.lab.backend.settle_time()).await;
+        // Every dosed device's answers in one call where the MDM allows, journaled with one
+        // fsync (the same events as a poll's, without the re-probes).
+        let results = self.lab.backend.results_many(&dosed).await;
+        let fetched = results.into_iter().map(|r| (r, None, None)).collect();
+        self.record_poll(&dosed, fetched)?;
         for u in dosed {
-            self.collect_results(&u).await?;
             self.collect_ddm_reports(&u).await?;
         }
         self.collect_rejected().await?;
@@ -287,7 +242,10 @@ impl Runner<'_> {
         self.log_all(events)?;
         Ok(())
     }
-    /// rejected reports and USB re-probes are fetched concurrently and journaled with one fsync,
+
+    /// One poll of the round's devices: their MDM answers (one call for them all where the MDM
+    /// allows, `MdmBackend::results_many`), DDM status reports and USB re-probes
+    /// ([`CONCURRENCY`] devices at once) are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
     /// MDM call is an observation; the next poll asks again. Returns how long each part took.
     pub(super) async fn poll_devices(
@@ -299,40 +257,65 @@ impl Runner<'_> {
         let reprobe = self.p.protocol.follow_up.reprobe;
         let mut phases = RoundPhases::default();
         let t = Instant::now();
-        let fetched = {
+        let (results, mdm, devices) = {
             let backend = self.lab.backend.as_ref();
             let ddm = self.lab.ddm.as_deref();
             let devices = &self.state.devices;
             let sessions = self.lab.sessions.as_ref();
-            crate::join::join_all(
-                udids
-                    .iter()
-                    .map(|udid| async move {
-                        let results = backend.results(udid).await;
-                        let d = &devices[udid];
-                        let reports = match ddm {
-                            Some(ddm) if d.doses.values().any(|x| x.declaration) => Some(
-                                ddm.status_reports(udid, d.ddm_report_after.as_deref())
-                                    .await,
-                            ),
-                            _ => None,
-                        };
-                        let usb = if reprobe {
-                            Some(reprobe_device(udid, attached, sessions).await)
-                        } else {
-                            None
-                        };
-                        (results, usb, reports)
-                    })
-                    .collect(),
-            )
-            .await
+            let each = async {
+                let mut out = Vec::with_capacity(udids.len());
+                for batch in udids.chunks(CONCURRENCY) {
+                    out.extend(
+                        crate::join::join_all(
+                            batch
+                                .iter()
+                                .map(|udid| async move {
+                                    let d = &devices[udid];
+                                    let reports = match ddm {
+                                        Some(ddm) if d.doses.values().any(|x| x.declaration) => {
+                                            Some(
+                                                ddm.status_reports(
+                                                    udid,
+                                                    d.ddm_report_after.as_deref(),
+                                                )
+                                                .await,
+                                            )
+                                        }
+                                        _ => None,
+                                    };
+                                    let usb = if reprobe {
+                                        Some(reprobe_device(udid, attached, sessions).await)
+                                    } else {
+                                        None
+                                    };
+                                    (usb, reports)
+                                })
+                                .collect(),
+                        )
+                        .await,
+                    );
+                }
+                out
+            };
+            let mdm = async {
+                let t = Instant::now();
+                let r = backend.results_many(udids).await;
+                (r, t.elapsed())
+            };
+            let ((results, mdm), devices) = tokio::join!(mdm, each);
+            (results, mdm, devices)
         };
         phases.fetch = t.elapsed();
-        phases.kept = fetched
+        phases.mdm = mdm;
+        phases.kept = devices
             .iter()
-            .filter(|(_, usb, _)| usb.as_ref().is_some_and(|u| u.kept))
+            .filter(|(usb, _)| usb.as_ref().is_some_and(|u| u.kept))
             .count();
+        let fetched: Vec<Fetched> = results
+            .into_iter()
+            .zip(devices)
+            .map(|(r, (usb, reports))| (r, usb, reports))
+            .collect();
         let t = Instant::now();
         let now_builds = self.record_poll(udids, fetched)?;
         phases.record = t.elapsed();
@@ -451,18 +434,23 @@ impl Runner<'_> {
                 second.push((udid.clone(), step, action));
             }
         }
-        self.dose_many(second).await?;
+        // `dose_many` takes a batch of at most CONCURRENCY (its intents fsynced together).
+        while !second.is_empty() {
+            let rest = second.split_off(second.len().min(CONCURRENCY));
+            self.dose_many(second).await?;
+            second = rest;
+        }
         Ok(())
     }
 
     /// The end of follow-up (4: its `until`, or the time limit), journaled. Returns the devices
-    /// to ask their update status, each with the CommandUUID to use.
+    /// to ask their update status.
     fn end_or_ask(
         &mut self,
         udids: &[String],
         now_builds: Vec<Option<String>>,
         max: Duration,
-    ) -> Result<Vec<(String, String)>, RunError> {
+    ) -> Result<Vec<String>, RunError> {
         let mut ended = Vec::new();
         let mut ask = Vec::new();
         for (udid, now_build) in udids.iter().zip(now_builds) {
@@ -477,10 +465,7 @@ impl Runner<'_> {
                     udid: udid.clone(),
                     reason,
                 }),
-                Action::AskStatus => ask.push((
-                    udid.clone(),
-                    format!("lab-status-{}", crate::tls::random_secret()),
-                )),
+                Action::AskStatus => ask.push(udid.clone()),
                 _ => {}
             }
         }
@@ -489,40 +474,59 @@ impl Runner<'_> {
     }
 
     /// Ask for the update status (5) (one outstanding at a time: the MDM queue is in order).
-    async fn ask_status(&mut self, ask: Vec<(String, String)>) -> Result<(), RunError> {
-        let sent = {
-            let backend = self.lab.backend.as_ref();
-            crate::join::join_all(
-                ask.iter()
-                    .map(|(udid, uuid)| async move {
-                        backend.enqueue(udid, &Command::OSUpdateStatus, uuid).await
-                    })
-                    .collect(),
-            )
-            .await
+    /// Where the MDM queues for many devices in one call (`lab`'s own server), the round's
+    /// queries go [`STATUS_IDS`] devices a call under one CommandUUID: a status query is no
+    /// dose, and each device's `CommandSent` and answers are its own in the journal (the fold
+    /// tracks a device's outstanding query per device). Elsewhere one call per device, each
+    /// with its own CommandUUID. A failed call is an observation for each of its devices.
+    async fn ask_status(&mut self, ask: Vec<String>) -> Result<(), RunError> {
+        let new_uuid = || format!("lab-status-{}", crate::tls::random_secret());
+        let backend = self.lab.backend.as_ref();
+        let calls: Vec<(&[String], String)> = if backend.enqueues_in_bulk() {
+            ask.chunks(STATUS_IDS).map(|c| (c, new_uuid())).collect()
+        } else {
+            ask.chunks(1).map(|c| (c, new_uuid())).collect()
         };
+        let mut sent = Vec::with_capacity(calls.len());
+        for batch in calls.chunks(CONCURRENCY) {
+            sent.extend(
+                crate::join::join_all(
+                    batch
+                        .iter()
+                        .map(|(udids, uuid)| {
+                            backend.enqueue_many(udids, &Command::OSUpdateStatus, uuid)
+                        })
+                        .collect(),
+                )
+                .await,
+            );
+        }
         let mut events = Vec::new();
-        for ((udid, uuid), answer) in ask.into_iter().zip(sent) {
-            match answer {
-                Ok(_) => {
-                    events.push(Event::CommandSent {
+        for ((udids, uuid), answers) in calls.iter().zip(sent) {
+            for (udid, answer) in udids.iter().zip(answers) {
+                match answer {
+                    Ok(_) => events.push(Event::CommandSent {
                         udid: udid.clone(),
                         command_uuid: uuid.clone(),
                         request_type: "OSUpdateStatus".into(),
-                    });
+                    }),
+                    // A status query is harmless: the next poll sends a fresh one.
+                    Err(e) => events.push(api_error(
+                        udid,
+                        &format!("enqueue OSUpdateStatus {uuid}"),
+                        &e,
+                    )),
                 }
-                // A status query is harmless: the next poll sends a fresh one.
-                Err(e) => events.push(api_error(
-                    &udid,
-                    &format!("enqueue OSUpdateStatus {uuid}"),
-                    &e,
-                )),
             }
         }
         self.log_all(events)?;
         Ok(())
     }
 }
+
+/// How many devices one bulk status query names (`PUT /v1/enqueue/id1,id2,…`: ~26 bytes of URL
+/// a device).
+const STATUS_IDS: usize = 128;
 
 /// The enqueued ScheduleOSUpdate doses of a device (step, CommandUUID) with no final answer
 /// (Acknowledged, Error, CommandFormatError) journaled. A DDM dose is answered by status
@@ -609,13 +613,16 @@ struct RoundClock {
     phases: RoundPhases,
 }
 
-/// Where a round's wall time went: the usbmuxd listing and rejected reports; per batch, the
-/// concurrent fetch (MDM answers and re-probes), journaling it (one fsync), and acting on it
-/// (second steps, ends, status queries sent and journaled).
+/// Where a round's wall time went: the usbmuxd listing and rejected reports; the concurrent
+/// fetch (MDM answers and re-probes), journaling it (one group commit for the round), and
+/// acting on it (second steps, ends, status queries sent and journaled).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct RoundPhases {
     list: Duration,
     fetch: Duration,
+    /// Of `fetch`: the MDM's answers (one call for the round on `lab`'s own server), fetched
+    /// while the re-probes run.
+    mdm: Duration,
     record: Duration,
     act: Duration,
     /// Re-probes a kept lockdown session answered.
@@ -623,11 +630,9 @@ pub(super) struct RoundPhases {
 }
 
 impl RoundPhases {
-    fn add(&mut self, o: &RoundPhases) {
-        self.fetch += o.fetch;
-        self.record += o.record;
-        self.act += o.act;
-        self.kept += o.kept;
+    /// The time of the poll's parts (not the listing).
+    fn total(&self) -> Duration {
+        self.fetch + self.record + self.act
     }
 }
 
@@ -655,6 +660,7 @@ impl RoundClock {
             cpu_ms = %format!("{cpu_ms:.1}"),
             list_ms = %ms(p.list),
             fetch_ms = %ms(p.fetch),
+            mdm_ms = %ms(p.mdm),
             record_ms = %ms(p.record),
             act_ms = %ms(p.act),
             kept_sessions = p.kept,

@@ -1,0 +1,289 @@
+//! The embedded server's histories read since a cursor (`GET /v1/history?reports_after=R&
+//! deliveries_after=D`, `lab`'s own extension): one call a follow-up round for the whole lab
+//! instead of one `GET /v1/history/{id}` per device, each of which re-sent the device's whole
+//! history. What came is kept per device, in the shape the per-device history has (commands in
+//! queue order, each with its deliveries and reports in the store's order), so a device's
+//! results and deliveries read from here are exactly those its `GET /v1/history/{id}` gives.
+//! Kept for every enrollment of the store (a device asked for later must find what came
+//! before): the raw reports of the store's enrollments stay in memory while the backend lives.
+
+use super::super::deliveries::{Delivery, DeliverySeen};
+use super::super::report::parse_report;
+use super::{BackendError, CommandResult, SentMap};
+use base64::Engine;
+use std::collections::HashMap;
+
+/// How many reports (and deliveries) one answer may carry.
+const PAGE: u32 = 5_000;
+
+/// The cursor and everything read up to it.
+#[derive(Default)]
+pub(super) struct Feed {
+    reports_after: i64,
+    deliveries_after: i64,
+    devices: HashMap<String, Vec<FeedCommand>>,
+}
+
+struct FeedCommand {
+    uuid: String,
+    request_type: String,
+    seq: i64,
+    /// (the store's number, when)
+    deliveries: Vec<(i64, String)>,
+    reports: Vec<FeedReport>,
+}
+
+struct FeedReport {
+    id: i64,
+    /// The device's report re-read (the server's reading when it is not a report).
+    status: String,
+    raw: Vec<u8>,
+    received_at: String,
+}
+
+/// Why an answer of the history since a cursor cannot be read.
+fn bad(url: &str, reason: impl Into<String>) -> BackendError {
+    BackendError::BadResponse {
+        url: url.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Feed {
+    /// The query of the next page.
+    pub(super) fn next_query(&self) -> String {
+        format!(
+            "/v1/history?reports_after={}&deliveries_after={}&limit={PAGE}",
+            self.reports_after, self.deliveries_after
+        )
+    }
+
+    /// Take one page in (`url`: where it came from, for errors). Returns whether the server
+    /// has more. A page that cannot be read changes nothing: the cursor stays where it was.
+    pub(super) fn take(&mut self, url: &str, v: &serde_json::Value) -> Result<bool, BackendError> {
+        let num = |x: &serde_json::Value, k: &str| {
+            x[k].as_i64()
+                .ok_or_else(|| bad(url, format!("no number {k}")))
+        };
+        let text = |x: &serde_json::Value, k: &str| {
+            x[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(url, format!("no text {k}")))
+        };
+        let reports_after = num(v, "reports_after")?;
+        let deliveries_after = num(v, "deliveries_after")?;
+        let more = v["more"].as_bool().unwrap_or(false);
+        let list = |k: &str| {
+            v[k].as_array()
+                .map(Vec::as_slice)
+                .ok_or_else(|| bad(url, format!("no {k} array")))
+        };
+        // Read everything first, then merge: a bad page leaves the feed as it was.
+        let mut reports = Vec::new();
+        for r in list("reports")? {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(r["raw_base64"].as_str().unwrap_or(""))
+                .map_err(|_| bad(url, "raw_base64 is not base64"))?;
+            // The server's status is its reading; re-read the raw report (as the per-device
+            // history is read).
+            let status = parse_report(&raw)
+                .map(|p| p.status.as_str().to_string())
+                .unwrap_or_else(|_| r["status"].as_str().unwrap_or("").to_string());
+            let place = Place::of(r, &num, &text)?;
+            reports.push((
+                place,
+                FeedReport {
+                    id: num(r, "id")?,
+                    status,
+                    raw,
+                    received_at: r["received_at"].as_str().unwrap_or("").to_string(),
+                },
+            ));
+        }
+        let mut deliveries = Vec::new();
+        for d in list("deliveries")? {
+            deliveries.push((Place::of(d, &num, &text)?, num(d, "id")?, text(d, "at")?));
+        }
+        for (p, r) in reports {
+            if r.id > self.reports_after {
+                self.command(p).reports.push(r);
+            }
+        }
+        for (p, id, at) in deliveries {
+            if id > self.deliveries_after {
+                self.command(p).deliveries.push((id, at));
+            }
+        }
+        self.reports_after = self.reports_after.max(reports_after);
+        self.deliveries_after = self.deliveries_after.max(deliveries_after);
+        Ok(more)
+    }
+
+    /// The device's command a report or delivery belongs to, made in queue order if new.
+    fn command(&mut self, p: Place) -> &mut FeedCommand {
+        let cmds = self.devices.entry(p.enrollment_id).or_default();
+        let i = match cmds.iter().position(|c| c.uuid == p.command_uuid) {
+            Some(i) => i,
+            None => {
+                let i = cmds.partition_point(|c| c.seq <= p.seq);
+                cmds.insert(
+                    i,
+                    FeedCommand {
+                        uuid: p.command_uuid,
+                        request_type: p.request_type,
+                        seq: p.seq,
+                        deliveries: Vec::new(),
+                        reports: Vec::new(),
+                    },
+                );
+                i
+            }
+        };
+        &mut cmds[i]
+    }
+
+    /// Every report of the device read so far, oldest first: what `results_from_history` makes
+    /// of its whole history.
+    pub(super) fn results(&self, udid: &str, sent: &SentMap) -> Vec<CommandResult> {
+        let mut out: Vec<CommandResult> = self
+            .devices
+            .get(udid)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .flat_map(|c| {
+                c.reports.iter().map(|r| CommandResult {
+                    command_uuid: c.uuid.clone(),
+                    request_type: sent.get(&c.uuid).or_else(|| Some(c.request_type.clone())),
+                    status: r.status.clone(),
+                    raw: r.raw.clone(),
+                    received_at: r.received_at.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        out
+    }
+
+    /// Every delivery of the device read so far, in history order (`deliveries::from_history`).
+    pub(super) fn deliveries(&self, udid: &str) -> Vec<Delivery> {
+        self.devices
+            .get(udid)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .flat_map(|c| {
+                c.deliveries.iter().map(|(_, at)| Delivery {
+                    command_uuid: c.uuid.clone(),
+                    at: at.clone(),
+                    seen: DeliverySeen::History,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Where a report or delivery sits: its enrollment, command and the command's queue place.
+struct Place {
+    enrollment_id: String,
+    command_uuid: String,
+    request_type: String,
+    seq: i64,
+}
+
+impl Place {
+    fn of(
+        x: &serde_json::Value,
+        num: &impl Fn(&serde_json::Value, &str) -> Result<i64, BackendError>,
+        text: &impl Fn(&serde_json::Value, &str) -> Result<String, BackendError>,
+    ) -> Result<Place, BackendError> {
+        Ok(Place {
+            enrollment_id: text(x, "enrollment_id")?,
+            command_uuid: text(x, "command_uuid")?,
+            request_type: text(x, "request_type")?,
+            seq: num(x, "seq")?,
+        })
+    }
+}
+
+impl super::NanoMdm {
+    /// [`super::MdmBackend::results_many`] on a server with a history: one read of what every
+    /// history gained since the last (paged), then each device's results as its per-device
+    /// history gives them — webhooks reconciled with them when the backend is webhook-fed,
+    /// deliveries kept for `deliveries()`. A server without the call (HTTP 404/405: not `lab`'s,
+    /// or older) is asked device by device, as before. A failed read is every device's error
+    /// (webhook-fed: the webhooks are all there is, as when its history fails).
+    pub(super) async fn results_from_feed(
+        &self,
+        udids: &[String],
+    ) -> Vec<Result<Vec<CommandResult>, BackendError>> {
+        let lock =
+            |m: &'_ std::sync::Mutex<Option<bool>>| *m.lock().unwrap_or_else(|p| p.into_inner());
+        if lock(&self.history_api) != Some(true) || lock(&self.feed_api) == Some(false) {
+            return super::results_each(self, udids).await;
+        }
+        let mut feed = self.feed.lock().await;
+        let read = self.read_feed(&mut feed).await;
+        *self.feed_api.lock().unwrap_or_else(|p| p.into_inner()) = match &read {
+            Err(BackendError::Refused {
+                status: 404 | 405, ..
+            }) => Some(false),
+            Ok(()) => Some(true),
+            Err(_) => lock(&self.feed_api),
+        };
+        match read {
+            Ok(()) => udids
+                .iter()
+                .map(|u| {
+                    let history = feed.results(u, &self.sent);
+                    self.history_deliveries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(u.clone(), feed.deliveries(u));
+                    Ok(match &self.inbox {
+                        None => history,
+                        Some(inbox) => {
+                            let hooks =
+                                super::results_from_inbox(inbox, u, &self.sent, &self.notes);
+                            self.reconcile(u, history, hooks)
+                        }
+                    })
+                })
+                .collect(),
+            Err(BackendError::Refused {
+                status: 404 | 405, ..
+            }) => {
+                drop(feed);
+                super::results_each(self, udids).await
+            }
+            Err(e) => udids
+                .iter()
+                .map(|u| match &self.inbox {
+                    None => Err(e.clone()),
+                    Some(inbox) => {
+                        let supplied = self.from_history.lock().unwrap_or_else(|p| p.into_inner());
+                        Ok(super::results_from_inbox(inbox, u, &self.sent, &self.notes)
+                            .into_iter()
+                            .filter(|h| !supplied.contains(&super::report_key(h)))
+                            .collect())
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Read pages until the server has no more (at most a bounded number: a server that keeps
+    /// saying "more" without moving the cursor is not followed for ever).
+    async fn read_feed(&self, feed: &mut Feed) -> Result<(), BackendError> {
+        for _ in 0..1_000 {
+            let q = feed.next_query();
+            let v = self.get_json(&q).await?;
+            let before = (feed.reports_after, feed.deliveries_after);
+            let more = feed.take(&format!("{}{q}", self.base), &v)?;
+            if !more || before == (feed.reports_after, feed.deliveries_after) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
