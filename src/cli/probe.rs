@@ -245,6 +245,9 @@ async fn mdm_backend(
 /// Ask the MDM about every probed device (DeviceInformation, SecurityInfo) and record where it
 /// and lockdown disagree.
 async fn add_mdm_facts(backend: &dyn MdmBackend, probes: &mut [DeviceProbe], wait: Duration) {
+    // A read that failed and was retried leaves no trace in a probe's output: a field the MDM
+    // never answered says why (`Field::missing`), and `lab probe` keeps no journal.
+    let failed = mdm_side::FailedReads::default();
     let answers = probes
         .iter()
         .filter(|p| p.status != ProbeStatus::Failed)
@@ -254,6 +257,7 @@ async fn add_mdm_facts(backend: &dyn MdmBackend, probes: &mut [DeviceProbe], wai
                 &p.udid,
                 p.baseline.product_version.get().map(String::as_str),
                 wait,
+                &failed,
             )
         });
     let facts = crate::join::join_all(answers.collect()).await;

@@ -261,12 +261,49 @@ pub fn baseline_device_information(ios_version: Option<&str>) -> Command {
     Command::DeviceInformation { queries }
 }
 
+/// The MDM reads that failed while the baseline waited for its answers, each message with how
+/// many times it came. A failed call is evidence even when a later poll succeeded ("nothing
+/// lost"): the runner journals these as `mdm_api_error` observations, one per message (a poll
+/// every 100 ms would otherwise journal the same error hundreds of times).
+#[derive(Debug, Default)]
+pub struct FailedReads(std::sync::Mutex<Vec<FailedRead>>);
+
+/// One kind of failed read: what was asked, the error, how many times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRead {
+    pub what: String,
+    pub error: String,
+    pub times: u32,
+}
+
+impl FailedReads {
+    /// Note one failed call (`what`: the observation's key).
+    pub fn note(&self, what: &str, error: &dyn std::fmt::Display) {
+        let error = error.to_string();
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match v.iter_mut().find(|f| f.what == what && f.error == error) {
+            Some(f) => f.times += 1,
+            None => v.push(FailedRead {
+                what: what.to_string(),
+                error,
+                times: 1,
+            }),
+        }
+    }
+
+    /// What failed, in the order first seen.
+    pub fn into_inner(self) -> Vec<FailedRead> {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Ask the device through the MDM and wait for both answers (or `wait`).
 pub async fn query(
     backend: &dyn MdmBackend,
     udid: &str,
     ios_version: Option<&str>,
     wait: Duration,
+    failed: &FailedReads,
 ) -> MdmFacts {
     let tag = crate::tls::random_secret();
     let di_uuid = format!("lab-probe-di-{tag}");
@@ -281,8 +318,9 @@ pub async fn query(
     let start = Instant::now();
     let mut results: Vec<CommandResult> = Vec::new();
     loop {
-        if let Ok(r) = backend.results(udid).await {
-            results = r;
+        match backend.results(udid).await {
+            Ok(r) => results = r,
+            Err(e) => failed.note("baseline results", &e),
         }
         let have = |u: &str| {
             results
@@ -311,6 +349,28 @@ pub async fn query(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn failed_reads_count_each_message_once_in_order() {
+        let f = super::FailedReads::default();
+        f.note("baseline results", &"HTTP 500");
+        f.note("baseline dose records", &"HTTP 500");
+        f.note("baseline results", &"HTTP 500");
+        f.note("baseline results", &"timed out");
+        let v = f.into_inner();
+        let got: Vec<(&str, &str, u32)> = v
+            .iter()
+            .map(|x| (x.what.as_str(), x.error.as_str(), x.times))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("baseline results", "HTTP 500", 2),
+                ("baseline dose records", "HTTP 500", 1),
+                ("baseline results", "timed out", 1),
+            ]
+        );
+    }
+
     use super::*;
     use crate::mdm::report::report_dict;
     use crate::usbmux::DeviceEntry;

@@ -85,26 +85,7 @@ impl Runner<'_> {
                 crate::join::join_all(
                     chunk
                         .iter()
-                        .map(|p| async move {
-                            if p.status == ProbeStatus::Failed {
-                                return None;
-                            }
-                            let version = p.baseline.product_version.get().cloned();
-                            let facts =
-                                mdm_side::query(backend, &p.udid, version.as_deref(), wait).await;
-                            let offered = available_updates(backend, &p.udid, version, wait).await;
-                            // The MDM's own dose records, for `already_dosed` (a failed call
-                            // leaves the ledger; the check before the dose asks again).
-                            let doses = backend.dose_records(&p.udid).await.ok().flatten();
-                            let ddm = match ddm {
-                                Some(d) => Some(ddm_state(d, &p.udid).await),
-                                None => None,
-                            };
-                            // After the history call above: it tells whether this MDM is
-                            // `lab`'s own server, the one that records user channels.
-                            let user = user_channel(backend, &p.udid).await;
-                            Some((facts, offered, doses, ddm, user))
-                        })
+                        .map(|p| mdm_side_of(backend, ddm, p, wait))
                         .collect(),
                 )
                 .await
@@ -113,7 +94,17 @@ impl Runner<'_> {
             let mut events = Vec::new();
             for (mut p, answer) in chunk.into_iter().zip(answers) {
                 let (offered, offered_error, offered_event, mdm_doses, ddm, user) = match answer {
-                    Some((facts, (event, offered, error), doses, ddm, user)) => {
+                    Some((facts, (event, offered, error), doses, ddm, user, failed)) => {
+                        events.extend(failed.into_iter().map(|f| Event::Observation {
+                            udid: Some(p.udid.clone()),
+                            source: ObservationSource::Harness,
+                            kind: "mdm_api_error".into(),
+                            key: f.what,
+                            value: match f.times {
+                                1 => f.error,
+                                n => format!("{} ({n} times while the baseline waited)", f.error),
+                            },
+                        }));
                         p.disagreements = mdm_side::compare(&p.baseline, &facts);
                         p.mdm = Some(facts);
                         (offered, error, event, doses, ddm, user)
@@ -439,6 +430,53 @@ async fn ddm_state(
     }
 }
 
+/// What the MDM side tells of one probed device at baseline: its DeviceInformation and
+/// SecurityInfo facts, its offered updates, the MDM's own dose records, its DDM state, its
+/// user channel, and the reads that failed on the way. `None` for a device whose probe failed.
+async fn mdm_side_of(
+    backend: &dyn crate::mdm::backend::MdmBackend,
+    ddm: Option<&dyn crate::mdm::ddm_doses::DdmDoses>,
+    p: &DeviceProbe,
+    wait: Duration,
+) -> Option<MdmSideAnswers> {
+    if p.status == ProbeStatus::Failed {
+        return None;
+    }
+    let version = p.baseline.product_version.get().cloned();
+    // Every failed read below is journaled (a poll that failed and was retried too), before
+    // the baseline it delayed.
+    let failed = mdm_side::FailedReads::default();
+    let facts = mdm_side::query(backend, &p.udid, version.as_deref(), wait, &failed).await;
+    let offered = available_updates(backend, &p.udid, version, wait, &failed).await;
+    // The MDM's own dose records, for `already_dosed` (a failed call leaves the ledger; the
+    // check before the dose asks again).
+    let doses = match backend.dose_records(&p.udid).await {
+        Ok(d) => d,
+        Err(e) => {
+            failed.note("baseline dose records", &e);
+            None
+        }
+    };
+    let ddm = match ddm {
+        Some(d) => Some(ddm_state(d, &p.udid).await),
+        None => None,
+    };
+    // After the history call above: it tells whether this MDM is `lab`'s own server, the one
+    // that records user channels.
+    let user = user_channel(backend, &p.udid).await;
+    Some((facts, offered, doses, ddm, user, failed.into_inner()))
+}
+
+/// [`mdm_side_of`]'s answer, in that order.
+type MdmSideAnswers = (
+    mdm_side::MdmFacts,
+    (Option<Event>, Option<Vec<AvailableUpdate>>, Option<String>),
+    Option<Vec<crate::mdm::backend::MdmDose>>,
+    Option<Result<crate::mdm::ddm_doses::DdmEnrollment, String>>,
+    UserChannel,
+    Vec<mdm_side::FailedRead>,
+);
+
 /// Ask a device what it offers (AvailableOSUpdates) and wait for the answer: the event recording
 /// it (for the caller to log), the parsed offer, and why there is none.
 pub(super) async fn available_updates(
@@ -446,6 +484,7 @@ pub(super) async fn available_updates(
     udid: &str,
     version: Option<String>,
     wait: Duration,
+    failed: &mdm_side::FailedReads,
 ) -> (Option<Event>, Option<Vec<AvailableUpdate>>, Option<String>) {
     let uuid = format!("lab-avail-{}", crate::tls::random_secret());
     if let Some(v) = &version {
@@ -473,7 +512,10 @@ pub(super) async fn available_updates(
     }
     let start = Instant::now();
     loop {
-        let results = backend.results(udid).await.unwrap_or_default();
+        let results = backend.results(udid).await.unwrap_or_else(|e| {
+            failed.note("baseline results", &e);
+            Vec::new()
+        });
         if let Some(r) = results
             .iter()
             .find(|r| r.command_uuid == uuid && r.status != "NotNow")
