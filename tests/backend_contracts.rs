@@ -740,7 +740,11 @@ async fn contract(env: &Env) {
         assert_eq!(r.command_uuid, uuid, "{who}: {r:?}");
         assert_eq!(r.request_type.as_deref(), Some(rt), "{who}: {r:?}");
         assert_eq!(r.status, status, "{who}: {r:?}");
-        assert_eq!(&r.raw, raw, "{who}: raw plist must be byte-for-byte");
+        assert_eq!(
+            &r.raw[..],
+            &raw[..],
+            "{who}: raw plist must be byte-for-byte"
+        );
         assert!(!r.received_at.is_empty(), "{who}");
     }
     // Idle polls are not results, though the MDM reported them (NanoMDM and MicroMDM post a
@@ -976,7 +980,7 @@ async fn nanomdm_enqueue_answers_the_embedded_server_never_gives() {
     let r = b.results(UDID).await.unwrap();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].request_type.as_deref(), Some("ScheduleOSUpdate"));
-    assert_eq!(r[0].raw, raw);
+    assert_eq!(r[0].raw[..], raw[..]);
 
     // 207: the push outcome is our enrollment's.
     let srv = nano_fault(NanoFault::MultiStatusOursPushed).await;

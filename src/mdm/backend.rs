@@ -84,8 +84,10 @@ pub struct CommandResult {
     /// From the harness's own map; `None` for a command it did not send.
     pub request_type: Option<String>,
     pub status: String,
-    /// The device's plist exactly as received by the MDM.
-    pub raw: Vec<u8>,
+    /// The device's plist exactly as received by the MDM. Shared, not copied: a follow-up
+    /// round hands every report the backend keeps to the runner, which drops those the journal
+    /// has (issue 16: at 1 000 devices a copy per round was tens of MiB).
+    pub raw: std::sync::Arc<[u8]>,
     pub received_at: String,
 }
 
@@ -529,7 +531,7 @@ impl NanoMdm {
                         .get(uuid)
                         .or_else(|| c["request_type"].as_str().map(str::to_string)),
                     status,
-                    raw,
+                    raw: raw.into(),
                     received_at: r["received_at"].as_str().unwrap_or("").to_string(),
                 });
             }

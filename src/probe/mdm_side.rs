@@ -385,7 +385,7 @@ mod tests {
             command_uuid: uuid.into(),
             request_type: None,
             status: "Acknowledged".into(),
-            raw: crate::plist_util::dict_to_xml(r),
+            raw: crate::plist_util::dict_to_xml(r).into(),
             received_at: String::new(),
         }
     }

@@ -37,7 +37,7 @@ struct FeedReport {
     id: i64,
     /// The device's report re-read (the server's reading when it is not a report).
     status: String,
-    raw: Vec<u8>,
+    raw: std::sync::Arc<[u8]>,
     received_at: String,
 }
 
@@ -95,7 +95,7 @@ impl Feed {
                 FeedReport {
                     id: num(r, "id")?,
                     status,
-                    raw,
+                    raw: raw.into(),
                     received_at: r["received_at"].as_str().unwrap_or("").to_string(),
                 },
             ));

@@ -66,7 +66,7 @@ pub(in crate::mdm) fn results_from_inbox(
                 request_type: sent.get(&uuid),
                 command_uuid: uuid,
                 status: ack.status,
-                raw: ack.raw_payload,
+                raw: ack.raw_payload.into(),
                 received_at: e.received_at,
             })
         })

@@ -461,7 +461,7 @@ async fn a_shared_status_query_is_settled_per_device() {
             command_uuid: uuid.clone(),
             request_type: Some("OSUpdateStatus".into()),
             status: "Acknowledged".into(),
-            raw: raw.into_bytes(),
+            raw: raw.into_bytes().into(),
             received_at: "2025-01-01T00:00:00Z".into(),
         },
     );
