@@ -111,9 +111,28 @@ fn ignore_sigxfsz() {
     }
 }
 
+/// glibc's malloc gives each thread that contends for the heap an arena of its own, up to
+/// 8 per core, and memory freed in one arena is not reused by another: the harness's
+/// allocations move between the runtime's worker and blocking threads, so a 1 000-device
+/// trial's peak RSS was mostly arenas' slack (issue 16: 209–223 MiB with the default,
+/// 177–189 MiB with 1–2 arenas, `scripts/bench-trial 1000`). Two arenas keep the two cores
+/// from serialising on one heap lock. Not for the simulator (`lab sim serve`), whose thousands
+/// of devices do allocate concurrently and for which speed, not memory, is the bench's limit.
+fn limit_malloc_arenas(command: &Command) {
+    if matches!(command, Command::Sim { .. }) {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt at start-up, before any thread exists, only sets glibc's arena limit.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     ignore_sigxfsz();
     let args = Args::parse();
+    limit_malloc_arenas(&args.command);
     let default_level = match args.verbose {
         0 => "warn",
         1 => "info",
