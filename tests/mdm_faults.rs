@@ -72,32 +72,11 @@ fn assert_two_doses_each_and_updated(sim: &Sim, dir: &Path) {
     }
 }
 
-fn observations<'a>(j: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    j.iter()
-        .filter(|e| e["event"] == "observation" && e["kind"] == kind)
-        .collect()
-}
-
-#[test]
-fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = fleet_file(&tmp, "fleet.yaml", FLEET);
-    // The first three ScheduleOSUpdate enqueues to reach the server: one answered 500 (not
-    // queued); one queued but the connection dropped before the answer; one answered after the
-    // client gave up (queued late, after the harness's retry: the server must refuse it as a
-    // duplicate CommandUUID).
-    // Plus: status queries dropped, and history calls failing.
-    let faults = fleet_file(
-        &tmp,
-        "faults.yaml",
-        "api:
-  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: error_500 }
-  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: drop_after_handling, skip: 1 }
-  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: slow, delay: 2500ms, skip: 2 }
-  - { path: /v1/enqueue, request_type: OSUpdateStatus, fault: drop, skip: 1, times: 2 }
-  - { path: /v1/history, fault: error_500, skip: 25, times: 3 }
-",
-    );
+/// The three-device lab with an MDM that injects `faults` (a `--mdm-faults` file's text), and
+/// the two-step trial run against it to its end: the simulator and the run folder.
+fn faulted_trial(tmp: &tempfile::TempDir, faults: &str) -> (Sim, PathBuf) {
+    let fleet = fleet_file(tmp, "fleet.yaml", FLEET);
+    let faults = fleet_file(tmp, "faults.yaml", faults);
     let sim = Sim::start_with(
         &fleet,
         &["--speed", "600", "--mdm-faults", faults.to_str().unwrap()],
@@ -115,6 +94,33 @@ fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = run_dir(&results);
+    (sim, dir)
+}
+
+fn observations<'a>(j: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    j.iter()
+        .filter(|e| e["event"] == "observation" && e["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn api_errors_slow_answers_and_dropped_connections_never_make_a_second_dose() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first three ScheduleOSUpdate enqueues to reach the server: one answered 500 (not
+    // queued); one queued but the connection dropped before the answer; one answered after the
+    // client gave up (queued late, after the harness's retry: the server must refuse it as a
+    // duplicate CommandUUID).
+    // Plus: status queries dropped, and history calls failing.
+    let (sim, dir) = faulted_trial(
+        &tmp,
+        "api:
+  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: error_500 }
+  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: drop_after_handling, skip: 1 }
+  - { path: /v1/enqueue, request_type: ScheduleOSUpdate, fault: slow, delay: 2500ms, skip: 2 }
+  - { path: /v1/enqueue, request_type: OSUpdateStatus, fault: drop, skip: 1, times: 2 }
+  - { path: /v1/history, fault: error_500, skip: 25, times: 3 }
+",
+    );
     assert_two_doses_each_and_updated(&sim, &dir);
 
     let j = journal_events(&dir);
@@ -339,32 +345,13 @@ fn a_key_refused_after_the_dose_stops_the_run_and_a_rerun_resumes_it_without_a_s
 #[test]
 fn failed_history_reads_while_the_baseline_waits_are_journaled() {
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = fleet_file(&tmp, "fleet.yaml", FLEET);
     // The first history reads are the baseline's: it polls each device's history until the
     // DeviceInformation, SecurityInfo and AvailableOSUpdates answers are there, and a poll
     // that fails is retried 100 ms later — once silently, now as evidence.
-    let faults = fleet_file(
+    let (sim, dir) = faulted_trial(
         &tmp,
-        "faults.yaml",
         "api:\n  - { path: /v1/history, fault: error_500, times: 2 }\n",
     );
-    let sim = Sim::start_with(
-        &fleet,
-        &["--speed", "600", "--mdm-faults", faults.to_str().unwrap()],
-    );
-    let mdm = format!(
-        "{{ kind: embedded, url: \"{}\", api_key_env: LAB_MDM_API_KEY }}",
-        sim.mdm_url.as_ref().unwrap()
-    );
-    let p = protocol(tmp.path(), &sim, &mdm);
-    let results = tmp.path().join("results");
-    let out = lab_run(&p, &results).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = run_dir(&results);
     let j = journal_events(&dir);
     let baseline_errors: Vec<&Value> = observations(&j, "mdm_api_error")
         .into_iter()
