@@ -579,16 +579,7 @@ impl Store {
                     .query_map(params![id, h.command_uuid], |r| Ok(DeliveryRecord { at: r.get(0)? }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 h.reports = rst
-                    .query_map(params![id, h.command_uuid], |r| {
-                        Ok(ReportRecord {
-                            id: r.get(0)?,
-                            enrollment_id: None,
-                            status: r.get(1)?,
-                            received_at: r.get(2)?,
-                            note: r.get(3)?,
-                            raw: r.get(4)?,
-                        })
-                    })?
+                    .query_map(params![id, h.command_uuid], report_record)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 out.push(h);
             }
@@ -611,8 +602,8 @@ impl Store {
             // Only reports and deliveries of a command queued for that enrollment: what
             // `history` shows (a report of an unknown command is in the rejected list).
             let mut st = c.prepare(
-                "SELECT r.id, r.enrollment_id, r.command_uuid, c.request_type, c.created_at, q.seq,
-                        r.status, r.received_at, r.note, r.raw
+                "SELECT r.id, r.status, r.received_at, r.note, r.raw,
+                        r.enrollment_id, r.command_uuid, c.request_type, c.created_at, q.seq
                  FROM reports r
                  JOIN queue q ON q.enrollment_id = r.enrollment_id AND q.command_uuid = r.command_uuid
                  JOIN commands c ON c.command_uuid = r.command_uuid
@@ -622,20 +613,13 @@ impl Store {
                 .query_map(params![reports_after, limit], |r| {
                     Ok(HistoryReport {
                         place: HistoryPlace {
-                            enrollment_id: r.get(1)?,
-                            command_uuid: r.get(2)?,
-                            request_type: r.get(3)?,
-                            queued_at: r.get(4)?,
-                            seq: r.get(5)?,
+                            enrollment_id: r.get(5)?,
+                            command_uuid: r.get(6)?,
+                            request_type: r.get(7)?,
+                            queued_at: r.get(8)?,
+                            seq: r.get(9)?,
                         },
-                        report: ReportRecord {
-                            id: r.get(0)?,
-                            enrollment_id: None,
-                            status: r.get(6)?,
-                            received_at: r.get(7)?,
-                            note: r.get(8)?,
-                            raw: r.get(9)?,
-                        },
+                        report: report_record(r)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -719,6 +703,19 @@ impl Store {
             Ok(n as u64)
         })
     }
+}
+
+/// A report from a row whose first columns are `id, status, received_at, note, raw` (both
+/// history reads select them so).
+fn report_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRecord> {
+    Ok(ReportRecord {
+        id: r.get(0)?,
+        enrollment_id: None,
+        status: r.get(1)?,
+        received_at: r.get(2)?,
+        note: r.get(3)?,
+        raw: r.get(4)?,
+    })
 }
 
 #[cfg(test)]
