@@ -112,12 +112,13 @@ fn ignore_sigxfsz() {
 }
 
 /// glibc's malloc gives each thread that contends for the heap an arena of its own, up to
-/// 8 per core, and memory freed in one arena is not reused by another: the harness's
-/// allocations move between the runtime's worker and blocking threads, so a 1 000-device
-/// trial's peak RSS was mostly arenas' slack (issue 16: 209–223 MiB with the default,
-/// 177–189 MiB with 1–2 arenas, `scripts/bench-trial 1000`). Two arenas keep the two cores
-/// from serialising on one heap lock. Not for the simulator (`lab sim serve`), whose thousands
-/// of devices do allocate concurrently and for which speed, not memory, is the bench's limit.
+/// 8 per core, and memory freed in one arena is not reused by another. The harness's
+/// allocations move between the runtime's worker and blocking threads, and about a tenth of a
+/// 1 000-device trial's peak RSS was that slack (issue 16, `scripts/bench-trial 1000`,
+/// interleaved: 217–222 MiB with the default, 193–195 MiB with two arenas). Two, not one, so
+/// that the two cores do not serialise on one heap lock. Not for `lab sim serve`, whose
+/// thousands of devices allocate concurrently and whose speed, not memory, limits the bench
+/// (a simulator embedded in `lab run`, the rehearsal's, shares the harness's setting).
 fn limit_malloc_arenas(command: &Command) {
     if matches!(command, Command::Sim { .. }) {
         return;

@@ -349,6 +349,11 @@ pub async fn query(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::mdm::report::report_dict;
+    use crate::usbmux::DeviceEntry;
+    use plist::Value;
+
     #[test]
     fn failed_reads_count_each_message_once_in_order() {
         let f = super::FailedReads::default();
@@ -370,11 +375,6 @@ mod tests {
             ]
         );
     }
-
-    use super::*;
-    use crate::mdm::report::report_dict;
-    use crate::usbmux::DeviceEntry;
-    use plist::Value;
 
     fn result(uuid: &str, body: Dictionary) -> CommandResult {
         let mut r = report_dict("U", Some(uuid), "Acknowledged");
