@@ -667,10 +667,14 @@ const QUIET_TICK: Duration = Duration::from_secs(1);
 
 impl MdmAgent {
     /// True when no tick can change anything before the next wake or poll: the update
-    /// machinery is quiet and DDM is off (its status items are sent from the tick).
+    /// machinery is quiet, and DDM is off or settled (no enforcement under way, no status
+    /// report to send again: [`DdmClient::settled`]), with no synchronisation asked for.
     fn quiet(&self) -> bool {
-        self.os().quiet()
-            && !self.lock_ddm().enabled
+        let now = self.lab.clock.now();
+        let os = self.os();
+        let ddm = self.lock_ddm();
+        os.quiet()
+            && (!ddm.enabled || ddm.settled(now, &os))
             && self
                 .ddm_sync
                 .lock()

@@ -42,6 +42,14 @@ pub struct DdmClient {
     last_failure: Option<(String, String)>,
     /// Item values the server has acknowledged with HTTP 200.
     sent: BTreeMap<String, Value>,
+    /// The subscribed item names, worked out from `declarations` whenever they change
+    /// ([`DdmClient::apply_manifest`]): a device with an update under way reads them every tick
+    /// (50 ms), and reading every declaration's payload back each time was a fifth of a
+    /// 1 000-device simulator's CPU (issue 16).
+    subscribed: BTreeSet<String>,
+    /// The last status report could not be delivered (an error or a status other than 200):
+    /// the device tries again on its next tick.
+    unsent: bool,
 }
 
 impl DdmClient {
@@ -83,6 +91,7 @@ impl DdmClient {
             self.declarations.insert(d.identifier.clone(), d);
         }
         self.token = Some(m.declarations_token.clone());
+        self.subscribed = self.read_subscriptions();
         self.reconcile(now, os, facts);
     }
 
@@ -105,7 +114,12 @@ impl DdmClient {
     }
 
     /// The subscribed item names (set union of every active subscriptions configuration).
-    pub fn subscribed(&self) -> BTreeSet<String> {
+    pub fn subscribed(&self) -> &BTreeSet<String> {
+        &self.subscribed
+    }
+
+    /// [`DdmClient::subscribed`], read from the declarations held.
+    fn read_subscriptions(&self) -> BTreeSet<String> {
         self.active_configurations()
             .into_iter()
             .filter(|d| d.declaration_type == STATUS_SUBSCRIPTIONS)
@@ -210,6 +224,10 @@ impl DdmClient {
 
     /// The current value of every subscribed item this version reports.
     pub fn values(&self, now: DateTime<Utc>, os: &OsUpdateSim) -> BTreeMap<String, Value> {
+        let subscribed = self.subscribed();
+        if subscribed.is_empty() {
+            return BTreeMap::new();
+        }
         let (version, build) = os.version();
         let failed = self
             .active
@@ -254,7 +272,6 @@ impl DdmClient {
             "device.operating-system.supplemental.build-version".into(),
             build.into(),
         );
-        let subscribed = self.subscribed();
         all.retain(|k, _| subscribed.contains(k));
         all
     }
@@ -276,6 +293,25 @@ impl DdmClient {
     /// The server answered 200: these values are delivered.
     pub fn delivered(&mut self, values: BTreeMap<String, Value>) {
         self.sent.extend(values);
+        self.unsent = false;
+    }
+
+    /// Whether the last status report was delivered (`true`), or could not be (`false`).
+    pub fn set_delivered(&mut self, delivered: bool) {
+        self.unsent = !delivered;
+    }
+
+    /// Nothing here can change with time alone: no enforcement still to carry out (none
+    /// active, or its target reached and no failure waiting out its retry interval), and no
+    /// status report waiting to be sent again. Together with a quiet update machine
+    /// ([`OsUpdateSim::quiet`]) the device then needs no 50 ms tick: 10 000 DDM devices ticking
+    /// while idle kept a simulator's two cores busy (issue 16).
+    pub fn settled(&self, now: DateTime<Utc>, os: &OsUpdateSim) -> bool {
+        !self.unsent
+            && self.active.as_ref().is_none_or(|a| {
+                os.version().0 == a.enforcement.target_os_version
+                    && a.failed_until.is_none_or(|t| t <= now)
+            })
     }
 }
 
@@ -443,6 +479,44 @@ mod tests {
         let mut old = DdmClient::default();
         old.apply_manifest(&m, set, t0(), &os("16.7.10", 0), facts);
         assert!(old.active.is_none(), "enforcement_supported is 17.0+");
+    }
+
+    /// `settled` decides whether a DDM device may skip its 50 ms tick: only when time alone
+    /// changes nothing — no enforcement left to carry out and no report to send again.
+    #[test]
+    fn a_client_is_settled_only_with_no_enforcement_to_carry_out_and_no_report_to_resend() {
+        let facts = DdmFacts::builtin();
+        let mut c = DdmClient::default();
+        let behind = os("26.5", 0);
+        assert!(c.settled(t0(), &behind), "no declarations");
+        let (m, set) = manifest("2026-12-01T12:00:00");
+        c.apply_manifest(&m, set.clone(), t0(), &behind, facts);
+        assert!(
+            !c.settled(t0(), &behind),
+            "an enforcement to 26.6.1 on 26.5 moves with time"
+        );
+        let mut there = DdmClient::default();
+        let at_target = os("26.6.1", 0);
+        there.apply_manifest(&m, set.clone(), t0(), &at_target, facts);
+        assert!(there.active.is_some());
+        assert!(there.settled(t0(), &at_target), "target reached");
+        // Subscriptions only: settled until a report cannot be delivered, and again once one is.
+        let subs: Vec<Declaration> = set.into_iter().filter(|d| d.identifier != "su").collect();
+        let mut quiet = DdmClient::default();
+        quiet.apply_manifest(
+            &DeclarationItems::of(&subs, "T3"),
+            subs,
+            t0(),
+            &behind,
+            facts,
+        );
+        assert!(quiet.active.is_none());
+        assert!(quiet.settled(t0(), &behind));
+        quiet.set_delivered(false);
+        assert!(!quiet.settled(t0(), &behind), "a report to send again");
+        let v = quiet.values(t0(), &behind);
+        quiet.delivered(v);
+        assert!(quiet.settled(t0(), &behind));
     }
 
     #[test]

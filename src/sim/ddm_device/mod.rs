@@ -103,17 +103,26 @@ pub async fn send_status<T: DdmTransport>(
     let Some(report) = report else {
         return Ok(false);
     };
-    let (code, _) = t
+    let sent = t
         .checkin(DdmCheckin {
             enrollment_id: udid.to_string(),
             endpoint: Endpoint::Status,
             data: Some(report.to_json()),
         })
-        .await?;
-    if code != 200 {
+        .await;
+    match sent {
+        Ok((200, _)) => {
+            lock(client).delivered(values);
+            Ok(true)
+        }
         // Not delivered: the same items go again next time (DDM brief §1).
-        return Err(format!("status: HTTP {code}"));
+        Ok((code, _)) => {
+            lock(client).set_delivered(false);
+            Err(format!("status: HTTP {code}"))
+        }
+        Err(e) => {
+            lock(client).set_delivered(false);
+            Err(e)
+        }
     }
-    lock(client).delivered(values);
-    Ok(true)
 }
