@@ -186,7 +186,7 @@ pub async fn qualify(a: QualifyArgs) -> Result<u8, CliError> {
                 "eligible": d.eligible,
                 "reasons": d.reasons,
                 "target": d.target,
-                "baseline": d.probe,
+                "baseline": d.probe.as_ref().map(|p| p.value()),
             })
         })
         .collect();

@@ -13,6 +13,7 @@
 mod answer_facts;
 pub mod baseline_facts;
 mod ddm_facts;
+pub mod probe_record;
 mod record;
 
 pub use answer_facts::{

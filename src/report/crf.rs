@@ -93,7 +93,9 @@ fn at<'a>(probe: Option<&'a Value>, path: &str) -> Option<&'a Value> {
 }
 
 fn row(d: &Facts, o: &DeviceOutcome) -> Vec<String> {
-    let p = d.probe.as_ref();
+    // One parse of the compact probe record per row (`journal::fold::probe_record`).
+    let parsed = d.probe.as_ref().map(|p| p.value());
+    let p = parsed.as_ref();
     let unknown = || "unknown".to_string();
     let lockdown_or_mdm = |l: &str, m: &str| at(p, l).or_else(|| at(p, m)).and_then(Value::as_bool);
     let disk = at(p, "/baseline/disk/amount_data_available/value")

@@ -231,7 +231,9 @@ pub(crate) fn render_of(run: &RunFacts, outcomes: &[outcome::DeviceOutcome]) -> 
     let null = Value::Null;
     let mut rows = Vec::new();
     for (d, o) in run.devices.iter().zip(outcomes) {
-        let probe = d.probe.as_ref().unwrap_or(&null);
+        // One parse of the compact probe record per row (`journal::fold::probe_record`).
+        let parsed = d.probe.as_ref().map(|p| p.value());
+        let probe = parsed.as_ref().unwrap_or(&null);
         let baseline = probe.get("baseline").unwrap_or(&null);
         let (mut missing, mut notes) = (Vec::new(), Vec::new());
         let mut row = vec![

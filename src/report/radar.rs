@@ -149,11 +149,13 @@ fn attachments_of(a: &Anomaly, raw: &Raw) -> Vec<(String, Vec<u8>, String)> {
     out
 }
 
-fn baseline(d: &Facts, path: &str) -> String {
+/// The baseline probe record's value at a JSON pointer (`/baseline/…/value`), as a cell.
+fn baseline(d: &Facts, pointer: &str) -> String {
+    let path: Vec<&str> = pointer.split('/').skip(1).collect();
     d.probe
         .as_ref()
-        .and_then(|p| p.pointer(path))
-        .map(super::json_cell)
+        .and_then(|p| p.at(&path))
+        .map(|v| super::json_cell(&v))
         .unwrap_or_default()
 }
 

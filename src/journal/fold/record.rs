@@ -11,6 +11,7 @@
 
 use super::answer_facts::{Answer, ReportFacts, Strings, decode_report};
 use super::ddm_facts::{DdmDose, DdmReport, read_report};
+use super::probe_record::ProbeRecord;
 use crate::journal::report_xml::StatusAnswer;
 use crate::journal::{Entry, Event, ObservationSource, Reason};
 use crate::mdm::report::{Report, query_responses};
@@ -57,7 +58,8 @@ pub struct Facts {
     pub udid: String,
     pub host: String,
     pub device_id: u32,
-    pub probe: Option<serde_json::Value>,
+    /// The baseline probe record, compact (`probe_record`: kept as text, not a `Value` tree).
+    pub probe: Option<ProbeRecord>,
     /// Seq of the (last) `BaselineRecorded`.
     pub baseline_seq: Option<u64>,
     /// Journal time of the (last) `BaselineRecorded`: when the probe's clock reading
@@ -125,11 +127,8 @@ impl Noted {
 
 impl Facts {
     pub fn baseline_str(&self, path: &[&str]) -> Option<String> {
-        let mut v = self.probe.as_ref()?;
-        for p in path {
-            v = v.get(p)?;
-        }
-        v.get("value")?.as_str().map(str::to_string)
+        let path: Vec<&str> = path.iter().copied().chain(["value"]).collect();
+        self.probe.as_ref()?.at(&path)?.as_str().map(str::to_string)
     }
 
     pub fn starting_version(&self) -> Option<String> {
@@ -527,7 +526,7 @@ impl Facts {
     fn apply(&mut self, e: &Entry) {
         match &e.event {
             Event::BaselineRecorded { probe, .. } => {
-                self.probe = Some(probe.clone());
+                self.probe = Some(ProbeRecord::of(probe));
                 self.baseline_seq = Some(e.seq);
                 self.baseline_at = Some(e.at.clone());
             }

@@ -7,20 +7,18 @@ use crate::verdicts::outcome::DeviceOutcome;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-fn json_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
-    let mut v = v;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.get("value").filter(|x| !x.is_null())
+/// The `value` of a baseline field (`path` to the field), `None` when absent or null.
+fn json_at(d: &Facts, path: &[&str]) -> Option<serde_json::Value> {
+    let path: Vec<&str> = path.iter().copied().chain(["value"]).collect();
+    d.probe.as_ref()?.at(&path).filter(|x| !x.is_null())
 }
 
 fn baseline_num(d: &Facts, path: &[&str]) -> Option<f64> {
-    json_at(d.probe.as_ref()?, path)?.as_f64()
+    json_at(d, path)?.as_f64()
 }
 
 fn baseline_bool(d: &Facts, path: &[&str]) -> Option<bool> {
-    json_at(d.probe.as_ref()?, path)?.as_bool()
+    json_at(d, path)?.as_bool()
 }
 
 /// `a ×2, b ×1`, most frequent first, then alphabetical.
@@ -171,9 +169,8 @@ pub(super) fn baseline(h: &mut String, run: &RunFacts, outcomes: &[DeviceOutcome
                     .filter(|d| {
                         d.probe
                             .as_ref()
-                            .and_then(|p| p.get("status"))
-                            .and_then(|s| s.as_str())
-                            != Some("ok")
+                            .and_then(|p| p.at(&["status"]))
+                            .is_none_or(|s| s.as_str() != Some("ok"))
                     })
                     .count()
                     .to_string()

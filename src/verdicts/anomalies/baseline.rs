@@ -4,7 +4,7 @@ use super::{Ctx, Found};
 use crate::journal::fold::Facts;
 
 pub(super) fn baseline_disagreement(d: &Facts, _: &Ctx) -> (bool, Option<Found>) {
-    let Some(probe) = &d.probe else {
+    let Some(probe) = d.probe.as_ref().map(|p| p.value()) else {
         return (false, None);
     };
     let situation = probe.get("mdm").is_some_and(|m| !m.is_null());

@@ -280,13 +280,17 @@ pub(super) fn ddm_status_build_mismatch(d: &Facts, _: &Ctx) -> (bool, Option<Fou
 /// lab's clock runs that much faster; `RunStarted.time_scale`).
 fn device_local_at(d: &Facts, at: &str, time_scale: f64) -> Option<chrono::NaiveDateTime> {
     let probe = d.probe.as_ref()?;
-    let clock = probe.get("device_time")?.as_f64()?;
-    let offset = probe.get("utc_offset")?.as_f64()?;
+    let clock = probe.at(&["device_time"])?.as_f64()?;
+    let offset = probe.at(&["utc_offset"])?.as_f64()?;
     let at_s = chrono::DateTime::parse_from_rfc3339(at)
         .ok()?
         .timestamp_millis() as f64
         / 1000.0;
-    let read_s = match probe.get("host_time").and_then(serde_json::Value::as_f64) {
+    let read_s = match probe
+        .at(&["host_time"])
+        .as_ref()
+        .and_then(serde_json::Value::as_f64)
+    {
         Some(h) => h,
         None => {
             chrono::DateTime::parse_from_rfc3339(d.baseline_at.as_deref()?)
