@@ -252,19 +252,25 @@ impl Network {
 /// when the device answered the MDM over the network, none when it did not and lockdown shows
 /// no SIM. Pure.
 pub fn network(probe: &Value, operator: Option<Network>) -> Known<Network> {
-    if let Ok((true, s)) = bool_at(probe, &["mdm", "is_network_tethered"]) {
+    network_of(probe.get("mdm"), &probe["baseline"]["network"], operator)
+}
+
+/// [`network`] over its two parts: the probe's `mdm` section (absent: no MDM was asked) and
+/// its lockdown `baseline.network` fields. A re-probe passes the last DeviceInformation answer
+/// as the first without building a probe record around it. Pure.
+fn network_of(mdm: Option<&Value>, lockdown: &Value, operator: Option<Network>) -> Known<Network> {
+    let m = mdm.unwrap_or(&Value::Null);
+    if let Ok((true, s)) = bool_at(m, &["is_network_tethered"]) {
         return Known::of(Network::Tethered, s);
     }
-    if let Some(s) = cellular_data(probe) {
+    if let Some(s) = cellular_data(m) {
         return Known::of(Network::Cellular, s);
     }
     if let Some(n) = operator {
         return Known::of(n, "operator checkpoint");
     }
-    let answered = probe["mdm"]["commands"]
-        .as_array()
-        .is_some_and(|c| !c.is_empty())
-        && field(probe, &["mdm", "os_version"]).is_ok();
+    let answered = m["commands"].as_array().is_some_and(|c| !c.is_empty())
+        && field(m, &["os_version"]).is_ok();
     if answered {
         return Known::of(
             Network::Wifi,
@@ -272,12 +278,12 @@ pub fn network(probe: &Value, operator: Option<Network>) -> Known<Network> {
              Wi-Fi association)",
         );
     }
-    let no_sim = field(probe, &["baseline", "network", "sim_status"])
+    let no_sim = field(lockdown, &["sim_status"])
         .ok()
         .and_then(|(v, _)| v.as_str().map(|s| s.ends_with("NotInserted")))
         .unwrap_or(false)
-        || bool_at(probe, &["baseline", "network", "telephony_capability"]).is_ok_and(|(b, _)| !b);
-    if no_sim && probe.get("mdm").is_some() {
+        || bool_at(lockdown, &["telephony_capability"]).is_ok_and(|(b, _)| !b);
+    if no_sim && mdm.is_some() {
         return Known::of(
             Network::None,
             "no answer through the MDM and no SIM (lockdown SIMStatus / TelephonyCapability)",
@@ -328,11 +334,7 @@ impl LastDeviceInformation {
 /// time the source names when the state came from it (the answer may be hours older than the
 /// re-probe). No operator is asked at a re-probe. Pure.
 pub fn reprobe_network(reprobe: &Value, last: Option<&LastDeviceInformation>) -> Known<Network> {
-    let mut probe = serde_json::json!({ "baseline": reprobe["baseline"].clone() });
-    if let Some(l) = last {
-        probe["mdm"] = l.mdm.clone();
-    }
-    let mut n = network(&probe, None);
+    let mut n = network_of(last.map(|l| &l.mdm), &reprobe["baseline"]["network"], None);
     if let Some(l) = last
         && !n.source.contains("lockdown")
     {
@@ -341,12 +343,13 @@ pub fn reprobe_network(reprobe: &Value, last: Option<&LastDeviceInformation>) ->
     n
 }
 
-/// Where cellular data comes from, when the device has it.
-fn cellular_data(probe: &Value) -> Option<String> {
-    let roaming = bool_at(probe, &["mdm", "is_roaming"]).is_ok_and(|(b, _)| b);
-    let data_roaming_off = bool_at(probe, &["mdm", "data_roaming_enabled"]).is_ok_and(|(b, _)| !b);
+/// Where cellular data comes from, when the device has it (`mdm`: a probe record's `mdm`
+/// section).
+fn cellular_data(mdm: &Value) -> Option<String> {
+    let roaming = bool_at(mdm, &["is_roaming"]).is_ok_and(|(b, _)| b);
+    let data_roaming_off = bool_at(mdm, &["data_roaming_enabled"]).is_ok_and(|(b, _)| !b);
     let blocked = |roams: bool| roams && data_roaming_off;
-    if let Some(subs) = probe["mdm"]["service_subscriptions"].as_array() {
+    if let Some(subs) = mdm["service_subscriptions"].as_array() {
         let with_data = subs.iter().find(|s| {
             let carrier = s["CurrentCarrierNetwork"]
                 .as_str()
@@ -359,7 +362,7 @@ fn cellular_data(probe: &Value) -> Option<String> {
             "MDM DeviceInformation.ServiceSubscriptions[{slot}].CurrentCarrierNetwork"
         ));
     }
-    let (v, s) = field(probe, &["mdm", "current_carrier_network"]).ok()?;
+    let (v, s) = field(mdm, &["current_carrier_network"]).ok()?;
     (v.as_str().is_some_and(|c| !c.is_empty()) && !blocked(roaming)).then_some(s)
 }
 

@@ -557,8 +557,8 @@ struct Reprobe {
     /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
     /// (the middle of the probe).
     clock: Option<(Instant, f64)>,
-    /// The probe record's network fields (`{"baseline": {"network": …}}`, as in
-    /// `probe::DeviceProbe` JSON) when the device was attached: they feed the network state.
+    /// The probe record's network fields that feed the network state (`{"baseline":
+    /// {"network": …}}`, as in `probe::DeviceProbe` JSON) when the device was attached.
     lockdown: Option<serde_json::Value>,
     /// A kept lockdown session answered (not journaled: the facts are the same either way).
     kept: bool,
@@ -586,11 +586,14 @@ async fn reprobe_device(
     let before = Instant::now();
     let (p, answered) = sessions.reprobe(a).await;
     let at = before + before.elapsed() / 2;
-    // Only the baseline's network fields are read from it (`baseline_facts::reprobe_network`),
-    // so only they are turned into JSON (the whole record cost ~1 000 allocations a device).
-    let lockdown = serde_json::to_value(&p.baseline.network)
-        .ok()
-        .map(|n| serde_json::json!({ "baseline": { "network": n } }));
+    // Only two of the baseline's network fields are read from it
+    // (`baseline_facts::reprobe_network`: SIMStatus, TelephonyCapability), so only they are
+    // turned into JSON (the whole record cost ~1 000 allocations a device).
+    let n = &p.baseline.network;
+    let lockdown = Some(serde_json::json!({ "baseline": { "network": {
+        "sim_status": n.sim_status,
+        "telephony_capability": n.telephony_capability,
+    } } }));
     Reprobe {
         attached: true,
         version: p.baseline.product_version.value.clone(),

@@ -318,6 +318,7 @@ impl Runner<'_> {
             self.state.apply(&e);
             self.progress.on(&e);
         }
+        self.progress.flush();
     }
 
     fn real(&self, simulated: Duration) -> Duration {
