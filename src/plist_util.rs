@@ -6,6 +6,8 @@ use plist::stream::{BinaryReader, Event, OwnedEvent, XmlReader};
 use plist::{Dictionary, Value};
 use std::io::Cursor;
 
+pub mod fast;
+
 /// Serialise a value as an XML plist, the form usbmuxd and lockdownd speak (brief §1.3, §3.1).
 pub fn to_xml(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -55,7 +57,17 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// [`parse`] with a typed error, for callers that tell "too deep" apart (probe error kinds).
+/// The usual XML shapes are read by [`fast::parse`] (the same value, a fraction of the work);
+/// anything it declines goes through the crate with the depth gate.
 pub fn parse_limited(bytes: &[u8]) -> Result<Value, PlistError> {
+    if let Some(v) = fast::parse(bytes) {
+        return Ok(v);
+    }
+    parse_with_crate(bytes)
+}
+
+/// [`parse_limited`] without the fast reader: the `plist` crate behind the depth gate.
+pub(crate) fn parse_with_crate(bytes: &[u8]) -> Result<Value, PlistError> {
     // Like libimobiledevice: a binary plist starts with `bplist00`, anything else must be XML
     // (brief §3.1). OpenStep/ASCII plists are refused so that noise never parses as a string.
     // A binary plist is read as is: its trailer ends with the offset table's big-endian offset,

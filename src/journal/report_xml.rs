@@ -3,23 +3,25 @@
 //! A long run journals a million answers, and reading them with the `plist` crate (an XML
 //! event reader, then a value builder) is most of `lab report`'s time. The answers are nearly
 //! all the same small shape: an XML declaration and DOCTYPE, `<plist>`, one dictionary of
-//! strings, reals, integers, booleans, arrays and dictionaries. [`parse_report`] reads exactly
-//! that subset and gives the same [`Report`] `mdm::report::parse_report` gives; anything
-//! outside it — entities, CDATA, comments, CR line ends, attributes, dates, data, an
-//! `ErrorChain`, a missing `Status`, trailing NULs, a binary plist — is declined (`None`) and
+//! strings, reals, integers, booleans, data, arrays and dictionaries (the plist subset
+//! `plist_util::fast` reads). [`parse_report`] reads exactly that subset and gives the same
+//! [`Report`] `mdm::report::parse_report` gives; anything outside it — entities, CDATA,
+//! comments, CR line ends, attributes, dates, an `ErrorChain`, a missing `Status`, trailing
+//! NULs, a binary plist — is declined (`None`) and
 //! the caller reads the bytes the general way. So the fast path never decides an outcome on
 //! its own: where it reads, it agrees with the crate (tested below), and where it might not,
 //! it does not read.
 
 use crate::mdm::report::{Report, ReportStatus};
-use plist::{Dictionary, Integer, Value};
+use crate::plist_util::fast::{self, Reader, close, open};
+use plist::Value;
 
 /// The report in `raw`, when it is in the subset this reader reads.
 pub fn parse_report(raw: &[u8]) -> Option<Report> {
     if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
         return None;
     }
-    let Value::Dictionary(body) = parse(raw)? else {
+    let Value::Dictionary(body) = fast::parse(raw)? else {
         return None;
     };
     let status = match body.get("Status")? {
@@ -41,56 +43,6 @@ pub fn parse_report(raw: &[u8]) -> Option<Report> {
         body,
         raw: raw.to_vec(),
     })
-}
-
-/// The plist in `raw`, when it is in the subset.
-fn parse(raw: &[u8]) -> Option<Value> {
-    let mut p = open(raw)?;
-    let v = p.value(0)?;
-    close(p).then_some(v)
-}
-
-/// The reader at the plist's value: past the XML declaration, the DOCTYPE and `<plist …>`.
-fn open(raw: &[u8]) -> Option<P<'_>> {
-    let mut p = P {
-        s: std::str::from_utf8(raw).ok()?.as_bytes(),
-        i: 0,
-    };
-    p.ws();
-    if p.eat(b"<?xml") {
-        p.past(b"?>")?;
-        p.ws();
-    }
-    if p.eat(b"<!DOCTYPE") {
-        let end = p.find(b'>')?;
-        if p.s[p.i..end].iter().any(|b| matches!(b, b'[' | b'<')) {
-            return None;
-        }
-        p.i = end + 1;
-        p.ws();
-    }
-    if !p.eat(b"<plist") {
-        return None;
-    }
-    // Attributes (version="1.0"): skipped, as the crate does; no `/>`, no `<` in them.
-    let end = p.find(b'>')?;
-    let attrs = &p.s[p.i..end];
-    if !(attrs.is_empty() || attrs[0] == b' ') || attrs.iter().any(|b| matches!(b, b'<' | b'/')) {
-        return None;
-    }
-    p.i = end + 1;
-    p.ws();
-    Some(p)
-}
-
-/// After the plist's value: `</plist>` and nothing else.
-fn close(mut p: P<'_>) -> bool {
-    p.ws();
-    if !p.eat(b"</plist>") {
-        return false;
-    }
-    p.ws();
-    p.i == p.s.len()
 }
 
 /// An OSUpdateStatus answer in its usual shape, read without a plist tree: a dictionary of
@@ -152,22 +104,7 @@ pub fn parse_status(raw: &[u8]) -> Option<StatusAnswer> {
     Some(StatusAnswer { items: items? })
 }
 
-impl<'a> P<'a> {
-    /// `<key>text</key>`.
-    fn key(&mut self) -> Option<&'a str> {
-        if !self.eat(b"<key>") {
-            return None;
-        }
-        let start = self.i;
-        self.text()?;
-        let end = self.i;
-        if !self.eat(b"</key>") {
-            return None;
-        }
-        let s: &'a [u8] = self.s;
-        std::str::from_utf8(&s[start..end]).ok()
-    }
-
+impl Reader<'_> {
     /// The `OSUpdateStatus` array of [`parse_status`].
     fn status_items(&mut self) -> Option<Vec<StatusItem>> {
         let mut items = Vec::new();
@@ -213,135 +150,6 @@ impl<'a> P<'a> {
                 download_percent_complete: pct?,
                 is_downloaded: dl?,
             });
-        }
-    }
-}
-
-struct P<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl P<'_> {
-    fn ws(&mut self) {
-        while self
-            .s
-            .get(self.i)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n'))
-        {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, t: &[u8]) -> bool {
-        if self.s[self.i..].starts_with(t) {
-            self.i += t.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn find(&self, b: u8) -> Option<usize> {
-        self.s[self.i..]
-            .iter()
-            .position(|x| *x == b)
-            .map(|k| self.i + k)
-    }
-
-    fn past(&mut self, t: &[u8]) -> Option<()> {
-        let k = self.s[self.i..].windows(t.len()).position(|w| w == t)?;
-        self.i += k + t.len();
-        Some(())
-    }
-
-    /// Text up to the next `<`: plain characters only (no entity, no CR).
-    fn text(&mut self) -> Option<&str> {
-        let end = self.find(b'<')?;
-        let t = &self.s[self.i..end];
-        if t.iter().any(|b| matches!(b, b'&' | b'\r')) {
-            return None;
-        }
-        self.i = end;
-        std::str::from_utf8(t).ok()
-    }
-
-    /// `<name>text</name>`, after the `<name` has been read.
-    fn content(&mut self, name: &str) -> Option<String> {
-        if self.eat(b"/>") {
-            return Some(String::new());
-        }
-        if !self.eat(b">") {
-            return None;
-        }
-        let t = self.text()?.to_string();
-        (self.eat(b"</") && self.eat(name.as_bytes()) && self.eat(b">")).then_some(t)
-    }
-
-    fn value(&mut self, depth: usize) -> Option<Value> {
-        // The crate has no depth limit; deep nesting is left to it rather than to the stack.
-        if depth > 64 || !self.eat(b"<") {
-            return None;
-        }
-        let start = self.i;
-        while self.s.get(self.i).is_some_and(u8::is_ascii_lowercase) {
-            self.i += 1;
-        }
-        let name = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-        match name {
-            "dict" => {
-                let mut d = Dictionary::new();
-                if self.eat(b"/>") {
-                    return Some(Value::Dictionary(d));
-                }
-                if !self.eat(b">") {
-                    return None;
-                }
-                loop {
-                    self.ws();
-                    if self.eat(b"</dict>") {
-                        return Some(Value::Dictionary(d));
-                    }
-                    if !self.eat(b"<key>") {
-                        return None;
-                    }
-                    let k = self.text()?.to_string();
-                    if !self.eat(b"</key>") {
-                        return None;
-                    }
-                    self.ws();
-                    let v = self.value(depth + 1)?;
-                    d.insert(k, v);
-                }
-            }
-            "array" => {
-                let mut a = Vec::new();
-                if self.eat(b"/>") {
-                    return Some(Value::Array(a));
-                }
-                if !self.eat(b">") {
-                    return None;
-                }
-                loop {
-                    self.ws();
-                    if self.eat(b"</array>") {
-                        return Some(Value::Array(a));
-                    }
-                    a.push(self.value(depth + 1)?);
-                }
-            }
-            "string" => Some(Value::String(self.content("string")?)),
-            "real" => Some(Value::Real(self.content("real")?.parse().ok()?)),
-            // What fits an i64 is read the crate's way (it tries i64 first); hex and larger
-            // values are left to it.
-            "integer" => Some(Value::Integer(Integer::from(
-                self.content("integer")?.parse::<i64>().ok()?,
-            ))),
-            "true" | "false" => {
-                let t = self.content(name)?;
-                t.is_empty().then_some(Value::Boolean(name == "true"))
-            }
-            _ => None,
         }
     }
 }
