@@ -320,7 +320,7 @@ impl Runner<'_> {
         let now_builds = self.record_poll(udids, fetched)?;
         phases.record = t.elapsed();
         let t = Instant::now();
-        self.second_steps(udids).await?;
+        phases.doses = self.second_steps(udids).await?;
         let ask = self.end_or_ask(udids, now_builds, max)?;
         self.ask_status(ask).await?;
         phases.act = t.elapsed();
@@ -417,7 +417,8 @@ impl Runner<'_> {
     }
 
     /// The protocol's follow-up step (3), once downloaded (and the after-download questions).
-    async fn second_steps(&mut self, udids: &[String]) -> Result<(), RunError> {
+    /// Returns how many devices were due a dose.
+    async fn second_steps(&mut self, udids: &[String]) -> Result<usize, RunError> {
         let mut second = Vec::new();
         for udid in udids {
             if self.state.devices[udid].downloaded && !self.asked_after_download.contains(udid) {
@@ -434,13 +435,14 @@ impl Runner<'_> {
                 second.push((udid.clone(), step, action));
             }
         }
+        let due = second.len();
         // `dose_many` takes a batch of at most CONCURRENCY (its intents fsynced together).
         while !second.is_empty() {
             let rest = second.split_off(second.len().min(CONCURRENCY));
             self.dose_many(second).await?;
             second = rest;
         }
-        Ok(())
+        Ok(due)
     }
 
     /// The end of follow-up (4: its `until`, or the time limit), journaled. Returns the devices
@@ -630,6 +632,8 @@ pub(super) struct RoundPhases {
     act: Duration,
     /// Re-probes a kept lockdown session answered.
     kept: usize,
+    /// Devices due their follow-up dose this round (a round that doses does more than poll).
+    doses: usize,
 }
 
 impl RoundPhases {
@@ -667,6 +671,7 @@ impl RoundClock {
             record_ms = %ms(p.record),
             act_ms = %ms(p.act),
             kept_sessions = p.kept,
+            doses = p.doses,
             "follow-up round"
         );
     }
