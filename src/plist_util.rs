@@ -66,6 +66,15 @@ pub fn parse_limited(bytes: &[u8]) -> Result<Value, PlistError> {
     parse_with_crate(bytes)
 }
 
+/// [`parse_limited`], building only the dictionary entries `keep` names where the fast reader
+/// reads; what it declines the crate reads whole (its value then has every entry).
+pub fn parse_limited_keeping(bytes: &[u8], keep: fast::Keep<'_>) -> Result<Value, PlistError> {
+    if let Some(v) = fast::parse_keeping(bytes, keep) {
+        return Ok(v);
+    }
+    parse_with_crate(bytes)
+}
+
 /// [`parse_limited`] without the fast reader: the `plist` crate behind the depth gate.
 pub(crate) fn parse_with_crate(bytes: &[u8]) -> Result<Value, PlistError> {
     // Like libimobiledevice: a binary plist starts with `bplist00`, anything else must be XML

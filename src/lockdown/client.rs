@@ -126,7 +126,17 @@ impl LockdownClient {
 
     /// Send one request and return the reply dictionary, checked for the `Request` echo and
     /// `Error`.
-    pub async fn request(&mut self, mut req: Dictionary) -> Result<Dictionary, LockdownError> {
+    pub async fn request(&mut self, req: Dictionary) -> Result<Dictionary, LockdownError> {
+        self.request_keeping(req, &|_, _| true).await
+    }
+
+    /// [`LockdownClient::request`], building only the reply's dictionary entries `keep` names
+    /// (`plist_util::fast::Keep`; the reply is checked whole all the same).
+    async fn request_keeping(
+        &mut self,
+        mut req: Dictionary,
+        keep: plist_util::fast::Keep<'_>,
+    ) -> Result<Dictionary, LockdownError> {
         let name = get_str(&req, "Request").unwrap_or("?").to_string();
         req.insert("Label".into(), self.label.clone().into());
         let body = plist_util::dict_to_xml(req);
@@ -150,7 +160,7 @@ impl LockdownClient {
             Ok(Ok(raw)) => raw,
         };
         let evidence = || raw.iter().take(4096).copied().collect();
-        let reply = match plist_util::parse_limited(&raw) {
+        let reply = match plist_util::parse_limited_keeping(&raw, keep) {
             Ok(plist::Value::Dictionary(d)) => d,
             Err(plist_util::PlistError::TooDeep) => {
                 return Err(LockdownError::TooDeep {
@@ -206,6 +216,28 @@ impl LockdownClient {
             req.insert("Key".into(), k.into());
         }
         let mut reply = self.request(req).await?;
+        reply.remove("Value").ok_or(LockdownError::Device {
+            request: "GetValue".into(),
+            code: DeviceErrorCode::MissingValue,
+        })
+    }
+
+    /// GetValue of a whole domain (`None`: the global one), of which only `keys` are built
+    /// into the value: a follow-up re-probe reads five of the global domain's ~35 values. The
+    /// request on the wire is the one [`LockdownClient::get_value`] sends.
+    pub async fn get_values(
+        &mut self,
+        domain: Option<&str>,
+        keys: &[&str],
+    ) -> Result<Value, LockdownError> {
+        let mut req = Dictionary::new();
+        req.insert("Request".into(), "GetValue".into());
+        if let Some(d) = domain {
+            req.insert("Domain".into(), d.into());
+        }
+        // The reply's own entries (depth 0) are all kept; of its Value (depth 1), the keys.
+        let keep = |depth: usize, k: &str| depth != 1 || keys.contains(&k);
+        let mut reply = self.request_keeping(req, &keep).await?;
         reply.remove("Value").ok_or(LockdownError::Device {
             request: "GetValue".into(),
             code: DeviceErrorCode::MissingValue,

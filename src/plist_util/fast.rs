@@ -19,11 +19,22 @@ use plist::{Dictionary, Integer, Value};
 
 /// The plist in `raw`, when it is in the subset.
 pub fn parse(raw: &[u8]) -> Option<Value> {
+    parse_keeping(raw, &|_, _| true)
+}
+
+/// Which dictionary entries to build: `keep(depth, key)`, `depth` being how many collections
+/// hold the dictionary (0: the top one). An entry not kept is still read through, by the same
+/// rules, so a document is declined or read whatever is kept.
+pub type Keep<'k> = &'k (dyn Fn(usize, &str) -> bool + Sync);
+
+/// [`parse`], building only the dictionary entries `keep` names: a re-probe reads five of the
+/// global domain's ~35 values, and building the rest was most of its cost.
+pub fn parse_keeping(raw: &[u8], keep: Keep<'_>) -> Option<Value> {
     if raw.starts_with(b"bplist00") || raw.last() == Some(&0) {
         return None;
     }
     let mut p = open(raw)?;
-    let v = p.value(0)?;
+    let v = p.value_keeping(0, keep)?;
     close(p).then_some(v)
 }
 
@@ -143,6 +154,19 @@ impl<'a> Reader<'a> {
     /// The value here, `depth` collections deep. At the crate's depth limit the reader
     /// declines, so that the crate refuses the plist with its own error.
     pub(crate) fn value(&mut self, depth: usize) -> Option<Value> {
+        self.value_keeping(depth, &|_, _| true)
+    }
+
+    /// [`Reader::value`], building only the dictionary entries `keep` names.
+    fn value_keeping(&mut self, depth: usize, keep: Keep<'_>) -> Option<Value> {
+        match self.item(depth, keep, true)? {
+            Item::Value(v) => Some(v),
+            Item::Skipped => None,
+        }
+    }
+
+    /// Read one value, building it when `build` (else only checking it is in the subset).
+    fn item(&mut self, depth: usize, keep: Keep<'_>, build: bool) -> Option<Item> {
         if depth >= MAX_PLIST_DEPTH || !self.eat(b"<") {
             return None;
         }
@@ -151,11 +175,12 @@ impl<'a> Reader<'a> {
             self.i += 1;
         }
         let name = std::str::from_utf8(&self.s[start..self.i]).ok()?;
+        let built = |v: Value| Some(if build { Item::Value(v) } else { Item::Skipped });
         match name {
             "dict" => {
                 let mut d = Dictionary::new();
                 if self.eat(b"/>") {
-                    return Some(Value::Dictionary(d));
+                    return built(Value::Dictionary(d));
                 }
                 if !self.eat(b">") {
                     return None;
@@ -163,18 +188,20 @@ impl<'a> Reader<'a> {
                 loop {
                     self.ws();
                     if self.eat(b"</dict>") {
-                        return Some(Value::Dictionary(d));
+                        return built(Value::Dictionary(d));
                     }
-                    let k = self.key()?.to_string();
+                    let k = self.key()?;
                     self.ws();
-                    let v = self.value(depth + 1)?;
-                    d.insert(k, v);
+                    let wanted = build && keep(depth, k);
+                    if let Item::Value(v) = self.item(depth + 1, keep, wanted)? {
+                        d.insert(k.to_string(), v);
+                    }
                 }
             }
             "array" => {
                 let mut a = Vec::new();
                 if self.eat(b"/>") {
-                    return Some(Value::Array(a));
+                    return built(Value::Array(a));
                 }
                 if !self.eat(b">") {
                     return None;
@@ -182,35 +209,52 @@ impl<'a> Reader<'a> {
                 loop {
                     self.ws();
                     if self.eat(b"</array>") {
-                        return Some(Value::Array(a));
+                        return built(Value::Array(a));
                     }
-                    a.push(self.value(depth + 1)?);
+                    if let Item::Value(v) = self.item(depth + 1, keep, build)? {
+                        a.push(v);
+                    }
                 }
             }
-            "string" => Some(Value::String(self.content("string")?.to_string())),
-            "real" => Some(Value::Real(self.content("real")?.parse().ok()?)),
+            "string" => {
+                let t = self.content("string")?;
+                if !build {
+                    return Some(Item::Skipped);
+                }
+                built(Value::String(t.to_string()))
+            }
+            "real" => built(Value::Real(self.content("real")?.parse().ok()?)),
             // What fits an i64 is read the crate's way (it tries i64 first); hex and larger
             // values are left to it.
-            "integer" => Some(Value::Integer(Integer::from(
+            "integer" => built(Value::Integer(Integer::from(
                 self.content("integer")?.parse::<i64>().ok()?,
             ))),
             "true" | "false" => {
                 let t = self.content(name)?;
-                t.is_empty().then_some(Value::Boolean(name == "true"))
+                if !t.is_empty() {
+                    return None;
+                }
+                built(Value::Boolean(name == "true"))
             }
             // As the crate reads data: ASCII whitespace dropped, then standard base64 with
             // padding; what does not decode is left to the crate (its error).
             "data" => {
                 let t = self.content("data")?;
                 let compact: Vec<u8> = t.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-                base64::engine::general_purpose::STANDARD
+                let bytes = base64::engine::general_purpose::STANDARD
                     .decode(compact)
-                    .ok()
-                    .map(Value::Data)
+                    .ok()?;
+                built(Value::Data(bytes))
             }
             _ => None,
         }
     }
+}
+
+/// One value read: built, or read through and left out.
+enum Item {
+    Value(Value),
+    Skipped,
 }
 
 /// The first `b` in `s`.
@@ -325,5 +369,51 @@ pub(crate) mod tests {
         // At the depth limit the crate's refusal is kept.
         assert!(parse(doc(&nested(MAX_PLIST_DEPTH)).as_bytes()).is_none());
         assert!(parse(doc(&nested(MAX_PLIST_DEPTH - 1)).as_bytes()).is_some());
+    }
+
+    /// What the crate reads, without the top-level-dictionary-inside entries `keep` leaves out.
+    fn kept(v: Value, keep: Keep<'_>, depth: usize) -> Value {
+        match v {
+            Value::Dictionary(d) => Value::Dictionary(
+                d.into_iter()
+                    .filter(|(k, _)| keep(depth, k))
+                    .map(|(k, v)| (k, kept(v, keep, depth + 1)))
+                    .collect(),
+            ),
+            Value::Array(a) => {
+                Value::Array(a.into_iter().map(|v| kept(v, keep, depth + 1)).collect())
+            }
+            other => other,
+        }
+    }
+
+    /// Building only some entries reads the same documents and gives the crate's value less
+    /// the entries left out; an entry left out is still checked (a bad one declines it all).
+    #[test]
+    fn keeping_some_entries_gives_the_crates_value_without_the_others() {
+        let keep: Keep<'_> =
+            &|depth, k| depth != 0 || matches!(k, "TimeIntervalSince1970" | "A" | "Empty");
+        let mut read = 0;
+        for c in cases() {
+            let slow = crate::plist_util::parse_with_crate(c.as_bytes());
+            let fast = parse_keeping(c.as_bytes(), keep);
+            assert_eq!(fast.is_some(), parse(c.as_bytes()).is_some(), "{c:?}");
+            if let Some(fast) = fast {
+                read += 1;
+                assert_eq!(Ok(fast), slow.map(|v| kept(v, keep, 0)), "{c:?}");
+            }
+        }
+        assert!(read >= 12, "{read}");
+        let reply = &cases()[0];
+        let Some(Value::Dictionary(d)) = parse_keeping(reply.as_bytes(), keep) else {
+            panic!("the reply is read");
+        };
+        assert_eq!(
+            d.keys().collect::<Vec<_>>(),
+            ["TimeIntervalSince1970", "Empty"]
+        );
+        // A value left out is checked all the same.
+        let bad = reply.replace("<true/>", "<true>x</true>");
+        assert!(parse_keeping(bad.as_bytes(), keep).is_none());
     }
 }

@@ -401,6 +401,20 @@ pub(crate) async fn read_domain(
     }
 }
 
+/// [`read_domain`], building only `keys` of the domain's values (the rest are read through).
+pub(crate) async fn read_domain_keys(
+    ld: &mut LockdownClient,
+    domain: Option<&str>,
+    keys: &[&str],
+) -> Result<DomainReply, Failure> {
+    let stage = format!("GetValue {}", domain.unwrap_or("(global)"));
+    match ld.get_values(domain, keys).await {
+        Ok(v) => Ok(as_domain(v)),
+        Err(LockdownError::Device { code, .. }) => Ok(Err(code.name().to_string())),
+        Err(e) => Err(lockdown_failure(&stage, &e)),
+    }
+}
+
 /// Probe many devices concurrently; results come back in input order.
 pub async fn probe_all(
     devices: Vec<(AttachedDevice, Option<String>)>,

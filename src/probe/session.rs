@@ -23,7 +23,7 @@
 
 use super::baseline::DomainReply;
 use super::run::{
-    AttachedDevice, DeviceProbe, Failure, ProbeOptions, open_session, read_domain, record,
+    AttachedDevice, DeviceProbe, Failure, ProbeOptions, open_session, read_domain_keys, record,
 };
 use crate::lockdown::LockdownClient;
 use crate::usbmux::{UsbmuxAddr, UsbmuxClient};
@@ -35,6 +35,19 @@ use std::time::{Duration, Instant};
 /// closes an idle connection after about 60 s (pymobiledevice3's test suite; the simulator's
 /// `listen_limits::IDLE_TIMEOUT`), so half of that leaves a margin.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// The global domain's keys a re-probe builds into its record: the version and build, the
+/// device clock and UTC offset, and the two network keys the network state reads
+/// (`baseline_facts::reprobe_network`). The device still sends the whole domain and all of it
+/// is checked; the other ~30 values are read through without being built.
+pub const REPROBE_KEYS: &[&str] = &[
+    "ProductVersion",
+    "BuildVersion",
+    "TimeIntervalSince1970",
+    "TimeZoneOffsetFromUTC",
+    "SIMStatus",
+    "TelephonyCapability",
+];
 
 /// The lockdown sessions kept open for re-probes, by UDID.
 pub struct SessionCache {
@@ -124,7 +137,7 @@ impl SessionCache {
             && k.device_id == device.entry.device_id
             && k.used.elapsed() <= MAX_IDLE
         {
-            match read_domain(&mut k.ld, None).await {
+            match read_domain_keys(&mut k.ld, None, REPROBE_KEYS).await {
                 Ok(global) => {
                     let probe = self.reprobe_record(device, start, Ok(None), global);
                     k.used = Instant::now();
@@ -164,7 +177,7 @@ impl SessionCache {
             Ok(x) => x,
             Err(f) => return failed(f),
         };
-        let global = match read_domain(&mut ld, None).await {
+        let global = match read_domain_keys(&mut ld, None, REPROBE_KEYS).await {
             Ok(g) => g,
             Err(f) => return failed(f),
         };
@@ -200,7 +213,8 @@ impl SessionCache {
         (probe, Answered::Fresh)
     }
 
-    /// A re-probe's record: the global domain as read, the other domains not read.
+    /// A re-probe's record: the global domain's [`REPROBE_KEYS`] as read, the other domains
+    /// not read.
     fn reprobe_record(
         &self,
         device: &AttachedDevice,
