@@ -235,6 +235,16 @@ impl MdmBackend for Watched {
         })
     }
 
+    fn fresh_results_many<'a>(
+        &'a self,
+        udids: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Vec<CommandResult>, BackendError>>> {
+        Box::pin(async move {
+            let all = self.inner.fresh_results_many(udids).await;
+            all.into_iter().map(|r| self.see(r)).collect()
+        })
+    }
+
     fn delivery_counts<'a>(
         &'a self,
         udid: &'a str,

@@ -22,6 +22,10 @@ pub(super) struct Feed {
     reports_after: i64,
     deliveries_after: i64,
     devices: HashMap<String, Vec<FeedCommand>>,
+    /// Per device, the highest report number [`Feed::fresh_results`] has given.
+    given: HashMap<String, i64>,
+    /// Devices whose deliveries grew since their list was last handed on.
+    deliveries_grew: std::collections::HashSet<String>,
 }
 
 struct FeedCommand {
@@ -111,6 +115,7 @@ impl Feed {
         }
         for (p, id, at) in deliveries {
             if id > self.deliveries_after {
+                self.deliveries_grew.insert(p.enrollment_id.clone());
                 self.command(p).deliveries.push((id, at));
             }
         }
@@ -165,6 +170,36 @@ impl Feed {
         out
     }
 
+    /// The device's reports [`Feed::results`] gives that no earlier call of this one gave
+    /// (numbered above the last one given), in the same order.
+    pub(super) fn fresh_results(&mut self, udid: &str, sent: &SentMap) -> Vec<CommandResult> {
+        let after = self.given.get(udid).copied().unwrap_or(i64::MIN);
+        let mut top = after;
+        let mut out = Vec::new();
+        for c in self.devices.get(udid).map(Vec::as_slice).unwrap_or(&[]) {
+            for r in c.reports.iter().filter(|r| r.id > after) {
+                top = top.max(r.id);
+                out.push(CommandResult {
+                    command_uuid: c.uuid.clone(),
+                    request_type: sent.get(&c.uuid).or_else(|| Some(c.request_type.clone())),
+                    status: r.status.clone(),
+                    raw: r.raw.clone(),
+                    received_at: r.received_at.clone(),
+                });
+            }
+        }
+        if top > after {
+            self.given.insert(udid.to_string(), top);
+        }
+        out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        out
+    }
+
+    /// Whether the device's deliveries grew since the last call for it (true the first time).
+    pub(super) fn take_deliveries_grew(&mut self, udid: &str) -> bool {
+        self.deliveries_grew.remove(udid)
+    }
+
     /// Every delivery of the device read so far, in history order (`deliveries::from_history`).
     pub(super) fn deliveries(&self, udid: &str) -> Vec<Delivery> {
         self.devices
@@ -216,6 +251,7 @@ impl super::NanoMdm {
     pub(super) async fn results_from_feed(
         &self,
         udids: &[String],
+        fresh: bool,
     ) -> Vec<Result<Vec<CommandResult>, BackendError>> {
         let lock =
             |m: &'_ std::sync::Mutex<Option<bool>>| *m.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,11 +271,22 @@ impl super::NanoMdm {
             Ok(()) => udids
                 .iter()
                 .map(|u| {
-                    let history = feed.results(u, &self.sent);
-                    self.history_deliveries
+                    // Only what no earlier fresh call gave, where the caller journals all it
+                    // is given; webhook-fed, every report (they are reconciled with the
+                    // webhooks whole).
+                    let history = if fresh && self.inbox.is_none() {
+                        feed.fresh_results(u, &self.sent)
+                    } else {
+                        feed.results(u, &self.sent)
+                    };
+                    let mut kept = self
+                        .history_deliveries
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(u.clone(), feed.deliveries(u));
+                        .unwrap_or_else(|p| p.into_inner());
+                    if feed.take_deliveries_grew(u) || !kept.contains_key(u) {
+                        kept.insert(u.clone(), feed.deliveries(u));
+                    }
+                    drop(kept);
                     Ok(match &self.inbox {
                         None => history,
                         Some(inbox) => {
@@ -285,5 +332,57 @@ impl super::NanoMdm {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report(id: i64, uuid: &str, seq: i64, at: &str) -> serde_json::Value {
+        let raw = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>CommandUUID</key><string>{uuid}</string><key>Status</key><string>Acknowledged</string><key>UDID</key><string>U</string></dict></plist>"
+        );
+        json!({
+            "id": id, "enrollment_id": "U", "command_uuid": uuid, "request_type": "OSUpdateStatus",
+            "seq": seq, "received_at": at, "status": "Acknowledged",
+            "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+        })
+    }
+
+    fn page(after: i64, reports: Vec<serde_json::Value>) -> serde_json::Value {
+        json!({ "reports_after": after, "deliveries_after": 0, "more": false,
+                "reports": reports, "deliveries": [] })
+    }
+
+    fn uuids(r: &[CommandResult]) -> Vec<&str> {
+        r.iter().map(|r| r.command_uuid.as_str()).collect()
+    }
+
+    /// A fresh read gives each report once, in the order the whole history gives them; the
+    /// whole history is unchanged by it.
+    #[test]
+    fn fresh_results_give_each_report_once_and_leave_the_history_whole() {
+        let sent = SentMap::default();
+        let mut feed = Feed::default();
+        let url = "http://mdm/v1/history";
+        feed.take(
+            url,
+            &page(2, vec![report(1, "C1", 1, "t1"), report(2, "C2", 2, "t2")]),
+        )
+        .unwrap();
+        assert_eq!(uuids(&feed.fresh_results("U", &sent)), ["C1", "C2"]);
+        assert!(feed.fresh_results("U", &sent).is_empty());
+        feed.take(
+            url,
+            &page(4, vec![report(3, "C3", 3, "t4"), report(4, "C1", 1, "t3")]),
+        )
+        .unwrap();
+        // Only the two new ones, sorted by arrival as `results` sorts them.
+        assert_eq!(uuids(&feed.fresh_results("U", &sent)), ["C1", "C3"]);
+        assert_eq!(uuids(&feed.results("U", &sent)), ["C1", "C2", "C1", "C3"]);
+        assert!(feed.fresh_results("U", &sent).is_empty());
+        assert!(feed.fresh_results("V", &sent).is_empty());
     }
 }

@@ -244,7 +244,7 @@ impl Runner<'_> {
     }
 
     /// One poll of the round's devices: their MDM answers (one call for them all where the MDM
-    /// allows, `MdmBackend::results_many`), DDM status reports and USB re-probes
+    /// allows, `MdmBackend::fresh_results_many`), DDM status reports and USB re-probes
     /// ([`CONCURRENCY`] devices at once) are fetched concurrently and journaled with one fsync,
     /// and only then acted on (second step, end of follow-up, the next status query). A failed
     /// MDM call is an observation; the next poll asks again. Returns how long each part took.
@@ -299,7 +299,9 @@ impl Runner<'_> {
             };
             let mdm = async {
                 let t = Instant::now();
-                let r = backend.results_many(udids).await;
+                // What is new since the last round: every result given is journaled below
+                // (the fold still tells a result it has from one it has not).
+                let r = backend.fresh_results_many(udids).await;
                 (r, t.elapsed())
             };
             let ((results, mdm), devices) = tokio::join!(mdm, each);
