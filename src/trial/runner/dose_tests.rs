@@ -74,6 +74,7 @@ impl Bench {
             opts: &self.opts,
             asked_after_download: HashSet::new(),
             clock_readings: HashMap::new(),
+            network_at_reprobe: HashMap::new(),
             interrupted: Arc::new(Interrupt::default()),
             feeds: None,
             stop_dirty: true,

@@ -392,12 +392,9 @@ impl Runner<'_> {
         {
             events.push(ev);
         }
-        let d = &self.state.devices[udid];
         // Detached: no network state (nothing was read).
-        let network = u
-            .lockdown
-            .as_ref()
-            .map(|l| baseline_facts::reprobe_network(l, d.last_device_information.as_ref()));
+        let network = u.network.map(|n| self.reprobe_network(udid, n));
+        let d = &self.state.devices[udid];
         let snapshot = crate::journal::fold::Reprobe {
             attached: u.attached,
             product_version: u.version.clone(),
@@ -416,6 +413,33 @@ impl Runner<'_> {
             });
         }
         events
+    }
+
+    /// The network state at a re-probe (`baseline_facts::reprobe_network`), judged again only
+    /// when its inputs changed since the device's last re-probe.
+    fn reprobe_network(
+        &mut self,
+        udid: &str,
+        lockdown: crate::probe::baseline::Network,
+    ) -> baseline_facts::Known<baseline_facts::Network> {
+        let last = self.state.devices[udid].last_device_information.as_ref();
+        let at = last.map(|l| l.at.clone());
+        if let Some((n, a, known)) = self.network_at_reprobe.get(udid)
+            && *n == lockdown
+            && *a == at
+        {
+            return known.clone();
+        }
+        // Only the two network fields the state reads (SIMStatus, TelephonyCapability) go
+        // into the JSON it is judged from.
+        let probe = serde_json::json!({ "baseline": { "network": {
+            "sim_status": lockdown.sim_status,
+            "telephony_capability": lockdown.telephony_capability,
+        } } });
+        let known = baseline_facts::reprobe_network(&probe, last);
+        self.network_at_reprobe
+            .insert(udid.to_string(), (lockdown, at, known.clone()));
+        known
     }
 
     /// The protocol's follow-up step (3), once downloaded (and the after-download questions).
@@ -561,9 +585,9 @@ struct Reprobe {
     /// The device clock (lockdown `TimeIntervalSince1970`) and the host instant it was read at
     /// (the middle of the probe).
     clock: Option<(Instant, f64)>,
-    /// The probe record's network fields that feed the network state (`{"baseline":
-    /// {"network": …}}`, as in `probe::DeviceProbe` JSON) when the device was attached.
-    lockdown: Option<serde_json::Value>,
+    /// The re-probe's lockdown network fields when the device was attached: with the last
+    /// DeviceInformation answer they give the network state.
+    network: Option<crate::probe::baseline::Network>,
     /// A kept lockdown session answered (not journaled: the facts are the same either way).
     kept: bool,
 }
@@ -583,28 +607,20 @@ async fn reprobe_device(
             build: None,
             error: None,
             clock: None,
-            lockdown: None,
+            network: None,
             kept: false,
         };
     };
     let before = Instant::now();
     let (p, answered) = sessions.reprobe(a).await;
     let at = before + before.elapsed() / 2;
-    // Only two of the baseline's network fields are read from it
-    // (`baseline_facts::reprobe_network`: SIMStatus, TelephonyCapability), so only they are
-    // turned into JSON (the whole record cost ~1 000 allocations a device).
-    let n = &p.baseline.network;
-    let lockdown = Some(serde_json::json!({ "baseline": { "network": {
-        "sim_status": n.sim_status,
-        "telephony_capability": n.telephony_capability,
-    } } }));
     Reprobe {
         attached: true,
         version: p.baseline.product_version.value.clone(),
         build: p.baseline.build_version.value.clone(),
         error: p.failure.map(|f| f.message),
         clock: p.device_time.map(|t| (at, t)),
-        lockdown,
+        network: Some(p.baseline.network),
         kept: answered == probe::Answered::Kept,
     }
 }

@@ -184,6 +184,10 @@ struct Runner<'a> {
     /// Each device's last clock reading in the follow-up: host instant, device seconds since
     /// 1970 (not journaled: after a resume the first re-probe starts afresh).
     clock_readings: HashMap<String, (Instant, f64)>,
+    /// Each device's network state at its last re-probe and what it was judged from (the
+    /// re-probe's lockdown network fields, the time of the DeviceInformation answer used): an
+    /// unchanged input is not judged again each round (not journaled; a pure cache).
+    network_at_reprobe: HashMap<String, NetworkJudged>,
     /// Set by Ctrl-C; checked between steps so the run stops at a clean point.
     interrupted: Arc<Interrupt>,
     /// The protocol's feeds at the trial date.
@@ -326,6 +330,13 @@ impl Runner<'_> {
     }
 }
 
+/// A re-probe's network state with the inputs it was judged from (`Runner::network_at_reprobe`).
+type NetworkJudged = (
+    crate::probe::baseline::Network,
+    Option<String>,
+    crate::journal::fold::baseline_facts::Known<crate::journal::fold::baseline_facts::Network>,
+);
+
 /// The reason recorded for a known-bad-version device a bug-reproduction arm takes.
 pub const WAIVED_KNOWN_BAD: &str = "known_bad_version_waived";
 
@@ -398,6 +409,7 @@ pub async fn run(
         opts,
         asked_after_download: HashSet::new(),
         clock_readings: HashMap::new(),
+        network_at_reprobe: HashMap::new(),
         interrupted: Interrupt::install(),
         feeds,
         stop_dirty: true,
@@ -531,6 +543,7 @@ pub async fn qualify(
         opts: &opts,
         asked_after_download: HashSet::new(),
         clock_readings: HashMap::new(),
+        network_at_reprobe: HashMap::new(),
         interrupted: Arc::new(Interrupt::default()),
         feeds,
         stop_dirty: true,
