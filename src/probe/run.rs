@@ -393,12 +393,7 @@ pub(crate) async fn read_domain(
     ld: &mut LockdownClient,
     domain: Option<&str>,
 ) -> Result<DomainReply, Failure> {
-    let stage = format!("GetValue {}", domain.unwrap_or("(global)"));
-    match ld.get_value(domain, None).await {
-        Ok(v) => Ok(as_domain(v)),
-        Err(LockdownError::Device { code, .. }) => Ok(Err(code.name().to_string())),
-        Err(e) => Err(lockdown_failure(&stage, &e)),
-    }
+    domain_reply(domain, ld.get_value(domain, None).await)
 }
 
 /// [`read_domain`], building only `keys` of the domain's values (the rest are read through).
@@ -407,11 +402,21 @@ pub(crate) async fn read_domain_keys(
     domain: Option<&str>,
     keys: &[&str],
 ) -> Result<DomainReply, Failure> {
-    let stage = format!("GetValue {}", domain.unwrap_or("(global)"));
-    match ld.get_values(domain, keys).await {
+    domain_reply(domain, ld.get_values(domain, keys).await)
+}
+
+/// A GetValue's answer as the domain's reply, or the device's failure.
+fn domain_reply(
+    domain: Option<&str>,
+    answer: Result<plist::Value, LockdownError>,
+) -> Result<DomainReply, Failure> {
+    match answer {
         Ok(v) => Ok(as_domain(v)),
         Err(LockdownError::Device { code, .. }) => Ok(Err(code.name().to_string())),
-        Err(e) => Err(lockdown_failure(&stage, &e)),
+        Err(e) => Err(lockdown_failure(
+            &format!("GetValue {}", domain.unwrap_or("(global)")),
+            &e,
+        )),
     }
 }
 
