@@ -291,6 +291,10 @@ impl MdmBackend for Watched {
         self.inner.deliveries(udid)
     }
 
+    fn deliveries_of(&self, udid: &str, uuids: &[&str]) -> Option<Vec<super::backend::Delivery>> {
+        self.inner.deliveries_of(udid, uuids)
+    }
+
     fn user_channels<'a>(
         &'a self,
         udid: &'a str,

@@ -235,6 +235,16 @@ pub trait MdmBackend: Send + Sync {
     fn deliveries(&self, _udid: &str) -> Option<Vec<Delivery>> {
         None
     }
+    /// [`MdmBackend::deliveries`] of the commands `uuids` only, in the same order: the
+    /// follow-up asks each round for its doses' deliveries, and a device's list holds one for
+    /// every status query of the run.
+    fn deliveries_of(&self, udid: &str, uuids: &[&str]) -> Option<Vec<Delivery>> {
+        self.deliveries(udid).map(|all| {
+            all.into_iter()
+                .filter(|d| uuids.contains(&d.command_uuid.as_str()))
+                .collect()
+        })
+    }
     /// The MDM's record of the device's user channel (a Shared iPad's logged-in user, issue
     /// 14): `lab`'s own server keeps one (`GET /v1/user_channels/{id}`); the others' APIs tell
     /// nothing of it, so "unknown", saying why.
@@ -876,6 +886,28 @@ impl MdmBackend for NanoMdm {
                 .get(udid)
                 .cloned(),
         }
+    }
+
+    fn deliveries_of(&self, udid: &str, uuids: &[&str]) -> Option<Vec<Delivery>> {
+        if matches!((&self.inbox, self.keeps_history()), (Some(_), Some(false))) {
+            let all = self.deliveries(udid)?;
+            return Some(
+                all.into_iter()
+                    .filter(|d| uuids.contains(&d.command_uuid.as_str()))
+                    .collect(),
+            );
+        }
+        // Only the asked commands' deliveries are copied out of the kept list.
+        self.history_deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(udid)
+            .map(|all| {
+                all.iter()
+                    .filter(|d| uuids.contains(&d.command_uuid.as_str()))
+                    .cloned()
+                    .collect()
+            })
     }
 
     fn settle_time(&self) -> Duration {

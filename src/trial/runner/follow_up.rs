@@ -70,7 +70,7 @@ impl Runner<'_> {
         if doses.is_empty() {
             return Vec::new();
         }
-        let Some(all) = self.lab.backend.deliveries(udid) else {
+        let Some(all) = self.lab.backend.deliveries_of(udid, &doses) else {
             return Vec::new();
         };
         let journaled = self
