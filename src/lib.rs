@@ -10,6 +10,7 @@ pub mod cli;
 pub mod evidence;
 pub mod feeds;
 pub mod format;
+pub mod heap;
 pub mod http_client;
 pub mod input;
 pub mod io;

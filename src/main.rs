@@ -111,29 +111,9 @@ fn ignore_sigxfsz() {
     }
 }
 
-/// glibc's malloc gives each thread that contends for the heap an arena of its own, up to
-/// 8 per core, and memory freed in one arena is not reused by another. The harness's
-/// allocations move between the runtime's worker and blocking threads, and about a tenth of a
-/// 1 000-device trial's peak RSS was that slack (issue 16, `scripts/bench-trial 1000`,
-/// interleaved: 217–222 MiB with the default, 193–195 MiB with two arenas). Two, not one, so
-/// that the two cores do not serialise on one heap lock. Not for `lab sim serve`, whose
-/// thousands of devices allocate concurrently and whose speed, not memory, limits the bench
-/// (a simulator embedded in `lab run`, the rehearsal's, shares the harness's setting).
-fn limit_malloc_arenas(command: &Command) {
-    if matches!(command, Command::Sim { .. }) {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt at start-up, before any thread exists, only sets glibc's arena limit.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 fn main() -> ExitCode {
     ignore_sigxfsz();
     let args = Args::parse();
-    limit_malloc_arenas(&args.command);
     let default_level = match args.verbose {
         0 => "warn",
         1 => "info",
