@@ -184,7 +184,7 @@ fn deviations(d: &Facts, seen: &Seen, arm_steps: &BTreeMap<String, u32>) -> Vec<
 
 /// Commands given a final answer more than once, in the order of their second final answer.
 fn answered_twice(d: &Facts) -> Vec<String> {
-    let mut finals: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut finals: rustc_hash::FxHashMap<&str, usize> = Default::default();
     let mut order: Vec<&str> = Vec::new();
     for a in d.answers.iter().filter(|a| a.is_final()) {
         let n = finals.entry(&*a.command_uuid).or_insert(0);
