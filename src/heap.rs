@@ -5,9 +5,10 @@
 //! that folds and frees it; glibc serialises such frees on the allocating arena's lock, and its
 //! allocator with that lock took about a quarter of the report's CPU. On 1 M journal events
 //! (`lab report` on the folder `REPORT_1M_DIR=DIR cargo bench --bench report_1m` leaves, 2 cores,
-//! 3 runs each): 4.7–5.2 s with glibc, 2.9–3.0 s with mimalloc. The price is peak RSS: a
-//! 1 000-device `scripts/bench-trial`'s harness 144–158 MiB against 102–116 MiB, the report
-//! 403 MiB against 347 MiB (issue 16; README "Performance"). mimalloc's
+//! 3 runs each): 4.7–5.4 s with glibc, 2.7–3.0 s with mimalloc and huge pages off
+//! ([`without_huge_pages`]). The price is a little RSS: a 1 000-device `scripts/bench-trial`'s
+//! harness 111–121 MiB against 100–113 MiB, the report 351–360 MiB against 342–347 MiB, and
+//! about half a millisecond per one-device probe (issue 16; README "Performance"). mimalloc's
 //! `MIMALLOC_ARENA_EAGER_COMMIT=0` takes ~45 MiB off the report's peak for ~8 % of its time; it
 //! is read before `main`, so it is left to the environment.
 
