@@ -37,8 +37,6 @@ fn status_plist(udid: &str, uuid: &str, pct: f64, downloaded: bool) -> String {
 }
 
 fn main() {
-    // As `lab` itself does (see `lab::heap`).
-    lab::heap::without_huge_pages();
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let total: u64 = args
         .get(1)

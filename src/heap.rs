@@ -20,15 +20,42 @@ static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc spreads each thread's pages over 2 MiB-aligned regions; where the kernel backs
 /// anonymous memory with huge pages (`/sys/kernel/mm/transparent_hugepage/enabled` is `always`
 /// on many distributions), the first byte touched in a region faults in, and zeroes, 2 MiB. On
-/// the 2-core machine of issue 16 that cost a one-device `lab probe` ~0.8 ms and 9 MiB, and
-/// `lab report` on 1 M events 0.6–0.9 s and ~55 MiB (3.6–3.7 s → 2.8–3.1 s with them off,
-/// 3 runs each). mimalloc's own switch (`MIMALLOC_ALLOW_THP=0`) is read before `main`, so the
-/// process asks the kernel itself, first thing; the setting applies to faults from then on.
+/// the 2-core machine of issue 16 that cost `lab report` on 1 M events 0.6–0.9 s and ~55 MiB
+/// (3.6–3.7 s → 2.8–3.1 s with them off, 3 runs each). mimalloc's own switch
+/// (`MIMALLOC_ALLOW_THP=0`) is read at its first allocation, before `main`, so the process asks
+/// the kernel itself, from [`BEFORE_MAIN`]; the setting applies to faults from then on.
 /// Best effort: a kernel that refuses leaves the default.
 pub fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+/// [`without_huge_pages`] as an ELF constructor: it runs before the Rust runtime's first
+/// allocation (in `std::rt`, before `main`), which reserves mimalloc's first region and used to
+/// fault in two huge pages — about a third of a one-device `lab probe`'s CPU (`perf record`,
+/// issue 16, 2026-12-06). Every binary built on the crate (tests and benches too) gets it.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BEFORE_MAIN: extern "C" fn() = {
+    extern "C" fn before_main() {
+        without_huge_pages();
+    }
+    before_main
+};
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The constructor ran in this test binary: the kernel reports huge pages off for it.
+    #[test]
+    fn huge_pages_are_off_before_main() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+            return; // a kernel older than 5.0 does not say
+        };
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
     }
 }

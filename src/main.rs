@@ -112,7 +112,6 @@ fn ignore_sigxfsz() {
 }
 
 fn main() -> ExitCode {
-    lab::heap::without_huge_pages();
     ignore_sigxfsz();
     let args = Args::parse();
     let default_level = match args.verbose {
