@@ -450,7 +450,7 @@ impl<W: std::io::Write> Sink<W> {
 
 /// The time of an answer: when it was received, else when it was journalled.
 fn answer_time<'a>(e: &'a Entry, received_at: &'a str) -> &'a str {
-    if chrono::DateTime::parse_from_rfc3339(received_at).is_ok() {
+    if super::format::parse_time(received_at).is_some() {
         received_at
     } else {
         &e.at
