@@ -25,7 +25,7 @@ static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (`MIMALLOC_ALLOW_THP=0`) is read at its first allocation, before `main`, so the process asks
 /// the kernel itself, from [`BEFORE_MAIN`]; the setting applies to faults from then on.
 /// Best effort: a kernel that refuses leaves the default.
-pub fn without_huge_pages() {
+fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
     unsafe {
@@ -35,7 +35,7 @@ pub fn without_huge_pages() {
 
 /// [`without_huge_pages`] as an ELF constructor: it runs before the Rust runtime's first
 /// allocation (in `std::rt`, before `main`), which reserves mimalloc's first region and used to
-/// fault in two huge pages — about a third of a one-device `lab probe`'s CPU (`perf record`,
+/// fault in two huge pages — ~40 % of a one-device `lab probe`'s CPU (`perf record`,
 /// issue 16, 2026-12-06). Every binary built on the crate (tests and benches too) gets it.
 #[cfg(target_os = "linux")]
 #[used]

@@ -41,11 +41,7 @@ pub fn parse_keeping(raw: &[u8], keep: Keep<'_>) -> Option<Value> {
 /// The reader at the plist's value: past the XML declaration, the DOCTYPE and `<plist …>`.
 pub(crate) fn open(raw: &[u8]) -> Option<Reader<'_>> {
     let doc = std::str::from_utf8(raw).ok()?;
-    let mut p = Reader {
-        doc,
-        s: doc.as_bytes(),
-        i: 0,
-    };
+    let mut p = Reader { doc, i: 0 };
     p.ws();
     if p.eat(b"<?xml") {
         p.past(b"?>")?;
@@ -53,7 +49,7 @@ pub(crate) fn open(raw: &[u8]) -> Option<Reader<'_>> {
     }
     if p.eat(b"<!DOCTYPE") {
         let end = p.find(b'>')?;
-        if p.s[p.i..end].iter().any(|b| matches!(b, b'[' | b'<')) {
+        if p.s()[p.i..end].iter().any(|b| matches!(b, b'[' | b'<')) {
             return None;
         }
         p.i = end + 1;
@@ -64,7 +60,7 @@ pub(crate) fn open(raw: &[u8]) -> Option<Reader<'_>> {
     }
     // Attributes (version="1.0"): skipped, as the crate does; no `/>`, no `<` in them.
     let end = p.find(b'>')?;
-    let attrs = &p.s[p.i..end];
+    let attrs = &p.s()[p.i..end];
     if !(attrs.is_empty() || attrs[0] == b' ') || attrs.iter().any(|b| matches!(b, b'<' | b'/')) {
         return None;
     }
@@ -80,7 +76,7 @@ pub(crate) fn close(mut p: Reader<'_>) -> bool {
         return false;
     }
     p.ws();
-    p.i == p.s.len()
+    p.i == p.s().len()
 }
 
 /// A position in a plist document known to be UTF-8.
@@ -88,15 +84,18 @@ pub(crate) struct Reader<'a> {
     /// The document, validated once: text is sliced from it, not validated again (that was
     /// ~3 % of `lab report`'s CPU on a million answers).
     doc: &'a str,
-    /// `doc`'s bytes.
-    s: &'a [u8],
     i: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// The document's bytes.
+    fn s(&self) -> &'a [u8] {
+        self.doc.as_bytes()
+    }
+
     pub(crate) fn ws(&mut self) {
         while self
-            .s
+            .s()
             .get(self.i)
             .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n'))
         {
@@ -105,7 +104,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn eat(&mut self, t: &[u8]) -> bool {
-        if self.s[self.i..].starts_with(t) {
+        if self.s()[self.i..].starts_with(t) {
             self.i += t.len();
             true
         } else {
@@ -114,11 +113,11 @@ impl<'a> Reader<'a> {
     }
 
     fn find(&self, b: u8) -> Option<usize> {
-        memchr(b, &self.s[self.i..]).map(|k| self.i + k)
+        memchr(b, &self.s()[self.i..]).map(|k| self.i + k)
     }
 
     fn past(&mut self, t: &[u8]) -> Option<()> {
-        let k = self.s[self.i..].windows(t.len()).position(|w| w == t)?;
+        let k = self.s()[self.i..].windows(t.len()).position(|w| w == t)?;
         self.i += k + t.len();
         Some(())
     }
@@ -178,7 +177,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let start = self.i;
-        while self.s.get(self.i).is_some_and(u8::is_ascii_lowercase) {
+        while self.s().get(self.i).is_some_and(u8::is_ascii_lowercase) {
             self.i += 1;
         }
         let doc: &'a str = self.doc;
