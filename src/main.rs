@@ -111,6 +111,20 @@ fn ignore_sigxfsz() {
     }
 }
 
+/// The async runtime a command runs on: worker threads on every core, except for a probe of one
+/// named device (`lab probe --udid U`, without `--sim` or `--mdm`). That probe is one chain of
+/// round trips with nothing to run beside it but the USB scan (a blocking thread either way),
+/// so one thread runs it; starting the workers, their stacks and the hand-offs between them
+/// were a tenth of its time (issue 16, README "Performance").
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    match command {
+        Command::Probe(a) if a.one_device() => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    }
+}
+
 fn main() -> ExitCode {
     ignore_sigxfsz();
     let args = Args::parse();
@@ -138,7 +152,7 @@ fn main() -> ExitCode {
         eprintln!("lab: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime_for(&args.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lab: cannot start the async runtime: {e}");

@@ -50,6 +50,13 @@ pub struct ProbeArgs {
     webhook_hmac_key_env: Option<String>,
 }
 
+impl ProbeArgs {
+    /// One named device on the bench's usbmuxd, nothing else started or asked.
+    pub fn one_device(&self) -> bool {
+        self.udids.len() == 1 && self.sim.is_none() && self.mdm.is_none()
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MdmKind {
     Embedded,

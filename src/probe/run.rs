@@ -338,8 +338,20 @@ pub(crate) async fn open_session(
             .map_err(|e| lockdown_failure("QueryType", &e))?;
         Ok::<_, Failure>((ld, ty))
     };
-    let (ld, pair, buid) =
-        tokio::join!(lockdown, client.read_pair_record(&udid), client.read_buid());
+    // The pair record is parsed, and the TLS config its host key makes is built (and cached,
+    // `tls::client_config`), as soon as usbmuxd hands it over: reading an RSA key checks it,
+    // which took as long as the QueryType round trip it now overlaps (issue 16). Its errors
+    // are judged below, in their place; `start_session` finds the config in the cache.
+    let pair = async {
+        let bytes = client.read_pair_record(&udid).await?;
+        let parsed = PairRecord::from_bytes(&bytes);
+        if let Ok(p) = &parsed {
+            // A config error is reported by `start_session`, before the device is touched.
+            let _ = crate::tls::client_config(&p.host_certificate, &p.host_private_key);
+        }
+        Ok::<_, UsbmuxError>(parsed)
+    };
+    let (ld, pair, buid) = tokio::join!(lockdown, pair, client.read_buid());
     let (mut ld, ty) = ld?;
     if ty != lockdown::SERVICE_TYPE {
         return Err(Failure {
@@ -358,7 +370,7 @@ pub(crate) async fn open_session(
         }),
         (Err(e), _) => return Err(usbmux_failure("ReadPairRecord", &e)),
         (_, Err(e)) => return Err(usbmux_failure("ReadBUID", &e)),
-        (Ok(bytes), Ok(buid)) => match PairRecord::from_bytes(&bytes) {
+        (Ok(parsed), Ok(buid)) => match parsed {
             Err(e) => Some(Failure {
                 stage: "ReadPairRecord".into(),
                 kind: FailureKind::NotPaired,
