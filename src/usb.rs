@@ -90,8 +90,51 @@ pub enum UsbScan {
     Unavailable { reason: String },
 }
 
+/// Whether this host has the device nodes libusb reads USB devices through. On Linux that is
+/// usbfs: `/dev/bus/usb`, the older `/proc/bus/usb`, or `/dev/usbdev*` nodes, the places libusb
+/// looks before it gives up with "could not find usbfs" (libusb `linux_usbfs.c`,
+/// `find_usbfs_path`). A bench or VM without them cannot be scanned; asking first spares the
+/// scan its thread, libusb's start-up and its walk of `/dev` — a tenth of a one-device
+/// `lab probe` on such a machine (issue 16). Other systems are always scanned.
+pub fn usb_nodes_present() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let dir = |p: &str| std::path::Path::new(p).is_dir();
+        dir("/dev/bus/usb")
+            || dir("/proc/bus/usb")
+            || std::fs::read_dir("/dev").is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().as_encoded_bytes().starts_with(b"usbdev"))
+            })
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
+}
+
+/// What a scan finds on a host without USB device nodes ([`usb_nodes_present`]).
+pub fn no_usb_nodes() -> UsbScan {
+    UsbScan::Unavailable {
+        reason: "no USB access (no usbfs: /dev/bus/usb is missing); raw USB scan skipped".into(),
+    }
+}
+
+/// The raw scan, on a blocking thread of the runtime, when this host has USB device nodes.
+pub async fn scan_beside() -> UsbScan {
+    if !usb_nodes_present() {
+        return no_usb_nodes();
+    }
+    tokio::task::spawn_blocking(scan)
+        .await
+        .unwrap_or(UsbScan::Unavailable {
+            reason: "USB scan failed".into(),
+        })
+}
+
 /// Scan the USB buses for Apple devices.
 pub fn scan() -> UsbScan {
+    if !usb_nodes_present() {
+        return no_usb_nodes();
+    }
     let ctx = match rusb::Context::new() {
         Ok(c) => c,
         Err(e) => {
@@ -162,6 +205,18 @@ pub fn location_id(bus: u8, address: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host without USB device nodes is not handed to libusb, and says so; one with them is.
+    #[test]
+    fn the_scan_is_skipped_exactly_where_usb_nodes_are_missing() {
+        let skipped = scan() == no_usb_nodes();
+        assert_eq!(skipped, !usb_nodes_present());
+        let beside = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(scan_beside());
+        assert_eq!(beside == no_usb_nodes(), !usb_nodes_present());
+    }
 
     #[test]
     fn modes_from_product_ids() {

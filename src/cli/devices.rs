@@ -192,11 +192,7 @@ pub async fn run(flags: &[String], a: DevicesArgs) -> Result<u8, CliError> {
         return watch(addrs, timeout, a.json, a.watch_for).await;
     }
     let (devices, host_errors) = list_all(&addrs, timeout).await;
-    let usb = tokio::task::spawn_blocking(usb::scan)
-        .await
-        .unwrap_or(UsbScan::Unavailable {
-            reason: "USB scan failed".into(),
-        });
+    let usb = usb::scan_beside().await;
     let usb_ok = matches!(usb, UsbScan::Ok { .. });
     if host_errors.len() == addrs.len() && !usb_ok {
         let mut msg = String::from("no device source is reachable:\n");
