@@ -24,8 +24,11 @@ pub(super) struct Feed {
     devices: HashMap<String, Vec<FeedCommand>>,
     /// Per device, the highest report number [`Feed::fresh_results`] has given.
     given: HashMap<String, i64>,
-    /// Devices whose deliveries grew since their list was last handed on.
-    deliveries_grew: std::collections::HashSet<String>,
+    /// Devices whose deliveries grew since their list was last handed on: `true` while every
+    /// new delivery went to the device's last command, so that its list only grew at the end.
+    deliveries_grew: HashMap<String, bool>,
+    /// Per device, how many deliveries [`Feed::hand_on_deliveries`] last handed on.
+    handed: HashMap<String, usize>,
 }
 
 struct FeedCommand {
@@ -110,13 +113,18 @@ impl Feed {
         }
         for (p, r) in reports {
             if r.id > self.reports_after {
-                self.command(p).reports.push(r);
+                let (cmds, i) = self.command(p);
+                cmds[i].reports.push(r);
             }
         }
         for (p, id, at) in deliveries {
             if id > self.deliveries_after {
-                self.deliveries_grew.insert(p.enrollment_id.clone());
-                self.command(p).deliveries.push((id, at));
+                let device = p.enrollment_id.clone();
+                let (cmds, i) = self.command(p);
+                cmds[i].deliveries.push((id, at));
+                let at_end = i + 1 == cmds.len();
+                let grew = self.deliveries_grew.entry(device).or_insert(true);
+                *grew &= at_end;
             }
         }
         self.reports_after = self.reports_after.max(reports_after);
@@ -124,8 +132,9 @@ impl Feed {
         Ok(more)
     }
 
-    /// The device's command a report or delivery belongs to, made in queue order if new.
-    fn command(&mut self, p: Place) -> &mut FeedCommand {
+    /// The device's command a report or delivery belongs to, made in queue order if new: the
+    /// device's commands and its place among them.
+    fn command(&mut self, p: Place) -> (&mut Vec<FeedCommand>, usize) {
         let cmds = self.devices.entry(p.enrollment_id).or_default();
         let i = match cmds.iter().position(|c| c.uuid == p.command_uuid) {
             Some(i) => i,
@@ -144,7 +153,7 @@ impl Feed {
                 i
             }
         };
-        &mut cmds[i]
+        (cmds, i)
     }
 
     /// Every report of the device read so far, oldest first: what `results_from_history` makes
@@ -195,26 +204,60 @@ impl Feed {
         out
     }
 
-    /// Whether the device's deliveries grew since the last call for it (true the first time).
-    pub(super) fn take_deliveries_grew(&mut self, udid: &str) -> bool {
-        self.deliveries_grew.remove(udid)
+    /// Bring `kept`'s list of the device up to [`Feed::deliveries`]. A list this feed handed on
+    /// last that only grew at its end (the usual round: one more delivery of the newest
+    /// command) gets the new deliveries appended; any other is made anew. Making every grown
+    /// list anew cost each round a copy of every delivery of the run (issue 16: a steady
+    /// 900-device round grew by about a millisecond per round late in a long run).
+    pub(super) fn hand_on_deliveries(
+        &mut self,
+        udid: &str,
+        kept: &mut HashMap<String, Vec<Delivery>>,
+    ) {
+        let grew = self.deliveries_grew.remove(udid);
+        let handed = self.handed.get(udid).copied();
+        let len = match (grew, kept.get_mut(udid)) {
+            (None, Some(_)) => return,
+            (Some(true), Some(list)) if handed == Some(list.len()) => {
+                list.extend(self.deliveries_after(udid, list.len()));
+                list.len()
+            }
+            _ => {
+                let all = self.deliveries(udid);
+                let len = all.len();
+                kept.insert(udid.to_string(), all);
+                len
+            }
+        };
+        self.handed.insert(udid.to_string(), len);
     }
 
     /// Every delivery of the device read so far, in history order (`deliveries::from_history`).
     pub(super) fn deliveries(&self, udid: &str) -> Vec<Delivery> {
-        self.devices
-            .get(udid)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .flat_map(|c| {
-                c.deliveries.iter().map(|(_, at)| Delivery {
-                    command_uuid: c.uuid.clone(),
-                    at: at.clone(),
-                    seen: DeliverySeen::History,
-                })
-            })
-            .collect()
+        self.deliveries_after(udid, 0)
+    }
+
+    /// [`Feed::deliveries`] without its first `skip`, copied from the end back.
+    fn deliveries_after(&self, udid: &str, skip: usize) -> Vec<Delivery> {
+        let cmds = self.devices.get(udid).map(Vec::as_slice).unwrap_or(&[]);
+        let total: usize = cmds.iter().map(|c| c.deliveries.len()).sum();
+        let mut left = total.saturating_sub(skip);
+        let mut out = Vec::with_capacity(left);
+        for c in cmds.iter().rev() {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(c.deliveries.len());
+            let from = c.deliveries.len() - take;
+            out.extend(c.deliveries[from..].iter().rev().map(|(_, at)| Delivery {
+                command_uuid: c.uuid.clone(),
+                at: at.clone(),
+                seen: DeliverySeen::History,
+            }));
+            left -= take;
+        }
+        out.reverse();
+        out
     }
 }
 
@@ -283,9 +326,7 @@ impl super::NanoMdm {
                         .history_deliveries
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    if feed.take_deliveries_grew(u) || !kept.contains_key(u) {
-                        kept.insert(u.clone(), feed.deliveries(u));
-                    }
+                    feed.hand_on_deliveries(u, &mut kept);
                     drop(kept);
                     Ok(match &self.inbox {
                         None => history,
@@ -354,6 +395,74 @@ mod tests {
     fn page(after: i64, reports: Vec<serde_json::Value>) -> serde_json::Value {
         json!({ "reports_after": after, "deliveries_after": 0, "more": false,
                 "reports": reports, "deliveries": [] })
+    }
+
+    /// A page of deliveries only: (store number, command, its queue place).
+    fn deliveries_page(list: &[(i64, &str, i64)]) -> serde_json::Value {
+        let ds: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(id, uuid, seq)| {
+                json!({ "id": id, "enrollment_id": "U", "command_uuid": uuid,
+                        "request_type": "OSUpdateStatus", "seq": seq, "at": format!("t{id}") })
+            })
+            .collect();
+        let last = list.iter().map(|d| d.0).max().unwrap_or(0);
+        json!({ "reports_after": 0, "deliveries_after": last, "more": false,
+                "reports": [], "deliveries": ds })
+    }
+
+    fn delivered(d: &[Delivery]) -> Vec<(&str, &str)> {
+        d.iter()
+            .map(|d| (d.command_uuid.as_str(), d.at.as_str()))
+            .collect()
+    }
+
+    /// However the deliveries arrive — at the end of the list, to an older command, to a
+    /// command queued before the others — the list handed on is the one made anew from the
+    /// whole feed, and a list replaced by someone else is made anew too.
+    #[test]
+    fn deliveries_handed_on_are_always_the_whole_list() {
+        let url = "http://mdm/v1/history";
+        let mut feed = Feed::default();
+        let mut kept = HashMap::new();
+        let steps: [&[(i64, &str, i64)]; 6] = [
+            &[(1, "C1", 1), (2, "C2", 2)],
+            &[(3, "C2", 2)],               // the last command again: appended
+            &[(4, "C3", 3), (5, "C3", 3)], // a new last command: appended
+            &[(6, "C1", 1)],               // an older command delivered again
+            &[(7, "C0", 0)],               // a command queued before all others
+            &[(8, "C3", 3)],
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            feed.take(url, &deliveries_page(step)).unwrap();
+            if i == 5 {
+                // Replaced meanwhile (a per-device history read keeps its own list).
+                kept.insert("U".to_string(), Vec::new());
+            }
+            feed.hand_on_deliveries("U", &mut kept);
+            assert_eq!(
+                delivered(&kept["U"]),
+                delivered(&feed.deliveries("U")),
+                "after step {i}"
+            );
+        }
+        assert_eq!(
+            delivered(&kept["U"]),
+            [
+                ("C0", "t7"),
+                ("C1", "t1"),
+                ("C1", "t6"),
+                ("C2", "t2"),
+                ("C2", "t3"),
+                ("C3", "t4"),
+                ("C3", "t5"),
+                ("C3", "t8"),
+            ]
+        );
+        // Nothing new: the list is left as it is.
+        let before = kept["U"].len();
+        feed.hand_on_deliveries("U", &mut kept);
+        assert_eq!(kept["U"].len(), before);
     }
 
     fn uuids(r: &[CommandResult]) -> Vec<&str> {
