@@ -113,9 +113,9 @@ fn ignore_sigxfsz() {
 
 /// The async runtime a command runs on: worker threads on every core, except for a probe of one
 /// named device (`lab probe --udid U`, without `--sim` or `--mdm`). That probe is one chain of
-/// round trips with nothing to run beside it but the USB scan (a blocking thread either way),
-/// so one thread runs it; starting the workers, their stacks and the hand-offs between them
-/// were a tenth of its time (issue 16, README "Performance").
+/// round trips with nothing to run beside it but the USB scan (on a blocking thread, where the
+/// host has USB at all), so one thread runs it; starting the workers, their stacks and the
+/// hand-offs between them were about a quarter of its time (issue 16, README "Performance").
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     match command {
         Command::Probe(a) if a.one_device() => tokio::runtime::Builder::new_current_thread()

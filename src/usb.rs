@@ -94,8 +94,9 @@ pub enum UsbScan {
 /// usbfs: `/dev/bus/usb`, the older `/proc/bus/usb`, or `/dev/usbdev*` nodes, the places libusb
 /// looks before it gives up with "could not find usbfs" (libusb `linux_usbfs.c`,
 /// `find_usbfs_path`). A bench or VM without them cannot be scanned; asking first spares the
-/// scan its thread, libusb's start-up and its walk of `/dev` — a tenth of a one-device
-/// `lab probe` on such a machine (issue 16). Other systems are always scanned.
+/// scan its thread, libusb's start-up and its walk of `/dev`: a sixth of a one-device
+/// `lab probe` back to back on such a machine, a third interleaved with other processes
+/// (issue 16, README "Performance"). Other systems are always scanned.
 pub fn usb_nodes_present() -> bool {
     #[cfg(target_os = "linux")]
     {

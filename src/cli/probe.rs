@@ -84,8 +84,8 @@ pub async fn run(flags: &[String], a: ProbeArgs) -> Result<u8, CliError> {
         None => usbmuxd_addrs(flags)?,
     };
     // The raw USB scan (bus-port paths, for the output only) runs beside the listing and the
-    // probes instead of before them: on a bench without USB access it reads /dev, which took as
-    // long as the whole lockdown exchange of a one-device probe (issue 16).
+    // probes instead of before them; on a host without USB device nodes it is not started at
+    // all (`usb::scan_beside`, issue 16).
     let usb = tokio::spawn(usb::scan_beside());
     let (devices, host_errors) = attached(&addrs, &a.udids, timeout).await?;
     let mut probes = probe_all(
